@@ -1,0 +1,339 @@
+//! Orders: the input that creates one ([`NewOrder`]), the stored order ([`Order`]) and its lifecycle.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::{Currency, CustomerId, FieldError, MinorUnits, OrderId, Quantity, Sku, ValidationErrors};
+
+/// Where an order is in its lifecycle (`CREATED -> PAID | PAYMENT_FAILED`, `PAID -> ALLOCATED | REJECTED`,
+/// `CANCELLED` from CREATED, PAID or ALLOCATED).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum OrderStatus {
+    /// Accepted and recorded; waiting for payment.
+    Created,
+    /// Payment captured.
+    Paid,
+    /// Payment declined or failed.
+    PaymentFailed,
+    /// Stock reserved.
+    Allocated,
+    /// Stock could not be reserved.
+    Rejected,
+    /// Cancelled by the customer.
+    Cancelled,
+}
+
+impl OrderStatus {
+    /// The status as stored and shown (`CREATED`, `PAID`, ...).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Created => "CREATED",
+            Self::Paid => "PAID",
+            Self::PaymentFailed => "PAYMENT_FAILED",
+            Self::Allocated => "ALLOCATED",
+            Self::Rejected => "REJECTED",
+            Self::Cancelled => "CANCELLED",
+        }
+    }
+}
+
+impl fmt::Display for OrderStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a string is not an order status.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown order status '{0}'")]
+pub struct UnknownStatus(pub String);
+
+impl FromStr for OrderStatus {
+    type Err = UnknownStatus;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "CREATED" => Self::Created,
+            "PAID" => Self::Paid,
+            "PAYMENT_FAILED" => Self::PaymentFailed,
+            "ALLOCATED" => Self::Allocated,
+            "REJECTED" => Self::Rejected,
+            "CANCELLED" => Self::Cancelled,
+            other => return Err(UnknownStatus(other.to_owned())),
+        })
+    }
+}
+
+/// One validated line of a new order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewOrderItem {
+    /// Product ordered.
+    pub sku: Sku,
+    /// Units ordered.
+    pub quantity: Quantity,
+    /// Price of one unit, in minor units of the order's currency.
+    pub unit_price_minor: MinorUnits,
+}
+
+/// A validated request to create an order; only [`NewOrder::parse`] makes one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewOrder {
+    customer_id: CustomerId,
+    currency: Currency,
+    items: Vec<NewOrderItem>,
+    total: MinorUnits,
+}
+
+impl NewOrder {
+    /// Most lines accepted in one order.
+    pub const MAX_ITEMS: usize = 100;
+
+    /// Parses a JSON document of the shape
+    /// `{"customer_id": "...", "currency": "EUR", "items": [{"sku": "...", "quantity": 1, "unit_price_minor": 100}]}`,
+    /// reporting every missing, wrong-typed or out-of-range field at once.
+    pub fn parse(doc: &Value) -> Result<Self, ValidationErrors> {
+        let mut errors = ValidationErrors::default();
+        let Some(obj) = doc.as_object() else {
+            errors.push("", "the request body must be a JSON object");
+            return Err(errors);
+        };
+        let customer_id = string_field(obj.get("customer_id"), "customer_id", &mut errors)
+            .and_then(|s| CustomerId::parse(s).map_err(|m| errors.push("customer_id", m)).ok());
+        let currency = string_field(obj.get("currency"), "currency", &mut errors)
+            .and_then(|s| Currency::parse(s).map_err(|m| errors.push("currency", m)).ok());
+        let items = parse_items(obj.get("items"), &mut errors);
+
+        let total = items.as_ref().and_then(|items| {
+            items
+                .iter()
+                .try_fold(MinorUnits::ZERO, |acc, i| acc.checked_add(i.unit_price_minor.checked_mul(i.quantity)?))
+                .or_else(|| {
+                    errors.push("items", "the order total is too large");
+                    None
+                })
+        });
+        match (customer_id, currency, items, total) {
+            (Some(customer_id), Some(currency), Some(items), Some(total)) if errors.is_empty() => {
+                Ok(Self { customer_id, currency, items, total })
+            }
+            _ => Err(errors),
+        }
+    }
+
+    /// The customer placing the order.
+    pub fn customer_id(&self) -> &CustomerId {
+        &self.customer_id
+    }
+
+    /// The currency every price is in.
+    pub fn currency(&self) -> Currency {
+        self.currency
+    }
+
+    /// The order lines (at least one).
+    pub fn items(&self) -> &[NewOrderItem] {
+        &self.items
+    }
+
+    /// Sum of quantity x unit price over all lines.
+    pub fn total(&self) -> MinorUnits {
+        self.total
+    }
+}
+
+fn string_field<'a>(value: Option<&'a Value>, field: &str, errors: &mut ValidationErrors) -> Option<&'a str> {
+    match value {
+        None | Some(Value::Null) => {
+            errors.push(field, "is required");
+            None
+        }
+        Some(Value::String(s)) => Some(s),
+        Some(_) => {
+            errors.push(field, "must be a string");
+            None
+        }
+    }
+}
+
+fn integer_field(value: Option<&Value>, field: &str, errors: &mut ValidationErrors) -> Option<i64> {
+    match value {
+        None | Some(Value::Null) => {
+            errors.push(field, "is required");
+            None
+        }
+        Some(Value::Number(n)) => match n.as_i64() {
+            Some(v) => Some(v),
+            None if n.is_u64() => {
+                errors.push(field, "is too large");
+                None
+            }
+            None => {
+                errors.push(field, "must be an integer (minor units, never a fraction)");
+                None
+            }
+        },
+        Some(_) => {
+            errors.push(field, "must be an integer");
+            None
+        }
+    }
+}
+
+fn parse_items(value: Option<&Value>, errors: &mut ValidationErrors) -> Option<Vec<NewOrderItem>> {
+    let list = match value {
+        None | Some(Value::Null) => {
+            errors.push("items", "is required");
+            return None;
+        }
+        Some(Value::Array(list)) => list,
+        Some(_) => {
+            errors.push("items", "must be an array");
+            return None;
+        }
+    };
+    if list.is_empty() {
+        errors.push("items", "must contain at least one item");
+        return None;
+    }
+    if list.len() > NewOrder::MAX_ITEMS {
+        errors.push("items", format!("must contain at most {} items", NewOrder::MAX_ITEMS));
+        return None;
+    }
+    let before = errors.errors().len();
+    let mut items = Vec::with_capacity(list.len());
+    for (i, item) in list.iter().enumerate() {
+        let at = |f: &str| format!("items[{i}].{f}");
+        let Some(obj) = item.as_object() else {
+            errors.0.push(FieldError::new(format!("items[{i}]"), "must be an object"));
+            continue;
+        };
+        let sku = string_field(obj.get("sku"), &at("sku"), errors)
+            .and_then(|s| Sku::parse(s).map_err(|m| errors.push(at("sku"), m)).ok());
+        let quantity = integer_field(obj.get("quantity"), &at("quantity"), errors)
+            .and_then(|q| Quantity::parse(q).map_err(|m| errors.push(at("quantity"), m)).ok());
+        let price = integer_field(obj.get("unit_price_minor"), &at("unit_price_minor"), errors)
+            .and_then(|p| MinorUnits::unit_price(p).map_err(|m| errors.push(at("unit_price_minor"), m)).ok());
+        if let (Some(sku), Some(quantity), Some(unit_price_minor)) = (sku, quantity, price) {
+            items.push(NewOrderItem { sku, quantity, unit_price_minor });
+        }
+    }
+    (errors.errors().len() == before).then_some(items)
+}
+
+/// One line of a recorded order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderItem {
+    /// Product ordered.
+    pub sku: Sku,
+    /// Units ordered.
+    pub quantity: Quantity,
+    /// Price of one unit, in minor units.
+    pub unit_price_minor: MinorUnits,
+}
+
+/// A recorded order as the source of truth holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Order {
+    /// The order's id.
+    pub id: OrderId,
+    /// Who placed it.
+    pub customer_id: CustomerId,
+    /// Currency of every amount.
+    pub currency: Currency,
+    /// Current lifecycle state.
+    pub status: OrderStatus,
+    /// Increases by one with every change; state only ever moves to a higher version.
+    pub version: i64,
+    /// The order lines.
+    pub items: Vec<OrderItem>,
+    /// Sum over the lines, in minor units.
+    pub total_minor: MinorUnits,
+    /// When it was accepted.
+    pub created_at: DateTime<Utc>,
+    /// When it last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Order {
+    /// Turns a validated request into version 1 of a new order, created at `now`.
+    pub fn create(new: NewOrder, now: DateTime<Utc>) -> Self {
+        Self {
+            id: OrderId::new(),
+            customer_id: new.customer_id,
+            currency: new.currency,
+            status: OrderStatus::Created,
+            version: 1,
+            items: new
+                .items
+                .into_iter()
+                .map(|i| OrderItem { sku: i.sku, quantity: i.quantity, unit_price_minor: i.unit_price_minor })
+                .collect(),
+            total_minor: new.total,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn fields(doc: Value) -> Vec<String> {
+        NewOrder::parse(&doc).err().map(|e| e.0.into_iter().map(|f| f.field).collect()).unwrap_or_default()
+    }
+
+    #[test]
+    fn a_valid_order_parses_with_its_total() {
+        let doc = json!({"customer_id": "c-1", "currency": "EUR",
+            "items": [{"sku": "A", "quantity": 2, "unit_price_minor": 150}, {"sku": "B", "quantity": 1, "unit_price_minor": 5}]});
+        let order = NewOrder::parse(&doc).expect("valid");
+        assert_eq!(order.total().get(), 305);
+        assert_eq!(Order::create(order, Utc::now()).status, OrderStatus::Created);
+    }
+
+    #[test]
+    fn every_bad_field_is_reported_at_once() {
+        let doc = json!({"customer_id": 5, "currency": "XXZ",
+            "items": [{"sku": "", "quantity": 0, "unit_price_minor": -1}, {"sku": "B", "quantity": 1.5}]});
+        assert_eq!(
+            fields(doc),
+            vec![
+                "customer_id",
+                "currency",
+                "items[0].sku",
+                "items[0].quantity",
+                "items[0].unit_price_minor",
+                "items[1].quantity",
+                "items[1].unit_price_minor"
+            ]
+        );
+    }
+
+    #[test]
+    fn missing_and_empty_inputs_are_rejected() {
+        assert_eq!(fields(json!({})), vec!["customer_id", "currency", "items"]);
+        assert_eq!(fields(json!({"customer_id": "c", "currency": "EUR", "items": []})), vec!["items"]);
+        assert_eq!(fields(json!([1, 2])), vec![""]);
+    }
+
+    #[test]
+    fn too_many_items_are_rejected() {
+        let item = json!({"sku": "A", "quantity": 1, "unit_price_minor": 1});
+        let doc = json!({"customer_id": "c", "currency": "EUR", "items": vec![item; NewOrder::MAX_ITEMS + 1]});
+        assert_eq!(fields(doc), vec!["items"]);
+    }
+
+    #[test]
+    fn statuses_round_trip() {
+        for s in [OrderStatus::Created, OrderStatus::Paid, OrderStatus::Cancelled] {
+            assert_eq!(s.as_str().parse::<OrderStatus>(), Ok(s));
+        }
+    }
+}
