@@ -1,1 +1,166 @@
-//! placeholder
+//! The source of truth: orders and the transactional outbox, on PostgreSQL (production) or SQLite
+//! (embedded default).
+//!
+//! Both backends run the same SQL (see [`backend`]); only connecting, migrating and the relay lease differ.
+//! Writing an order and its events is one transaction, so an event exists if and only if its order does.
+
+mod backend;
+mod error;
+mod postgres;
+mod rows;
+mod sqlite;
+
+use chrono::{DateTime, Utc};
+use orderflow_domain::{Order, OrderId};
+use orderflow_events::EncodedEvent;
+
+pub use error::StoreError;
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
+
+/// An outbox row waiting to be (or already) published.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxRecord {
+    /// Position in the outbox; the relay publishes in increasing id order.
+    pub id: i64,
+    /// The event's id.
+    pub event_id: uuid::Uuid,
+    /// Base topic name (without deployment prefix).
+    pub topic: String,
+    /// Record key (the order id).
+    pub key: String,
+    /// Event type.
+    pub event_type: String,
+    /// Encoded body, published unchanged.
+    pub payload: Vec<u8>,
+    /// Record headers.
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+/// Which database a [`Store`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// PostgreSQL server.
+    Postgres,
+    /// SQLite file.
+    Sqlite,
+}
+
+impl Backend {
+    /// Name for logs and start-up banners.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Postgres => "postgresql",
+            Self::Sqlite => "sqlite",
+        }
+    }
+}
+
+/// Proof that this process is the only active outbox relay; held until dropped.
+///
+/// On PostgreSQL it is a session advisory lock on a dedicated connection (released by the server if the
+/// process dies); SQLite is single-process, so the lease is implicit.
+pub enum RelayLease {
+    /// Holds the connection that owns the advisory lock.
+    Postgres(sqlx::PgConnection),
+    /// Nothing to hold.
+    Sqlite,
+}
+
+impl RelayLease {
+    /// Checks that the lease is still held (the lock's connection is alive).
+    pub async fn check(&mut self) -> Result<(), StoreError> {
+        match self {
+            Self::Postgres(conn) => {
+                sqlx::query("SELECT 1").execute(&mut *conn).await?;
+                Ok(())
+            }
+            Self::Sqlite => Ok(()),
+        }
+    }
+}
+
+/// A connection pool to the source of truth.
+#[derive(Clone, Debug)]
+pub enum Store {
+    /// PostgreSQL.
+    Postgres(PgStore),
+    /// SQLite.
+    Sqlite(SqliteStore),
+}
+
+macro_rules! dispatch {
+    ($self:ident, $s:ident => $e:expr) => {
+        match $self {
+            Store::Postgres($s) => $e,
+            Store::Sqlite($s) => $e,
+        }
+    };
+}
+
+impl Store {
+    /// Connects to `postgres://...` / `postgresql://...` or `sqlite://path` (the file and its folder are
+    /// created when missing), with at most `max_connections` pooled connections.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Self::Postgres(PgStore::connect(url, max_connections).await?))
+        } else if url.starts_with("sqlite:") {
+            Ok(Self::Sqlite(SqliteStore::connect(url, max_connections).await?))
+        } else {
+            Err(StoreError::BadUrl("expected postgres://... or sqlite://...".into()))
+        }
+    }
+
+    /// Which backend this is.
+    pub fn backend(&self) -> Backend {
+        match self {
+            Self::Postgres(_) => Backend::Postgres,
+            Self::Sqlite(_) => Backend::Sqlite,
+        }
+    }
+
+    /// Applies pending schema migrations.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        dispatch!(self, s => s.migrate().await)
+    }
+
+    /// Writes the order, its lines and its event to the outbox in one transaction.
+    pub async fn insert_order(&self, order: &Order, event: &EncodedEvent) -> Result<(), StoreError> {
+        dispatch!(self, s => s.insert_order(order, event).await)
+    }
+
+    /// Reads one order with its lines.
+    pub async fn get_order(&self, id: OrderId) -> Result<Option<Order>, StoreError> {
+        dispatch!(self, s => s.get_order(id).await)
+    }
+
+    /// The oldest unpublished outbox rows, in publication order.
+    pub async fn outbox_pending(&self, limit: i64) -> Result<Vec<OutboxRecord>, StoreError> {
+        dispatch!(self, s => s.outbox_pending(limit).await)
+    }
+
+    /// Stamps the given outbox rows as published at `at`.
+    pub async fn outbox_mark_published(&self, ids: &[i64], at: DateTime<Utc>) -> Result<(), StoreError> {
+        dispatch!(self, s => s.outbox_mark_published(ids, at).await)
+    }
+
+    /// Number of outbox rows not yet published.
+    pub async fn outbox_backlog(&self) -> Result<i64, StoreError> {
+        dispatch!(self, s => s.outbox_backlog().await)
+    }
+
+    /// Deletes rows published before `before`; returns how many.
+    pub async fn outbox_prune(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        dispatch!(self, s => s.outbox_prune(before).await)
+    }
+
+    /// Waits until this process is the only active outbox relay.
+    pub async fn acquire_relay_lease(&self) -> Result<RelayLease, StoreError> {
+        dispatch!(self, s => s.acquire_relay_lease().await)
+    }
+
+    /// Closes every pooled connection.
+    pub async fn close(&self) {
+        dispatch!(self, s => s.pool.close().await)
+    }
+}

@@ -1,1 +1,80 @@
-//! placeholder
+//! Test harness: real PostgreSQL, redis-server and Apache Kafka (KRaft) servers on 127.0.0.1.
+//!
+//! Each server runs as a child process on free ports with its data in a temp dir. The shared accessors
+//! ([`postgres`], [`redis`], [`kafka`]) start one server per test binary on first use; tests isolate
+//! themselves with a fresh database ([`PostgresServer::fresh_database`]) and unique names ([`unique`]).
+//! Servers and their directories are removed when the test binary exits, even when it crashes or a test
+//! fails: a watchdog process outlives the binary for that purpose. No docker involved.
+
+mod kafka;
+mod postgres;
+mod process;
+mod redis;
+
+use std::sync::OnceLock;
+
+pub use kafka::{KAFKA_VERSION, KafkaServer, kafka_jars};
+pub use postgres::PostgresServer;
+pub use redis::RedisServer;
+
+/// Why a server could not be provided.
+#[derive(Debug, thiserror::Error)]
+pub enum HarnessError {
+    /// A program the harness needs is not installed.
+    #[error("{0}")]
+    Missing(String),
+    /// A system call failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The server did not become ready in time.
+    #[error("timed out waiting for {0}")]
+    Timeout(String),
+    /// The server or a setup step reported an error.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl HarnessError {
+    pub(crate) fn io(what: &str, source: std::io::Error) -> Self {
+        Self::Io { what: what.to_owned(), source }
+    }
+}
+
+/// Returns the shared server, starting it on first use; a server that cannot start fails the test loudly.
+fn shared<T>(cell: &'static OnceLock<T>, name: &str, start: impl FnOnce() -> Result<T, HarnessError>) -> &'static T {
+    cell.get_or_init(|| match start() {
+        Ok(server) => server,
+        // The harness is test-only: a test without its server cannot run, so stop it with the reason.
+        #[allow(clippy::panic)]
+        Err(e) => panic!("test harness could not start {name}: {e}"),
+    })
+}
+
+/// The PostgreSQL server shared by this test binary.
+pub fn postgres() -> &'static PostgresServer {
+    static CELL: OnceLock<PostgresServer> = OnceLock::new();
+    shared(&CELL, "PostgreSQL", PostgresServer::start)
+}
+
+/// The redis-server shared by this test binary.
+pub fn redis() -> &'static RedisServer {
+    static CELL: OnceLock<RedisServer> = OnceLock::new();
+    shared(&CELL, "redis-server", RedisServer::start)
+}
+
+/// The Kafka broker shared by this test binary.
+pub fn kafka() -> &'static KafkaServer {
+    static CELL: OnceLock<KafkaServer> = OnceLock::new();
+    shared(&CELL, "Kafka", KafkaServer::start)
+}
+
+/// A name unique within this machine, for per-test topics, groups and key prefixes: `<prefix>-<random>`.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{:016x}", rand::random::<u64>())
+}

@@ -1,0 +1,44 @@
+//! PostgreSQL backend (production).
+
+use std::time::Duration;
+
+use sqlx::Postgres;
+use sqlx::postgres::{PgPool, PgPoolOptions};
+
+use crate::{RelayLease, StoreError, backend::shared_queries};
+
+/// Advisory-lock key that elects the single active outbox relay ("orderflow" in ASCII).
+const RELAY_LOCK_KEY: i64 = 0x6f72_6465_7266_6c6f;
+
+/// A PostgreSQL connection pool.
+#[derive(Clone, Debug)]
+pub struct PgStore {
+    pub(crate) pool: PgPool,
+}
+
+impl PgStore {
+    /// Connects with at most `max_connections` pooled connections.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect(url)
+            .await?;
+        Ok(Self { pool })
+    }
+
+    /// Applies pending migrations from `migrations/postgres`.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        sqlx::migrate!("./migrations/postgres").run(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Takes the relay's advisory lock on a connection of its own (waits while another process holds it).
+    pub async fn acquire_relay_lease(&self) -> Result<RelayLease, StoreError> {
+        let mut conn = self.pool.acquire().await?.detach();
+        sqlx::query("SELECT pg_advisory_lock($1)").bind(RELAY_LOCK_KEY).execute(&mut conn).await?;
+        Ok(RelayLease::Postgres(conn))
+    }
+}
+
+shared_queries!(PgStore, Postgres);

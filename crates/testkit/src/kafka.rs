@@ -1,0 +1,217 @@
+//! A throw-away Apache Kafka broker in KRaft mode (combined broker + controller, one node).
+//!
+//! The broker's jars come from Maven Central through Maven (version pinned in `kafka/pom.xml`) into a cache
+//! folder, once per machine: `$ORDERFLOW_TEST_CACHE` or `~/.cache/orderflow`.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::types::RDKafkaErrorCode;
+
+use crate::HarnessError;
+use crate::process::{ServerProcess, free_port, log_tail, temp_dir, wait_until};
+use crate::redis::which;
+
+/// The pinned broker version (keep in step with `kafka/pom.xml`).
+pub const KAFKA_VERSION: &str = "4.1.1";
+
+const POM: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/kafka/pom.xml");
+
+/// A running single-node KRaft broker owned by the test process.
+pub struct KafkaServer {
+    port: u16,
+    process: ServerProcess,
+    /// How long formatting plus start-up took (jar download excluded).
+    pub startup: Duration,
+}
+
+fn cache_dir() -> PathBuf {
+    std::env::var_os("ORDERFLOW_TEST_CACHE").map(PathBuf::from).unwrap_or_else(|| {
+        std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(std::env::temp_dir).join(".cache/orderflow")
+    })
+}
+
+/// Makes sure the broker's jars are in the cache (fetching them with Maven when missing); returns their folder.
+pub fn kafka_jars() -> Result<PathBuf, HarnessError> {
+    let root = cache_dir().join(format!("kafka-{KAFKA_VERSION}"));
+    let libs = root.join("libs");
+    let done = root.join(".complete");
+    if done.exists() {
+        return Ok(libs);
+    }
+    std::fs::create_dir_all(&root).map_err(|e| HarnessError::io("create the Kafka cache folder", e))?;
+    // Several test binaries may get here at once: one fetches, the others wait for it.
+    let lock = File::create(root.join(".lock")).map_err(|e| HarnessError::io("create the cache lock", e))?;
+    lock.lock().map_err(|e| HarnessError::io("lock the Kafka cache", e))?;
+    if done.exists() {
+        return Ok(libs);
+    }
+    let mvn = which("mvn").ok_or_else(|| {
+        HarnessError::Missing("Maven (mvn) not found: install the Debian package 'maven' to fetch Kafka".into())
+    })?;
+    let staging = root.join("libs.partial");
+    let _ = std::fs::remove_dir_all(&staging);
+    let out = Command::new(mvn)
+        .args(["-q", "-B", "-f", POM, "dependency:copy-dependencies", "-DincludeScope=runtime"])
+        .arg(format!("-DoutputDirectory={}", staging.display()))
+        .output()
+        .map_err(|e| HarnessError::io("run mvn", e))?;
+    if !out.status.success() {
+        return Err(HarnessError::Failed(format!(
+            "fetching Kafka {KAFKA_VERSION} with Maven failed:\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        )));
+    }
+    let _ = std::fs::remove_dir_all(&libs);
+    std::fs::rename(&staging, &libs).map_err(|e| HarnessError::io("move the Kafka jars into place", e))?;
+    File::create(&done).map_err(|e| HarnessError::io("mark the Kafka cache complete", e))?;
+    Ok(libs)
+}
+
+fn java(libs: &Path) -> Command {
+    let mut cmd = Command::new("java");
+    let opts = std::env::var("ORDERFLOW_KAFKA_JAVA_OPTS")
+        .unwrap_or_else(|_| "-Xms256m -Xmx1g -XX:+UseSerialGC -XX:TieredStopAtLevel=1".into());
+    cmd.args(opts.split_whitespace())
+        .arg("-Djava.awt.headless=true")
+        .arg("-cp")
+        .arg(format!("{}/*", libs.display()));
+    cmd
+}
+
+/// A random KRaft cluster id: 16 random bytes in URL-safe base64 without padding (22 characters), the
+/// textual form of Kafka's `Uuid`.
+fn cluster_id() -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let bytes: [u8; 16] = rand::random();
+    let mut out = String::with_capacity(22);
+    for chunk in bytes.chunks(3) {
+        let b = [chunk[0], chunk.get(1).copied().unwrap_or(0), chunk.get(2).copied().unwrap_or(0)];
+        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
+        for i in 0..=chunk.len() {
+            out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+impl KafkaServer {
+    /// Formats a log dir and starts a broker with the default test settings plus `extra` properties.
+    pub fn start_with(extra: &[(&str, &str)]) -> Result<Self, HarnessError> {
+        let libs = kafka_jars()?;
+        let started = Instant::now();
+        let dir = temp_dir("kafka")?;
+        let (port, controller) = (free_port()?, free_port()?);
+        let mut props = vec![
+            ("process.roles".to_owned(), "broker,controller".to_owned()),
+            ("node.id".into(), "1".into()),
+            ("controller.quorum.voters".into(), format!("1@127.0.0.1:{controller}")),
+            ("listeners".into(), format!("PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}")),
+            ("advertised.listeners".into(), format!("PLAINTEXT://127.0.0.1:{port}")),
+            ("controller.listener.names".into(), "CONTROLLER".into()),
+            ("inter.broker.listener.name".into(), "PLAINTEXT".into()),
+            ("listener.security.protocol.map".into(), "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT".into()),
+            ("log.dirs".into(), dir.join("logs").display().to_string()),
+            ("auto.create.topics.enable".into(), "false".into()),
+            ("offsets.topic.replication.factor".into(), "1".into()),
+            ("offsets.topic.num.partitions".into(), "4".into()),
+            ("transaction.state.log.replication.factor".into(), "1".into()),
+            ("transaction.state.log.min.isr".into(), "1".into()),
+            ("transaction.state.log.num.partitions".into(), "4".into()),
+            ("share.coordinator.state.topic.replication.factor".into(), "1".into()),
+            ("share.coordinator.state.topic.min.isr".into(), "1".into()),
+            ("group.initial.rebalance.delay.ms".into(), "0".into()),
+        ];
+        for (k, v) in extra {
+            props.retain(|(key, _)| key != k);
+            props.push(((*k).to_owned(), (*v).to_owned()));
+        }
+        let config = dir.join("server.properties");
+        let text: String = props.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+        std::fs::write(&config, text).map_err(|e| HarnessError::io("write server.properties", e))?;
+
+        let format = java(&libs)
+            .args(["kafka.tools.StorageTool", "format", "-t", &cluster_id(), "-c"])
+            .arg(&config)
+            .output()
+            .map_err(|e| HarnessError::io("run java (is a JDK 17+ installed?)", e))?;
+        if !format.status.success() {
+            return Err(HarnessError::Failed(format!(
+                "formatting the KRaft log dir failed: {}{}",
+                String::from_utf8_lossy(&format.stdout),
+                String::from_utf8_lossy(&format.stderr)
+            )));
+        }
+        let process = ServerProcess::new("kafka", dir, move || {
+            let mut cmd = java(&libs);
+            cmd.arg("kafka.Kafka").arg(&config);
+            cmd
+        });
+        process.spawn()?;
+        let server = Self { port, process, startup: Duration::ZERO };
+        server.wait_ready()?;
+        Ok(Self { startup: started.elapsed(), ..server })
+    }
+
+    /// Starts a broker with the default test settings.
+    pub fn start() -> Result<Self, HarnessError> {
+        Self::start_with(&[])
+    }
+
+    /// Ready means the controller has unfenced the broker: creating a topic succeeds.
+    fn wait_ready(&self) -> Result<(), HarnessError> {
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", self.bootstrap_servers())
+            .set("socket.timeout.ms", "2000")
+            .create()
+            .map_err(|e| HarnessError::Failed(format!("admin client: {e}")))?;
+        let probe = NewTopic::new("__testkit_ready", 1, TopicReplication::Fixed(1));
+        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(2)));
+        wait_until("Kafka to accept a topic", Duration::from_secs(90), || {
+            if !self.process.is_running() {
+                return false;
+            }
+            let result = futures::executor::block_on(admin.create_topics([&probe], &opts));
+            matches!(result.as_deref(), Ok([Ok(_)] | [Err((_, RDKafkaErrorCode::TopicAlreadyExists))]))
+        })
+        .map(|_| ())
+        .map_err(|e| HarnessError::Failed(format!("{e}\n{}", log_tail(&self.process.log_path(), 30))))
+    }
+
+    /// The broker's port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `127.0.0.1:<port>`, for `bootstrap.servers`.
+    pub fn bootstrap_servers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the broker (SIGKILL, like a crash).
+    pub fn kill(&self) {
+        self.process.kill();
+    }
+
+    /// Starts it again on the same ports and log dir after [`KafkaServer::kill`].
+    pub fn restart(&self) -> Result<(), HarnessError> {
+        self.process.spawn()?;
+        self.wait_ready()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cluster_ids_are_22_url_safe_characters() {
+        let id = super::cluster_id();
+        assert_eq!(id.len(), 22);
+        assert!(id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+        assert_ne!(id, super::cluster_id());
+    }
+}

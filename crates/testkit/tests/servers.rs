@@ -1,0 +1,42 @@
+//! The harness itself: each server starts, answers, and can be killed and restarted.
+
+use std::time::Duration;
+
+use orderflow_testkit::{KafkaServer, PostgresServer, RedisServer};
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+
+#[test]
+fn postgres_starts_answers_and_restarts() {
+    let pg = PostgresServer::start().expect("postgres starts");
+    eprintln!("postgres started in {:?}", pg.startup);
+    let url = pg.fresh_database().expect("database created");
+    let db = url.rsplit('/').next().expect("db name");
+    assert_eq!(pg.psql(db, "SELECT 40 + 2").expect("query"), "42");
+    pg.kill();
+    assert!(pg.psql(db, "SELECT 1").is_err(), "a killed server must not answer");
+    pg.restart().expect("restarts");
+    assert_eq!(pg.psql(db, "SELECT 1").expect("query after restart"), "1");
+}
+
+#[test]
+fn redis_starts_and_restarts() {
+    let redis = RedisServer::start().expect("redis starts");
+    eprintln!("redis-server started in {:?}", redis.startup);
+    assert!(redis.url().starts_with("redis://127.0.0.1:"));
+    redis.kill();
+    redis.restart().expect("restarts");
+}
+
+#[test]
+fn kafka_starts_and_serves_metadata() {
+    let kafka = KafkaServer::start().expect("kafka starts");
+    eprintln!("kafka {} started in {:?}", orderflow_testkit::KAFKA_VERSION, kafka.startup);
+    let consumer: BaseConsumer =
+        ClientConfig::new().set("bootstrap.servers", kafka.bootstrap_servers()).create().expect("client");
+    let metadata = consumer.fetch_metadata(None, Duration::from_secs(5)).expect("metadata");
+    assert_eq!(metadata.brokers().len(), 1);
+    assert!(metadata.topics().iter().any(|t| t.name() == "__testkit_ready"));
+    kafka.kill();
+    assert!(consumer.fetch_metadata(None, Duration::from_secs(1)).is_err(), "a killed broker must not answer");
+}
