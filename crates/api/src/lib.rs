@@ -1,1 +1,77 @@
-//! placeholder
+//! The orders role's HTTP API (axum): routes, the problem+json error boundary, and health endpoints.
+
+mod error;
+mod orders;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use orderflow_cache::ReadModel;
+use orderflow_store::Store;
+use tokio::sync::Notify;
+use tower_http::trace::TraceLayer;
+
+pub use error::ApiError;
+pub use orders::{OrderItemView, OrderView};
+
+/// Largest request body accepted (bytes).
+pub const MAX_BODY_BYTES: usize = 256 * 1024;
+
+/// What every handler can reach; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    /// The source of truth.
+    pub store: Store,
+    /// The read model (Redis or in process).
+    pub read_model: ReadModel,
+    /// Poked after each committed write so the outbox relay publishes at once (when it runs in-process).
+    pub relay_wakeup: Option<Arc<Notify>>,
+}
+
+/// The API's routes with tracing, a body limit and problem+json fallbacks.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/orders", post(orders::create).fallback(method_not_allowed))
+        .route("/v1/orders/{id}", get(orders::get).fallback(method_not_allowed))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+async fn not_found(uri: Uri) -> ApiError {
+    ApiError::RouteNotFound(uri.path().to_owned())
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
+async fn healthz() -> impl IntoResponse {
+    axum::Json(serde_json::json!({"status": "ok"}))
+}
+
+/// Ready when the database answers within a second.
+async fn readyz(State(state): State<AppState>) -> Response {
+    let db = tokio::time::timeout(Duration::from_secs(1), state.store.outbox_backlog()).await;
+    match db {
+        Ok(Ok(backlog)) => {
+            axum::Json(serde_json::json!({"status": "ready", "database": "ok", "outbox_backlog": backlog}))
+                .into_response()
+        }
+        Ok(Err(e)) => not_ready(e.to_string()),
+        Err(_) => not_ready("timed out".into()),
+    }
+}
+
+fn not_ready(reason: String) -> Response {
+    let body = serde_json::json!({"status": "not ready", "database": reason});
+    (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response()
+}

@@ -1,1 +1,241 @@
-//! placeholder
+//! The outbox relay: publishes committed outbox rows to Kafka and marks them published.
+//!
+//! Guarantees: rows are sent in outbox order through an idempotent producer (acks=all), so records of one
+//! key reach their partition in commit order; a row is marked only after the broker acknowledged it and every
+//! row before it. A crash between publishing and marking republishes those rows (consumers dedupe by event
+//! id); no row is ever marked without being published, so nothing is lost. On PostgreSQL, a lease keeps a
+//! single relay active across instances.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use orderflow_bus::Bus;
+use orderflow_store::{OutboxRecord, Store, StoreError};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::types::RDKafkaErrorCode;
+use serde::Deserialize;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// Relay tuning, as read from configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RelaySettings {
+    /// Most rows published per round trip to the database.
+    pub batch_size: i64,
+    /// How long to sleep when the outbox is empty and no wake-up arrives (milliseconds).
+    pub idle_poll_ms: u64,
+    /// Published rows older than this are deleted (hours).
+    pub retain_published_hours: i64,
+}
+
+impl Default for RelaySettings {
+    fn default() -> Self {
+        Self { batch_size: 500, idle_poll_ms: 100, retain_published_hours: 24 }
+    }
+}
+
+/// What stops a relay round.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    /// Reading or marking outbox rows failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Setting up the producer failed.
+    #[error(transparent)]
+    Bus(#[from] orderflow_bus::BusError),
+    /// The broker did not acknowledge a record (it stays pending and is retried).
+    #[error("publishing outbox row {id} to {topic} failed: {reason}")]
+    Publish {
+        /// Outbox row id.
+        id: i64,
+        /// Destination topic.
+        topic: String,
+        /// librdkafka's reason.
+        reason: String,
+    },
+}
+
+/// Publishes outbox rows; one per process, cheap to share.
+pub struct OutboxRelay {
+    store: Store,
+    bus: Bus,
+    producer: FutureProducer,
+    settings: RelaySettings,
+    wakeup: Arc<Notify>,
+}
+
+/// Rows the broker has acknowledged but that are not yet marked published.
+///
+/// Dropping it without [`PublishedBatch::mark`] is what a crash at that point looks like: the rows stay
+/// pending and are published again.
+#[must_use = "a batch that is not marked is published again"]
+pub struct PublishedBatch<'a> {
+    store: &'a Store,
+    acknowledged: Vec<i64>,
+    failure: Option<RelayError>,
+}
+
+impl PublishedBatch<'_> {
+    /// How many rows were acknowledged.
+    pub fn len(&self) -> usize {
+        self.acknowledged.len()
+    }
+
+    /// True when there was nothing to publish (or the first row failed).
+    pub fn is_empty(&self) -> bool {
+        self.acknowledged.is_empty()
+    }
+
+    /// Marks the acknowledged rows published; returns how many, or the publish failure that cut the batch
+    /// short (after marking what preceded it).
+    pub async fn mark(self) -> Result<usize, RelayError> {
+        self.store.outbox_mark_published(&self.acknowledged, Utc::now()).await?;
+        match self.failure {
+            Some(e) => Err(e),
+            None => Ok(self.acknowledged.len()),
+        }
+    }
+}
+
+impl OutboxRelay {
+    /// Builds a relay with its own idempotent producer.
+    pub fn new(store: Store, bus: Bus, settings: RelaySettings) -> Result<Self, RelayError> {
+        let producer = bus.producer("orderflow-relay")?;
+        Ok(Self { store, bus, producer, settings, wakeup: Arc::new(Notify::new()) })
+    }
+
+    /// A handle the write path pokes after committing, so new rows go out without waiting for the poll.
+    pub fn wakeup(&self) -> Arc<Notify> {
+        self.wakeup.clone()
+    }
+
+    /// Sends the oldest pending rows in order and waits for the broker's acknowledgements.
+    ///
+    /// Only the unbroken run of acknowledged rows from the start of the batch is kept for marking: if row
+    /// `n` fails, rows after it are published again later, after `n`, never before it.
+    pub async fn publish_batch(&self) -> Result<PublishedBatch<'_>, RelayError> {
+        let rows = self.store.outbox_pending(self.settings.batch_size).await?;
+        let mut deliveries = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let topic = self.bus.topic(&row.topic);
+            let mut record = FutureRecord::to(&topic).key(&row.key).payload(&row.payload).headers(headers(row));
+            let delivery = loop {
+                match self.producer.send_result(record) {
+                    Ok(delivery) => break Ok(delivery),
+                    // The local queue is full: let librdkafka drain it, then enqueue again.
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), again)) => {
+                        record = again;
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    Err((e, _)) => break Err(e),
+                }
+            };
+            deliveries.push((row.id, topic.clone(), delivery));
+        }
+        let mut acknowledged = Vec::with_capacity(rows.len());
+        let mut failure = None;
+        for (id, topic, delivery) in deliveries {
+            let outcome = match delivery {
+                Ok(delivery) => match delivery.await {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err((e, _))) => Err(e.to_string()),
+                    Err(_) => Err("the producer was dropped".to_owned()),
+                },
+                Err(e) => Err(e.to_string()),
+            };
+            match outcome {
+                Ok(()) if failure.is_none() => acknowledged.push(id),
+                Ok(()) => {}
+                Err(reason) => {
+                    failure.get_or_insert(RelayError::Publish { id, topic, reason });
+                }
+            }
+        }
+        Ok(PublishedBatch { store: &self.store, acknowledged, failure })
+    }
+
+    /// Publishes and marks one batch; returns how many rows went out.
+    pub async fn run_once(&self) -> Result<usize, RelayError> {
+        self.publish_batch().await?.mark().await
+    }
+
+    /// Relays until `shutdown` fires: takes the relay lease, then publishes whenever woken or every idle
+    /// poll; errors are logged and retried with backoff (rows stay pending, nothing is lost).
+    pub async fn run(&self, shutdown: CancellationToken) -> Result<(), RelayError> {
+        let idle = Duration::from_millis(self.settings.idle_poll_ms.max(1));
+        'lease: loop {
+            let mut lease = tokio::select! {
+                () = shutdown.cancelled() => break 'lease,
+                lease = self.store.acquire_relay_lease() => match lease {
+                    Ok(lease) => lease,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "outbox relay: cannot take the relay lease; retrying");
+                        sleep_or_cancel(Duration::from_secs(1), &shutdown).await;
+                        continue 'lease;
+                    }
+                },
+            };
+            tracing::info!("outbox relay active");
+            let mut backoff = Duration::from_millis(50);
+            let mut rounds: u64 = 0;
+            while !shutdown.is_cancelled() {
+                rounds += 1;
+                if rounds % 1000 == 0 {
+                    if let Err(e) = lease.check().await {
+                        tracing::warn!(error = %e, "outbox relay: lost the relay lease");
+                        continue 'lease;
+                    }
+                    self.prune().await;
+                }
+                match self.run_once().await {
+                    Ok(n) => {
+                        backoff = Duration::from_millis(50);
+                        if n == 0 {
+                            tokio::select! {
+                                () = shutdown.cancelled() => {}
+                                () = self.wakeup.notified() => {}
+                                () = tokio::time::sleep(idle) => {}
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, retry_in = ?backoff, "outbox relay: round failed");
+                        sleep_or_cancel(backoff, &shutdown).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                    }
+                }
+            }
+            break;
+        }
+        // Hand over whatever is still queued before leaving (bounded).
+        let producer = self.producer.clone();
+        let _ = tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(5))).await;
+        Ok(())
+    }
+
+    async fn prune(&self) {
+        let before = Utc::now() - chrono::Duration::hours(self.settings.retain_published_hours);
+        match self.store.outbox_prune(before).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(rows = n, "outbox relay: pruned published rows"),
+            Err(e) => tracing::warn!(error = %e, "outbox relay: pruning failed"),
+        }
+    }
+}
+
+fn headers(row: &OutboxRecord) -> OwnedHeaders {
+    row.headers.iter().fold(OwnedHeaders::new_with_capacity(row.headers.len()), |h, (key, value)| {
+        h.insert(Header { key, value: Some(value) })
+    })
+}
+
+async fn sleep_or_cancel(duration: Duration, shutdown: &CancellationToken) {
+    tokio::select! {
+        () = shutdown.cancelled() => {}
+        () = tokio::time::sleep(duration) => {}
+    }
+}

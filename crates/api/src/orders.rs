@@ -1,0 +1,116 @@
+//! `/v1/orders`: create an order (one transaction with its outbox event) and read one back cache-aside.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use orderflow_domain::{NewOrder, Order, OrderId};
+use orderflow_events::{EventCodec, JsonCodec, OrderCreated};
+use serde::Serialize;
+
+use crate::{ApiError, AppState};
+
+/// One order line as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct OrderItemView {
+    sku: String,
+    quantity: u32,
+    unit_price_minor: i64,
+    line_total_minor: i64,
+}
+
+/// An order as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct OrderView {
+    id: String,
+    customer_id: String,
+    currency: &'static str,
+    status: &'static str,
+    version: i64,
+    items: Vec<OrderItemView>,
+    total_minor: i64,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl From<&Order> for OrderView {
+    fn from(o: &Order) -> Self {
+        Self {
+            id: o.id.to_string(),
+            customer_id: o.customer_id.to_string(),
+            currency: o.currency.code(),
+            status: o.status.as_str(),
+            version: o.version,
+            items: o
+                .items
+                .iter()
+                .map(|i| OrderItemView {
+                    sku: i.sku.to_string(),
+                    quantity: i.quantity.get(),
+                    unit_price_minor: i.unit_price_minor.get(),
+                    line_total_minor: i.unit_price_minor.checked_mul(i.quantity).map_or(i64::MAX, |m| m.get()),
+                })
+                .collect(),
+            total_minor: o.total_minor.get(),
+            created_at: o.created_at,
+            updated_at: o.updated_at,
+        }
+    }
+}
+
+/// Accepts `application/json` and any `application/*+json`, with parameters such as `charset`.
+fn is_json(headers: &HeaderMap) -> Result<(), ApiError> {
+    let value = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let essence = value.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    if essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json")) {
+        Ok(())
+    } else {
+        Err(ApiError::UnsupportedMediaType(if value.is_empty() { "none".into() } else { value.to_owned() }))
+    }
+}
+
+/// `POST /v1/orders`: validates, then writes order, lines and `order.created` in one transaction; 201 after
+/// commit.
+pub async fn create(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    is_json(&headers)?;
+    let body = body.map_err(|e| ApiError::BadBody(e.body_text()))?;
+    let doc: serde_json::Value = serde_json::from_slice(&body).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+    let new = NewOrder::parse(&doc).map_err(ApiError::Validation)?;
+
+    let order = Order::create(new, Utc::now());
+    let event = JsonCodec::encode_order_created(&OrderCreated::from_order(&order));
+    state.store.insert_order(&order, &event).await?;
+    if let Some(relay) = &state.relay_wakeup {
+        relay.notify_one();
+    }
+
+    let location = format!("/v1/orders/{}", order.id);
+    let mut response = (StatusCode::CREATED, Json(OrderView::from(&order))).into_response();
+    if let Ok(value) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    Ok(response)
+}
+
+/// `GET /v1/orders/{id}`: the read model first, then the database (populating the read model).
+pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<OrderView>, ApiError> {
+    let order_id: OrderId = id.parse().map_err(|_| ApiError::InvalidOrderId(id.clone()))?;
+    match state.read_model.get(order_id).await {
+        Ok(Some(order)) => return Ok(Json(OrderView::from(&order))),
+        Ok(None) => {}
+        // Redis holds derived state only: an error there costs speed, never an answer.
+        Err(e) => tracing::warn!(error = %e, order_id = %order_id, "read model unavailable; reading the database"),
+    }
+    let order = state.store.get_order(order_id).await?.ok_or(ApiError::OrderNotFound(id))?;
+    if let Err(e) = state.read_model.put(&order).await {
+        tracing::warn!(error = %e, order_id = %order_id, "could not populate the read model");
+    }
+    Ok(Json(OrderView::from(&order)))
+}

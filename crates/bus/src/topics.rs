@@ -1,0 +1,186 @@
+//! The blueprint's topic table and `topics apply`: create what is missing, check what exists.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::types::RDKafkaErrorCode;
+
+use crate::{Bus, BusError};
+
+const DAY_MS: i64 = 24 * 60 * 60 * 1000;
+
+/// How a topic gets rid of old records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cleanup {
+    /// Delete records older than this many days.
+    Delete {
+        /// Retention in days.
+        days: i64,
+    },
+    /// Keep the latest record per key.
+    Compact,
+}
+
+impl Cleanup {
+    /// The topic configs this cleanup translates to.
+    pub fn configs(&self) -> Vec<(&'static str, String)> {
+        match self {
+            Self::Delete { days } => vec![("cleanup.policy", "delete".into()), ("retention.ms", (days * DAY_MS).to_string())],
+            Self::Compact => vec![("cleanup.policy", "compact".into())],
+        }
+    }
+}
+
+/// One row of the topic table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TopicSpec {
+    /// Base name (without deployment prefix).
+    pub name: &'static str,
+    /// Cleanup policy.
+    pub cleanup: Cleanup,
+}
+
+/// Every topic Orderflow owns, as the blueprint lists them.
+pub const TOPICS: &[TopicSpec] = &[
+    TopicSpec { name: "order.created", cleanup: Cleanup::Delete { days: 7 } },
+    TopicSpec { name: "order.cancelled", cleanup: Cleanup::Delete { days: 7 } },
+    TopicSpec { name: "payment.received", cleanup: Cleanup::Delete { days: 7 } },
+    TopicSpec { name: "payment.failed", cleanup: Cleanup::Delete { days: 7 } },
+    TopicSpec { name: "order.enriched", cleanup: Cleanup::Delete { days: 30 } },
+    TopicSpec { name: "inventory.allocated", cleanup: Cleanup::Delete { days: 7 } },
+    TopicSpec { name: "inventory.rejected", cleanup: Cleanup::Delete { days: 7 } },
+    TopicSpec { name: "order.read-model", cleanup: Cleanup::Delete { days: 14 } },
+    TopicSpec { name: "order.state", cleanup: Cleanup::Compact },
+];
+
+/// What `topics apply` did with one topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TopicAction {
+    /// It was missing and has been created.
+    Created,
+    /// It exists with the expected settings.
+    Unchanged,
+    /// It exists but differs (the reason says how); nothing was changed.
+    Differs(String),
+}
+
+/// One line of the `topics apply` report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicReport {
+    /// Full topic name.
+    pub topic: String,
+    /// What happened.
+    pub action: TopicAction,
+}
+
+/// Creates the missing topics of [`TOPICS`] and checks that existing ones have at least the configured
+/// partitions and the table's cleanup settings. Existing topics are never altered: a difference is an error
+/// listing every mismatch, for an operator to resolve.
+pub async fn apply(bus: &Bus) -> Result<Vec<TopicReport>, BusError> {
+    let settings = bus.settings();
+    if let Some(cluster) = bus.embedded() {
+        return TOPICS
+            .iter()
+            .map(|spec| {
+                let topic = bus.topic(spec.name);
+                cluster.create_topic(&topic, settings.partitions)?;
+                Ok(TopicReport { topic, action: TopicAction::Created })
+            })
+            .collect();
+    }
+
+    let admin: AdminClient<DefaultClientContext> =
+        bus.client_config("orderflow-admin").create().map_err(BusError::kafka("creating a Kafka admin client"))?;
+    let existing = partition_counts(bus).await?;
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+
+    let missing: Vec<(String, Vec<(&str, String)>)> = TOPICS
+        .iter()
+        .map(|spec| (bus.topic(spec.name), spec))
+        .filter(|(topic, _)| !existing.contains_key(topic))
+        .map(|(topic, spec)| {
+            let mut configs = spec.cleanup.configs();
+            if settings.replication_factor > 1 {
+                configs.push(("min.insync.replicas", settings.min_insync_replicas.to_string()));
+            }
+            (topic, configs)
+        })
+        .collect();
+    let new_topics: Vec<NewTopic<'_>> = missing
+        .iter()
+        .map(|(topic, configs)| {
+            configs.iter().fold(
+                NewTopic::new(topic, settings.partitions, TopicReplication::Fixed(settings.replication_factor)),
+                |t, (k, v)| t.set(k, v),
+            )
+        })
+        .collect();
+    let mut reports = Vec::new();
+    if !new_topics.is_empty() {
+        let results =
+            admin.create_topics(&new_topics, &options).await.map_err(BusError::kafka("creating topics"))?;
+        for result in results {
+            match result {
+                Ok(topic) | Err((topic, RDKafkaErrorCode::TopicAlreadyExists)) => {
+                    reports.push(TopicReport { topic, action: TopicAction::Created })
+                }
+                Err((topic, code)) => {
+                    return Err(BusError::Kafka {
+                        context: format!("creating topic {topic}"),
+                        source: rdkafka::error::KafkaError::AdminOp(code),
+                    });
+                }
+            }
+        }
+    }
+
+    let mut differences = Vec::new();
+    for spec in TOPICS {
+        let topic = bus.topic(spec.name);
+        let Some(&partitions) = existing.get(&topic) else { continue };
+        let mut problems = Vec::new();
+        if partitions < settings.partitions {
+            problems.push(format!("{partitions} partitions, expected at least {}", settings.partitions));
+        }
+        let described = admin
+            .describe_configs([&ResourceSpecifier::Topic(&topic)], &options)
+            .await
+            .map_err(BusError::kafka(format!("describing topic {topic}")))?;
+        let actual: HashMap<String, Option<String>> = described
+            .into_iter()
+            .flatten()
+            .flat_map(|resource| resource.entries)
+            .map(|entry| (entry.name, entry.value))
+            .collect();
+        for (key, expected) in spec.cleanup.configs() {
+            let value = actual.get(key).cloned().flatten().unwrap_or_default();
+            if value != expected {
+                problems.push(format!("{key}={value}, expected {expected}"));
+            }
+        }
+        let action = if problems.is_empty() {
+            TopicAction::Unchanged
+        } else {
+            differences.push(format!("{topic}: {}", problems.join(", ")));
+            TopicAction::Differs(problems.join(", "))
+        };
+        reports.push(TopicReport { topic, action });
+    }
+    if differences.is_empty() { Ok(reports) } else { Err(BusError::TopicMismatch(differences)) }
+}
+
+/// Partition count of every topic in the cluster (metadata is a blocking call, so it runs off the runtime).
+async fn partition_counts(bus: &Bus) -> Result<HashMap<String, i32>, BusError> {
+    let config = bus.client_config("orderflow-admin");
+    let task = tokio::task::spawn_blocking(move || -> Result<HashMap<String, i32>, BusError> {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        let client: BaseConsumer = config.create().map_err(BusError::kafka("creating a metadata client"))?;
+        let metadata = client
+            .fetch_metadata(None, Duration::from_secs(15))
+            .map_err(BusError::kafka("fetching cluster metadata"))?;
+        Ok(metadata.topics().iter().map(|t| (t.name().to_owned(), t.partitions().len() as i32)).collect())
+    });
+    task.await.map_err(|e| BusError::Embedded(format!("metadata task failed: {e}")))?
+}
