@@ -75,3 +75,12 @@ fn not_ready(reason: String) -> Response {
     let body = serde_json::json!({"status": "not ready", "database": reason});
     (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response()
 }
+
+/// Serves the API on `listener` until `shutdown` completes, then lets in-flight requests finish.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+}

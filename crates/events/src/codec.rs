@@ -16,6 +16,14 @@ pub enum DecodeError {
         #[source]
         source: serde_json::Error,
     },
+    /// The body parses but holds values no valid event has.
+    #[error("invalid {event_type}: {reason}")]
+    Invalid {
+        /// The event type.
+        event_type: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 /// Encodes and decodes event bodies; one implementation per wire format.
@@ -86,7 +94,9 @@ mod tests {
         assert_eq!(encoded.key, order.id.to_string());
         assert_eq!(encoded.topic, "order.created");
         assert!(encoded.headers.iter().any(|(k, v)| k == "event-id" && v == event.event_id.to_string().as_bytes()));
-        assert_eq!(JsonCodec::decode_order_created(&encoded.payload).expect("decodes"), event);
+        let decoded = JsonCodec::decode_order_created(&encoded.payload).expect("decodes");
+        assert_eq!(decoded, event);
+        assert_eq!(decoded.to_order().expect("valid order"), order);
         assert!(JsonCodec::decode_order_created(b"{not json").is_err());
     }
 }

@@ -66,3 +66,33 @@ impl OrderCreated {
         }
     }
 }
+
+impl OrderCreated {
+    /// The order as this event describes it (version 1, status CREATED); fails on values no valid order has.
+    pub fn to_order(&self) -> Result<Order, crate::DecodeError> {
+        use orderflow_domain::{Currency, CustomerId, MinorUnits, OrderId, OrderItem, OrderStatus, Quantity, Sku};
+        let invalid = |reason: String| crate::DecodeError::Invalid { event_type: Self::TYPE, reason };
+        let items = self
+            .items
+            .iter()
+            .map(|i| {
+                Ok(OrderItem {
+                    sku: Sku::parse(&i.sku).map_err(&invalid)?,
+                    quantity: Quantity::parse(i64::from(i.quantity)).map_err(&invalid)?,
+                    unit_price_minor: MinorUnits::unit_price(i.unit_price_minor).map_err(&invalid)?,
+                })
+            })
+            .collect::<Result<_, crate::DecodeError>>()?;
+        Ok(Order {
+            id: OrderId::from_uuid(self.order_id),
+            customer_id: CustomerId::parse(&self.customer_id).map_err(&invalid)?,
+            currency: Currency::parse(&self.currency).map_err(&invalid)?,
+            status: OrderStatus::Created,
+            version: self.order_version,
+            items,
+            total_minor: MinorUnits::try_from(self.total_minor).map_err(&invalid)?,
+            created_at: self.occurred_at,
+            updated_at: self.occurred_at,
+        })
+    }
+}

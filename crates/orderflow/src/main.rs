@@ -1,1 +1,185 @@
-fn main() {}
+//! `orderflow`: runs the platform (every role, or one) and its operational commands.
+
+mod config;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use orderflow_bus::Bus;
+use orderflow_bus::topics::TopicAction;
+use orderflow_roles::{Platform, Role, Settings, redact_url};
+use orderflow_store::Store;
+
+/// Event-driven order platform: HTTP orders, a PostgreSQL outbox, Kafka consumers and a Redis read model.
+#[derive(Debug, Parser)]
+#[command(name = "orderflow", version)]
+struct Cli {
+    /// TOML configuration file
+    #[arg(long, short, global = true, env = "ORDERFLOW_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Log filter, e.g. `info` or `orderflow=debug,rdkafka=warn`
+    #[arg(long, global = true, env = "ORDERFLOW_LOG", default_value = "info,sqlx=warn,rdkafka=warn")]
+    log: String,
+    #[command(flatten)]
+    overrides: config::Overrides,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run every role in this process
+    Up,
+    /// Run one role
+    Run {
+        /// The role to run
+        #[arg(long, value_enum)]
+        role: RoleArg,
+    },
+    /// Apply pending database migrations
+    Migrate,
+    /// Manage Kafka topics
+    Topics {
+        #[command(subcommand)]
+        command: TopicsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TopicsCommand {
+    /// Create missing topics and check existing ones against the topic table
+    Apply,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum RoleArg {
+    /// REST API and outbox relay
+    Orders,
+    /// Redis read model
+    Projector,
+}
+
+impl From<RoleArg> for Role {
+    fn from(r: RoleArg) -> Self {
+        match r {
+            RoleArg::Orders => Role::Orders,
+            RoleArg::Projector => Role::Projector,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let settings = config::load(cli.config.as_deref(), &cli.overrides)?;
+    match cli.command {
+        Command::Up => serve(settings, Role::ALL).await,
+        Command::Run { role } => serve(settings, &[role.into()]).await,
+        Command::Migrate => {
+            let url = settings.database_url();
+            let store = Store::connect(&url, 1).await.with_context(|| format!("connecting to {}", redact_url(&url)))?;
+            store.migrate().await?;
+            println!("migrations applied ({})", store.backend().name());
+            Ok(())
+        }
+        Command::Topics { command: TopicsCommand::Apply } => {
+            if settings.kafka.bootstrap_servers.as_deref().is_none_or(|s| s.trim().is_empty()) {
+                bail!("topics apply needs a Kafka cluster: set --kafka-bootstrap or ORDERFLOW_KAFKA__BOOTSTRAP_SERVERS");
+            }
+            let bus = Bus::connect(settings.kafka.clone())?;
+            for report in bus.apply_topics().await? {
+                let action = match report.action {
+                    TopicAction::Created => "created".to_owned(),
+                    TopicAction::Unchanged => "ok".to_owned(),
+                    TopicAction::Differs(why) => format!("differs: {why}"),
+                };
+                println!("{:<40} {action}", report.topic);
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn serve(settings: Settings, roles: &[Role]) -> anyhow::Result<()> {
+    let database = redact_url(&settings.database_url());
+    let platform = Platform::start(settings.clone(), roles).await?;
+    print_banner(&settings, &platform, roles, &database);
+
+    let shutdown = platform.shutdown_token();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown requested; finishing in-flight work");
+        shutdown.cancel();
+    });
+    platform.wait().await?;
+    Ok(())
+}
+
+fn print_banner(settings: &Settings, platform: &Platform, roles: &[Role], database: &str) {
+    let names: Vec<&str> = roles.iter().map(Role::name).collect();
+    let backends = &platform.backends;
+    if let Some(addr) = platform.http_addr {
+        println!("orderflow listening on http://{addr}");
+    }
+    println!("  roles:    {}", names.join(", "));
+    println!("  database: {} ({database})", backends.store.backend().name());
+    if backends.bus.is_embedded() {
+        println!(
+            "  kafka:    embedded mock cluster at {} (memory only: the log is lost on exit, no transactional isolation)",
+            backends.bus.bootstrap_servers()
+        );
+    } else {
+        println!("  kafka:    {}", backends.bus.bootstrap_servers());
+    }
+    match settings.cache.redis_url.as_deref().filter(|u| !u.is_empty()) {
+        Some(url) => println!("  cache:    redis ({})", redact_url(url)),
+        None => println!("  cache:    {}", backends.read_model.backend_name()),
+    }
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

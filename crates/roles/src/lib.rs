@@ -1,1 +1,195 @@
-//! placeholder
+//! Orderflow's roles and the platform that runs any set of them in one process.
+//!
+//! One module per role: [`orders`] (HTTP API + outbox relay) and [`projector`] (Redis read model). Roles
+//! share the process's backends ([`Backends`]): the store, the bus and the read model.
+
+pub mod orders;
+pub mod projector;
+mod settings;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use orderflow_bus::{Bus, BusError};
+use orderflow_cache::{CacheError, ReadModel};
+use orderflow_store::{Store, StoreError};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+pub use settings::{
+    DatabaseSettings, HttpSettings, ProjectorSettings, Settings, ShutdownSettings, redact_url,
+};
+
+/// A role a process can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// REST API and outbox relay.
+    Orders,
+    /// Keeps the read model current from the order topics.
+    Projector,
+}
+
+impl Role {
+    /// Every role, in start-up order.
+    pub const ALL: &'static [Role] = &[Role::Orders, Role::Projector];
+
+    /// The role's name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Orders => "orders",
+            Self::Projector => "projector",
+        }
+    }
+}
+
+/// Why a role could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RoleError {
+    /// The database.
+    #[error("database: {0}")]
+    Store(#[from] StoreError),
+    /// Kafka.
+    #[error("kafka: {0}")]
+    Bus(#[from] BusError),
+    /// The read model.
+    #[error("read model: {0}")]
+    Cache(#[from] CacheError),
+    /// The outbox relay.
+    #[error("outbox relay: {0}")]
+    Relay(#[from] orderflow_outbox::RelayError),
+    /// A Kafka client call.
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    /// Binding or serving the HTTP listener.
+    #[error("http listener on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A role's task ended abnormally.
+    #[error("role task failed: {0}")]
+    Task(String),
+}
+
+/// The backends a process's roles share.
+#[derive(Clone)]
+pub struct Backends {
+    /// Source of truth.
+    pub store: Store,
+    /// Event log.
+    pub bus: Bus,
+    /// Read model.
+    pub read_model: ReadModel,
+}
+
+impl Backends {
+    /// Connects to every configured backend (or starts the embedded ones), migrates when configured and
+    /// makes sure the topics exist.
+    pub async fn connect(settings: &Settings) -> Result<Self, RoleError> {
+        let store = Store::connect(&settings.database_url(), settings.database.max_connections).await?;
+        if settings.database.migrate_on_start {
+            store.migrate().await?;
+        }
+        let bus = Bus::connect(settings.kafka.clone())?;
+        match bus.apply_topics().await {
+            Ok(_) => {}
+            Err(BusError::TopicMismatch(differences)) => {
+                tracing::warn!(?differences, "topics differ from the topic table; run `orderflow topics apply`")
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let read_model = ReadModel::connect(settings.cache.clone()).await?;
+        Ok(Self { store, bus, read_model })
+    }
+}
+
+/// Roles running in this process.
+pub struct Platform {
+    /// Where the HTTP API listens, when the orders role runs.
+    pub http_addr: Option<SocketAddr>,
+    /// The shared backends.
+    pub backends: Backends,
+    shutdown: CancellationToken,
+    tasks: JoinSet<(Role, Result<(), RoleError>)>,
+    deadline: Duration,
+}
+
+impl Platform {
+    /// Connects the backends and starts `roles`; returns once every listener is bound.
+    pub async fn start(settings: Settings, roles: &[Role]) -> Result<Self, RoleError> {
+        let backends = Backends::connect(&settings).await?;
+        let shutdown = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+        let mut http_addr = None;
+        for role in roles {
+            match role {
+                Role::Orders => {
+                    let running = orders::start(&settings, &backends, shutdown.clone()).await?;
+                    http_addr = Some(running.addr);
+                    tasks.spawn(async move { (Role::Orders, running.serve.await) });
+                }
+                Role::Projector => {
+                    let task = projector::run(settings.projector.clone(), backends.clone(), shutdown.clone());
+                    tasks.spawn(async move { (Role::Projector, task.await) });
+                }
+            }
+        }
+        let deadline = Duration::from_secs(settings.shutdown.deadline_secs);
+        Ok(Self { http_addr, backends, shutdown, tasks, deadline })
+    }
+
+    /// A token that stops every role when cancelled.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Runs until shutdown is requested or a role fails; then stops every role within the deadline.
+    pub async fn wait(mut self) -> Result<(), RoleError> {
+        let mut first_error = None;
+        tokio::select! {
+            () = self.shutdown.cancelled() => {}
+            Some(done) = self.tasks.join_next() => {
+                first_error = role_result(done).err();
+                self.shutdown.cancel();
+            }
+        }
+        self.drain(first_error).await
+    }
+
+    /// Requests shutdown and waits for every role to stop (bounded by the deadline).
+    pub async fn stop(self) -> Result<(), RoleError> {
+        self.shutdown.cancel();
+        self.drain(None).await
+    }
+
+    async fn drain(mut self, mut first_error: Option<RoleError>) -> Result<(), RoleError> {
+        let drained = tokio::time::timeout(self.deadline, async {
+            while let Some(done) = self.tasks.join_next().await {
+                if let Err(e) = role_result(done) {
+                    first_error.get_or_insert(e);
+                }
+            }
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(deadline = ?self.deadline, "roles did not stop within the shutdown deadline");
+            self.tasks.abort_all();
+        }
+        self.backends.store.close().await;
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+fn role_result(done: Result<(Role, Result<(), RoleError>), tokio::task::JoinError>) -> Result<(), RoleError> {
+    match done {
+        Ok((_, Ok(()))) => Ok(()),
+        Ok((role, Err(e))) => {
+            tracing::error!(role = role.name(), error = %e, "role stopped with an error");
+            Err(e)
+        }
+        Err(e) => Err(RoleError::Task(e.to_string())),
+    }
+}

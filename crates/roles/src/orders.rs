@@ -1,0 +1,49 @@
+//! The orders role: the HTTP API and, beside it, the outbox relay that publishes what the API commits.
+
+use std::net::SocketAddr;
+
+use futures::future::BoxFuture;
+use orderflow_api::AppState;
+use orderflow_outbox::OutboxRelay;
+use tokio_util::sync::CancellationToken;
+
+use crate::{Backends, RoleError, Settings};
+
+/// A started orders role: its bound address and the future that serves until shutdown.
+pub struct RunningOrders {
+    /// Where the API listens.
+    pub addr: SocketAddr,
+    /// Serves HTTP and relays the outbox until `shutdown` fires.
+    pub serve: BoxFuture<'static, Result<(), RoleError>>,
+}
+
+/// Binds the listener and prepares the relay; nothing is served until `serve` is polled.
+pub async fn start(
+    settings: &Settings,
+    backends: &Backends,
+    shutdown: CancellationToken,
+) -> Result<RunningOrders, RoleError> {
+    let listen = settings.http.listen;
+    let listener =
+        tokio::net::TcpListener::bind(listen).await.map_err(|source| RoleError::Listen { addr: listen, source })?;
+    let addr = listener.local_addr().map_err(|source| RoleError::Listen { addr: listen, source })?;
+
+    let relay = OutboxRelay::new(backends.store.clone(), backends.bus.clone(), settings.relay.clone())?;
+    let state = AppState {
+        store: backends.store.clone(),
+        read_model: backends.read_model.clone(),
+        relay_wakeup: Some(relay.wakeup()),
+    };
+    let serve = async move {
+        let http_shutdown = shutdown.clone();
+        let http = async move {
+            orderflow_api::serve(listener, state, http_shutdown.cancelled_owned())
+                .await
+                .map_err(|source| RoleError::Listen { addr, source })
+        };
+        let relay_task = async { relay.run(shutdown.clone()).await.map_err(RoleError::from) };
+        let (http, relayed) = tokio::join!(http, relay_task);
+        http.and(relayed)
+    };
+    Ok(RunningOrders { addr, serve: Box::pin(serve) })
+}

@@ -1,0 +1,91 @@
+//! The projector role: keeps the read model current from the order lifecycle topics.
+//!
+//! Each record's effect is a version-checked write, so re-delivered or out-of-order records never move an
+//! order backwards; an offset is stored for commit only after its effect is done.
+
+use std::time::Duration;
+
+use orderflow_events::{EventCodec, JsonCodec, topics};
+use rdkafka::Message;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::BorrowedMessage;
+use tokio_util::sync::CancellationToken;
+
+use crate::{Backends, ProjectorSettings, RoleError};
+
+/// Consumes until `shutdown` fires, then commits what is done and leaves the group (bounded).
+pub async fn run(
+    settings: ProjectorSettings,
+    backends: Backends,
+    shutdown: CancellationToken,
+) -> Result<(), RoleError> {
+    let consumer = backends.bus.consumer("orderflow-projector", &settings.group)?;
+    let topic = backends.bus.topic(topics::ORDER_CREATED);
+    consumer.subscribe(&[&topic])?;
+    tracing::info!(topic, group = settings.group, "projector consuming");
+    loop {
+        let message = tokio::select! {
+            () = shutdown.cancelled() => break,
+            message = consumer.recv() => message,
+        };
+        match message {
+            Ok(message) => {
+                if !apply(&backends, &message, &shutdown).await {
+                    break;
+                }
+                if let Err(e) = consumer.store_offset_from_message(&message) {
+                    tracing::warn!(error = %e, "projector: could not store the offset");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "projector: consumer error");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    close(consumer).await;
+    Ok(())
+}
+
+/// Applies one record; retries read-model failures until they clear. Returns false if shut down first.
+async fn apply(backends: &Backends, message: &BorrowedMessage<'_>, shutdown: &CancellationToken) -> bool {
+    let order = match JsonCodec::decode_order_created(message.payload().unwrap_or_default())
+        .and_then(|event| event.to_order())
+    {
+        Ok(order) => order,
+        Err(e) => {
+            // Undecodable records cannot become decodable by waiting: skip them, loudly.
+            tracing::error!(error = %e, topic = message.topic(), partition = message.partition(),
+                offset = message.offset(), "projector: skipping an undecodable record");
+            return true;
+        }
+    };
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        match backends.read_model.put(&order).await {
+            Ok(_) => return true,
+            Err(e) => {
+                tracing::warn!(error = %e, order_id = %order.id, retry_in = ?backoff, "projector: read model write failed");
+                tokio::select! {
+                    () = shutdown.cancelled() => return false,
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Commits stored offsets and drops the consumer off the runtime, giving up after a few seconds (dropping a
+/// librdkafka consumer has been seen to hang).
+async fn close(consumer: StreamConsumer) {
+    let closing = tokio::task::spawn_blocking(move || {
+        if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
+            tracing::debug!(error = %e, "projector: final commit");
+        }
+        drop(consumer);
+    });
+    if tokio::time::timeout(Duration::from_secs(5), closing).await.is_err() {
+        tracing::warn!("projector: consumer did not close within 5 s");
+    }
+}

@@ -1,0 +1,157 @@
+//! Settings of a whole Orderflow process, grouped by the port or role they configure.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use orderflow_bus::KafkaSettings;
+use orderflow_cache::CacheSettings;
+use orderflow_outbox::RelaySettings;
+use serde::Deserialize;
+
+/// Everything a process needs; every field has a default, so an empty configuration runs embedded.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// Where the embedded defaults keep their files (the SQLite database).
+    pub data_dir: Option<PathBuf>,
+    /// HTTP listener.
+    pub http: HttpSettings,
+    /// Source of truth.
+    pub database: DatabaseSettings,
+    /// Event log.
+    pub kafka: KafkaSettings,
+    /// Read model / cache.
+    pub cache: CacheSettings,
+    /// Outbox relay.
+    pub relay: RelaySettings,
+    /// Projector consumer.
+    pub projector: ProjectorSettings,
+    /// Graceful shutdown.
+    pub shutdown: ShutdownSettings,
+}
+
+/// HTTP listener settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpSettings {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self { listen: SocketAddr::from(([127, 0, 0, 1], 8080)) }
+    }
+}
+
+/// Database settings.
+#[derive(Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// `postgres://user:password@host/db` or `sqlite://path`; absent means SQLite under the data dir.
+    pub url: Option<String>,
+    /// Pool size.
+    pub max_connections: u32,
+    /// Apply pending migrations when a role starts.
+    pub migrate_on_start: bool,
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        Self { url: None, max_connections: 16, migrate_on_start: true }
+    }
+}
+
+impl std::fmt::Debug for DatabaseSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseSettings")
+            .field("url", &self.url.as_deref().map(redact_url))
+            .field("max_connections", &self.max_connections)
+            .field("migrate_on_start", &self.migrate_on_start)
+            .finish()
+    }
+}
+
+/// Projector consumer settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProjectorSettings {
+    /// Kafka consumer group.
+    pub group: String,
+}
+
+impl Default for ProjectorSettings {
+    fn default() -> Self {
+        Self { group: "orderflow-projector".into() }
+    }
+}
+
+/// Graceful-shutdown settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ShutdownSettings {
+    /// How long roles get to finish in-flight work after SIGTERM (seconds).
+    pub deadline_secs: u64,
+}
+
+impl Default for ShutdownSettings {
+    fn default() -> Self {
+        Self { deadline_secs: 20 }
+    }
+}
+
+impl Settings {
+    /// The data directory (default `./data`).
+    pub fn data_dir(&self) -> PathBuf {
+        self.data_dir.clone().unwrap_or_else(|| PathBuf::from("data"))
+    }
+
+    /// The configured database URL, or the embedded SQLite file under the data directory.
+    pub fn database_url(&self) -> String {
+        match self.database.url.as_deref().filter(|u| !u.trim().is_empty()) {
+            Some(url) => url.to_owned(),
+            None => format!("sqlite://{}", self.data_dir().join("orderflow.db").display()),
+        }
+    }
+}
+
+/// A URL with any password replaced by `***`, safe to print.
+pub fn redact_url(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut url) if url.password().is_some() => {
+            let _ = url.set_password(Some("***"));
+            url.to_string()
+        }
+        Ok(url) => url.to_string(),
+        Err(_) => "<unparseable URL>".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_survive_redaction() {
+        let shown = redact_url("postgres://app:s3cret@db:5432/orders");
+        assert!(!shown.contains("s3cret"));
+        assert!(shown.contains("app:***@db"));
+        assert_eq!(redact_url("redis://127.0.0.1:6379/"), "redis://127.0.0.1:6379/");
+        assert_eq!(redact_url("not a url with s3cret"), "<unparseable URL>");
+    }
+
+    #[test]
+    fn no_database_url_means_sqlite_in_the_data_dir() {
+        let settings = Settings { data_dir: Some("/tmp/x".into()), ..Settings::default() };
+        assert_eq!(settings.database_url(), "sqlite:///tmp/x/orderflow.db");
+    }
+
+    #[test]
+    fn debug_output_hides_the_database_password() {
+        let settings = Settings {
+            database: DatabaseSettings { url: Some("postgres://u:hunter2@h/d".into()), ..Default::default() },
+            ..Settings::default()
+        };
+        assert!(!format!("{settings:?}").contains("hunter2"));
+    }
+}
