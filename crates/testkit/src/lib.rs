@@ -10,12 +10,14 @@ mod kafka;
 mod postgres;
 mod process;
 mod redis;
+mod topic_reader;
 
 use std::sync::OnceLock;
 
 pub use kafka::{KAFKA_VERSION, KafkaServer, kafka_jars};
 pub use postgres::PostgresServer;
 pub use redis::RedisServer;
+pub use topic_reader::{Record, read_topic};
 
 /// Why a server could not be provided.
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,131 @@
+//! The store on a real PostgreSQL server (from the harness) and on a SQLite file: the same behaviour on both.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use orderflow_domain::{NewOrder, Order};
+use orderflow_events::{EventCodec, JsonCodec, OrderCreated};
+use orderflow_store::{Backend, Store};
+
+async fn postgres() -> Store {
+    let url = orderflow_testkit::postgres().fresh_database().expect("database");
+    let store = Store::connect(&url, 4).await.expect("connect");
+    store.migrate().await.expect("migrate");
+    store
+}
+
+async fn sqlite() -> (Store, tempdir::Dir) {
+    let dir = tempdir::Dir::new();
+    let store = Store::connect(&format!("sqlite://{}/nested/of.db", dir.path()), 4).await.expect("connect");
+    store.migrate().await.expect("migrate");
+    (store, dir)
+}
+
+/// A tiny temp dir so the test needs no extra crate.
+mod tempdir {
+    pub struct Dir(std::path::PathBuf);
+    impl Dir {
+        pub fn new() -> Self {
+            let p = std::env::temp_dir().join(orderflow_testkit::unique("orderflow-store-test"));
+            std::fs::create_dir_all(&p).expect("temp dir");
+            Self(p)
+        }
+        pub fn path(&self) -> String {
+            self.0.display().to_string()
+        }
+    }
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+fn order(customer: &str, lines: usize) -> Order {
+    let items: Vec<_> = (0..lines)
+        .map(|i| serde_json::json!({"sku": format!("SKU-{i}"), "quantity": i + 1, "unit_price_minor": 100 * (i + 1)}))
+        .collect();
+    let doc = serde_json::json!({"customer_id": customer, "currency": "EUR", "items": items});
+    Order::create(NewOrder::parse(&doc).expect("valid order"), Utc::now())
+}
+
+async fn round_trip_and_outbox(store: Store) {
+    let first = order("alice", 3);
+    let second = order("bob", 1);
+    for o in [&first, &second] {
+        store.insert_order(o, &JsonCodec::encode_order_created(&OrderCreated::from_order(o))).await.expect("insert");
+    }
+    let read = store.get_order(first.id).await.expect("get").expect("present");
+    assert_eq!(read.items, first.items);
+    assert_eq!(read.total_minor, first.total_minor);
+    assert_eq!(read.customer_id, first.customer_id);
+    assert_eq!(read.created_at.timestamp_micros(), first.created_at.timestamp_micros());
+    assert!(store.get_order(orderflow_domain::OrderId::new()).await.expect("get").is_none());
+
+    let pending = store.outbox_pending(10).await.expect("pending");
+    assert_eq!(pending.len(), 2);
+    assert_eq!(pending[0].key, first.id.to_string(), "publication order is commit order");
+    assert_eq!(pending[1].key, second.id.to_string());
+    assert!(pending[0].headers.iter().any(|(k, _)| k == "event-id"));
+    assert_eq!(store.outbox_backlog().await.expect("backlog"), 2);
+
+    store.outbox_mark_published(&[pending[0].id], Utc::now()).await.expect("mark");
+    let left = store.outbox_pending(10).await.expect("pending");
+    assert_eq!(left.iter().map(|r| r.id).collect::<Vec<_>>(), vec![pending[1].id]);
+    assert_eq!(store.outbox_prune(Utc::now() + chrono::Duration::seconds(1)).await.expect("prune"), 1);
+}
+
+async fn a_failed_event_write_leaves_no_order(store: Store) {
+    let first = order("carol", 2);
+    let event = JsonCodec::encode_order_created(&OrderCreated::from_order(&first));
+    store.insert_order(&first, &event).await.expect("insert");
+    // Same event id again: the outbox insert violates its unique key after the order rows were written.
+    let second = order("dave", 2);
+    assert!(store.insert_order(&second, &event).await.is_err());
+    assert!(store.get_order(second.id).await.expect("get").is_none(), "the order must roll back with its event");
+    assert_eq!(store.outbox_backlog().await.expect("backlog"), 1);
+}
+
+#[tokio::test]
+async fn postgres_round_trips_orders_and_outbox_rows() {
+    let store = postgres().await;
+    assert_eq!(store.backend(), Backend::Postgres);
+    round_trip_and_outbox(store).await;
+}
+
+#[tokio::test]
+async fn sqlite_round_trips_orders_and_outbox_rows() {
+    let (store, _dir) = sqlite().await;
+    assert_eq!(store.backend(), Backend::Sqlite);
+    round_trip_and_outbox(store).await;
+}
+
+#[tokio::test]
+async fn postgres_writes_order_and_event_atomically() {
+    a_failed_event_write_leaves_no_order(postgres().await).await;
+}
+
+#[tokio::test]
+async fn sqlite_writes_order_and_event_atomically() {
+    let (store, _dir) = sqlite().await;
+    a_failed_event_write_leaves_no_order(store).await;
+}
+
+#[tokio::test]
+async fn only_one_relay_lease_at_a_time_on_postgres() {
+    let store = postgres().await;
+    let first = store.acquire_relay_lease().await.expect("first lease");
+    let second = tokio::time::timeout(Duration::from_millis(500), store.acquire_relay_lease()).await;
+    assert!(second.is_err(), "a second relay must wait while the first holds the lease");
+    drop(first);
+    let mut second = tokio::time::timeout(Duration::from_secs(5), store.acquire_relay_lease())
+        .await
+        .expect("the lease is released when its holder goes away")
+        .expect("lease");
+    second.check().await.expect("held");
+}
+
+#[tokio::test]
+async fn unsupported_urls_are_rejected() {
+    assert!(Store::connect("mysql://x", 1).await.is_err());
+}
