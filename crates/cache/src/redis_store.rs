@@ -9,10 +9,11 @@ use redis::aio::ConnectionManager;
 
 use crate::{CacheError, CacheSettings};
 
-/// Replaces the hash only when the stored version is older (or absent), then sets its TTL; atomic.
+/// Replaces the hash only when the stored version is older (or absent or unreadable), then sets its TTL;
+/// atomic.
 const PUT_IF_NEWER: &str = r#"
-local current = redis.call('HGET', KEYS[1], 'version')
-if current and tonumber(current) >= tonumber(ARGV[1]) then
+local current = tonumber(redis.call('HGET', KEYS[1], 'version'))
+if current and current >= tonumber(ARGV[1]) then
   return 0
 end
 redis.call('DEL', KEYS[1])

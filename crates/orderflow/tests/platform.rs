@@ -1,0 +1,282 @@
+//! End to end: orders posted over HTTP reach the database, Kafka and the read model, on real servers from
+//! the harness and in the embedded default; bad input changes nothing; the binary starts and stops cleanly.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use orderflow_roles::{Platform, Role, Settings};
+use orderflow_testkit::{read_topic, unique};
+use redis::AsyncCommands;
+use serde_json::{Value, json};
+
+fn order_body() -> Value {
+    json!({"customer_id": "cust-1", "currency": "EUR",
+        "items": [{"sku": "SKU-1", "quantity": 2, "unit_price_minor": 1250}, {"sku": "SKU-2", "quantity": 1, "unit_price_minor": 99}]})
+}
+
+fn temp_dir() -> std::path::PathBuf {
+    std::env::temp_dir().join(unique("orderflow-e2e"))
+}
+
+fn embedded_settings(data_dir: &std::path::Path) -> Settings {
+    let mut settings = Settings { data_dir: Some(data_dir.to_owned()), ..Settings::default() };
+    settings.http.listen = "127.0.0.1:0".parse().expect("addr");
+    settings
+}
+
+async fn post(base: &str, content_type: &str, body: &str) -> (u16, String, Value) {
+    let response = reqwest::Client::new()
+        .post(format!("{base}/v1/orders"))
+        .header("content-type", content_type)
+        .body(body.to_owned())
+        .send()
+        .await
+        .expect("POST");
+    let status = response.status().as_u16();
+    let content_type = response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    (status, content_type, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn eventually<T, F: std::future::Future<Output = Option<T>>>(what: &str, mut check: impl FnMut() -> F) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_flows_through_postgres_kafka_and_redis() {
+    let (pg, kafka, redis_server) = (orderflow_testkit::postgres(), orderflow_testkit::kafka(), orderflow_testkit::redis());
+    let mut settings = embedded_settings(&temp_dir());
+    settings.database.url = Some(pg.fresh_database().expect("database"));
+    settings.kafka.bootstrap_servers = Some(kafka.bootstrap_servers());
+    settings.kafka.topic_prefix = format!("{}.", unique("e2e"));
+    settings.kafka.partitions = 3;
+    settings.cache.redis_url = Some(redis_server.url());
+    settings.cache.key_prefix = format!("{}:", unique("e2e"));
+    settings.projector.group = unique("projector");
+    let (topic, key_prefix, db_url) =
+        (format!("{}order.created", settings.kafka.topic_prefix), settings.cache.key_prefix.clone(), settings.database.url.clone());
+
+    let platform = Platform::start(settings, Role::ALL).await.expect("platform starts");
+    let base = format!("http://{}", platform.http_addr.expect("http"));
+    let (status, _, created) = post(&base, "application/json", &order_body().to_string()).await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().expect("id").to_owned();
+    assert_eq!(created["status"], "CREATED");
+    assert_eq!(created["version"], 1);
+    assert_eq!(created["total_minor"], 2599);
+    assert_eq!(uuid::Uuid::parse_str(&id).expect("uuid").get_version_num(), 7);
+
+    // PostgreSQL holds the order and its lines.
+    let pool = sqlx::PgPool::connect(&db_url.expect("url")).await.expect("pg");
+    let (status, total): (String, i64) = sqlx::query_as("SELECT status, total_minor FROM orders WHERE id = $1::uuid")
+        .bind(&id)
+        .fetch_one(&pool)
+        .await
+        .expect("order row");
+    assert_eq!((status.as_str(), total), ("CREATED", 2599));
+    let (lines,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM order_items WHERE order_id = $1::uuid")
+        .bind(&id)
+        .fetch_one(&pool)
+        .await
+        .expect("items");
+    assert_eq!(lines, 2);
+
+    // An independent consumer reads order.created keyed by the order id.
+    let bootstrap = kafka.bootstrap_servers();
+    let records = tokio::task::spawn_blocking(move || read_topic(&bootstrap, &topic, 1, Duration::from_secs(30)))
+        .await
+        .expect("reader")
+        .expect("records");
+    let record = records.iter().find(|r| r.key == id).expect("an order.created record keyed by the order id");
+    let event: Value = serde_json::from_slice(&record.payload).expect("json event");
+    assert_eq!(event["order_id"], id.as_str());
+    assert_eq!(event["event_type"], "order.created");
+
+    // The projector wrote the Redis hash (before any GET could have populated it).
+    let mut conn = redis::Client::open(redis_server.url())
+        .expect("client")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let key = format!("{key_prefix}order:{{{id}}}");
+    let status: String = eventually("the projector's Redis hash", || {
+        let (mut conn, key) = (conn.clone(), key.clone());
+        async move { conn.hget::<_, _, Option<String>>(&key, "status").await.ok().flatten() }
+    })
+    .await;
+    assert_eq!(status, "CREATED");
+    let _: i64 = conn.exists(&key).await.expect("exists");
+
+    let fetched: Value = reqwest::get(format!("{base}/v1/orders/{id}")).await.expect("GET").json().await.expect("json");
+    assert_eq!(fetched, created);
+    platform.stop().await.expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_flows_through_the_embedded_default() {
+    let dir = temp_dir();
+    let platform = Platform::start(embedded_settings(&dir), Role::ALL).await.expect("platform starts");
+    assert!(platform.backends.bus.is_embedded());
+    assert_eq!(platform.backends.store.backend().name(), "sqlite");
+    let base = format!("http://{}", platform.http_addr.expect("http"));
+
+    let (status, _, created) = post(&base, "application/json; charset=utf-8", &order_body().to_string()).await;
+    assert_eq!(status, 201, "{created}");
+    let id: orderflow_domain::OrderId = created["id"].as_str().expect("id").parse().expect("order id");
+
+    // Relay -> mock cluster -> projector -> in-process read model, before any GET.
+    let model = platform.backends.read_model.clone();
+    let projected = eventually("the projector", || {
+        let model = model.clone();
+        async move { model.get(id).await.ok().flatten() }
+    })
+    .await;
+    assert_eq!(projected.total_minor.get(), 2599);
+    assert_eq!(platform.backends.store.outbox_backlog().await.expect("backlog"), 0);
+
+    let response = reqwest::get(format!("{base}/v1/orders/{id}")).await.expect("GET");
+    assert_eq!(response.status().as_u16(), 200);
+    assert_eq!(response.json::<Value>().await.expect("json"), created);
+    platform.stop().await.expect("clean stop");
+    assert!(dir.join("orderflow.db").exists(), "SQLite lives under the data directory");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_problem_details_and_writes_nothing() {
+    let mut settings = embedded_settings(&temp_dir());
+    let db_url = orderflow_testkit::postgres().fresh_database().expect("database");
+    settings.database.url = Some(db_url.clone());
+    let platform = Platform::start(settings, &[Role::Orders]).await.expect("platform starts");
+    let base = format!("http://{}", platform.http_addr.expect("http"));
+
+    let item = |q: Value, p: Value| json!({"customer_id": "c", "currency": "EUR", "items": [{"sku": "S", "quantity": q, "unit_price_minor": p}]});
+    let cases: Vec<(&str, String, u16, Option<&str>)> = vec![
+        ("application/json", "{\"customer_id\": ".into(), 400, None),
+        ("application/json", "".into(), 400, None),
+        ("text/plain", order_body().to_string(), 415, None),
+        ("application/x-www-form-urlencoded", "customer_id=c".into(), 415, None),
+        ("application/json", json!({"currency": "EUR", "items": [{"sku": "S", "quantity": 1, "unit_price_minor": 1}]}).to_string(), 422, Some("customer_id")),
+        ("application/json", json!({"customer_id": 42, "currency": "EUR", "items": [{"sku": "S", "quantity": 1, "unit_price_minor": 1}]}).to_string(), 422, Some("customer_id")),
+        ("application/json", item(json!(0), json!(100)).to_string(), 422, Some("items[0].quantity")),
+        ("application/json", item(json!(-3), json!(100)).to_string(), 422, Some("items[0].quantity")),
+        ("application/json", item(json!("2"), json!(100)).to_string(), 422, Some("items[0].quantity")),
+        ("application/json", item(json!(1), json!(0)).to_string(), 422, Some("items[0].unit_price_minor")),
+        ("application/json", item(json!(1), json!(-100)).to_string(), 422, Some("items[0].unit_price_minor")),
+        ("application/json", item(json!(1), json!(9.99)).to_string(), 422, Some("items[0].unit_price_minor")),
+        ("application/json", json!({"customer_id": "c", "currency": "EUR", "items": []}).to_string(), 422, Some("items")),
+        ("application/json", json!({"customer_id": "c", "currency": "ABC", "items": [{"sku": "S", "quantity": 1, "unit_price_minor": 1}]}).to_string(), 422, Some("currency")),
+        ("application/json", json!([1, 2, 3]).to_string(), 422, Some("")),
+    ];
+    for (content_type, body, expected, field) in cases {
+        let (status, problem_type, problem) = post(&base, content_type, &body).await;
+        assert_eq!(status, expected, "{content_type} {body} -> {problem}");
+        assert_eq!(problem_type, "application/problem+json", "{body}");
+        assert_eq!(problem["status"], expected, "{body}");
+        assert!(problem["type"].as_str().is_some_and(|t| t.starts_with("/problems/")), "{problem}");
+        assert!(problem["detail"].as_str().is_some_and(|d| !d.is_empty()), "{problem}");
+        if let Some(field) = field {
+            let fields: Vec<&str> = problem["errors"].as_array().expect("field errors").iter().filter_map(|e| e["field"].as_str()).collect();
+            assert!(fields.contains(&field), "{body}: expected an error on {field}, got {fields:?}");
+        }
+    }
+
+    for (path, expected) in [("/v1/orders/not-a-uuid", 400), (&format!("/v1/orders/{}", uuid::Uuid::now_v7()) as &str, 404), ("/v2/nothing", 404)] {
+        let response = reqwest::get(format!("{base}{path}")).await.expect("GET");
+        assert_eq!(response.status().as_u16(), expected, "{path}");
+        assert_eq!(response.headers()["content-type"], "application/problem+json");
+    }
+
+    let pool = sqlx::PgPool::connect(&db_url).await.expect("pg");
+    for table in ["orders", "order_items", "outbox"] {
+        let (n,): (i64,) = sqlx::query_as(&format!("SELECT COUNT(*) FROM {table}")).fetch_one(&pool).await.expect("count");
+        assert_eq!(n, 0, "bad input wrote to {table}");
+    }
+    platform.stop().await.expect("clean stop");
+}
+
+/// Starts the real binary, returns it with the base URL it printed.
+fn spawn_binary(args: &[&str], data_dir: &std::path::Path) -> (std::process::Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_orderflow"))
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env_remove("ORDERFLOW_CONFIG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("binary starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(url) = line.strip_prefix("orderflow listening on ") {
+                let _ = tx.send(url.trim().to_owned());
+            }
+        }
+    });
+    let url = rx.recv_timeout(Duration::from_secs(60)).expect("the binary prints where it listens");
+    (child, url)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_runs_embedded_and_stops_on_sigterm() {
+    let dir = temp_dir();
+    let (mut child, base) = spawn_binary(&["up", "--listen", "127.0.0.1:0"], &dir);
+    let (status, _, created) = post(&base, "application/json", &order_body().to_string()).await;
+    assert_eq!(status, 201);
+    let id = created["id"].as_str().expect("id");
+    let fetched = reqwest::get(format!("{base}/v1/orders/{id}")).await.expect("GET");
+    assert_eq!(fetched.status().as_u16(), 200);
+
+    let pid = child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
+    let start = Instant::now();
+    let exit = loop {
+        if let Some(exit) = child.try_wait().expect("wait") {
+            break exit;
+        }
+        assert!(start.elapsed() < Duration::from_secs(25), "did not stop within the shutdown deadline");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(exit.success(), "exit status {exit}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn bad_configuration_and_arguments_fail_with_a_clear_message() {
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_orderflow"));
+        cmd.args(args).env_remove("ORDERFLOW_CONFIG");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().expect("runs")
+    };
+    let out = run(&["migrate"], &[("ORDERFLOW_HTTP__LISTEN", "not-an-address")]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.starts_with("error: invalid configuration"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+
+    let out = run(&["run", "--role", "nope"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid value 'nope'"));
+
+    let out = run(&["migrate", "--database-url", "postgres://orderflow:s3cret@127.0.0.1:1/none"], &[]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.starts_with("error: connecting to postgres://orderflow:***@127.0.0.1:1/none"), "{stderr}");
+    assert!(!stderr.contains("s3cret"), "secrets are never printed: {stderr}");
+
+    let out = run(&["topics", "apply"], &[]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("needs a Kafka cluster"));
+}
