@@ -52,23 +52,47 @@ struct Problem<'a> {
 impl ApiError {
     fn parts(&self) -> (StatusCode, &'static str, &'static str) {
         match self {
-            Self::UnsupportedMediaType(_) => {
-                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "/problems/unsupported-media-type", "Unsupported media type")
-            }
-            Self::MalformedJson(_) => (StatusCode::BAD_REQUEST, "/problems/malformed-json", "Malformed JSON"),
-            Self::BadBody(_) => (StatusCode::BAD_REQUEST, "/problems/unreadable-body", "Unreadable request body"),
-            Self::Validation(_) => {
-                (StatusCode::UNPROCESSABLE_ENTITY, "/problems/validation", "The request has invalid fields")
-            }
-            Self::InvalidOrderId(_) => (StatusCode::BAD_REQUEST, "/problems/invalid-order-id", "Invalid order id"),
-            Self::OrderNotFound(_) => (StatusCode::NOT_FOUND, "/problems/order-not-found", "Order not found"),
+            Self::UnsupportedMediaType(_) => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "/problems/unsupported-media-type",
+                "Unsupported media type",
+            ),
+            Self::MalformedJson(_) => (
+                StatusCode::BAD_REQUEST,
+                "/problems/malformed-json",
+                "Malformed JSON",
+            ),
+            Self::BadBody(_) => (
+                StatusCode::BAD_REQUEST,
+                "/problems/unreadable-body",
+                "Unreadable request body",
+            ),
+            Self::Validation(_) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "/problems/validation",
+                "The request has invalid fields",
+            ),
+            Self::InvalidOrderId(_) => (
+                StatusCode::BAD_REQUEST,
+                "/problems/invalid-order-id",
+                "Invalid order id",
+            ),
+            Self::OrderNotFound(_) => (
+                StatusCode::NOT_FOUND,
+                "/problems/order-not-found",
+                "Order not found",
+            ),
             Self::RouteNotFound(_) => (StatusCode::NOT_FOUND, "/problems/not-found", "Not found"),
-            Self::MethodNotAllowed => {
-                (StatusCode::METHOD_NOT_ALLOWED, "/problems/method-not-allowed", "Method not allowed")
-            }
-            Self::Unavailable(_) => {
-                (StatusCode::SERVICE_UNAVAILABLE, "/problems/unavailable", "Service temporarily unavailable")
-            }
+            Self::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "/problems/method-not-allowed",
+                "Method not allowed",
+            ),
+            Self::Unavailable(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "/problems/unavailable",
+                "Service temporarily unavailable",
+            ),
         }
     }
 }
@@ -90,11 +114,14 @@ impl IntoResponse for ApiError {
             },
         };
         let mut response = (status, axum::Json(problem)).into_response();
-        response
-            .headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
         if status == StatusCode::SERVICE_UNAVAILABLE {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         response
     }

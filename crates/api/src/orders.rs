@@ -51,7 +51,10 @@ impl From<&Order> for OrderView {
                     sku: i.sku.to_string(),
                     quantity: i.quantity.get(),
                     unit_price_minor: i.unit_price_minor.get(),
-                    line_total_minor: i.unit_price_minor.checked_mul(i.quantity).map_or(i64::MAX, |m| m.get()),
+                    line_total_minor: i
+                        .unit_price_minor
+                        .checked_mul(i.quantity)
+                        .map_or(i64::MAX, |m| m.get()),
                 })
                 .collect(),
             total_minor: o.total_minor.get(),
@@ -63,12 +66,19 @@ impl From<&Order> for OrderView {
 
 /// Accepts `application/json` and any `application/*+json`, with parameters such as `charset`.
 fn is_json(headers: &HeaderMap) -> Result<(), ApiError> {
-    let value = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let value = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     let essence = value.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     if essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json")) {
         Ok(())
     } else {
-        Err(ApiError::UnsupportedMediaType(if value.is_empty() { "none".into() } else { value.to_owned() }))
+        Err(ApiError::UnsupportedMediaType(if value.is_empty() {
+            "none".into()
+        } else {
+            value.to_owned()
+        }))
     }
 }
 
@@ -81,7 +91,8 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     is_json(&headers)?;
     let body = body.map_err(|e| ApiError::BadBody(e.body_text()))?;
-    let doc: serde_json::Value = serde_json::from_slice(&body).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+    let doc: serde_json::Value =
+        serde_json::from_slice(&body).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
     let new = NewOrder::parse(&doc).map_err(ApiError::Validation)?;
 
     let order = Order::create(new, Utc::now());
@@ -106,9 +117,15 @@ pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Resul
         Ok(Some(order)) => return Ok(Json(OrderView::from(&order))),
         Ok(None) => {}
         // Redis holds derived state only: an error there costs speed, never an answer.
-        Err(e) => tracing::warn!(error = %e, order_id = %order_id, "read model unavailable; reading the database"),
+        Err(e) => {
+            tracing::warn!(error = %e, order_id = %order_id, "read model unavailable; reading the database")
+        }
     }
-    let order = state.store.get_order(order_id).await?.ok_or(ApiError::OrderNotFound(id))?;
+    let order = state
+        .store
+        .get_order(order_id)
+        .await?
+        .ok_or(ApiError::OrderNotFound(id))?;
     if let Err(e) = state.read_model.put(&order).await {
         tracing::warn!(error = %e, order_id = %order_id, "could not populate the read model");
     }

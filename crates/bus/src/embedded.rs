@@ -11,7 +11,11 @@ use rdkafka::mocking::MockCluster;
 use crate::BusError;
 
 enum Request {
-    CreateTopic { name: String, partitions: i32, reply: mpsc::Sender<Result<(), String>> },
+    CreateTopic {
+        name: String,
+        partitions: i32,
+        reply: mpsc::Sender<Result<(), String>>,
+    },
 }
 
 /// A running embedded (mock) Kafka cluster with one broker.
@@ -40,8 +44,16 @@ impl EmbeddedCluster {
                 // Serve until every sender is gone, then drop the cluster on this thread.
                 for request in inbox {
                     match request {
-                        Request::CreateTopic { name, partitions, reply } => {
-                            let _ = reply.send(cluster.create_topic(&name, partitions, 1).map_err(|e| e.to_string()));
+                        Request::CreateTopic {
+                            name,
+                            partitions,
+                            reply,
+                        } => {
+                            let _ = reply.send(
+                                cluster
+                                    .create_topic(&name, partitions, 1)
+                                    .map_err(|e| e.to_string()),
+                            );
                         }
                     }
                 }
@@ -51,7 +63,11 @@ impl EmbeddedCluster {
             .recv()
             .map_err(|_| BusError::Embedded("its thread stopped while starting".into()))?
             .map_err(BusError::Embedded)?;
-        Ok(Self { bootstrap, requests: Some(requests), thread: Some(thread) })
+        Ok(Self {
+            bootstrap,
+            requests: Some(requests),
+            thread: Some(thread),
+        })
     }
 
     /// Where clients connect.
@@ -62,9 +78,16 @@ impl EmbeddedCluster {
     /// Creates a topic (replication is always 1 here).
     pub fn create_topic(&self, name: &str, partitions: i32) -> Result<(), BusError> {
         let (reply, answer) = mpsc::channel();
-        let sender = self.requests.as_ref().ok_or_else(|| BusError::Embedded("already stopped".into()))?;
+        let sender = self
+            .requests
+            .as_ref()
+            .ok_or_else(|| BusError::Embedded("already stopped".into()))?;
         sender
-            .send(Request::CreateTopic { name: name.to_owned(), partitions, reply })
+            .send(Request::CreateTopic {
+                name: name.to_owned(),
+                partitions,
+                reply,
+            })
             .map_err(|_| BusError::Embedded("its thread has stopped".into()))?;
         answer
             .recv()

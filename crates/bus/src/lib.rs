@@ -58,19 +58,34 @@ pub struct Bus {
 impl std::fmt::Debug for Bus {
     // Client properties may hold credentials: show only where the bus points.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Bus").field("bootstrap", &self.bootstrap).field("embedded", &self.is_embedded()).finish()
+        f.debug_struct("Bus")
+            .field("bootstrap", &self.bootstrap)
+            .field("embedded", &self.is_embedded())
+            .finish()
     }
 }
 
 impl Bus {
     /// Uses the configured cluster, or starts the embedded mock cluster when none is configured.
     pub fn connect(settings: KafkaSettings) -> Result<Self, BusError> {
-        match settings.bootstrap_servers.clone().filter(|s| !s.trim().is_empty()) {
-            Some(bootstrap) => Ok(Self { settings, bootstrap, embedded: None }),
+        match settings
+            .bootstrap_servers
+            .clone()
+            .filter(|s| !s.trim().is_empty())
+        {
+            Some(bootstrap) => Ok(Self {
+                settings,
+                bootstrap,
+                embedded: None,
+            }),
             None => {
                 let cluster = EmbeddedCluster::start()?;
                 let bootstrap = cluster.bootstrap_servers().to_owned();
-                Ok(Self { settings, bootstrap, embedded: Some(Arc::new(cluster)) })
+                Ok(Self {
+                    settings,
+                    bootstrap,
+                    embedded: Some(Arc::new(cluster)),
+                })
             }
         }
     }
@@ -98,7 +113,9 @@ impl Bus {
     /// Client settings shared by every client, with the user's librdkafka properties applied last.
     pub fn client_config(&self, client_id: &str) -> ClientConfig {
         let mut config = ClientConfig::new();
-        config.set("bootstrap.servers", &self.bootstrap).set("client.id", client_id);
+        config
+            .set("bootstrap.servers", &self.bootstrap)
+            .set("client.id", client_id);
         for (key, value) in &self.settings.client {
             config.set(key, value);
         }
@@ -117,7 +134,9 @@ impl Bus {
         for (key, value) in &self.settings.producer {
             config.set(key, value);
         }
-        config.create().map_err(BusError::kafka("creating a Kafka producer"))
+        config
+            .create()
+            .map_err(BusError::kafka("creating a Kafka producer"))
     }
 
     /// A consumer in `group` that reads only committed records and commits only offsets stored explicitly
@@ -136,7 +155,9 @@ impl Bus {
         for (key, value) in &self.settings.consumer {
             config.set(key, value);
         }
-        config.create().map_err(BusError::kafka("creating a Kafka consumer"))
+        config
+            .create()
+            .map_err(BusError::kafka("creating a Kafka consumer"))
     }
 
     /// Creates missing topics of the topic table and checks existing ones; see [`topics::apply`].

@@ -27,7 +27,10 @@ impl Cleanup {
     /// The topic configs this cleanup translates to.
     pub fn configs(&self) -> Vec<(&'static str, String)> {
         match self {
-            Self::Delete { days } => vec![("cleanup.policy", "delete".into()), ("retention.ms", (days * DAY_MS).to_string())],
+            Self::Delete { days } => vec![
+                ("cleanup.policy", "delete".into()),
+                ("retention.ms", (days * DAY_MS).to_string()),
+            ],
             Self::Compact => vec![("cleanup.policy", "compact".into())],
         }
     }
@@ -44,15 +47,42 @@ pub struct TopicSpec {
 
 /// Every topic Orderflow owns, as the blueprint lists them.
 pub const TOPICS: &[TopicSpec] = &[
-    TopicSpec { name: "order.created", cleanup: Cleanup::Delete { days: 7 } },
-    TopicSpec { name: "order.cancelled", cleanup: Cleanup::Delete { days: 7 } },
-    TopicSpec { name: "payment.received", cleanup: Cleanup::Delete { days: 7 } },
-    TopicSpec { name: "payment.failed", cleanup: Cleanup::Delete { days: 7 } },
-    TopicSpec { name: "order.enriched", cleanup: Cleanup::Delete { days: 30 } },
-    TopicSpec { name: "inventory.allocated", cleanup: Cleanup::Delete { days: 7 } },
-    TopicSpec { name: "inventory.rejected", cleanup: Cleanup::Delete { days: 7 } },
-    TopicSpec { name: "order.read-model", cleanup: Cleanup::Delete { days: 14 } },
-    TopicSpec { name: "order.state", cleanup: Cleanup::Compact },
+    TopicSpec {
+        name: "order.created",
+        cleanup: Cleanup::Delete { days: 7 },
+    },
+    TopicSpec {
+        name: "order.cancelled",
+        cleanup: Cleanup::Delete { days: 7 },
+    },
+    TopicSpec {
+        name: "payment.received",
+        cleanup: Cleanup::Delete { days: 7 },
+    },
+    TopicSpec {
+        name: "payment.failed",
+        cleanup: Cleanup::Delete { days: 7 },
+    },
+    TopicSpec {
+        name: "order.enriched",
+        cleanup: Cleanup::Delete { days: 30 },
+    },
+    TopicSpec {
+        name: "inventory.allocated",
+        cleanup: Cleanup::Delete { days: 7 },
+    },
+    TopicSpec {
+        name: "inventory.rejected",
+        cleanup: Cleanup::Delete { days: 7 },
+    },
+    TopicSpec {
+        name: "order.read-model",
+        cleanup: Cleanup::Delete { days: 14 },
+    },
+    TopicSpec {
+        name: "order.state",
+        cleanup: Cleanup::Compact,
+    },
 ];
 
 /// What `topics apply` did with one topic.
@@ -86,13 +116,18 @@ pub async fn apply(bus: &Bus) -> Result<Vec<TopicReport>, BusError> {
             .map(|spec| {
                 let topic = bus.topic(spec.name);
                 cluster.create_topic(&topic, settings.partitions)?;
-                Ok(TopicReport { topic, action: TopicAction::Created })
+                Ok(TopicReport {
+                    topic,
+                    action: TopicAction::Created,
+                })
             })
             .collect();
     }
 
-    let admin: AdminClient<DefaultClientContext> =
-        bus.client_config("orderflow-admin").create().map_err(BusError::kafka("creating a Kafka admin client"))?;
+    let admin: AdminClient<DefaultClientContext> = bus
+        .client_config("orderflow-admin")
+        .create()
+        .map_err(BusError::kafka("creating a Kafka admin client"))?;
     let existing = partition_counts(bus).await?;
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
 
@@ -112,20 +147,27 @@ pub async fn apply(bus: &Bus) -> Result<Vec<TopicReport>, BusError> {
         .iter()
         .map(|(topic, configs)| {
             configs.iter().fold(
-                NewTopic::new(topic, settings.partitions, TopicReplication::Fixed(settings.replication_factor)),
+                NewTopic::new(
+                    topic,
+                    settings.partitions,
+                    TopicReplication::Fixed(settings.replication_factor),
+                ),
                 |t, (k, v)| t.set(k, v),
             )
         })
         .collect();
     let mut reports = Vec::new();
     if !new_topics.is_empty() {
-        let results =
-            admin.create_topics(&new_topics, &options).await.map_err(BusError::kafka("creating topics"))?;
+        let results = admin
+            .create_topics(&new_topics, &options)
+            .await
+            .map_err(BusError::kafka("creating topics"))?;
         for result in results {
             match result {
-                Ok(topic) | Err((topic, RDKafkaErrorCode::TopicAlreadyExists)) => {
-                    reports.push(TopicReport { topic, action: TopicAction::Created })
-                }
+                Ok(topic) | Err((topic, RDKafkaErrorCode::TopicAlreadyExists)) => reports.push(TopicReport {
+                    topic,
+                    action: TopicAction::Created,
+                }),
                 Err((topic, code)) => {
                     return Err(BusError::Kafka {
                         context: format!("creating topic {topic}"),
@@ -139,10 +181,15 @@ pub async fn apply(bus: &Bus) -> Result<Vec<TopicReport>, BusError> {
     let mut differences = Vec::new();
     for spec in TOPICS {
         let topic = bus.topic(spec.name);
-        let Some(&partitions) = existing.get(&topic) else { continue };
+        let Some(&partitions) = existing.get(&topic) else {
+            continue;
+        };
         let mut problems = Vec::new();
         if partitions < settings.partitions {
-            problems.push(format!("{partitions} partitions, expected at least {}", settings.partitions));
+            problems.push(format!(
+                "{partitions} partitions, expected at least {}",
+                settings.partitions
+            ));
         }
         let described = admin
             .describe_configs([&ResourceSpecifier::Topic(&topic)], &options)
@@ -168,7 +215,11 @@ pub async fn apply(bus: &Bus) -> Result<Vec<TopicReport>, BusError> {
         };
         reports.push(TopicReport { topic, action });
     }
-    if differences.is_empty() { Ok(reports) } else { Err(BusError::TopicMismatch(differences)) }
+    if differences.is_empty() {
+        Ok(reports)
+    } else {
+        Err(BusError::TopicMismatch(differences))
+    }
 }
 
 /// Partition count of every topic in the cluster (metadata is a blocking call, so it runs off the runtime).
@@ -176,11 +227,18 @@ async fn partition_counts(bus: &Bus) -> Result<HashMap<String, i32>, BusError> {
     let config = bus.client_config("orderflow-admin");
     let task = tokio::task::spawn_blocking(move || -> Result<HashMap<String, i32>, BusError> {
         use rdkafka::consumer::{BaseConsumer, Consumer};
-        let client: BaseConsumer = config.create().map_err(BusError::kafka("creating a metadata client"))?;
+        let client: BaseConsumer = config
+            .create()
+            .map_err(BusError::kafka("creating a metadata client"))?;
         let metadata = client
             .fetch_metadata(None, Duration::from_secs(15))
             .map_err(BusError::kafka("fetching cluster metadata"))?;
-        Ok(metadata.topics().iter().map(|t| (t.name().to_owned(), t.partitions().len() as i32)).collect())
+        Ok(metadata
+            .topics()
+            .iter()
+            .map(|t| (t.name().to_owned(), t.partitions().len() as i32))
+            .collect())
     });
-    task.await.map_err(|e| BusError::Embedded(format!("metadata task failed: {e}")))?
+    task.await
+        .map_err(|e| BusError::Embedded(format!("metadata task failed: {e}")))?
 }

@@ -35,7 +35,13 @@ pub struct CacheSettings {
 
 impl Default for CacheSettings {
     fn default() -> Self {
-        Self { redis_url: None, key_prefix: String::new(), ttl_secs: 3600, ttl_jitter: 0.1, memory_capacity: 100_000 }
+        Self {
+            redis_url: None,
+            key_prefix: String::new(),
+            ttl_secs: 3600,
+            ttl_jitter: 0.1,
+            memory_capacity: 100_000,
+        }
     }
 }
 

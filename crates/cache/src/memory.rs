@@ -37,11 +37,18 @@ impl MemoryReadModel {
             .entry(order.id)
             .and_compute_with(|current| {
                 let newer = current.is_none_or(|c| c.value().version < candidate.version);
-                let op = if newer { Op::Put(candidate.clone()) } else { Op::Nop };
+                let op = if newer {
+                    Op::Put(candidate.clone())
+                } else {
+                    Op::Nop
+                };
                 std::future::ready(op)
             })
             .await;
-        matches!(result, moka::ops::compute::CompResult::Inserted(_) | moka::ops::compute::CompResult::ReplacedWith(_))
+        matches!(
+            result,
+            moka::ops::compute::CompResult::Inserted(_) | moka::ops::compute::CompResult::ReplacedWith(_)
+        )
     }
 
     /// Drops the entry of `id`.

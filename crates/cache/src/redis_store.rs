@@ -35,7 +35,11 @@ impl RedisReadModel {
     pub async fn connect(url: &str, settings: CacheSettings) -> Result<Self, CacheError> {
         let client = redis::Client::open(url)?;
         let conn = ConnectionManager::new(client).await?;
-        Ok(Self { conn, put_script: redis::Script::new(PUT_IF_NEWER), settings })
+        Ok(Self {
+            conn,
+            put_script: redis::Script::new(PUT_IF_NEWER),
+            settings,
+        })
     }
 
     /// The hash key of one order: `<prefix>order:{<id>}`.
@@ -50,7 +54,9 @@ impl RedisReadModel {
         if fields.is_empty() {
             return Ok(None);
         }
-        decode(&fields).map(Some).map_err(|reason| CacheError::Corrupt { key, reason })
+        decode(&fields)
+            .map(Some)
+            .map_err(|reason| CacheError::Corrupt { key, reason })
     }
 
     /// Stores `order` unless a version at least as new is cached; returns whether it was stored.
@@ -82,22 +88,35 @@ fn encode(order: &Order) -> Vec<(&'static str, String)> {
         ("total_minor", order.total_minor.get().to_string()),
         ("created_at", order.created_at.to_rfc3339()),
         ("updated_at", order.updated_at.to_rfc3339()),
-        ("items", serde_json::to_string(&order.items).unwrap_or_else(|_| "[]".into())),
+        (
+            "items",
+            serde_json::to_string(&order.items).unwrap_or_else(|_| "[]".into()),
+        ),
     ]
 }
 
 fn decode(fields: &HashMap<String, String>) -> Result<Order, String> {
-    let get = |name: &str| fields.get(name).map(String::as_str).ok_or_else(|| format!("field {name} missing"));
-    let time = |name: &str| -> Result<DateTime<Utc>, String> {
-        DateTime::parse_from_rfc3339(get(name)?).map(|t| t.with_timezone(&Utc)).map_err(|e| format!("{name}: {e}"))
+    let get = |name: &str| {
+        fields
+            .get(name)
+            .map(String::as_str)
+            .ok_or_else(|| format!("field {name} missing"))
     };
-    let number = |name: &str| -> Result<i64, String> { get(name)?.parse().map_err(|e| format!("{name}: {e}")) };
+    let time = |name: &str| -> Result<DateTime<Utc>, String> {
+        DateTime::parse_from_rfc3339(get(name)?)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|e| format!("{name}: {e}"))
+    };
+    let number =
+        |name: &str| -> Result<i64, String> { get(name)?.parse().map_err(|e| format!("{name}: {e}")) };
     let items: Vec<OrderItem> = serde_json::from_str(get("items")?).map_err(|e| format!("items: {e}"))?;
     Ok(Order {
         id: get("id")?.parse::<OrderId>().map_err(|e| e.to_string())?,
         customer_id: CustomerId::parse(get("customer_id")?)?,
         currency: Currency::parse(get("currency")?)?,
-        status: get("status")?.parse().map_err(|e: orderflow_domain::UnknownStatus| e.to_string())?,
+        status: get("status")?
+            .parse()
+            .map_err(|e: orderflow_domain::UnknownStatus| e.to_string())?,
         version: number("version")?,
         items,
         total_minor: MinorUnits::try_from(number("total_minor")?)?,

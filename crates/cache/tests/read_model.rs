@@ -1,5 +1,7 @@
 //! The read model on a real redis-server from the harness, and in process.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail by panicking
+
 use chrono::Utc;
 use orderflow_cache::{CacheSettings, ReadModel};
 use orderflow_domain::{NewOrder, Order, OrderStatus};
@@ -26,11 +28,24 @@ async fn versions_only_move_forward(model: &ReadModel) {
     assert!(model.put(&v1).await.expect("put"));
     assert_eq!(model.get(v1.id).await.expect("get"), Some(v1.clone()));
 
-    let v2 = Order { status: OrderStatus::Paid, version: 2, ..v1.clone() };
+    let v2 = Order {
+        status: OrderStatus::Paid,
+        version: 2,
+        ..v1.clone()
+    };
     assert!(model.put(&v2).await.expect("put"));
-    assert!(!model.put(&v1).await.expect("put"), "an older version must not replace a newer one");
-    assert!(!model.put(&v2).await.expect("put"), "the same version is not written twice");
-    assert_eq!(model.get(v1.id).await.expect("get").map(|o| o.status), Some(OrderStatus::Paid));
+    assert!(
+        !model.put(&v1).await.expect("put"),
+        "an older version must not replace a newer one"
+    );
+    assert!(
+        !model.put(&v2).await.expect("put"),
+        "the same version is not written twice"
+    );
+    assert_eq!(
+        model.get(v1.id).await.expect("get").map(|o| o.status),
+        Some(OrderStatus::Paid)
+    );
 
     model.invalidate(v1.id).await.expect("invalidate");
     assert!(model.get(v1.id).await.expect("get").is_none());
@@ -38,7 +53,9 @@ async fn versions_only_move_forward(model: &ReadModel) {
 
 #[tokio::test]
 async fn redis_read_model_is_version_checked() {
-    let model = ReadModel::connect(settings(Some(orderflow_testkit::redis().url()))).await.expect("connect");
+    let model = ReadModel::connect(settings(Some(orderflow_testkit::redis().url())))
+        .await
+        .expect("connect");
     assert_eq!(model.backend_name(), "redis");
     versions_only_move_forward(&model).await;
 }
@@ -83,8 +100,14 @@ async fn a_corrupt_entry_is_an_error_not_a_panic() {
         .get_multiplexed_async_connection()
         .await
         .expect("connection");
-    let _: () = conn.hset(format!("{prefix}order:{{{}}}", o.id), "version", "x").await.expect("hset");
+    let _: () = conn
+        .hset(format!("{prefix}order:{{{}}}", o.id), "version", "x")
+        .await
+        .expect("hset");
     assert!(model.get(o.id).await.is_err());
-    assert!(model.put(&o).await.expect("put"), "a corrupt entry is replaced by a good one");
+    assert!(
+        model.put(&o).await.expect("put"),
+        "a corrupt entry is replaced by a good one"
+    );
     assert_eq!(model.get(o.id).await.expect("get"), Some(o));
 }

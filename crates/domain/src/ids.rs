@@ -95,7 +95,10 @@ fn parse_identifier(s: &str, max: usize) -> Result<&str, String> {
     if s.chars().count() > max {
         return Err(format!("must be at most {max} characters"));
     }
-    if !s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':')) {
+    if !s
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))
+    {
         return Err("may contain only letters, digits, '-', '_', '.' and ':'".into());
     }
     Ok(s)

@@ -84,7 +84,11 @@ impl MinorUnits {
 impl TryFrom<i64> for MinorUnits {
     type Error = String;
     fn try_from(v: i64) -> Result<Self, Self::Error> {
-        if v < 0 { Err("must not be negative".into()) } else { Ok(Self(v)) }
+        if v < 0 {
+            Err("must not be negative".into())
+        } else {
+            Ok(Self(v))
+        }
     }
 }
 
@@ -110,7 +114,9 @@ impl Quantity {
         } else if value > i64::from(Self::MAX) {
             Err(format!("must be at most {}", Self::MAX))
         } else {
-            u32::try_from(value).map(Self).map_err(|_| format!("must be at most {}", Self::MAX))
+            u32::try_from(value)
+                .map(Self)
+                .map_err(|_| format!("must be at most {}", Self::MAX))
         }
     }
 

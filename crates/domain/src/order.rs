@@ -101,8 +101,11 @@ impl NewOrder {
             errors.push("", "the request body must be a JSON object");
             return Err(errors);
         };
-        let customer_id = string_field(obj.get("customer_id"), "customer_id", &mut errors)
-            .and_then(|s| CustomerId::parse(s).map_err(|m| errors.push("customer_id", m)).ok());
+        let customer_id = string_field(obj.get("customer_id"), "customer_id", &mut errors).and_then(|s| {
+            CustomerId::parse(s)
+                .map_err(|m| errors.push("customer_id", m))
+                .ok()
+        });
         let currency = string_field(obj.get("currency"), "currency", &mut errors)
             .and_then(|s| Currency::parse(s).map_err(|m| errors.push("currency", m)).ok());
         let items = parse_items(obj.get("items"), &mut errors);
@@ -110,16 +113,21 @@ impl NewOrder {
         let total = items.as_ref().and_then(|items| {
             items
                 .iter()
-                .try_fold(MinorUnits::ZERO, |acc, i| acc.checked_add(i.unit_price_minor.checked_mul(i.quantity)?))
+                .try_fold(MinorUnits::ZERO, |acc, i| {
+                    acc.checked_add(i.unit_price_minor.checked_mul(i.quantity)?)
+                })
                 .or_else(|| {
                     errors.push("items", "the order total is too large");
                     None
                 })
         });
         match (customer_id, currency, items, total) {
-            (Some(customer_id), Some(currency), Some(items), Some(total)) if errors.is_empty() => {
-                Ok(Self { customer_id, currency, items, total })
-            }
+            (Some(customer_id), Some(currency), Some(items), Some(total)) if errors.is_empty() => Ok(Self {
+                customer_id,
+                currency,
+                items,
+                total,
+            }),
             _ => Err(errors),
         }
     }
@@ -200,7 +208,10 @@ fn parse_items(value: Option<&Value>, errors: &mut ValidationErrors) -> Option<V
         return None;
     }
     if list.len() > NewOrder::MAX_ITEMS {
-        errors.push("items", format!("must contain at most {} items", NewOrder::MAX_ITEMS));
+        errors.push(
+            "items",
+            format!("must contain at most {} items", NewOrder::MAX_ITEMS),
+        );
         return None;
     }
     let before = errors.errors().len();
@@ -208,17 +219,30 @@ fn parse_items(value: Option<&Value>, errors: &mut ValidationErrors) -> Option<V
     for (i, item) in list.iter().enumerate() {
         let at = |f: &str| format!("items[{i}].{f}");
         let Some(obj) = item.as_object() else {
-            errors.0.push(FieldError::new(format!("items[{i}]"), "must be an object"));
+            errors
+                .0
+                .push(FieldError::new(format!("items[{i}]"), "must be an object"));
             continue;
         };
         let sku = string_field(obj.get("sku"), &at("sku"), errors)
             .and_then(|s| Sku::parse(s).map_err(|m| errors.push(at("sku"), m)).ok());
-        let quantity = integer_field(obj.get("quantity"), &at("quantity"), errors)
-            .and_then(|q| Quantity::parse(q).map_err(|m| errors.push(at("quantity"), m)).ok());
-        let price = integer_field(obj.get("unit_price_minor"), &at("unit_price_minor"), errors)
-            .and_then(|p| MinorUnits::unit_price(p).map_err(|m| errors.push(at("unit_price_minor"), m)).ok());
+        let quantity = integer_field(obj.get("quantity"), &at("quantity"), errors).and_then(|q| {
+            Quantity::parse(q)
+                .map_err(|m| errors.push(at("quantity"), m))
+                .ok()
+        });
+        let price =
+            integer_field(obj.get("unit_price_minor"), &at("unit_price_minor"), errors).and_then(|p| {
+                MinorUnits::unit_price(p)
+                    .map_err(|m| errors.push(at("unit_price_minor"), m))
+                    .ok()
+            });
         if let (Some(sku), Some(quantity), Some(unit_price_minor)) = (sku, quantity, price) {
-            items.push(NewOrderItem { sku, quantity, unit_price_minor });
+            items.push(NewOrderItem {
+                sku,
+                quantity,
+                unit_price_minor,
+            });
         }
     }
     (errors.errors().len() == before).then_some(items)
@@ -270,7 +294,11 @@ impl Order {
             items: new
                 .items
                 .into_iter()
-                .map(|i| OrderItem { sku: i.sku, quantity: i.quantity, unit_price_minor: i.unit_price_minor })
+                .map(|i| OrderItem {
+                    sku: i.sku,
+                    quantity: i.quantity,
+                    unit_price_minor: i.unit_price_minor,
+                })
                 .collect(),
             total_minor: new.total,
             created_at: now,
@@ -286,7 +314,10 @@ mod tests {
     use super::*;
 
     fn fields(doc: Value) -> Vec<String> {
-        NewOrder::parse(&doc).err().map(|e| e.0.into_iter().map(|f| f.field).collect()).unwrap_or_default()
+        NewOrder::parse(&doc)
+            .err()
+            .map(|e| e.0.into_iter().map(|f| f.field).collect())
+            .unwrap_or_default()
     }
 
     #[test]
@@ -319,14 +350,18 @@ mod tests {
     #[test]
     fn missing_and_empty_inputs_are_rejected() {
         assert_eq!(fields(json!({})), vec!["customer_id", "currency", "items"]);
-        assert_eq!(fields(json!({"customer_id": "c", "currency": "EUR", "items": []})), vec!["items"]);
+        assert_eq!(
+            fields(json!({"customer_id": "c", "currency": "EUR", "items": []})),
+            vec!["items"]
+        );
         assert_eq!(fields(json!([1, 2])), vec![""]);
     }
 
     #[test]
     fn too_many_items_are_rejected() {
         let item = json!({"sku": "A", "quantity": 1, "unit_price_minor": 1});
-        let doc = json!({"customer_id": "c", "currency": "EUR", "items": vec![item; NewOrder::MAX_ITEMS + 1]});
+        let doc =
+            json!({"customer_id": "c", "currency": "EUR", "items": vec![item; NewOrder::MAX_ITEMS + 1]});
         assert_eq!(fields(doc), vec!["items"]);
     }
 

@@ -64,9 +64,18 @@ impl EventCodec for JsonCodec {
             event_type: OrderCreated::TYPE,
             payload: Self::encode(event),
             headers: vec![
-                (headers::EVENT_ID.to_owned(), event.event_id.hyphenated().to_string().into_bytes()),
-                (headers::EVENT_TYPE.to_owned(), OrderCreated::TYPE.as_bytes().to_vec()),
-                (headers::CONTENT_TYPE.to_owned(), Self::CONTENT_TYPE.as_bytes().to_vec()),
+                (
+                    headers::EVENT_ID.to_owned(),
+                    event.event_id.hyphenated().to_string().into_bytes(),
+                ),
+                (
+                    headers::EVENT_TYPE.to_owned(),
+                    OrderCreated::TYPE.as_bytes().to_vec(),
+                ),
+                (
+                    headers::CONTENT_TYPE.to_owned(),
+                    Self::CONTENT_TYPE.as_bytes().to_vec(),
+                ),
             ],
         }
     }
@@ -93,7 +102,12 @@ mod tests {
         let encoded = JsonCodec::encode_order_created(&event);
         assert_eq!(encoded.key, order.id.to_string());
         assert_eq!(encoded.topic, "order.created");
-        assert!(encoded.headers.iter().any(|(k, v)| k == "event-id" && v == event.event_id.to_string().as_bytes()));
+        assert!(
+            encoded
+                .headers
+                .iter()
+                .any(|(k, v)| k == "event-id" && v == event.event_id.to_string().as_bytes())
+        );
         let decoded = JsonCodec::decode_order_created(&encoded.payload).expect("decodes");
         assert_eq!(decoded, event);
         assert_eq!(decoded.to_order().expect("valid order"), order);

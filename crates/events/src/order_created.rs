@@ -70,8 +70,13 @@ impl OrderCreated {
 impl OrderCreated {
     /// The order as this event describes it (version 1, status CREATED); fails on values no valid order has.
     pub fn to_order(&self) -> Result<Order, crate::DecodeError> {
-        use orderflow_domain::{Currency, CustomerId, MinorUnits, OrderId, OrderItem, OrderStatus, Quantity, Sku};
-        let invalid = |reason: String| crate::DecodeError::Invalid { event_type: Self::TYPE, reason };
+        use orderflow_domain::{
+            Currency, CustomerId, MinorUnits, OrderId, OrderItem, OrderStatus, Quantity, Sku,
+        };
+        let invalid = |reason: String| crate::DecodeError::Invalid {
+            event_type: Self::TYPE,
+            reason,
+        };
         let items = self
             .items
             .iter()

@@ -44,7 +44,10 @@ pub fn load(file: Option<&Path>, overrides: &Overrides) -> anyhow::Result<Settin
     figment = figment.merge(Env::prefixed("ORDERFLOW_").split("__").ignore(&["config", "log"]));
     let flags: [(&str, Option<String>); 6] = [
         ("http.listen", overrides.listen.clone()),
-        ("data_dir", overrides.data_dir.as_ref().map(|p| p.display().to_string())),
+        (
+            "data_dir",
+            overrides.data_dir.as_ref().map(|p| p.display().to_string()),
+        ),
         ("database.url", overrides.database_url.clone()),
         ("kafka.bootstrap_servers", overrides.kafka_bootstrap.clone()),
         ("kafka.topic_prefix", overrides.topic_prefix.clone()),
@@ -59,6 +62,7 @@ pub fn load(file: Option<&Path>, overrides: &Overrides) -> anyhow::Result<Settin
 }
 
 #[cfg(test)]
+#[allow(clippy::result_large_err)] // figment's Jail fixes the closure's error type
 mod tests {
     use super::*;
 
@@ -71,10 +75,17 @@ mod tests {
             )?;
             jail.set_env("ORDERFLOW_DATABASE__URL", "postgres://env");
             jail.set_env("ORDERFLOW_KAFKA__TOPIC_PREFIX", "env.");
-            let overrides = Overrides { topic_prefix: Some("flag.".into()), ..Overrides::default() };
+            let overrides = Overrides {
+                topic_prefix: Some("flag.".into()),
+                ..Overrides::default()
+            };
             let settings = load(Some(Path::new("orderflow.toml")), &overrides).map_err(|e| e.to_string())?;
             assert_eq!(settings.http.listen.port(), 1, "file beats defaults");
-            assert_eq!(settings.database.url.as_deref(), Some("postgres://env"), "environment beats file");
+            assert_eq!(
+                settings.database.url.as_deref(),
+                Some("postgres://env"),
+                "environment beats file"
+            );
             assert_eq!(settings.kafka.topic_prefix, "flag.", "flags beat environment");
             Ok(())
         });
@@ -87,6 +98,12 @@ mod tests {
             assert!(load(None, &Overrides::default()).is_err());
             Ok(())
         });
-        assert!(load(Some(Path::new("/nonexistent/orderflow.toml")), &Overrides::default()).is_err());
+        assert!(
+            load(
+                Some(Path::new("/nonexistent/orderflow.toml")),
+                &Overrides::default()
+            )
+            .is_err()
+        );
     }
 }

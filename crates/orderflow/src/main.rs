@@ -20,7 +20,12 @@ struct Cli {
     #[arg(long, short, global = true, env = "ORDERFLOW_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
     /// Log filter, e.g. `info` or `orderflow=debug,rdkafka=warn`
-    #[arg(long, global = true, env = "ORDERFLOW_LOG", default_value = "info,sqlx=warn,rdkafka=warn")]
+    #[arg(
+        long,
+        global = true,
+        env = "ORDERFLOW_LOG",
+        default_value = "info,sqlx=warn,rdkafka=warn"
+    )]
     log: String,
     #[command(flatten)]
     overrides: config::Overrides,
@@ -92,7 +97,10 @@ fn main() -> ExitCode {
 fn init_logging(filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -102,14 +110,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Run { role } => serve(settings, &[role.into()]).await,
         Command::Migrate => {
             let url = settings.database_url();
-            let store = Store::connect(&url, 1).await.with_context(|| format!("connecting to {}", redact_url(&url)))?;
+            let store = Store::connect(&url, 1)
+                .await
+                .with_context(|| format!("connecting to {}", redact_url(&url)))?;
             store.migrate().await?;
             println!("migrations applied ({})", store.backend().name());
             Ok(())
         }
-        Command::Topics { command: TopicsCommand::Apply } => {
-            if settings.kafka.bootstrap_servers.as_deref().is_none_or(|s| s.trim().is_empty()) {
-                bail!("topics apply needs a Kafka cluster: set --kafka-bootstrap or ORDERFLOW_KAFKA__BOOTSTRAP_SERVERS");
+        Command::Topics {
+            command: TopicsCommand::Apply,
+        } => {
+            if settings
+                .kafka
+                .bootstrap_servers
+                .as_deref()
+                .is_none_or(|s| s.trim().is_empty())
+            {
+                bail!(
+                    "topics apply needs a Kafka cluster: set --kafka-bootstrap or ORDERFLOW_KAFKA__BOOTSTRAP_SERVERS"
+                );
             }
             let bus = Bus::connect(settings.kafka.clone())?;
             for report in bus.apply_topics().await? {

@@ -1,6 +1,8 @@
 //! End to end: orders posted over HTTP reach the database, Kafka and the read model, on real servers from
 //! the harness and in the embedded default; bad input changes nothing; the binary starts and stops cleanly.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail by panicking
+
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -20,7 +22,10 @@ fn temp_dir() -> std::path::PathBuf {
 }
 
 fn embedded_settings(data_dir: &std::path::Path) -> Settings {
-    let mut settings = Settings { data_dir: Some(data_dir.to_owned()), ..Settings::default() };
+    let mut settings = Settings {
+        data_dir: Some(data_dir.to_owned()),
+        ..Settings::default()
+    };
     settings.http.listen = "127.0.0.1:0".parse().expect("addr");
     settings
 }
@@ -34,24 +39,39 @@ async fn post(base: &str, content_type: &str, body: &str) -> (u16, String, Value
         .await
         .expect("POST");
     let status = response.status().as_u16();
-    let content_type = response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
     (status, content_type, response.json().await.unwrap_or(Value::Null))
 }
 
-async fn eventually<T, F: std::future::Future<Output = Option<T>>>(what: &str, mut check: impl FnMut() -> F) -> T {
+async fn eventually<T, F: std::future::Future<Output = Option<T>>>(
+    what: &str,
+    mut check: impl FnMut() -> F,
+) -> T {
     let start = Instant::now();
     loop {
         if let Some(value) = check().await {
             return value;
         }
-        assert!(start.elapsed() < Duration::from_secs(30), "timed out waiting for {what}");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_order_flows_through_postgres_kafka_and_redis() {
-    let (pg, kafka, redis_server) = (orderflow_testkit::postgres(), orderflow_testkit::kafka(), orderflow_testkit::redis());
+    let (pg, kafka, redis_server) = (
+        orderflow_testkit::postgres(),
+        orderflow_testkit::kafka(),
+        orderflow_testkit::redis(),
+    );
     let mut settings = embedded_settings(&temp_dir());
     settings.database.url = Some(pg.fresh_database().expect("database"));
     settings.kafka.bootstrap_servers = Some(kafka.bootstrap_servers());
@@ -60,10 +80,15 @@ async fn an_order_flows_through_postgres_kafka_and_redis() {
     settings.cache.redis_url = Some(redis_server.url());
     settings.cache.key_prefix = format!("{}:", unique("e2e"));
     settings.projector.group = unique("projector");
-    let (topic, key_prefix, db_url) =
-        (format!("{}order.created", settings.kafka.topic_prefix), settings.cache.key_prefix.clone(), settings.database.url.clone());
+    let (topic, key_prefix, db_url) = (
+        format!("{}order.created", settings.kafka.topic_prefix),
+        settings.cache.key_prefix.clone(),
+        settings.database.url.clone(),
+    );
 
-    let platform = Platform::start(settings, Role::ALL).await.expect("platform starts");
+    let platform = Platform::start(settings, Role::ALL)
+        .await
+        .expect("platform starts");
     let base = format!("http://{}", platform.http_addr.expect("http"));
     let (status, _, created) = post(&base, "application/json", &order_body().to_string()).await;
     assert_eq!(status, 201, "{created}");
@@ -75,11 +100,12 @@ async fn an_order_flows_through_postgres_kafka_and_redis() {
 
     // PostgreSQL holds the order and its lines.
     let pool = sqlx::PgPool::connect(&db_url.expect("url")).await.expect("pg");
-    let (status, total): (String, i64) = sqlx::query_as("SELECT status, total_minor FROM orders WHERE id = $1::uuid")
-        .bind(&id)
-        .fetch_one(&pool)
-        .await
-        .expect("order row");
+    let (status, total): (String, i64) =
+        sqlx::query_as("SELECT status, total_minor FROM orders WHERE id = $1::uuid")
+            .bind(&id)
+            .fetch_one(&pool)
+            .await
+            .expect("order row");
     assert_eq!((status.as_str(), total), ("CREATED", 2599));
     let (lines,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM order_items WHERE order_id = $1::uuid")
         .bind(&id)
@@ -90,11 +116,15 @@ async fn an_order_flows_through_postgres_kafka_and_redis() {
 
     // An independent consumer reads order.created keyed by the order id.
     let bootstrap = kafka.bootstrap_servers();
-    let records = tokio::task::spawn_blocking(move || read_topic(&bootstrap, &topic, 1, Duration::from_secs(30)))
-        .await
-        .expect("reader")
-        .expect("records");
-    let record = records.iter().find(|r| r.key == id).expect("an order.created record keyed by the order id");
+    let records =
+        tokio::task::spawn_blocking(move || read_topic(&bootstrap, &topic, 1, Duration::from_secs(30)))
+            .await
+            .expect("reader")
+            .expect("records");
+    let record = records
+        .iter()
+        .find(|r| r.key == id)
+        .expect("an order.created record keyed by the order id");
     let event: Value = serde_json::from_slice(&record.payload).expect("json event");
     assert_eq!(event["order_id"], id.as_str());
     assert_eq!(event["event_type"], "order.created");
@@ -108,13 +138,23 @@ async fn an_order_flows_through_postgres_kafka_and_redis() {
     let key = format!("{key_prefix}order:{{{id}}}");
     let status: String = eventually("the projector's Redis hash", || {
         let (mut conn, key) = (conn.clone(), key.clone());
-        async move { conn.hget::<_, _, Option<String>>(&key, "status").await.ok().flatten() }
+        async move {
+            conn.hget::<_, _, Option<String>>(&key, "status")
+                .await
+                .ok()
+                .flatten()
+        }
     })
     .await;
     assert_eq!(status, "CREATED");
     let _: i64 = conn.exists(&key).await.expect("exists");
 
-    let fetched: Value = reqwest::get(format!("{base}/v1/orders/{id}")).await.expect("GET").json().await.expect("json");
+    let fetched: Value = reqwest::get(format!("{base}/v1/orders/{id}"))
+        .await
+        .expect("GET")
+        .json()
+        .await
+        .expect("json");
     assert_eq!(fetched, created);
     platform.stop().await.expect("clean stop");
 }
@@ -122,12 +162,19 @@ async fn an_order_flows_through_postgres_kafka_and_redis() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_order_flows_through_the_embedded_default() {
     let dir = temp_dir();
-    let platform = Platform::start(embedded_settings(&dir), Role::ALL).await.expect("platform starts");
+    let platform = Platform::start(embedded_settings(&dir), Role::ALL)
+        .await
+        .expect("platform starts");
     assert!(platform.backends.bus.is_embedded());
     assert_eq!(platform.backends.store.backend().name(), "sqlite");
     let base = format!("http://{}", platform.http_addr.expect("http"));
 
-    let (status, _, created) = post(&base, "application/json; charset=utf-8", &order_body().to_string()).await;
+    let (status, _, created) = post(
+        &base,
+        "application/json; charset=utf-8",
+        &order_body().to_string(),
+    )
+    .await;
     assert_eq!(status, 201, "{created}");
     let id: orderflow_domain::OrderId = created["id"].as_str().expect("id").parse().expect("order id");
 
@@ -139,13 +186,19 @@ async fn an_order_flows_through_the_embedded_default() {
     })
     .await;
     assert_eq!(projected.total_minor.get(), 2599);
-    assert_eq!(platform.backends.store.outbox_backlog().await.expect("backlog"), 0);
+    assert_eq!(
+        platform.backends.store.outbox_backlog().await.expect("backlog"),
+        0
+    );
 
     let response = reqwest::get(format!("{base}/v1/orders/{id}")).await.expect("GET");
     assert_eq!(response.status().as_u16(), 200);
     assert_eq!(response.json::<Value>().await.expect("json"), created);
     platform.stop().await.expect("clean stop");
-    assert!(dir.join("orderflow.db").exists(), "SQLite lives under the data directory");
+    assert!(
+        dir.join("orderflow.db").exists(),
+        "SQLite lives under the data directory"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -154,7 +207,9 @@ async fn bad_input_gets_problem_details_and_writes_nothing() {
     let mut settings = embedded_settings(&temp_dir());
     let db_url = orderflow_testkit::postgres().fresh_database().expect("database");
     settings.database.url = Some(db_url.clone());
-    let platform = Platform::start(settings, &[Role::Orders]).await.expect("platform starts");
+    let platform = Platform::start(settings, &[Role::Orders])
+        .await
+        .expect("platform starts");
     let base = format!("http://{}", platform.http_addr.expect("http"));
 
     let item = |q: Value, p: Value| json!({"customer_id": "c", "currency": "EUR", "items": [{"sku": "S", "quantity": q, "unit_price_minor": p}]});
@@ -180,15 +235,35 @@ async fn bad_input_gets_problem_details_and_writes_nothing() {
         assert_eq!(status, expected, "{content_type} {body} -> {problem}");
         assert_eq!(problem_type, "application/problem+json", "{body}");
         assert_eq!(problem["status"], expected, "{body}");
-        assert!(problem["type"].as_str().is_some_and(|t| t.starts_with("/problems/")), "{problem}");
-        assert!(problem["detail"].as_str().is_some_and(|d| !d.is_empty()), "{problem}");
+        assert!(
+            problem["type"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("/problems/")),
+            "{problem}"
+        );
+        assert!(
+            problem["detail"].as_str().is_some_and(|d| !d.is_empty()),
+            "{problem}"
+        );
         if let Some(field) = field {
-            let fields: Vec<&str> = problem["errors"].as_array().expect("field errors").iter().filter_map(|e| e["field"].as_str()).collect();
-            assert!(fields.contains(&field), "{body}: expected an error on {field}, got {fields:?}");
+            let fields: Vec<&str> = problem["errors"]
+                .as_array()
+                .expect("field errors")
+                .iter()
+                .filter_map(|e| e["field"].as_str())
+                .collect();
+            assert!(
+                fields.contains(&field),
+                "{body}: expected an error on {field}, got {fields:?}"
+            );
         }
     }
 
-    for (path, expected) in [("/v1/orders/not-a-uuid", 400), (&format!("/v1/orders/{}", uuid::Uuid::now_v7()) as &str, 404), ("/v2/nothing", 404)] {
+    for (path, expected) in [
+        ("/v1/orders/not-a-uuid", 400),
+        (&format!("/v1/orders/{}", uuid::Uuid::now_v7()) as &str, 404),
+        ("/v2/nothing", 404),
+    ] {
         let response = reqwest::get(format!("{base}{path}")).await.expect("GET");
         assert_eq!(response.status().as_u16(), expected, "{path}");
         assert_eq!(response.headers()["content-type"], "application/problem+json");
@@ -196,7 +271,10 @@ async fn bad_input_gets_problem_details_and_writes_nothing() {
 
     let pool = sqlx::PgPool::connect(&db_url).await.expect("pg");
     for table in ["orders", "order_items", "outbox"] {
-        let (n,): (i64,) = sqlx::query_as(&format!("SELECT COUNT(*) FROM {table}")).fetch_one(&pool).await.expect("count");
+        let (n,): (i64,) = sqlx::query_as(&format!("SELECT COUNT(*) FROM {table}"))
+            .fetch_one(&pool)
+            .await
+            .expect("count");
         assert_eq!(n, 0, "bad input wrote to {table}");
     }
     platform.stop().await.expect("clean stop");
@@ -222,7 +300,9 @@ fn spawn_binary(args: &[&str], data_dir: &std::path::Path) -> (std::process::Chi
             }
         }
     });
-    let url = rx.recv_timeout(Duration::from_secs(60)).expect("the binary prints where it listens");
+    let url = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the binary prints where it listens");
     (child, url)
 }
 
@@ -237,13 +317,22 @@ async fn the_binary_runs_embedded_and_stops_on_sigterm() {
     assert_eq!(fetched.status().as_u16(), 200);
 
     let pid = child.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
     let start = Instant::now();
     let exit = loop {
         if let Some(exit) = child.try_wait().expect("wait") {
             break exit;
         }
-        assert!(start.elapsed() < Duration::from_secs(25), "did not stop within the shutdown deadline");
+        assert!(
+            start.elapsed() < Duration::from_secs(25),
+            "did not stop within the shutdown deadline"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(exit.success(), "exit status {exit}");
@@ -270,10 +359,20 @@ fn bad_configuration_and_arguments_fail_with_a_clear_message() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid value 'nope'"));
 
-    let out = run(&["migrate", "--database-url", "postgres://orderflow:s3cret@127.0.0.1:1/none"], &[]);
+    let out = run(
+        &[
+            "migrate",
+            "--database-url",
+            "postgres://orderflow:s3cret@127.0.0.1:1/none",
+        ],
+        &[],
+    );
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.starts_with("error: connecting to postgres://orderflow:***@127.0.0.1:1/none"), "{stderr}");
+    assert!(
+        stderr.starts_with("error: connecting to postgres://orderflow:***@127.0.0.1:1/none"),
+        "{stderr}"
+    );
     assert!(!stderr.contains("s3cret"), "secrets are never printed: {stderr}");
 
     let out = run(&["topics", "apply"], &[]);

@@ -20,6 +20,9 @@ use serde::Deserialize;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+/// How often an active relay checks that it still holds its lease (and prunes old published rows).
+const LEASE_CHECK_EVERY: Duration = Duration::from_secs(10);
+
 /// Relay tuning, as read from configuration.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -34,7 +37,11 @@ pub struct RelaySettings {
 
 impl Default for RelaySettings {
     fn default() -> Self {
-        Self { batch_size: 500, idle_poll_ms: 100, retain_published_hours: 24 }
+        Self {
+            batch_size: 500,
+            idle_poll_ms: 100,
+            retain_published_hours: 24,
+        }
     }
 }
 
@@ -93,7 +100,9 @@ impl PublishedBatch<'_> {
     /// Marks the acknowledged rows published; returns how many, or the publish failure that cut the batch
     /// short (after marking what preceded it).
     pub async fn mark(self) -> Result<usize, RelayError> {
-        self.store.outbox_mark_published(&self.acknowledged, Utc::now()).await?;
+        self.store
+            .outbox_mark_published(&self.acknowledged, Utc::now())
+            .await?;
         match self.failure {
             Some(e) => Err(e),
             None => Ok(self.acknowledged.len()),
@@ -105,7 +114,13 @@ impl OutboxRelay {
     /// Builds a relay with its own idempotent producer.
     pub fn new(store: Store, bus: Bus, settings: RelaySettings) -> Result<Self, RelayError> {
         let producer = bus.producer("orderflow-relay")?;
-        Ok(Self { store, bus, producer, settings, wakeup: Arc::new(Notify::new()) })
+        Ok(Self {
+            store,
+            bus,
+            producer,
+            settings,
+            wakeup: Arc::new(Notify::new()),
+        })
     }
 
     /// A handle the write path pokes after committing, so new rows go out without waiting for the poll.
@@ -122,7 +137,10 @@ impl OutboxRelay {
         let mut deliveries = Vec::with_capacity(rows.len());
         for row in &rows {
             let topic = self.bus.topic(&row.topic);
-            let mut record = FutureRecord::to(&topic).key(&row.key).payload(&row.payload).headers(headers(row));
+            let mut record = FutureRecord::to(&topic)
+                .key(&row.key)
+                .payload(&row.payload)
+                .headers(headers(row));
             let delivery = loop {
                 match self.producer.send_result(record) {
                     Ok(delivery) => break Ok(delivery),
@@ -155,7 +173,11 @@ impl OutboxRelay {
                 }
             }
         }
-        Ok(PublishedBatch { store: &self.store, acknowledged, failure })
+        Ok(PublishedBatch {
+            store: &self.store,
+            acknowledged,
+            failure,
+        })
     }
 
     /// Publishes and marks one batch; returns how many rows went out.
@@ -181,10 +203,10 @@ impl OutboxRelay {
             };
             tracing::info!("outbox relay active");
             let mut backoff = Duration::from_millis(50);
-            let mut rounds: u64 = 0;
+            let mut last_check = std::time::Instant::now();
             while !shutdown.is_cancelled() {
-                rounds += 1;
-                if rounds % 1000 == 0 {
+                if last_check.elapsed() >= LEASE_CHECK_EVERY {
+                    last_check = std::time::Instant::now();
                     if let Err(e) = lease.check().await {
                         tracing::warn!(error = %e, "outbox relay: lost the relay lease");
                         continue 'lease;
@@ -228,9 +250,15 @@ impl OutboxRelay {
 }
 
 fn headers(row: &OutboxRecord) -> OwnedHeaders {
-    row.headers.iter().fold(OwnedHeaders::new_with_capacity(row.headers.len()), |h, (key, value)| {
-        h.insert(Header { key, value: Some(value) })
-    })
+    row.headers.iter().fold(
+        OwnedHeaders::new_with_capacity(row.headers.len()),
+        |h, (key, value)| {
+            h.insert(Header {
+                key,
+                value: Some(value),
+            })
+        },
+    )
 }
 
 async fn sleep_or_cancel(duration: Duration, shutdown: &CancellationToken) {

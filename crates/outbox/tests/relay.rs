@@ -1,5 +1,7 @@
 //! The outbox relay against a real Kafka broker and a real PostgreSQL server from the harness.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail by panicking
+
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
@@ -37,7 +39,13 @@ async fn place_orders(store: &Store, n: usize) -> Vec<Order> {
         let doc = serde_json::json!({"customer_id": format!("c{i}"), "currency": "EUR",
             "items": [{"sku": "SKU", "quantity": 1, "unit_price_minor": 100 + i}]});
         let order = Order::create(NewOrder::parse(&doc).expect("valid"), Utc::now());
-        store.insert_order(&order, &JsonCodec::encode_order_created(&OrderCreated::from_order(&order))).await.expect("insert");
+        store
+            .insert_order(
+                &order,
+                &JsonCodec::encode_order_created(&OrderCreated::from_order(&order)),
+            )
+            .await
+            .expect("insert");
         orders.push(order);
     }
     orders
@@ -53,25 +61,54 @@ async fn drain(relay: &OutboxRelay, store: &Store) {
 async fn publishes_every_row_keyed_by_order_id_in_commit_order() {
     let store = store().await;
     let bus = bus(orderflow_testkit::kafka().bootstrap_servers(), BTreeMap::new()).await;
-    let relay = OutboxRelay::new(store.clone(), bus.clone(), RelaySettings { batch_size: 7, ..Default::default() })
-        .expect("relay");
+    let relay = OutboxRelay::new(
+        store.clone(),
+        bus.clone(),
+        RelaySettings {
+            batch_size: 7,
+            ..Default::default()
+        },
+    )
+    .expect("relay");
     let orders = place_orders(&store, 40).await;
     drain(&relay, &store).await;
 
-    let records =
-        read_topic(bus.bootstrap_servers(), &bus.topic("order.created"), 40, Duration::from_secs(20)).expect("read");
-    assert_eq!(records.len(), 40, "every committed order is published exactly once here");
-    let position: HashMap<String, usize> = orders.iter().enumerate().map(|(i, o)| (o.id.to_string(), i)).collect();
+    let records = read_topic(
+        bus.bootstrap_servers(),
+        &bus.topic("order.created"),
+        40,
+        Duration::from_secs(20),
+    )
+    .expect("read");
+    assert_eq!(
+        records.len(),
+        40,
+        "every committed order is published exactly once here"
+    );
+    let position: HashMap<String, usize> = orders
+        .iter()
+        .enumerate()
+        .map(|(i, o)| (o.id.to_string(), i))
+        .collect();
     let mut per_partition: BTreeMap<i32, Vec<usize>> = BTreeMap::new();
     for record in &records {
         let event = JsonCodec::decode_order_created(&record.payload).expect("decodes");
         assert_eq!(record.key, event.order_id.to_string(), "keyed by order id");
         assert_eq!(record.headers.get("event-id"), Some(&event.event_id.to_string()));
-        assert_eq!(record.headers.get("event-type").map(String::as_str), Some("order.created"));
-        per_partition.entry(record.partition).or_default().push(position[&record.key]);
+        assert_eq!(
+            record.headers.get("event-type").map(String::as_str),
+            Some("order.created")
+        );
+        per_partition
+            .entry(record.partition)
+            .or_default()
+            .push(position[&record.key]);
     }
     for (partition, seen) in per_partition {
-        assert!(seen.windows(2).all(|w| w[0] < w[1]), "partition {partition} out of commit order: {seen:?}");
+        assert!(
+            seen.windows(2).all(|w| w[0] < w[1]),
+            "partition {partition} out of commit order: {seen:?}"
+        );
     }
 }
 
@@ -87,18 +124,30 @@ async fn a_crash_between_publish_and_mark_publishes_twice_but_loses_nothing() {
         // The process dies here: the broker has the records, the outbox does not know.
         drop(batch);
     }
-    assert_eq!(store.outbox_backlog().await.expect("backlog"), 5, "nothing was marked");
+    assert_eq!(
+        store.outbox_backlog().await.expect("backlog"),
+        5,
+        "nothing was marked"
+    );
     let restarted = OutboxRelay::new(store.clone(), bus.clone(), RelaySettings::default()).expect("relay");
     drain(&restarted, &store).await;
 
-    let records =
-        read_topic(bus.bootstrap_servers(), &bus.topic("order.created"), 10, Duration::from_secs(20)).expect("read");
+    let records = read_topic(
+        bus.bootstrap_servers(),
+        &bus.topic("order.created"),
+        10,
+        Duration::from_secs(20),
+    )
+    .expect("read");
     let mut copies: HashMap<String, usize> = HashMap::new();
     for r in &records {
         *copies.entry(r.headers["event-id"].clone()).or_default() += 1;
     }
     assert_eq!(copies.len(), 5, "no event lost");
-    assert!(copies.values().all(|&n| n == 2), "each event published once per attempt: {copies:?}");
+    assert!(
+        copies.values().all(|&n| n == 2),
+        "each event published once per attempt: {copies:?}"
+    );
     let keys: std::collections::HashSet<_> = records.iter().map(|r| r.key.clone()).collect();
     assert!(orders.iter().all(|o| keys.contains(&o.id.to_string())));
 }
@@ -114,8 +163,15 @@ async fn rows_stay_pending_while_kafka_is_down_and_go_out_when_it_is_back() {
 
     kafka.kill();
     let failed = relay.run_once().await;
-    assert!(failed.is_err(), "publishing must fail with the broker down, got {failed:?}");
-    assert_eq!(store.outbox_backlog().await.expect("backlog"), 3, "failed rows stay pending");
+    assert!(
+        failed.is_err(),
+        "publishing must fail with the broker down, got {failed:?}"
+    );
+    assert_eq!(
+        store.outbox_backlog().await.expect("backlog"),
+        3,
+        "failed rows stay pending"
+    );
 
     kafka.restart().expect("broker restarts");
     let mut published = 0;
@@ -129,7 +185,12 @@ async fn rows_stay_pending_while_kafka_is_down_and_go_out_when_it_is_back() {
         }
     }
     assert_eq!(published, 3);
-    let records =
-        read_topic(bus.bootstrap_servers(), &bus.topic("order.created"), 3, Duration::from_secs(20)).expect("read");
+    let records = read_topic(
+        bus.bootstrap_servers(),
+        &bus.topic("order.created"),
+        3,
+        Duration::from_secs(20),
+    )
+    .expect("read");
     assert_eq!(records.len(), 3);
 }

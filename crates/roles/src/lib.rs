@@ -97,12 +97,19 @@ impl Backends {
         match bus.apply_topics().await {
             Ok(_) => {}
             Err(BusError::TopicMismatch(differences)) => {
-                tracing::warn!(?differences, "topics differ from the topic table; run `orderflow topics apply`")
+                tracing::warn!(
+                    ?differences,
+                    "topics differ from the topic table; run `orderflow topics apply`"
+                )
             }
             Err(e) => return Err(e.into()),
         }
         let read_model = ReadModel::connect(settings.cache.clone()).await?;
-        Ok(Self { store, bus, read_model })
+        Ok(Self {
+            store,
+            bus,
+            read_model,
+        })
     }
 }
 
@@ -138,7 +145,13 @@ impl Platform {
             }
         }
         let deadline = Duration::from_secs(settings.shutdown.deadline_secs);
-        Ok(Self { http_addr, backends, shutdown, tasks, deadline })
+        Ok(Self {
+            http_addr,
+            backends,
+            shutdown,
+            tasks,
+            deadline,
+        })
     }
 
     /// A token that stops every role when cancelled.

@@ -24,11 +24,18 @@ pub async fn start(
     shutdown: CancellationToken,
 ) -> Result<RunningOrders, RoleError> {
     let listen = settings.http.listen;
-    let listener =
-        tokio::net::TcpListener::bind(listen).await.map_err(|source| RoleError::Listen { addr: listen, source })?;
-    let addr = listener.local_addr().map_err(|source| RoleError::Listen { addr: listen, source })?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|source| RoleError::Listen { addr: listen, source })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| RoleError::Listen { addr: listen, source })?;
 
-    let relay = OutboxRelay::new(backends.store.clone(), backends.bus.clone(), settings.relay.clone())?;
+    let relay = OutboxRelay::new(
+        backends.store.clone(),
+        backends.bus.clone(),
+        settings.relay.clone(),
+    )?;
     let state = AppState {
         store: backends.store.clone(),
         read_model: backends.read_model.clone(),
@@ -45,5 +52,8 @@ pub async fn start(
         let (http, relayed) = tokio::join!(http, relay_task);
         http.and(relayed)
     };
-    Ok(RunningOrders { addr, serve: Box::pin(serve) })
+    Ok(RunningOrders {
+        addr,
+        serve: Box::pin(serve),
+    })
 }

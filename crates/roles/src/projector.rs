@@ -85,7 +85,10 @@ async fn close(consumer: StreamConsumer) {
         }
         drop(consumer);
     });
-    if tokio::time::timeout(Duration::from_secs(5), closing).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(5), closing)
+        .await
+        .is_err()
+    {
         tracing::warn!("projector: consumer did not close within 5 s");
     }
 }

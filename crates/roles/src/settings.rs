@@ -40,7 +40,9 @@ pub struct HttpSettings {
 
 impl Default for HttpSettings {
     fn default() -> Self {
-        Self { listen: SocketAddr::from(([127, 0, 0, 1], 8080)) }
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+        }
     }
 }
 
@@ -58,7 +60,11 @@ pub struct DatabaseSettings {
 
 impl Default for DatabaseSettings {
     fn default() -> Self {
-        Self { url: None, max_connections: 16, migrate_on_start: true }
+        Self {
+            url: None,
+            max_connections: 16,
+            migrate_on_start: true,
+        }
     }
 }
 
@@ -82,7 +88,9 @@ pub struct ProjectorSettings {
 
 impl Default for ProjectorSettings {
     fn default() -> Self {
-        Self { group: "orderflow-projector".into() }
+        Self {
+            group: "orderflow-projector".into(),
+        }
     }
 }
 
@@ -142,14 +150,20 @@ mod tests {
 
     #[test]
     fn no_database_url_means_sqlite_in_the_data_dir() {
-        let settings = Settings { data_dir: Some("/tmp/x".into()), ..Settings::default() };
+        let settings = Settings {
+            data_dir: Some("/tmp/x".into()),
+            ..Settings::default()
+        };
         assert_eq!(settings.database_url(), "sqlite:///tmp/x/orderflow.db");
     }
 
     #[test]
     fn debug_output_hides_the_database_password() {
         let settings = Settings {
-            database: DatabaseSettings { url: Some("postgres://u:hunter2@h/d".into()), ..Default::default() },
+            database: DatabaseSettings {
+                url: Some("postgres://u:hunter2@h/d".into()),
+                ..Default::default()
+            },
             ..Settings::default()
         };
         assert!(!format!("{settings:?}").contains("hunter2"));

@@ -107,7 +107,9 @@ impl Store {
         } else if url.starts_with("sqlite:") {
             Ok(Self::Sqlite(SqliteStore::connect(url, max_connections).await?))
         } else {
-            Err(StoreError::BadUrl("expected postgres://... or sqlite://...".into()))
+            Err(StoreError::BadUrl(
+                "expected postgres://... or sqlite://...".into(),
+            ))
         }
     }
 

@@ -36,7 +36,10 @@ impl PgStore {
     /// Takes the relay's advisory lock on a connection of its own (waits while another process holds it).
     pub async fn acquire_relay_lease(&self) -> Result<RelayLease, StoreError> {
         let mut conn = self.pool.acquire().await?.detach();
-        sqlx::query("SELECT pg_advisory_lock($1)").bind(RELAY_LOCK_KEY).execute(&mut conn).await?;
+        sqlx::query("SELECT pg_advisory_lock($1)")
+            .bind(RELAY_LOCK_KEY)
+            .execute(&mut conn)
+            .await?;
         Ok(RelayLease::Postgres(conn))
     }
 }

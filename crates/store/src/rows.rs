@@ -51,7 +51,10 @@ impl OrderRow {
             id: OrderId::from_uuid(self.id),
             customer_id: CustomerId::parse(&self.customer_id).map_err(&bad)?,
             currency: Currency::parse(&self.currency).map_err(&bad)?,
-            status: self.status.parse().map_err(|e: orderflow_domain::UnknownStatus| bad(e.to_string()))?,
+            status: self
+                .status
+                .parse()
+                .map_err(|e: orderflow_domain::UnknownStatus| bad(e.to_string()))?,
             version: self.version,
             items: items
                 .into_iter()
@@ -72,8 +75,10 @@ impl OrderRow {
 
 /// Headers are stored as a JSON list of `[name, value]` text pairs (every header Orderflow sets is text).
 pub(crate) fn headers_to_json(headers: &[(String, Vec<u8>)]) -> String {
-    let pairs: Vec<(&str, std::borrow::Cow<'_, str>)> =
-        headers.iter().map(|(k, v)| (k.as_str(), String::from_utf8_lossy(v))).collect();
+    let pairs: Vec<(&str, std::borrow::Cow<'_, str>)> = headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), String::from_utf8_lossy(v)))
+        .collect();
     serde_json::to_string(&pairs).unwrap_or_else(|_| "[]".into())
 }
 

@@ -1,5 +1,7 @@
 //! The store on a real PostgreSQL server (from the harness) and on a SQLite file: the same behaviour on both.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail by panicking
+
 use std::time::Duration;
 
 use chrono::Utc;
@@ -16,7 +18,9 @@ async fn postgres() -> Store {
 
 async fn sqlite() -> (Store, tempdir::Dir) {
     let dir = tempdir::Dir::new();
-    let store = Store::connect(&format!("sqlite://{}/nested/of.db", dir.path()), 4).await.expect("connect");
+    let store = Store::connect(&format!("sqlite://{}/nested/of.db", dir.path()), 4)
+        .await
+        .expect("connect");
     store.migrate().await.expect("migrate");
     (store, dir)
 }
@@ -53,26 +57,51 @@ async fn round_trip_and_outbox(store: Store) {
     let first = order("alice", 3);
     let second = order("bob", 1);
     for o in [&first, &second] {
-        store.insert_order(o, &JsonCodec::encode_order_created(&OrderCreated::from_order(o))).await.expect("insert");
+        store
+            .insert_order(o, &JsonCodec::encode_order_created(&OrderCreated::from_order(o)))
+            .await
+            .expect("insert");
     }
     let read = store.get_order(first.id).await.expect("get").expect("present");
     assert_eq!(read.items, first.items);
     assert_eq!(read.total_minor, first.total_minor);
     assert_eq!(read.customer_id, first.customer_id);
-    assert_eq!(read.created_at.timestamp_micros(), first.created_at.timestamp_micros());
-    assert!(store.get_order(orderflow_domain::OrderId::new()).await.expect("get").is_none());
+    assert_eq!(
+        read.created_at.timestamp_micros(),
+        first.created_at.timestamp_micros()
+    );
+    assert!(
+        store
+            .get_order(orderflow_domain::OrderId::new())
+            .await
+            .expect("get")
+            .is_none()
+    );
 
     let pending = store.outbox_pending(10).await.expect("pending");
     assert_eq!(pending.len(), 2);
-    assert_eq!(pending[0].key, first.id.to_string(), "publication order is commit order");
+    assert_eq!(
+        pending[0].key,
+        first.id.to_string(),
+        "publication order is commit order"
+    );
     assert_eq!(pending[1].key, second.id.to_string());
     assert!(pending[0].headers.iter().any(|(k, _)| k == "event-id"));
     assert_eq!(store.outbox_backlog().await.expect("backlog"), 2);
 
-    store.outbox_mark_published(&[pending[0].id], Utc::now()).await.expect("mark");
+    store
+        .outbox_mark_published(&[pending[0].id], Utc::now())
+        .await
+        .expect("mark");
     let left = store.outbox_pending(10).await.expect("pending");
     assert_eq!(left.iter().map(|r| r.id).collect::<Vec<_>>(), vec![pending[1].id]);
-    assert_eq!(store.outbox_prune(Utc::now() + chrono::Duration::seconds(1)).await.expect("prune"), 1);
+    assert_eq!(
+        store
+            .outbox_prune(Utc::now() + chrono::Duration::seconds(1))
+            .await
+            .expect("prune"),
+        1
+    );
 }
 
 async fn a_failed_event_write_leaves_no_order(store: Store) {
@@ -82,7 +111,10 @@ async fn a_failed_event_write_leaves_no_order(store: Store) {
     // Same event id again: the outbox insert violates its unique key after the order rows were written.
     let second = order("dave", 2);
     assert!(store.insert_order(&second, &event).await.is_err());
-    assert!(store.get_order(second.id).await.expect("get").is_none(), "the order must roll back with its event");
+    assert!(
+        store.get_order(second.id).await.expect("get").is_none(),
+        "the order must roll back with its event"
+    );
     assert_eq!(store.outbox_backlog().await.expect("backlog"), 1);
 }
 
@@ -116,7 +148,10 @@ async fn only_one_relay_lease_at_a_time_on_postgres() {
     let store = postgres().await;
     let first = store.acquire_relay_lease().await.expect("first lease");
     let second = tokio::time::timeout(Duration::from_millis(500), store.acquire_relay_lease()).await;
-    assert!(second.is_err(), "a second relay must wait while the first holds the lease");
+    assert!(
+        second.is_err(),
+        "a second relay must wait while the first holds the lease"
+    );
     drop(first);
     let mut second = tokio::time::timeout(Duration::from_secs(5), store.acquire_relay_lease())
         .await

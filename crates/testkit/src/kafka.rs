@@ -31,9 +31,14 @@ pub struct KafkaServer {
 }
 
 fn cache_dir() -> PathBuf {
-    std::env::var_os("ORDERFLOW_TEST_CACHE").map(PathBuf::from).unwrap_or_else(|| {
-        std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(std::env::temp_dir).join(".cache/orderflow")
-    })
+    std::env::var_os("ORDERFLOW_TEST_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(std::env::temp_dir)
+                .join(".cache/orderflow")
+        })
 }
 
 /// Makes sure the broker's jars are in the cache (fetching them with Maven when missing); returns their folder.
@@ -47,17 +52,27 @@ pub fn kafka_jars() -> Result<PathBuf, HarnessError> {
     std::fs::create_dir_all(&root).map_err(|e| HarnessError::io("create the Kafka cache folder", e))?;
     // Several test binaries may get here at once: one fetches, the others wait for it.
     let lock = File::create(root.join(".lock")).map_err(|e| HarnessError::io("create the cache lock", e))?;
-    lock.lock().map_err(|e| HarnessError::io("lock the Kafka cache", e))?;
+    lock.lock()
+        .map_err(|e| HarnessError::io("lock the Kafka cache", e))?;
     if done.exists() {
         return Ok(libs);
     }
     let mvn = which("mvn").ok_or_else(|| {
-        HarnessError::Missing("Maven (mvn) not found: install the Debian package 'maven' to fetch Kafka".into())
+        HarnessError::Missing(
+            "Maven (mvn) not found: install the Debian package 'maven' to fetch Kafka".into(),
+        )
     })?;
     let staging = root.join("libs.partial");
     let _ = std::fs::remove_dir_all(&staging);
     let out = Command::new(mvn)
-        .args(["-q", "-B", "-f", POM, "dependency:copy-dependencies", "-DincludeScope=runtime"])
+        .args([
+            "-q",
+            "-B",
+            "-f",
+            POM,
+            "dependency:copy-dependencies",
+            "-DincludeScope=runtime",
+        ])
         .arg(format!("-DoutputDirectory={}", staging.display()))
         .output()
         .map_err(|e| HarnessError::io("run mvn", e))?;
@@ -91,7 +106,11 @@ fn cluster_id() -> String {
     let bytes: [u8; 16] = rand::random();
     let mut out = String::with_capacity(22);
     for chunk in bytes.chunks(3) {
-        let b = [chunk[0], chunk.get(1).copied().unwrap_or(0), chunk.get(2).copied().unwrap_or(0)];
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
         let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
         for i in 0..=chunk.len() {
             out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
@@ -110,12 +129,24 @@ impl KafkaServer {
         let mut props = vec![
             ("process.roles".to_owned(), "broker,controller".to_owned()),
             ("node.id".into(), "1".into()),
-            ("controller.quorum.voters".into(), format!("1@127.0.0.1:{controller}")),
-            ("listeners".into(), format!("PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}")),
-            ("advertised.listeners".into(), format!("PLAINTEXT://127.0.0.1:{port}")),
+            (
+                "controller.quorum.voters".into(),
+                format!("1@127.0.0.1:{controller}"),
+            ),
+            (
+                "listeners".into(),
+                format!("PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}"),
+            ),
+            (
+                "advertised.listeners".into(),
+                format!("PLAINTEXT://127.0.0.1:{port}"),
+            ),
             ("controller.listener.names".into(), "CONTROLLER".into()),
             ("inter.broker.listener.name".into(), "PLAINTEXT".into()),
-            ("listener.security.protocol.map".into(), "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT".into()),
+            (
+                "listener.security.protocol.map".into(),
+                "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT".into(),
+            ),
             ("log.dirs".into(), dir.join("logs").display().to_string()),
             ("auto.create.topics.enable".into(), "false".into()),
             ("offsets.topic.replication.factor".into(), "1".into()),
@@ -123,7 +154,10 @@ impl KafkaServer {
             ("transaction.state.log.replication.factor".into(), "1".into()),
             ("transaction.state.log.min.isr".into(), "1".into()),
             ("transaction.state.log.num.partitions".into(), "4".into()),
-            ("share.coordinator.state.topic.replication.factor".into(), "1".into()),
+            (
+                "share.coordinator.state.topic.replication.factor".into(),
+                "1".into(),
+            ),
             ("share.coordinator.state.topic.min.isr".into(), "1".into()),
             ("group.initial.rebalance.delay.ms".into(), "0".into()),
         ];
@@ -153,9 +187,16 @@ impl KafkaServer {
             cmd
         });
         process.spawn()?;
-        let server = Self { port, process, startup: Duration::ZERO };
+        let server = Self {
+            port,
+            process,
+            startup: Duration::ZERO,
+        };
         server.wait_ready()?;
-        Ok(Self { startup: started.elapsed(), ..server })
+        Ok(Self {
+            startup: started.elapsed(),
+            ..server
+        })
     }
 
     /// Starts a broker with the default test settings.
@@ -177,7 +218,10 @@ impl KafkaServer {
                 return false;
             }
             let result = futures::executor::block_on(admin.create_topics([&probe], &opts));
-            matches!(result.as_deref(), Ok([Ok(_)] | [Err((_, RDKafkaErrorCode::TopicAlreadyExists))]))
+            matches!(
+                result.as_deref(),
+                Ok([Ok(_)] | [Err((_, RDKafkaErrorCode::TopicAlreadyExists))])
+            )
         })
         .map(|_| ())
         .map_err(|e| HarnessError::Failed(format!("{e}\n{}", log_tail(&self.process.log_path(), 30))))
@@ -211,7 +255,10 @@ mod tests {
     fn cluster_ids_are_22_url_safe_characters() {
         let id = super::cluster_id();
         assert_eq!(id.len(), 22);
-        assert!(id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+        assert!(
+            id.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        );
         assert_ne!(id, super::cluster_id());
     }
 }

@@ -44,12 +44,19 @@ pub enum HarnessError {
 
 impl HarnessError {
     pub(crate) fn io(what: &str, source: std::io::Error) -> Self {
-        Self::Io { what: what.to_owned(), source }
+        Self::Io {
+            what: what.to_owned(),
+            source,
+        }
     }
 }
 
 /// Returns the shared server, starting it on first use; a server that cannot start fails the test loudly.
-fn shared<T>(cell: &'static OnceLock<T>, name: &str, start: impl FnOnce() -> Result<T, HarnessError>) -> &'static T {
+fn shared<T>(
+    cell: &'static OnceLock<T>,
+    name: &str,
+    start: impl FnOnce() -> Result<T, HarnessError>,
+) -> &'static T {
     cell.get_or_init(|| match start() {
         Ok(server) => server,
         // The harness is test-only: a test without its server cannot run, so stop it with the reason.

@@ -80,7 +80,16 @@ impl PostgresServer {
         let init = command(&bin, "initdb", user, &dir)
             .args(["-D"])
             .arg(&data)
-            .args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync", "--no-instructions"])
+            .args([
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+                "--no-instructions",
+            ])
             .output()
             .map_err(|e| HarnessError::io("run initdb", e))?;
         if !init.status.success() {
@@ -93,32 +102,47 @@ impl PostgresServer {
         let (b, d, s) = (bin.clone(), data.clone(), dir.clone());
         let process = ServerProcess::new("postgres", dir.clone(), move || {
             let mut cmd = command(&b, "postgres", user, &s);
-            cmd.arg("-D").arg(&d).args(["-p", &port.to_string(), "-k"]).arg(&s).args([
-                "-c",
-                "listen_addresses=127.0.0.1",
-                "-c",
-                "fsync=off",
-                "-c",
-                "synchronous_commit=off",
-                "-c",
-                "full_page_writes=off",
-                "-c",
-                "max_connections=300",
-                "-c",
-                "shared_buffers=128MB",
-            ]);
+            cmd.arg("-D")
+                .arg(&d)
+                .args(["-p", &port.to_string(), "-k"])
+                .arg(&s)
+                .args([
+                    "-c",
+                    "listen_addresses=127.0.0.1",
+                    "-c",
+                    "fsync=off",
+                    "-c",
+                    "synchronous_commit=off",
+                    "-c",
+                    "full_page_writes=off",
+                    "-c",
+                    "max_connections=300",
+                    "-c",
+                    "shared_buffers=128MB",
+                ]);
             cmd
         });
         process.spawn()?;
-        let server = Self { port, bin, process, next_db: AtomicU32::new(0), startup: Duration::ZERO };
+        let server = Self {
+            port,
+            bin,
+            process,
+            next_db: AtomicU32::new(0),
+            startup: Duration::ZERO,
+        };
         server.wait_ready()?;
-        Ok(Self { startup: started.elapsed(), ..server })
+        Ok(Self {
+            startup: started.elapsed(),
+            ..server
+        })
     }
 
     fn wait_ready(&self) -> Result<(), HarnessError> {
-        wait_until("PostgreSQL to accept connections", Duration::from_secs(60), || {
-            self.psql("postgres", "SELECT 1").is_ok()
-        })
+        wait_until(
+            "PostgreSQL to accept connections",
+            Duration::from_secs(60),
+            || self.psql("postgres", "SELECT 1").is_ok(),
+        )
         .map(|_| ())
         .map_err(|e| HarnessError::Failed(format!("{e}\n{}", log_tail(&self.process.log_path(), 20))))
     }
@@ -135,22 +159,42 @@ impl PostgresServer {
 
     /// Runs one SQL statement with `psql` against `db`; returns its unaligned output.
     pub fn psql(&self, db: &str, sql: &str) -> Result<String, HarnessError> {
-        let psql = if self.bin.join("psql").exists() { self.bin.join("psql") } else { PathBuf::from("psql") };
+        let psql = if self.bin.join("psql").exists() {
+            self.bin.join("psql")
+        } else {
+            PathBuf::from("psql")
+        };
         let out = Command::new(psql)
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", "-d", db])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                db,
+            ])
             .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
             .output()
             .map_err(|e| HarnessError::io("run psql", e))?;
         if out.status.success() {
             Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
         } else {
-            Err(HarnessError::Failed(format!("psql: {}", String::from_utf8_lossy(&out.stderr).trim())))
+            Err(HarnessError::Failed(format!(
+                "psql: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )))
         }
     }
 
     /// Creates an empty database for one test and returns its URL.
     pub fn fresh_database(&self) -> Result<String, HarnessError> {
-        let name = format!("test_{}_{:06x}", self.next_db.fetch_add(1, Ordering::Relaxed), rand::random::<u32>() >> 8);
+        let name = format!(
+            "test_{}_{:06x}",
+            self.next_db.fetch_add(1, Ordering::Relaxed),
+            rand::random::<u32>() >> 8
+        );
         self.psql("postgres", &format!("CREATE DATABASE {name}"))?;
         Ok(self.url(&name))
     }

@@ -11,7 +11,10 @@ use crate::HarnessError;
 /// A free TCP port on 127.0.0.1 (bound and released; the OS does not hand it out again immediately).
 pub fn free_port() -> Result<u16, HarnessError> {
     let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| HarnessError::io("bind a free port", e))?;
-    listener.local_addr().map(|a| a.port()).map_err(|e| HarnessError::io("read a free port", e))
+    listener
+        .local_addr()
+        .map(|a| a.port())
+        .map_err(|e| HarnessError::io("read a free port", e))
 }
 
 /// A fresh directory under the system temp dir, named after the server and this process.
@@ -59,8 +62,18 @@ pub struct ServerProcess {
 
 impl ServerProcess {
     /// Wraps a command line; nothing runs until [`ServerProcess::spawn`].
-    pub fn new(name: &'static str, dir: PathBuf, command: impl Fn() -> Command + Send + Sync + 'static) -> Self {
-        Self { name, dir, command: Box::new(command), child: Mutex::new(None), watchdog: Mutex::new(None) }
+    pub fn new(
+        name: &'static str,
+        dir: PathBuf,
+        command: impl Fn() -> Command + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            name,
+            dir,
+            command: Box::new(command),
+            child: Mutex::new(None),
+            watchdog: Mutex::new(None),
+        }
     }
 
     /// The server's scratch directory (data, logs).
@@ -77,7 +90,9 @@ impl ServerProcess {
             .append(true)
             .open(&log)
             .map_err(|e| HarnessError::io("open the server log", e))?;
-        let err = out.try_clone().map_err(|e| HarnessError::io("open the server log", e))?;
+        let err = out
+            .try_clone()
+            .map_err(|e| HarnessError::io("open the server log", e))?;
         let child = (self.command)()
             .stdin(Stdio::null())
             .stdout(out)
@@ -146,7 +161,9 @@ impl ServerProcess {
 
     /// True while the process runs.
     pub fn is_running(&self) -> bool {
-        lock(&self.child).as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+        lock(&self.child)
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
     /// Path of the server's log.

@@ -18,7 +18,8 @@ pub struct RedisServer {
 
 /// Sends `PING` and expects `+PONG` (answers `-NOAUTH` count as alive too).
 fn pings(port: u16) -> bool {
-    let Ok(mut s) = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200)) else {
+    let Ok(mut s) = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200))
+    else {
         return false;
     };
     let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
@@ -39,16 +40,32 @@ impl RedisServer {
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         let process = ServerProcess::new("redis", dir, move || {
             let mut cmd = Command::new(&binary);
-            cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-                .args(["--protected-mode", "no", "--daemonize", "no", "--dir"])
-                .arg(&d)
-                .args(&extra);
+            cmd.args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .args(["--protected-mode", "no", "--daemonize", "no", "--dir"])
+            .arg(&d)
+            .args(&extra);
             cmd
         });
         process.spawn()?;
-        let server = Self { port, process, startup: Duration::ZERO };
+        let server = Self {
+            port,
+            process,
+            startup: Duration::ZERO,
+        };
         server.wait_ready()?;
-        Ok(Self { startup: started.elapsed(), ..server })
+        Ok(Self {
+            startup: started.elapsed(),
+            ..server
+        })
     }
 
     /// Starts a plain redis-server.
@@ -57,9 +74,11 @@ impl RedisServer {
     }
 
     fn wait_ready(&self) -> Result<(), HarnessError> {
-        wait_until("redis-server to answer PING", Duration::from_secs(30), || pings(self.port))
-            .map(|_| ())
-            .map_err(|e| HarnessError::Failed(format!("{e}\n{}", log_tail(&self.process.log_path(), 20))))
+        wait_until("redis-server to answer PING", Duration::from_secs(30), || {
+            pings(self.port)
+        })
+        .map(|_| ())
+        .map_err(|e| HarnessError::Failed(format!("{e}\n{}", log_tail(&self.process.log_path(), 20))))
     }
 
     /// The port it listens on (127.0.0.1).
@@ -86,7 +105,10 @@ impl RedisServer {
 
 /// Full path of an executable on PATH.
 pub(crate) fn which(program: &str) -> Option<std::path::PathBuf> {
-    let out = Command::new("sh").args(["-c", &format!("command -v {program}")]).output().ok()?;
+    let out = Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .output()
+        .ok()?;
     let path = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     (out.status.success() && !path.is_empty()).then(|| path.into())
 }

@@ -50,17 +50,26 @@ pub fn read_topic(
                 .map_err(|e| HarnessError::Failed(format!("reader assignment: {e}")))?;
         }
     }
-    consumer.assign(&assignment).map_err(|e| HarnessError::Failed(format!("reader assign: {e}")))?;
+    consumer
+        .assign(&assignment)
+        .map_err(|e| HarnessError::Failed(format!("reader assign: {e}")))?;
     let start = Instant::now();
     let mut records = Vec::new();
     while records.len() < expected && start.elapsed() < timeout {
-        let Some(message) = consumer.poll(Duration::from_millis(100)) else { continue };
+        let Some(message) = consumer.poll(Duration::from_millis(100)) else {
+            continue;
+        };
         let message = message.map_err(|e| HarnessError::Failed(format!("reader poll: {e}")))?;
         let headers = message
             .headers()
             .map(|h| {
                 h.iter()
-                    .map(|h| (h.key.to_owned(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned()))
+                    .map(|h| {
+                        (
+                            h.key.to_owned(),
+                            String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                        )
+                    })
                     .collect()
             })
             .unwrap_or_default();

@@ -1,5 +1,7 @@
 //! The harness itself: each server starts, answers, and can be killed and restarted.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail by panicking
+
 use std::time::Duration;
 
 use orderflow_testkit::{KafkaServer, PostgresServer, RedisServer};
@@ -14,7 +16,10 @@ fn postgres_starts_answers_and_restarts() {
     let db = url.rsplit('/').next().expect("db name");
     assert_eq!(pg.psql(db, "SELECT 40 + 2").expect("query"), "42");
     pg.kill();
-    assert!(pg.psql(db, "SELECT 1").is_err(), "a killed server must not answer");
+    assert!(
+        pg.psql(db, "SELECT 1").is_err(),
+        "a killed server must not answer"
+    );
     pg.restart().expect("restarts");
     assert_eq!(pg.psql(db, "SELECT 1").expect("query after restart"), "1");
 }
@@ -31,12 +36,23 @@ fn redis_starts_and_restarts() {
 #[test]
 fn kafka_starts_and_serves_metadata() {
     let kafka = KafkaServer::start().expect("kafka starts");
-    eprintln!("kafka {} started in {:?}", orderflow_testkit::KAFKA_VERSION, kafka.startup);
-    let consumer: BaseConsumer =
-        ClientConfig::new().set("bootstrap.servers", kafka.bootstrap_servers()).create().expect("client");
-    let metadata = consumer.fetch_metadata(None, Duration::from_secs(5)).expect("metadata");
+    eprintln!(
+        "kafka {} started in {:?}",
+        orderflow_testkit::KAFKA_VERSION,
+        kafka.startup
+    );
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", kafka.bootstrap_servers())
+        .create()
+        .expect("client");
+    let metadata = consumer
+        .fetch_metadata(None, Duration::from_secs(5))
+        .expect("metadata");
     assert_eq!(metadata.brokers().len(), 1);
     assert!(metadata.topics().iter().any(|t| t.name() == "__testkit_ready"));
     kafka.kill();
-    assert!(consumer.fetch_metadata(None, Duration::from_secs(1)).is_err(), "a killed broker must not answer");
+    assert!(
+        consumer.fetch_metadata(None, Duration::from_secs(1)).is_err(),
+        "a killed broker must not answer"
+    );
 }

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Runs every check Orderflow's CI runs: formatting, lints and all tests (unit, and integration tests against
+# real PostgreSQL, redis-server and Apache Kafka started on 127.0.0.1 by the test harness).
+#
+# Installs what is missing first: Debian packages when run as root, otherwise it says what to install.
+# The Kafka broker's jars are fetched with Maven by the harness on first use (cached in ~/.cache/orderflow).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || missing+=(postgresql)
+command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v java >/dev/null 2>&1 || missing+=(openjdk-17-jre-headless)
+command -v mvn >/dev/null 2>&1 || missing+=(maven)
+command -v cc >/dev/null 2>&1 || missing+=(build-essential)
+command -v make >/dev/null 2>&1 || missing+=(make)
+command -v perl >/dev/null 2>&1 || missing+=(perl)
+command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+pkg-config --exists openssl 2>/dev/null || missing+=(libssl-dev)
+pkg-config --exists zlib 2>/dev/null || missing+=(zlib1g-dev)
+
+if ((${#missing[@]})); then
+  if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  else
+    echo "error: missing prerequisites; install them with:" >&2
+    echo "  sudo apt-get install ${missing[*]}" >&2
+    exit 1
+  fi
+fi
+command -v cargo >/dev/null 2>&1 || { echo "error: cargo not found: install Rust (stable) with rustup" >&2; exit 1; }
+
+# Debian starts a system redis-server on install; the tests start their own on free ports and need none.
+echo "== cargo fmt";    cargo fmt --all -- --check
+echo "== cargo clippy"; cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== cargo test";   cargo test --workspace --locked
