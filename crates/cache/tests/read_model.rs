@@ -13,6 +13,15 @@ fn order() -> Order {
     Order::create(NewOrder::parse(&doc).expect("valid"), Utc::now())
 }
 
+/// A plain connection to the harness's redis-server, to look at keys the way an operator would.
+async fn raw_connection() -> redis::aio::MultiplexedConnection {
+    let client = redis::Client::open(orderflow_testkit::redis().url()).expect("client");
+    client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connection")
+}
+
 fn settings(redis_url: Option<String>) -> CacheSettings {
     CacheSettings {
         redis_url,
@@ -76,11 +85,7 @@ async fn redis_entries_are_hash_tagged_hashes_with_a_jittered_ttl() {
     model.put(&o).await.expect("put");
 
     let key = format!("{prefix}order:{{{}}}", o.id);
-    let mut conn = redis::Client::open(orderflow_testkit::redis().url())
-        .expect("client")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connection");
+    let mut conn = raw_connection().await;
     let status: String = conn.hget(&key, "status").await.expect("hget");
     assert_eq!(status, "CREATED");
     let version: i64 = conn.hget(&key, "version").await.expect("hget");
@@ -95,11 +100,7 @@ async fn a_corrupt_entry_is_an_error_not_a_panic() {
     let prefix = settings.key_prefix.clone();
     let model = ReadModel::connect(settings).await.expect("connect");
     let o = order();
-    let mut conn = redis::Client::open(orderflow_testkit::redis().url())
-        .expect("client")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connection");
+    let mut conn = raw_connection().await;
     let _: () = conn
         .hset(format!("{prefix}order:{{{}}}", o.id), "version", "x")
         .await

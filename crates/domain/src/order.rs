@@ -3,7 +3,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -284,7 +284,11 @@ pub struct Order {
 
 impl Order {
     /// Turns a validated request into version 1 of a new order, created at `now`.
+    ///
+    /// Times are kept to the microsecond, the finest precision every store holds, so the order answered on
+    /// creation is the order read back later.
     pub fn create(new: NewOrder, now: DateTime<Utc>) -> Self {
+        let now = now.trunc_subsecs(6);
         Self {
             id: OrderId::new(),
             customer_id: new.customer_id,
@@ -326,7 +330,16 @@ mod tests {
             "items": [{"sku": "A", "quantity": 2, "unit_price_minor": 150}, {"sku": "B", "quantity": 1, "unit_price_minor": 5}]});
         let order = NewOrder::parse(&doc).expect("valid");
         assert_eq!(order.total().get(), 305);
-        assert_eq!(Order::create(order, Utc::now()).status, OrderStatus::Created);
+        let now = DateTime::parse_from_rfc3339("2026-01-02T03:04:05.123456789Z")
+            .expect("time")
+            .with_timezone(&Utc);
+        let created = Order::create(order, now);
+        assert_eq!(created.status, OrderStatus::Created);
+        assert_eq!(
+            created.created_at.timestamp_subsec_nanos(),
+            123_456_000,
+            "kept to the microsecond"
+        );
     }
 
     #[test]

@@ -69,6 +69,7 @@ mod tests {
     #[test]
     fn flags_override_environment_which_overrides_the_file() {
         figment::Jail::expect_with(|jail| {
+            jail.clear_env();
             jail.create_file(
                 "orderflow.toml",
                 "[database]\nurl = \"postgres://file\"\n[http]\nlisten = \"127.0.0.1:1\"\n[kafka]\ntopic_prefix = \"file.\"\n",
@@ -94,6 +95,7 @@ mod tests {
     #[test]
     fn unknown_keys_and_missing_files_are_errors() {
         figment::Jail::expect_with(|jail| {
+            jail.clear_env();
             jail.set_env("ORDERFLOW_DATABSE__URL", "typo");
             assert!(load(None, &Overrides::default()).is_err());
             Ok(())

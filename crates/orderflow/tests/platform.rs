@@ -280,8 +280,8 @@ async fn bad_input_gets_problem_details_and_writes_nothing() {
     platform.stop().await.expect("clean stop");
 }
 
-/// Starts the real binary, returns it with the base URL it printed.
-fn spawn_binary(args: &[&str], data_dir: &std::path::Path) -> (std::process::Child, String) {
+/// Starts the real binary; returns it with the base URL and the start-up banner it printed.
+fn spawn_binary(args: &[&str], data_dir: &std::path::Path) -> (std::process::Child, String, Vec<String>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_orderflow"))
         .args(args)
         .arg("--data-dir")
@@ -295,27 +295,30 @@ fn spawn_binary(args: &[&str], data_dir: &std::path::Path) -> (std::process::Chi
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(url) = line.strip_prefix("orderflow listening on ") {
-                let _ = tx.send(url.trim().to_owned());
-            }
+            let _ = tx.send(line);
         }
     });
-    let url = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("the binary prints where it listens");
-    (child, url)
+    let mut banner = Vec::new();
+    while !banner
+        .iter()
+        .any(|l: &String| l.trim_start().starts_with("cache:"))
+    {
+        banner.push(
+            rx.recv_timeout(Duration::from_secs(60))
+                .expect("the binary prints its start-up banner"),
+        );
+    }
+    let url = banner
+        .iter()
+        .find_map(|l| l.strip_prefix("orderflow listening on "))
+        .expect("the banner says where it listens")
+        .trim()
+        .to_owned();
+    (child, url, banner)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_binary_runs_embedded_and_stops_on_sigterm() {
-    let dir = temp_dir();
-    let (mut child, base) = spawn_binary(&["up", "--listen", "127.0.0.1:0"], &dir);
-    let (status, _, created) = post(&base, "application/json", &order_body().to_string()).await;
-    assert_eq!(status, 201);
-    let id = created["id"].as_str().expect("id");
-    let fetched = reqwest::get(format!("{base}/v1/orders/{id}")).await.expect("GET");
-    assert_eq!(fetched.status().as_u16(), 200);
-
+/// Sends SIGTERM and expects a clean exit within the shutdown deadline.
+async fn terminate(mut child: std::process::Child) {
     let pid = child.id().to_string();
     assert!(
         Command::new("kill")
@@ -336,19 +339,121 @@ async fn the_binary_runs_embedded_and_stops_on_sigterm() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(exit.success(), "exit status {exit}");
+}
+
+fn run_binary(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_orderflow"));
+    cmd.args(args).env_remove("ORDERFLOW_CONFIG");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("runs")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_uses_real_servers_when_configured() {
+    let db = orderflow_testkit::postgres().fresh_database().expect("database");
+    let kafka = orderflow_testkit::kafka().bootstrap_servers();
+    let redis_url = orderflow_testkit::redis().url();
+    let prefix = format!("{}.", unique("cli"));
+
+    let migrated = run_binary(&["migrate", "--database-url", &db], &[]);
+    assert!(
+        migrated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&migrated.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&migrated.stdout).trim(),
+        "migrations applied (postgresql)"
+    );
+
+    let topics = [
+        "topics",
+        "apply",
+        "--kafka-bootstrap",
+        &kafka,
+        "--topic-prefix",
+        &prefix,
+    ];
+    let first = run_binary(&topics, &[]);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let report = String::from_utf8_lossy(&first.stdout).into_owned();
+    assert_eq!(
+        report.lines().filter(|l| l.ends_with("created")).count(),
+        9,
+        "{report}"
+    );
+    let again = String::from_utf8_lossy(&run_binary(&topics, &[]).stdout).into_owned();
+    assert_eq!(again.lines().filter(|l| l.ends_with(" ok")).count(), 9, "{again}");
+
+    let dir = temp_dir();
+    let args = [
+        "run",
+        "--role",
+        "orders",
+        "--listen",
+        "127.0.0.1:0",
+        "--database-url",
+        &db,
+        "--kafka-bootstrap",
+        &kafka,
+    ];
+    let (child, base, banner) = spawn_binary(
+        &[&args[..], &["--topic-prefix", &prefix, "--redis-url", &redis_url]].concat(),
+        &dir,
+    );
+    let banner = banner.join("\n");
+    assert!(banner.contains("roles:    orders"), "{banner}");
+    assert!(
+        banner.contains("database: postgresql (postgres://postgres@127.0.0.1:"),
+        "{banner}"
+    );
+    assert!(banner.contains(&format!("kafka:    {kafka}")), "{banner}");
+    assert!(banner.contains("cache:    redis (redis://127.0.0.1:"), "{banner}");
+
+    let (status, _, created) = post(&base, "application/json", &order_body().to_string()).await;
+    assert_eq!(status, 201);
+    let id = created["id"].as_str().expect("id");
+    let fetched: Value = reqwest::get(format!("{base}/v1/orders/{id}"))
+        .await
+        .expect("GET")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(fetched, created);
+    terminate(child).await;
+    assert!(
+        !dir.join("orderflow.db").exists(),
+        "no SQLite file when PostgreSQL is configured"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_runs_embedded_and_stops_on_sigterm() {
+    let dir = temp_dir();
+    let (child, base, banner) = spawn_binary(&["up", "--listen", "127.0.0.1:0"], &dir);
+    let banner = banner.join("\n");
+    assert!(banner.contains("roles:    orders, projector"), "{banner}");
+    assert!(banner.contains("database: sqlite"), "{banner}");
+    assert!(banner.contains("kafka:    embedded mock cluster"), "{banner}");
+    assert!(banner.contains("cache:    in-process"), "{banner}");
+    let (status, _, created) = post(&base, "application/json", &order_body().to_string()).await;
+    assert_eq!(status, 201);
+    let id = created["id"].as_str().expect("id");
+    let fetched = reqwest::get(format!("{base}/v1/orders/{id}")).await.expect("GET");
+    assert_eq!(fetched.status().as_u16(), 200);
+    terminate(child).await;
     let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]
 fn bad_configuration_and_arguments_fail_with_a_clear_message() {
-    let run = |args: &[&str], env: &[(&str, &str)]| {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_orderflow"));
-        cmd.args(args).env_remove("ORDERFLOW_CONFIG");
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        cmd.output().expect("runs")
-    };
+    let run = run_binary;
     let out = run(&["migrate"], &[("ORDERFLOW_HTTP__LISTEN", "not-an-address")]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -1,7 +1,7 @@
 //! A throw-away Apache Kafka broker in KRaft mode (combined broker + controller, one node).
 //!
 //! The broker's jars come from Maven Central through Maven (version pinned in `kafka/pom.xml`) into a cache
-//! folder, once per machine: `$ORDERFLOW_TEST_CACHE` or `~/.cache/orderflow`.
+//! folder, once per machine: `$TESTKIT_CACHE_DIR` or `~/.cache/orderflow`.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -31,7 +31,7 @@ pub struct KafkaServer {
 }
 
 fn cache_dir() -> PathBuf {
-    std::env::var_os("ORDERFLOW_TEST_CACHE")
+    std::env::var_os("TESTKIT_CACHE_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
             std::env::var_os("HOME")
@@ -90,7 +90,7 @@ pub fn kafka_jars() -> Result<PathBuf, HarnessError> {
 
 fn java(libs: &Path) -> Command {
     let mut cmd = Command::new("java");
-    let opts = std::env::var("ORDERFLOW_KAFKA_JAVA_OPTS")
+    let opts = std::env::var("TESTKIT_KAFKA_JAVA_OPTS")
         .unwrap_or_else(|_| "-Xms256m -Xmx1g -XX:+UseSerialGC -XX:TieredStopAtLevel=1".into());
     cmd.args(opts.split_whitespace())
         .arg("-Djava.awt.headless=true")
@@ -170,8 +170,10 @@ impl KafkaServer {
         std::fs::write(&config, text).map_err(|e| HarnessError::io("write server.properties", e))?;
 
         let format = java(&libs)
-            .args(["kafka.tools.StorageTool", "format", "-t", &cluster_id(), "-c"])
+            .args(["kafka.tools.StorageTool", "format", "--config"])
             .arg(&config)
+            // `=` form: an id may start with '-', which the tool would otherwise take for an option.
+            .arg(format!("--cluster-id={}", cluster_id()))
             .output()
             .map_err(|e| HarnessError::io("run java (is a JDK 17+ installed?)", e))?;
         if !format.status.success() {

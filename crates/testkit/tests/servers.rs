@@ -56,3 +56,31 @@ fn kafka_starts_and_serves_metadata() {
         "a killed broker must not answer"
     );
 }
+
+#[test]
+fn kafka_formats_with_a_cluster_id_that_looks_like_an_option() {
+    let libs = orderflow_testkit::kafka_jars().expect("jars");
+    let dir = std::env::temp_dir().join(orderflow_testkit::unique("kraft-format"));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let config = dir.join("server.properties");
+    std::fs::write(
+        &config,
+        format!(
+            "process.roles=broker,controller\nnode.id=1\ncontroller.quorum.voters=1@127.0.0.1:1\n\
+             controller.listener.names=CONTROLLER\nlisteners=PLAINTEXT://127.0.0.1:2,CONTROLLER://127.0.0.1:1\n\
+             log.dirs={}\n",
+            dir.join("logs").display()
+        ),
+    )
+    .expect("config");
+    let out = std::process::Command::new("java")
+        .arg("-cp")
+        .arg(format!("{}/*", libs.display()))
+        .args(["kafka.tools.StorageTool", "format", "--config"])
+        .arg(&config)
+        .arg("--cluster-id=-AAAAAAAAAAAAAAAAAAAAQ")
+        .output()
+        .expect("java runs");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+}

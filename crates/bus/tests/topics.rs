@@ -1,0 +1,101 @@
+//! `topics apply` on a real Kafka broker from the harness, and the embedded mock cluster.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail by panicking
+
+use std::time::Duration;
+
+use orderflow_bus::topics::{TOPICS, TopicAction};
+use orderflow_bus::{Bus, BusError, KafkaSettings};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+
+fn real_bus(prefix: &str) -> Bus {
+    Bus::connect(KafkaSettings {
+        bootstrap_servers: Some(orderflow_testkit::kafka().bootstrap_servers()),
+        topic_prefix: prefix.to_owned(),
+        partitions: 4,
+        ..KafkaSettings::default()
+    })
+    .expect("bus")
+}
+
+#[tokio::test]
+async fn apply_creates_the_topic_table_then_finds_it_unchanged() {
+    let prefix = format!("{}.", orderflow_testkit::unique("topics"));
+    let bus = real_bus(&prefix);
+    let first = bus.apply_topics().await.expect("first apply");
+    assert_eq!(first.len(), TOPICS.len());
+    assert!(
+        first.iter().all(|r| r.action == TopicAction::Created),
+        "{first:?}"
+    );
+
+    let second = bus.apply_topics().await.expect("second apply");
+    assert!(
+        second.iter().all(|r| r.action == TopicAction::Unchanged),
+        "{second:?}"
+    );
+
+    let client: BaseConsumer = bus.client_config("test").create().expect("client");
+    let metadata = client
+        .fetch_metadata(None, Duration::from_secs(10))
+        .expect("metadata");
+    for spec in TOPICS {
+        let name = format!("{prefix}{}", spec.name);
+        let topic = metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == name)
+            .expect("topic exists");
+        assert_eq!(topic.partitions().len(), 4, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn apply_reports_a_topic_whose_settings_differ() {
+    let prefix = format!("{}.", orderflow_testkit::unique("drift"));
+    let bus = real_bus(&prefix);
+    // Someone created order.state by hand, with delete instead of compact and too few partitions.
+    let admin: AdminClient<DefaultClientContext> = bus.client_config("test").create().expect("admin");
+    let name = format!("{prefix}order.state");
+    let topic = NewTopic::new(&name, 1, TopicReplication::Fixed(1)).set("cleanup.policy", "delete");
+    admin
+        .create_topics([&topic], &AdminOptions::new())
+        .await
+        .expect("create");
+
+    match bus.apply_topics().await {
+        Err(BusError::TopicMismatch(problems)) => {
+            assert_eq!(problems.len(), 1, "{problems:?}");
+            assert!(problems[0].contains("order.state"), "{problems:?}");
+            assert!(
+                problems[0].contains("cleanup.policy=delete, expected compact"),
+                "{problems:?}"
+            );
+            assert!(
+                problems[0].contains("1 partitions, expected at least 4"),
+                "{problems:?}"
+            );
+        }
+        other => panic!("expected a mismatch, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn the_embedded_cluster_serves_the_topic_table() {
+    let bus = Bus::connect(KafkaSettings::default()).expect("embedded bus");
+    assert!(bus.is_embedded());
+    let reports = bus.apply_topics().await.expect("apply");
+    assert_eq!(reports.len(), TOPICS.len());
+    let client: BaseConsumer = bus.client_config("test").create().expect("client");
+    let bootstrap = bus.bootstrap_servers().to_owned();
+    let metadata = tokio::task::spawn_blocking(move || client.fetch_metadata(None, Duration::from_secs(10)))
+        .await
+        .expect("task")
+        .expect("metadata");
+    assert!(
+        metadata.topics().iter().any(|t| t.name() == "order.created"),
+        "topics on {bootstrap}"
+    );
+}
