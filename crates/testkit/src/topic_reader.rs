@@ -39,27 +39,46 @@ pub fn read_topic(
         .set("fetch.wait.max.ms", "50")
         .create()
         .map_err(|e| HarnessError::Failed(format!("reader: {e}")))?;
-    let metadata = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .map_err(|e| HarnessError::Failed(format!("reader metadata: {e}")))?;
+    let start = Instant::now();
+    // A topic just created may not have its partitions (or their leaders) in metadata yet: wait for them,
+    // or the reader would be assigned nothing and read nothing.
     let mut assignment = TopicPartitionList::new();
-    for t in metadata.topics() {
-        for p in t.partitions() {
-            assignment
-                .add_partition_offset(topic, p.id(), Offset::Beginning)
-                .map_err(|e| HarnessError::Failed(format!("reader assignment: {e}")))?;
+    while start.elapsed() < timeout {
+        let partitions: Vec<(i32, i32)> = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(5))
+            .map(|m| {
+                m.topics()
+                    .iter()
+                    .filter(|t| t.name() == topic && t.error().is_none())
+                    .flat_map(|t| t.partitions().iter().map(|p| (p.id(), p.leader())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !partitions.is_empty() && partitions.iter().all(|&(_, leader)| leader >= 0) {
+            for (id, _) in partitions {
+                assignment
+                    .add_partition_offset(topic, id, Offset::Beginning)
+                    .map_err(|e| HarnessError::Failed(format!("reader assignment: {e}")))?;
+            }
+            break;
         }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    if assignment.count() == 0 {
+        return Err(HarnessError::Timeout(format!(
+            "topic {topic} to have partition leaders"
+        )));
     }
     consumer
         .assign(&assignment)
         .map_err(|e| HarnessError::Failed(format!("reader assign: {e}")))?;
-    let start = Instant::now();
     let mut records = Vec::new();
     while records.len() < expected && start.elapsed() < timeout {
         let Some(message) = consumer.poll(Duration::from_millis(100)) else {
             continue;
         };
-        let message = message.map_err(|e| HarnessError::Failed(format!("reader poll: {e}")))?;
+        // Transient errors (a leader moving, a broker restarting) are retried until the timeout.
+        let Ok(message) = message else { continue };
         let headers = message
             .headers()
             .map(|h| {
