@@ -12,6 +12,8 @@ use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use orderflow_cache::ReadModel;
+use orderflow_events::AvroCodec;
+use orderflow_registry::RegistryService;
 use orderflow_store::Store;
 use tokio::sync::Notify;
 use tower_http::trace::TraceLayer;
@@ -29,13 +31,18 @@ pub struct AppState {
     pub store: Store,
     /// The read model (Redis or in process).
     pub read_model: ReadModel,
+    /// Encodes events for the outbox.
+    pub codec: Arc<AvroCodec>,
+    /// The embedded schema registry, served under `/registry` when present.
+    pub registry: Option<RegistryService>,
     /// Poked after each committed write so the outbox relay publishes at once (when it runs in-process).
     pub relay_wakeup: Option<Arc<Notify>>,
 }
 
 /// The API's routes with tracing, a body limit and problem+json fallbacks.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let registry = state.registry.clone();
+    let app = Router::new()
         .route("/v1/orders", post(orders::create).fallback(method_not_allowed))
         .route("/v1/orders/{id}", get(orders::get).fallback(method_not_allowed))
         .route("/healthz", get(healthz))
@@ -43,7 +50,11 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(TraceLayer::new_for_http())
-        .with_state(state)
+        .with_state(state);
+    match registry {
+        Some(service) => app.nest("/registry", orderflow_registry::router(service)),
+        None => app,
+    }
 }
 
 async fn not_found(uri: Uri) -> ApiError {

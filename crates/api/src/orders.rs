@@ -8,7 +8,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use orderflow_domain::{NewOrder, Order, OrderId};
-use orderflow_events::{EventCodec, JsonCodec, OrderCreated};
+use orderflow_events::OrderCreated;
 use serde::Serialize;
 
 use crate::{ApiError, AppState};
@@ -82,6 +82,13 @@ fn is_json(headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
+/// A W3C `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`); anything else is not propagated.
+fn is_traceparent(v: &str) -> bool {
+    let parts: Vec<&str> = v.split('-').collect();
+    matches!(parts.as_slice(), [a, b, c, d] if a.len() == 2 && b.len() == 32 && c.len() == 16 && d.len() == 2)
+        && v.chars().all(|c| c == '-' || c.is_ascii_hexdigit())
+}
+
 /// `POST /v1/orders`: validates, then writes order, lines and `order.created` in one transaction; 201 after
 /// commit.
 pub async fn create(
@@ -96,7 +103,14 @@ pub async fn create(
     let new = NewOrder::parse(&doc).map_err(ApiError::Validation)?;
 
     let order = Order::create(new, Utc::now());
-    let event = JsonCodec::encode_order_created(&OrderCreated::from_order(&order));
+    let traceparent = headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| is_traceparent(v));
+    let event = state
+        .codec
+        .encode(&OrderCreated::from_order(&order), traceparent)
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
     state.store.insert_order(&order, &event).await?;
     if let Some(relay) = &state.relay_wakeup {
         relay.notify_one();

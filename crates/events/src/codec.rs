@@ -1,22 +1,75 @@
-//! Body encoding of events.
+//! The Avro codec in the Confluent wire format: `0x00`, the writer schema's registry id (4 bytes, big
+//! endian), then the Avro binary body.
+//!
+//! Encoding uses the latest committed schema of the event's topic, registered under `<topic>-value` when
+//! the codec is built, so encoding needs no round trip. Decoding reads with the writer schema named by the
+//! id (fetched once from the registry, then cached) resolved against the reader's own schema, so old and new
+//! versions interoperate. Records written with the reader's own schema take a faster path.
 
-use serde::{Serialize, de::DeserializeOwned};
+use std::collections::HashMap;
+use std::sync::{Arc, Once, RwLock};
 
-use crate::{EncodedEvent, OrderCreated, headers, topics};
+use apache_avro::Schema;
+use apache_avro::reader::datum::GenericDatumReader;
+use apache_avro::writer::datum::GenericDatumWriter;
+use orderflow_registry::{RegistryError, SchemaSource, value_subject};
 
-/// Why a record body could not be turned back into an event.
+use crate::{EncodedEvent, Event, SchemaSet, headers};
+
+/// MIME type put in the `content-type` header.
+pub const CONTENT_TYPE: &str = "application/vnd.orderflow.avro+confluent";
+
+/// Largest allocation one decoded value may ask for; a corrupt length prefix must not claim gigabytes.
+const MAX_ALLOCATION_BYTES: usize = 16 * 1024 * 1024;
+
+/// Why the codec could not be built or an event encoded.
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    /// The registry refused or could not be reached.
+    #[error("schema registry: {0}")]
+    Registry(#[from] RegistryError),
+    /// A committed schema is invalid, or an event does not fit its schema.
+    #[error("{0}")]
+    Schema(String),
+}
+
+/// Why a record could not be decoded; every variant but [`DecodeError::RegistryUnavailable`] is permanent
+/// (the record belongs in a dead-letter topic).
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
-    /// The body is not a well-formed event of the expected type.
-    #[error("malformed {event_type} body: {source}")]
-    Malformed {
-        /// The type that was expected.
+    /// Fewer bytes than the 5-byte wire-format header.
+    #[error("record of {0} bytes is too short for the Confluent wire format (at least 5)")]
+    Truncated(usize),
+    /// The first byte is not the wire format's magic byte 0.
+    #[error("unknown magic byte {0:#04x} (expected 0x00)")]
+    UnknownMagic(u8),
+    /// The registry has no schema with this id.
+    #[error("unknown schema id {0}")]
+    UnknownSchemaId(u32),
+    /// The registry could not be asked (transient: retry later).
+    #[error("schema registry unavailable: {0}")]
+    RegistryUnavailable(String),
+    /// The writer schema cannot be resolved to this event's schema.
+    #[error("schema {id} cannot be read as {event_type}: {reason}")]
+    WrongSchema {
+        /// Writer schema id.
+        id: u32,
+        /// The event type expected.
         event_type: &'static str,
-        /// What the parser said.
-        #[source]
-        source: serde_json::Error,
+        /// Why.
+        reason: String,
     },
-    /// The body parses but holds values no valid event has.
+    /// The body does not decode with its writer schema (truncated, corrupt, trailing bytes).
+    #[error("corrupt {event_type} body (schema {id}): {reason}")]
+    Corrupt {
+        /// Writer schema id.
+        id: u32,
+        /// The event type expected.
+        event_type: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// The body decodes but holds values no valid event has.
     #[error("invalid {event_type}: {reason}")]
     Invalid {
         /// The event type.
@@ -26,91 +79,201 @@ pub enum DecodeError {
     },
 }
 
-/// Encodes and decodes event bodies; one implementation per wire format.
-pub trait EventCodec {
-    /// MIME type put in the `content-type` header.
-    const CONTENT_TYPE: &'static str;
-
-    /// Encodes an `order.created` for the outbox.
-    fn encode_order_created(event: &OrderCreated) -> EncodedEvent;
-
-    /// Decodes an `order.created` body.
-    fn decode_order_created(body: &[u8]) -> Result<OrderCreated, DecodeError>;
-}
-
-/// Provisional JSON encoding (one JSON object per record).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct JsonCodec;
-
-impl JsonCodec {
-    fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-        // Serializing these plain structs cannot fail: every field is a string, number or list of them.
-        serde_json::to_vec(value).unwrap_or_default()
-    }
-
-    fn decode<T: DeserializeOwned>(event_type: &'static str, body: &[u8]) -> Result<T, DecodeError> {
-        serde_json::from_slice(body).map_err(|source| DecodeError::Malformed { event_type, source })
+impl DecodeError {
+    /// True when retrying later may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::RegistryUnavailable(_))
     }
 }
 
-impl EventCodec for JsonCodec {
-    const CONTENT_TYPE: &'static str = "application/json";
+struct TopicCodec {
+    id: u32,
+    writer: GenericDatumWriter<'static>,
+    own_reader: GenericDatumReader<'static>,
+    schema: &'static Schema,
+}
 
-    fn encode_order_created(event: &OrderCreated) -> EncodedEvent {
-        EncodedEvent {
-            event_id: event.event_id,
-            topic: topics::ORDER_CREATED,
-            key: event.order_id.hyphenated().to_string(),
-            event_type: OrderCreated::TYPE,
-            payload: Self::encode(event),
-            headers: vec![
-                (
-                    headers::EVENT_ID.to_owned(),
-                    event.event_id.hyphenated().to_string().into_bytes(),
-                ),
-                (
-                    headers::EVENT_TYPE.to_owned(),
-                    OrderCreated::TYPE.as_bytes().to_vec(),
-                ),
-                (
-                    headers::CONTENT_TYPE.to_owned(),
-                    Self::CONTENT_TYPE.as_bytes().to_vec(),
-                ),
-            ],
+/// Encodes and decodes every Orderflow event; build one per process and share it.
+pub struct AvroCodec {
+    source: Arc<dyn SchemaSource>,
+    topics: HashMap<&'static str, TopicCodec>,
+    writer_schemas: RwLock<HashMap<u32, Arc<Schema>>>,
+}
+
+impl std::fmt::Debug for AvroCodec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ids: HashMap<_, _> = self.topics.iter().map(|(t, c)| (*t, c.id)).collect();
+        f.debug_struct("AvroCodec").field("schema_ids", &ids).finish()
+    }
+}
+
+impl AvroCodec {
+    /// Registers the latest schema of every topic (subjects `<prefix><topic>-value`) and builds the codec.
+    pub async fn connect(source: Arc<dyn SchemaSource>, topic_prefix: &str) -> Result<Self, CodecError> {
+        Self::connect_with(
+            source,
+            topic_prefix,
+            SchemaSet::get().map_err(CodecError::Schema)?,
+        )
+        .await
+    }
+
+    /// Like [`AvroCodec::connect`] with another schema set (a tool or test writing a schema's next version).
+    pub async fn connect_with(
+        source: Arc<dyn SchemaSource>,
+        topic_prefix: &str,
+        set: &'static SchemaSet,
+    ) -> Result<Self, CodecError> {
+        static LIMIT: Once = Once::new();
+        LIMIT.call_once(|| {
+            apache_avro::util::max_allocation_bytes(MAX_ALLOCATION_BYTES);
+        });
+        let mut topics = HashMap::new();
+        for topic in set.topics() {
+            let Some((version, text, schema)) = set.latest(topic) else {
+                continue;
+            };
+            let subject = value_subject(&format!("{topic_prefix}{topic}"));
+            let id = source.register(&subject, text).await?;
+            let bad = |e: apache_avro::Error| CodecError::Schema(format!("schema {topic} v{version}: {e}"));
+            let writer = GenericDatumWriter::builder(schema).build().map_err(bad)?;
+            let own_reader = GenericDatumReader::builder(schema).build().map_err(bad)?;
+            topics.insert(
+                topic,
+                TopicCodec {
+                    id,
+                    writer,
+                    own_reader,
+                    schema,
+                },
+            );
         }
+        Ok(Self {
+            source,
+            topics,
+            writer_schemas: RwLock::default(),
+        })
     }
 
-    fn decode_order_created(body: &[u8]) -> Result<OrderCreated, DecodeError> {
-        Self::decode(OrderCreated::TYPE, body)
+    fn topic<E: Event>(&self) -> Result<&TopicCodec, CodecError> {
+        self.topics
+            .get(E::TOPIC)
+            .ok_or_else(|| CodecError::Schema(format!("no schema for topic {}", E::TOPIC)))
+    }
+
+    /// The registry id of the schema this codec writes `E` with.
+    pub fn schema_id<E: Event>(&self) -> Option<u32> {
+        self.topics.get(E::TOPIC).map(|t| t.id)
+    }
+
+    /// Encodes `event` for the outbox: wire-format body, key = order id, and the standard headers (plus
+    /// `traceparent` when given).
+    pub fn encode<E: Event>(&self, event: &E, traceparent: Option<&str>) -> Result<EncodedEvent, CodecError> {
+        let topic = self.topic::<E>()?;
+        let mut payload = Vec::with_capacity(256);
+        payload.push(0);
+        payload.extend_from_slice(&topic.id.to_be_bytes());
+        topic
+            .writer
+            .write_ser(&mut payload, event)
+            .map_err(|e| CodecError::Schema(format!("{} does not fit its schema: {e}", E::TYPE)))?;
+        let event_id = uuid::Uuid::parse_str(event.event_id())
+            .map_err(|e| CodecError::Schema(format!("event id {}: {e}", event.event_id())))?;
+        let mut headers = vec![
+            (headers::EVENT_ID.to_owned(), event.event_id().as_bytes().to_vec()),
+            (headers::EVENT_TYPE.to_owned(), E::TYPE.as_bytes().to_vec()),
+            (headers::CONTENT_TYPE.to_owned(), CONTENT_TYPE.as_bytes().to_vec()),
+            (headers::SCHEMA_ID.to_owned(), topic.id.to_string().into_bytes()),
+        ];
+        if let Some(tp) = traceparent {
+            headers.push((headers::TRACEPARENT.to_owned(), tp.as_bytes().to_vec()));
+        }
+        Ok(EncodedEvent {
+            event_id,
+            topic: E::TOPIC,
+            key: event.order_id().to_owned(),
+            event_type: E::TYPE,
+            payload,
+            headers,
+        })
+    }
+
+    /// Decodes a wire-format record into `E`, resolving its writer schema against `E`'s schema.
+    pub async fn decode<E: Event>(&self, bytes: &[u8]) -> Result<E, DecodeError> {
+        let (id, mut body) = split_header(bytes)?;
+        let own = self.topics.get(E::TOPIC).ok_or_else(|| DecodeError::Invalid {
+            event_type: E::TYPE,
+            reason: "no schema for this event type".into(),
+        })?;
+        let corrupt = |reason: String| DecodeError::Corrupt {
+            id,
+            event_type: E::TYPE,
+            reason,
+        };
+        let event = if id == own.id {
+            own.own_reader
+                .read_deser::<E>(&mut body)
+                .map_err(|e| corrupt(e.to_string()))?
+        } else {
+            let writer = self.writer_schema(id).await?;
+            let wrong = |reason: String| DecodeError::WrongSchema {
+                id,
+                event_type: E::TYPE,
+                reason,
+            };
+            orderflow_registry::compat::can_read(&writer, own.schema).map_err(&wrong)?;
+            let reader = GenericDatumReader::builder(&writer)
+                .reader_schema(own.schema)
+                .build()
+                .map_err(|e| wrong(e.to_string()))?;
+            let value = reader.read_value(&mut body).map_err(|e| corrupt(e.to_string()))?;
+            apache_avro::from_value::<E>(&value).map_err(|e| DecodeError::Invalid {
+                event_type: E::TYPE,
+                reason: e.to_string(),
+            })?
+        };
+        if !body.is_empty() {
+            return Err(corrupt(format!("{} trailing bytes after the record", body.len())));
+        }
+        Ok(event)
+    }
+
+    /// The writer schema with `id`: from the cache, else from the registry (then cached forever: ids are
+    /// immutable).
+    async fn writer_schema(&self, id: u32) -> Result<Arc<Schema>, DecodeError> {
+        if let Some(schema) = self
+            .writer_schemas
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+        {
+            return Ok(schema.clone());
+        }
+        let text = self.source.schema_by_id(id).await.map_err(|e| match e {
+            RegistryError::SchemaNotFound(_) => DecodeError::UnknownSchemaId(id),
+            RegistryError::Other {
+                error_code: 40403, ..
+            } => DecodeError::UnknownSchemaId(id),
+            other => DecodeError::RegistryUnavailable(other.to_string()),
+        })?;
+        let schema = Arc::new(Schema::parse_str(&text).map_err(|e| DecodeError::WrongSchema {
+            id,
+            event_type: "?",
+            reason: format!("the registry's schema does not parse: {e}"),
+        })?);
+        self.writer_schemas
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, schema.clone());
+        Ok(schema)
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use chrono::Utc;
-    use orderflow_domain::{NewOrder, Order};
-
-    use super::*;
-
-    #[test]
-    fn order_created_round_trips_with_key_and_headers() {
-        let new = NewOrder::parse(&serde_json::json!({"customer_id": "c", "currency": "EUR",
-            "items": [{"sku": "A", "quantity": 2, "unit_price_minor": 10}]}))
-        .expect("valid");
-        let order = Order::create(new, Utc::now());
-        let event = OrderCreated::from_order(&order);
-        let encoded = JsonCodec::encode_order_created(&event);
-        assert_eq!(encoded.key, order.id.to_string());
-        assert_eq!(encoded.topic, "order.created");
-        assert!(
-            encoded
-                .headers
-                .iter()
-                .any(|(k, v)| k == "event-id" && v == event.event_id.to_string().as_bytes())
-        );
-        let decoded = JsonCodec::decode_order_created(&encoded.payload).expect("decodes");
-        assert_eq!(decoded, event);
-        assert_eq!(decoded.to_order().expect("valid order"), order);
-        assert!(JsonCodec::decode_order_created(b"{not json").is_err());
+/// Splits a wire-format record into its schema id and body.
+pub(crate) fn split_header(bytes: &[u8]) -> Result<(u32, &[u8]), DecodeError> {
+    match bytes {
+        [0, a, b, c, d, body @ ..] => Ok((u32::from_be_bytes([*a, *b, *c, *d]), body)),
+        [magic, _, _, _, _, ..] => Err(DecodeError::UnknownMagic(*magic)),
+        short => Err(DecodeError::Truncated(short.len())),
     }
 }

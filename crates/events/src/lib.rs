@@ -1,13 +1,14 @@
-//! Event contracts: what Orderflow publishes, on which topic, with which headers.
-//!
-//! Encoding is provisional JSON for now; the Avro + schema-registry contracts replace [`EventCodec`]'s
-//! body format without changing the types or the headers.
+//! Event contracts: the Avro schemas of every event (`schemas/<topic>/v<N>.avsc`), their Rust types, and
+//! the codec that writes and reads them in the Confluent wire format (magic byte 0, 4-byte big-endian schema
+//! id, Avro body) against a schema registry.
 
 mod codec;
-mod order_created;
+mod schemas;
+mod types;
 
-pub use codec::{DecodeError, EventCodec, JsonCodec};
-pub use order_created::{OrderCreated, OrderCreatedItem};
+pub use codec::{AvroCodec, CONTENT_TYPE, CodecError, DecodeError};
+pub use schemas::{SchemaSet, schema_versions};
+pub use types::*;
 
 /// Base topic names from the blueprint's topic table (a deployment may add a prefix).
 pub mod topics {
@@ -39,8 +40,24 @@ pub mod headers {
     pub const EVENT_TYPE: &str = "event-type";
     /// How the body is encoded.
     pub const CONTENT_TYPE: &str = "content-type";
+    /// The registry id of the writer schema (also in the body's first five bytes).
+    pub const SCHEMA_ID: &str = "schema-id";
     /// W3C trace context of the request that caused the event.
     pub const TRACEPARENT: &str = "traceparent";
+}
+
+/// An event: a record with the common envelope fields, published on one topic.
+pub trait Event: serde::Serialize + serde::de::DeserializeOwned + Send + Sync + 'static {
+    /// Base topic (without deployment prefix); also names the schema folder.
+    const TOPIC: &'static str;
+    /// The event type (the topic's name for every Orderflow event).
+    const TYPE: &'static str;
+    /// Unique id of this event (UUIDv7 text).
+    fn event_id(&self) -> &str;
+    /// The order it is about (UUID text); the record key.
+    fn order_id(&self) -> &str;
+    /// The order version it moves the order to.
+    fn order_version(&self) -> i64;
 }
 
 /// An encoded event ready to be stored in the outbox and published unchanged.
@@ -54,7 +71,7 @@ pub struct EncodedEvent {
     pub key: String,
     /// Event type, e.g. `order.created`.
     pub event_type: &'static str,
-    /// Encoded body.
+    /// Encoded body (Confluent wire format).
     pub payload: Vec<u8>,
     /// Headers to send with the record.
     pub headers: Vec<(String, Vec<u8>)>,

@@ -80,6 +80,7 @@ async fn an_order_flows_through_postgres_kafka_and_redis() {
     settings.cache.redis_url = Some(redis_server.url());
     settings.cache.key_prefix = format!("{}:", unique("e2e"));
     settings.projector.group = unique("projector");
+    let prefix = settings.kafka.topic_prefix.clone();
     let (topic, key_prefix, db_url) = (
         format!("{}order.created", settings.kafka.topic_prefix),
         settings.cache.key_prefix.clone(),
@@ -125,9 +126,20 @@ async fn an_order_flows_through_postgres_kafka_and_redis() {
         .iter()
         .find(|r| r.key == id)
         .expect("an order.created record keyed by the order id");
-    let event: Value = serde_json::from_slice(&record.payload).expect("json event");
-    assert_eq!(event["order_id"], id.as_str());
-    assert_eq!(event["event_type"], "order.created");
+    // Decoded with a codec that fetches the writer schema over HTTP from the embedded registry.
+    let remote = std::sync::Arc::new(
+        orderflow_registry::RegistryClient::new(&format!("{base}/registry")).expect("client"),
+    );
+    let codec = orderflow_events::AvroCodec::connect(remote, &prefix)
+        .await
+        .expect("codec over REST");
+    let event: orderflow_events::OrderCreated = codec.decode(&record.payload).await.expect("avro event");
+    assert_eq!(event.order_id, id);
+    assert_eq!(event.total_minor, 2599);
+    assert_eq!(
+        record.headers.get("schema-id").map(String::as_str),
+        Some(&*u32::from_be_bytes(record.payload[1..5].try_into().expect("id")).to_string())
+    );
 
     // The projector wrote the Redis hash (before any GET could have populated it).
     let mut conn = redis::Client::open(redis_server.url())

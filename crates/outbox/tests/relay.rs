@@ -8,8 +8,9 @@ use std::time::Duration;
 use chrono::Utc;
 use orderflow_bus::{Bus, KafkaSettings};
 use orderflow_domain::{NewOrder, Order};
-use orderflow_events::{EventCodec, JsonCodec, OrderCreated};
+use orderflow_events::{AvroCodec, OrderCreated};
 use orderflow_outbox::{OutboxRelay, RelaySettings};
+use orderflow_registry::{MemoryStorage, RegistryService};
 use orderflow_store::Store;
 use orderflow_testkit::{KafkaServer, read_topic, unique};
 
@@ -33,7 +34,15 @@ async fn bus(bootstrap: String, producer: BTreeMap<String, String>) -> Bus {
     bus
 }
 
+async fn codec() -> AvroCodec {
+    let registry = std::sync::Arc::new(RegistryService::new(
+        std::sync::Arc::new(MemoryStorage::default()),
+    ));
+    AvroCodec::connect(registry, "").await.expect("codec")
+}
+
 async fn place_orders(store: &Store, n: usize) -> Vec<Order> {
+    let codec = codec().await;
     let mut orders = Vec::new();
     for i in 0..n {
         let doc = serde_json::json!({"customer_id": format!("c{i}"), "currency": "EUR",
@@ -42,7 +51,9 @@ async fn place_orders(store: &Store, n: usize) -> Vec<Order> {
         store
             .insert_order(
                 &order,
-                &JsonCodec::encode_order_created(&OrderCreated::from_order(&order)),
+                &codec
+                    .encode(&OrderCreated::from_order(&order), None)
+                    .expect("encode"),
             )
             .await
             .expect("insert");
@@ -91,8 +102,9 @@ async fn publishes_every_row_keyed_by_order_id_in_commit_order() {
         .map(|(i, o)| (o.id.to_string(), i))
         .collect();
     let mut per_partition: BTreeMap<i32, Vec<usize>> = BTreeMap::new();
+    let codec = codec().await;
     for record in &records {
-        let event = JsonCodec::decode_order_created(&record.payload).expect("decodes");
+        let event: OrderCreated = codec.decode(&record.payload).await.expect("decodes");
         assert_eq!(record.key, event.order_id.to_string(), "keyed by order id");
         assert_eq!(record.headers.get("event-id"), Some(&event.event_id.to_string()));
         assert_eq!(

@@ -8,16 +8,20 @@ pub mod projector;
 mod settings;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use orderflow_bus::{Bus, BusError};
 use orderflow_cache::{CacheError, ReadModel};
+use orderflow_events::AvroCodec;
+use orderflow_registry::{RegistryClient, RegistryService, SchemaSource};
 use orderflow_store::{Store, StoreError};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 pub use settings::{
-    DatabaseSettings, HttpSettings, ProjectorSettings, Settings, ShutdownSettings, redact_url,
+    DatabaseSettings, HttpSettings, ProjectorSettings, RegistrySettings, Settings, ShutdownSettings,
+    redact_url,
 };
 
 /// A role a process can run.
@@ -69,6 +73,12 @@ pub enum RoleError {
         #[source]
         source: std::io::Error,
     },
+    /// The event codec (schema registration).
+    #[error("event contracts: {0}")]
+    Codec(#[from] orderflow_events::CodecError),
+    /// The schema registry client.
+    #[error("schema registry: {0}")]
+    Registry(#[from] orderflow_registry::RegistryError),
     /// A role's task ended abnormally.
     #[error("role task failed: {0}")]
     Task(String),
@@ -83,6 +93,10 @@ pub struct Backends {
     pub bus: Bus,
     /// Read model.
     pub read_model: ReadModel,
+    /// Event codec, with its schemas registered.
+    pub codec: Arc<AvroCodec>,
+    /// The embedded schema registry, when no external registry is configured.
+    pub registry: Option<RegistryService>,
 }
 
 impl Backends {
@@ -105,10 +119,21 @@ impl Backends {
             Err(e) => return Err(e.into()),
         }
         let read_model = ReadModel::connect(settings.cache.clone()).await?;
+        let (source, registry): (Arc<dyn SchemaSource>, _) =
+            match settings.registry.url.as_deref().filter(|u| !u.trim().is_empty()) {
+                Some(url) => (Arc::new(RegistryClient::new(url)?), None),
+                None => {
+                    let service = RegistryService::new(Arc::new(store.clone()));
+                    (Arc::new(service.clone()), Some(service))
+                }
+            };
+        let codec = Arc::new(AvroCodec::connect(source, &settings.kafka.topic_prefix).await?);
         Ok(Self {
             store,
             bus,
             read_model,
+            codec,
+            registry,
         })
     }
 }

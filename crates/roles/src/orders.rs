@@ -39,6 +39,8 @@ pub async fn start(
     let state = AppState {
         store: backends.store.clone(),
         read_model: backends.read_model.clone(),
+        codec: backends.codec.clone(),
+        registry: backends.registry.clone(),
         relay_wakeup: Some(relay.wakeup()),
     };
     let serve = async move {

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use orderflow_events::{EventCodec, JsonCodec, topics};
+use orderflow_events::{OrderCreated, topics};
 use rdkafka::Message;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::BorrowedMessage;
@@ -49,15 +49,26 @@ pub async fn run(
 
 /// Applies one record; retries read-model failures until they clear. Returns false if shut down first.
 async fn apply(backends: &Backends, message: &BorrowedMessage<'_>, shutdown: &CancellationToken) -> bool {
-    let order = match JsonCodec::decode_order_created(message.payload().unwrap_or_default())
-        .and_then(|event| event.to_order())
-    {
-        Ok(order) => order,
-        Err(e) => {
-            // Undecodable records cannot become decodable by waiting: skip them, loudly.
-            tracing::error!(error = %e, topic = message.topic(), partition = message.partition(),
-                offset = message.offset(), "projector: skipping an undecodable record");
-            return true;
+    let payload = message.payload().unwrap_or_default();
+    let mut backoff = Duration::from_millis(50);
+    let order = loop {
+        let decoded = backends.codec.decode::<OrderCreated>(payload).await;
+        match decoded.and_then(|event| event.to_order()) {
+            Ok(order) => break order,
+            Err(e) if e.is_transient() => {
+                tracing::warn!(error = %e, retry_in = ?backoff, "projector: cannot decode yet");
+                tokio::select! {
+                    () = shutdown.cancelled() => return false,
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => {
+                // Undecodable records cannot become decodable by waiting: skip them, loudly.
+                tracing::error!(error = %e, topic = message.topic(), partition = message.partition(),
+                    offset = message.offset(), "projector: skipping an undecodable record");
+                return true;
+            }
         }
     };
     let mut backoff = Duration::from_millis(50);

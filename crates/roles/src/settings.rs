@@ -22,6 +22,8 @@ pub struct Settings {
     pub kafka: KafkaSettings,
     /// Read model / cache.
     pub cache: CacheSettings,
+    /// Schema registry.
+    pub registry: RegistrySettings,
     /// Outbox relay.
     pub relay: RelaySettings,
     /// Projector consumer.
@@ -74,6 +76,23 @@ impl std::fmt::Debug for DatabaseSettings {
             .field("url", &self.url.as_deref().map(redact_url))
             .field("max_connections", &self.max_connections)
             .field("migrate_on_start", &self.migrate_on_start)
+            .finish()
+    }
+}
+
+/// Schema registry settings.
+#[derive(Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RegistrySettings {
+    /// Base URL of a Confluent-compatible registry; absent means the embedded registry, kept in the
+    /// Orderflow database and served by the orders role under `/registry`.
+    pub url: Option<String>,
+}
+
+impl std::fmt::Debug for RegistrySettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistrySettings")
+            .field("url", &self.url.as_deref().map(redact_url))
             .finish()
     }
 }

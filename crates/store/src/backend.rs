@@ -133,6 +133,110 @@ macro_rules! shared_queries {
                     .await?;
                 Ok(done.rows_affected())
             }
+
+            /// Every version of `subject`, oldest first, with its schema.
+            pub async fn registry_versions(
+                &self,
+                subject: &str,
+            ) -> Result<Vec<orderflow_registry::RegisteredVersion>, $crate::StoreError> {
+                let rows: Vec<(i64, i64, String)> = sqlx::query_as(
+                    "SELECT v.version, v.schema_id, s.schema FROM registry_versions v \
+                     JOIN registry_schemas s ON s.id = v.schema_id WHERE v.subject = $1 ORDER BY v.version",
+                )
+                .bind(subject)
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(version, id, schema)| orderflow_registry::RegisteredVersion {
+                        subject: subject.to_owned(),
+                        version: version as u32,
+                        id: id as u32,
+                        schema,
+                    })
+                    .collect())
+            }
+
+            /// The schema with this id.
+            pub async fn registry_schema(&self, id: u32) -> Result<Option<String>, $crate::StoreError> {
+                let row: Option<(String,)> = sqlx::query_as("SELECT schema FROM registry_schemas WHERE id = $1")
+                    .bind(i64::from(id))
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(row.map(|(s,)| s))
+            }
+
+            /// Every subject, sorted.
+            pub async fn registry_subjects(&self) -> Result<Vec<String>, $crate::StoreError> {
+                let rows: Vec<(String,)> =
+                    sqlx::query_as("SELECT DISTINCT subject FROM registry_versions ORDER BY subject")
+                        .fetch_all(&self.pool)
+                        .await?;
+                Ok(rows.into_iter().map(|(s,)| s).collect())
+            }
+
+            /// Stores a schema (deduplicated by fingerprint) as the next version of `subject`, atomically.
+            pub async fn registry_append(
+                &self,
+                subject: &str,
+                fingerprint: &str,
+                schema: &str,
+            ) -> Result<orderflow_registry::RegisteredVersion, $crate::StoreError> {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query(
+                    "INSERT INTO registry_schemas (fingerprint, schema) VALUES ($1, $2) ON CONFLICT (fingerprint) DO NOTHING",
+                )
+                .bind(fingerprint)
+                .bind(schema)
+                .execute(&mut *tx)
+                .await?;
+                let (id,): (i64,) = sqlx::query_as("SELECT id FROM registry_schemas WHERE fingerprint = $1")
+                    .bind(fingerprint)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                let (version,): (i64,) = sqlx::query_as(
+                    "SELECT COALESCE(MAX(version), 0) + 1 FROM registry_versions WHERE subject = $1",
+                )
+                .bind(subject)
+                .fetch_one(&mut *tx)
+                .await?;
+                sqlx::query("INSERT INTO registry_versions (subject, version, schema_id) VALUES ($1, $2, $3)")
+                    .bind(subject)
+                    .bind(version)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(orderflow_registry::RegisteredVersion {
+                    subject: subject.to_owned(),
+                    version: version as u32,
+                    id: id as u32,
+                    schema: schema.to_owned(),
+                })
+            }
+
+            /// The compatibility level stored for `subject` ('' is the global level).
+            pub async fn registry_compatibility(&self, subject: &str) -> Result<Option<String>, $crate::StoreError> {
+                let row: Option<(String,)> =
+                    sqlx::query_as("SELECT compatibility FROM registry_config WHERE subject = $1")
+                        .bind(subject)
+                        .fetch_optional(&self.pool)
+                        .await?;
+                Ok(row.map(|(c,)| c))
+            }
+
+            /// Sets the compatibility level of `subject` ('' is the global level).
+            pub async fn registry_set_compatibility(&self, subject: &str, level: &str) -> Result<(), $crate::StoreError> {
+                sqlx::query(
+                    "INSERT INTO registry_config (subject, compatibility) VALUES ($1, $2) \
+                     ON CONFLICT (subject) DO UPDATE SET compatibility = excluded.compatibility",
+                )
+                .bind(subject)
+                .bind(level)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
         }
     };
 }

@@ -7,6 +7,7 @@
 mod backend;
 mod error;
 mod postgres;
+mod registry;
 mod rows;
 mod sqlite;
 

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use chrono::Utc;
 use orderflow_domain::{NewOrder, Order};
-use orderflow_events::{EventCodec, JsonCodec, OrderCreated};
+use orderflow_events::{AvroCodec, EncodedEvent, OrderCreated};
+use orderflow_registry::{MemoryStorage, RegistryService};
 use orderflow_store::{Backend, Store};
 
 async fn postgres() -> Store {
@@ -45,6 +46,16 @@ mod tempdir {
     }
 }
 
+async fn encoded(order: &Order) -> EncodedEvent {
+    let registry = std::sync::Arc::new(RegistryService::new(
+        std::sync::Arc::new(MemoryStorage::default()),
+    ));
+    let codec = AvroCodec::connect(registry, "").await.expect("codec");
+    codec
+        .encode(&OrderCreated::from_order(order), None)
+        .expect("encode")
+}
+
 fn order(customer: &str, lines: usize) -> Order {
     let items: Vec<_> = (0..lines)
         .map(|i| serde_json::json!({"sku": format!("SKU-{i}"), "quantity": i + 1, "unit_price_minor": 100 * (i + 1)}))
@@ -57,10 +68,7 @@ async fn round_trip_and_outbox(store: Store) {
     let first = order("alice", 3);
     let second = order("bob", 1);
     for o in [&first, &second] {
-        store
-            .insert_order(o, &JsonCodec::encode_order_created(&OrderCreated::from_order(o)))
-            .await
-            .expect("insert");
+        store.insert_order(o, &encoded(o).await).await.expect("insert");
     }
     let read = store.get_order(first.id).await.expect("get").expect("present");
     assert_eq!(read.items, first.items);
@@ -106,7 +114,7 @@ async fn round_trip_and_outbox(store: Store) {
 
 async fn a_failed_event_write_leaves_no_order(store: Store) {
     let first = order("carol", 2);
-    let event = JsonCodec::encode_order_created(&OrderCreated::from_order(&first));
+    let event = encoded(&first).await;
     store.insert_order(&first, &event).await.expect("insert");
     // Same event id again: the outbox insert violates its unique key after the order rows were written.
     let second = order("dave", 2);

@@ -1,0 +1,60 @@
+//! The committed schema versions, embedded at build time, and their parsed latest versions.
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use apache_avro::Schema;
+
+include!(concat!(env!("OUT_DIR"), "/schema_files.rs"));
+
+/// Every committed version of the schema of `topic` (oldest first) as `(version, text)`.
+pub fn schema_versions(topic: &str) -> &'static [(u32, &'static str)] {
+    SCHEMA_FILES
+        .iter()
+        .find(|(t, _)| *t == topic)
+        .map(|(_, v)| *v)
+        .unwrap_or_default()
+}
+
+/// The latest committed schema of every topic, parsed once.
+pub struct SchemaSet {
+    latest: HashMap<&'static str, (u32, &'static str, Schema)>,
+}
+
+impl SchemaSet {
+    /// The set every codec uses: the latest committed version of each topic (parsed on first use).
+    pub fn get() -> Result<&'static SchemaSet, String> {
+        static SET: OnceLock<Result<SchemaSet, String>> = OnceLock::new();
+        SET.get_or_init(|| {
+            SchemaSet::parse(
+                SCHEMA_FILES
+                    .iter()
+                    .filter_map(|(t, v)| v.last().map(|(n, text)| (*t, *n, *text))),
+            )
+        })
+        .as_ref()
+        .map_err(Clone::clone)
+    }
+
+    /// A set from `(topic, version, schema text)` triples, e.g. a schema's next version under test.
+    pub fn parse(
+        schemas: impl IntoIterator<Item = (&'static str, u32, &'static str)>,
+    ) -> Result<SchemaSet, String> {
+        let mut latest = HashMap::new();
+        for (topic, version, text) in schemas {
+            let schema = Schema::parse_str(text).map_err(|e| format!("schema {topic} v{version}: {e}"))?;
+            latest.insert(topic, (version, text, schema));
+        }
+        Ok(SchemaSet { latest })
+    }
+
+    /// The latest schema of `topic`: its version number, text and parsed form.
+    pub fn latest(&self, topic: &str) -> Option<&(u32, &'static str, Schema)> {
+        self.latest.get(topic)
+    }
+
+    /// Every topic with a schema.
+    pub fn topics(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.latest.keys().copied()
+    }
+}

@@ -1,0 +1,275 @@
+//! Rust types of every event, field for field as in `schemas/<topic>/v<latest>.avsc`.
+//!
+//! Every event starts with the same envelope: `event_id` (UUIDv7), `event_type`, `order_id`,
+//! `order_version` and `occurred_at` (microseconds since the Unix epoch). Money is integer minor units.
+
+use chrono::{DateTime, Utc};
+use orderflow_domain::{
+    Currency, CustomerId, EventId, MinorUnits, Order, OrderId, OrderItem, OrderStatus, Quantity, Sku,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::{DecodeError, Event};
+
+macro_rules! event {
+    ($(#[$doc:meta])* $name:ident = $topic:literal { $($(#[$fdoc:meta])* $field:ident : $ty:ty),* $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+        pub struct $name {
+            /// Unique id of this event (UUIDv7).
+            pub event_id: String,
+            /// The event type.
+            pub event_type: String,
+            /// The order this event is about.
+            pub order_id: String,
+            /// Version of the order this event moves it to.
+            pub order_version: i64,
+            /// When it happened, microseconds since the Unix epoch (UTC).
+            pub occurred_at: i64,
+            $($(#[$fdoc])* pub $field: $ty,)*
+        }
+
+        impl Event for $name {
+            const TOPIC: &'static str = $topic;
+            const TYPE: &'static str = $topic;
+            fn event_id(&self) -> &str {
+                &self.event_id
+            }
+            fn order_id(&self) -> &str {
+                &self.order_id
+            }
+            fn order_version(&self) -> i64 {
+                self.order_version
+            }
+        }
+    };
+}
+
+/// The envelope values of a new event about `order_id` at `version`, happening at `at`.
+pub fn envelope(
+    event_type: &str,
+    order_id: OrderId,
+    version: i64,
+    at: DateTime<Utc>,
+) -> (String, String, String, i64, i64) {
+    (
+        EventId::new().to_string(),
+        event_type.to_owned(),
+        order_id.to_string(),
+        version,
+        at.timestamp_micros(),
+    )
+}
+
+/// One line of an order in an event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventItem {
+    /// Product.
+    pub sku: String,
+    /// Units.
+    pub quantity: i32,
+    /// Price of one unit, in minor units.
+    pub unit_price_minor: i64,
+}
+
+/// One allocated line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AllocatedLine {
+    /// Product.
+    pub sku: String,
+    /// Units reserved.
+    pub quantity: i32,
+}
+
+/// One status change in the read model's history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusChange {
+    /// The status entered.
+    pub status: String,
+    /// When, microseconds since the epoch.
+    pub at: i64,
+}
+
+event! {
+    /// `order.created`: an order was accepted and committed.
+    OrderCreated = "order.created" {
+        /// Who placed it.
+        customer_id: String,
+        /// ISO 4217 code.
+        currency: String,
+        /// The lines.
+        items: Vec<EventItem>,
+        /// Sum over the lines, in minor units.
+        total_minor: i64,
+    }
+}
+
+event! {
+    /// `order.cancelled`: an order was cancelled by its customer.
+    OrderCancelled = "order.cancelled" {
+        /// Status before the cancellation.
+        previous_status: String,
+        /// Why, when given.
+        reason: Option<String>,
+    }
+}
+
+event! {
+    /// `payment.received`: a payment was captured.
+    PaymentReceived = "payment.received" {
+        /// The provider's payment id.
+        payment_id: String,
+        /// Amount captured, in minor units.
+        amount_minor: i64,
+        /// ISO 4217 code.
+        currency: String,
+    }
+}
+
+event! {
+    /// `payment.failed`: a payment was declined or failed.
+    PaymentFailed = "payment.failed" {
+        /// The provider's payment id.
+        payment_id: String,
+        /// Amount attempted, in minor units.
+        amount_minor: i64,
+        /// ISO 4217 code.
+        currency: String,
+        /// Why it failed.
+        reason: String,
+    }
+}
+
+event! {
+    /// `order.enriched`: a paid order joined with its payment and reference data.
+    OrderEnriched = "order.enriched" {
+        /// Who placed it.
+        customer_id: String,
+        /// The customer's tier from reference data.
+        customer_tier: String,
+        /// ISO 4217 code.
+        currency: String,
+        /// The lines.
+        items: Vec<EventItem>,
+        /// Sum over the lines, in minor units.
+        total_minor: i64,
+        /// The payment joined.
+        payment_id: String,
+        /// Amount paid, in minor units.
+        paid_minor: i64,
+    }
+}
+
+event! {
+    /// `inventory.allocated`: stock was reserved for every line.
+    InventoryAllocated = "inventory.allocated" {
+        /// What was reserved.
+        items: Vec<AllocatedLine>,
+    }
+}
+
+event! {
+    /// `inventory.rejected`: stock could not be reserved.
+    InventoryRejected = "inventory.rejected" {
+        /// Why.
+        reason: String,
+        /// The line that could not be served, when one.
+        sku: Option<String>,
+    }
+}
+
+event! {
+    /// `order.state`: the latest state of an order (compacted topic).
+    OrderState = "order.state" {
+        /// Who placed it.
+        customer_id: String,
+        /// Current status.
+        status: String,
+        /// ISO 4217 code.
+        currency: String,
+        /// Order total, in minor units.
+        total_minor: i64,
+    }
+}
+
+event! {
+    /// `order.read-model`: the read model of an order as the API serves it.
+    OrderReadModel = "order.read-model" {
+        /// Who placed it.
+        customer_id: String,
+        /// Current status.
+        status: String,
+        /// ISO 4217 code.
+        currency: String,
+        /// The lines.
+        items: Vec<EventItem>,
+        /// Order total, in minor units.
+        total_minor: i64,
+        /// When the order was created, microseconds since the epoch.
+        created_at: i64,
+        /// Every status the order went through.
+        history: Vec<StatusChange>,
+    }
+}
+
+impl OrderCreated {
+    /// Describes the creation of `order`.
+    pub fn from_order(order: &Order) -> Self {
+        let (event_id, event_type, order_id, order_version, occurred_at) =
+            envelope(Self::TYPE, order.id, order.version, order.created_at);
+        Self {
+            event_id,
+            event_type,
+            order_id,
+            order_version,
+            occurred_at,
+            customer_id: order.customer_id.to_string(),
+            currency: order.currency.code().to_owned(),
+            items: order
+                .items
+                .iter()
+                .map(|i| EventItem {
+                    sku: i.sku.to_string(),
+                    quantity: i.quantity.get() as i32,
+                    unit_price_minor: i.unit_price_minor.get(),
+                })
+                .collect(),
+            total_minor: order.total_minor.get(),
+        }
+    }
+
+    /// The order as this event describes it (status CREATED); fails on values no valid order has.
+    pub fn to_order(&self) -> Result<Order, DecodeError> {
+        let invalid = |reason: String| DecodeError::Invalid {
+            event_type: Self::TYPE,
+            reason,
+        };
+        let items = self
+            .items
+            .iter()
+            .map(|i| {
+                Ok(OrderItem {
+                    sku: Sku::parse(&i.sku).map_err(&invalid)?,
+                    quantity: Quantity::parse(i64::from(i.quantity)).map_err(&invalid)?,
+                    unit_price_minor: MinorUnits::unit_price(i.unit_price_minor).map_err(&invalid)?,
+                })
+            })
+            .collect::<Result<_, DecodeError>>()?;
+        let at = DateTime::from_timestamp_micros(self.occurred_at)
+            .ok_or_else(|| invalid(format!("occurred_at {} is out of range", self.occurred_at)))?;
+        Ok(Order {
+            id: self
+                .order_id
+                .parse::<OrderId>()
+                .map_err(|e| invalid(e.to_string()))?,
+            customer_id: CustomerId::parse(&self.customer_id).map_err(&invalid)?,
+            currency: Currency::parse(&self.currency).map_err(&invalid)?,
+            status: OrderStatus::Created,
+            version: self.order_version,
+            items,
+            total_minor: MinorUnits::try_from(self.total_minor).map_err(&invalid)?,
+            created_at: at,
+            updated_at: at,
+        })
+    }
+}

@@ -1,0 +1,105 @@
+//! A schema registry speaking the Confluent Schema Registry REST API: the compatibility rules
+//! ([`compat`]), a registry service over pluggable storage ([`RegistryService`], served by [`router`]), and
+//! an HTTP client with an in-memory cache ([`RegistryClient`]).
+//!
+//! Both the service and the client implement [`SchemaSource`], which is all an event codec needs: register
+//! a schema under a subject, and fetch a schema by id.
+
+mod client;
+pub mod compat;
+mod server;
+mod service;
+mod storage;
+
+use futures::future::BoxFuture;
+
+pub use client::RegistryClient;
+pub use compat::{Compatibility, Incompatibility};
+pub use server::{CONTENT_TYPE, router};
+pub use service::RegistryService;
+pub use storage::{MemoryStorage, RegisteredVersion, RegistryStorage, StorageError};
+
+/// What can go wrong with a registry call; `error_code` values follow the Confluent API.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// The schema text is not a valid Avro schema (42201).
+    #[error("invalid schema: {0}")]
+    InvalidSchema(String),
+    /// The schema is incompatible with earlier versions of the subject (409).
+    #[error("schema being registered is incompatible with an earlier schema for subject {subject}: {}", details(.reasons))]
+    Incompatible {
+        /// The subject.
+        subject: String,
+        /// Every broken rule.
+        reasons: Vec<Incompatibility>,
+    },
+    /// No such subject (40401).
+    #[error("subject '{0}' not found")]
+    SubjectNotFound(String),
+    /// No such version of the subject (40402).
+    #[error("version {version} not found for subject '{subject}'")]
+    VersionNotFound {
+        /// The subject.
+        subject: String,
+        /// The version asked for.
+        version: String,
+    },
+    /// No schema with this id, or the schema is not registered under the subject (40403).
+    #[error("schema {0} not found")]
+    SchemaNotFound(String),
+    /// An unknown compatibility level (42203).
+    #[error("invalid compatibility level '{0}'")]
+    InvalidCompatibility(String),
+    /// The storage behind the registry failed (50001).
+    #[error("registry storage: {0}")]
+    Storage(#[from] StorageError),
+    /// The registry could not be reached or answered something unexpected.
+    #[error("registry unavailable: {0}")]
+    Unavailable(String),
+    /// The registry answered with an error not listed above.
+    #[error("registry error {error_code}: {message}")]
+    Other {
+        /// Confluent error code.
+        error_code: u32,
+        /// Its message.
+        message: String,
+    },
+}
+
+fn details(reasons: &[Incompatibility]) -> String {
+    reasons
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl RegistryError {
+    /// The Confluent `error_code` of this error.
+    pub fn error_code(&self) -> u32 {
+        match self {
+            Self::InvalidSchema(_) => 42201,
+            Self::Incompatible { .. } => 409,
+            Self::SubjectNotFound(_) => 40401,
+            Self::VersionNotFound { .. } => 40402,
+            Self::SchemaNotFound(_) => 40403,
+            Self::InvalidCompatibility(_) => 42203,
+            Self::Storage(_) | Self::Unavailable(_) => 50001,
+            Self::Other { error_code, .. } => *error_code,
+        }
+    }
+}
+
+/// Where a codec gets schemas: a remote registry over HTTP or the embedded one in-process.
+pub trait SchemaSource: Send + Sync {
+    /// Registers `schema` under `subject` (or finds it there) and returns its id.
+    fn register<'a>(&'a self, subject: &'a str, schema: &'a str)
+    -> BoxFuture<'a, Result<u32, RegistryError>>;
+    /// The schema text registered with `id`.
+    fn schema_by_id(&self, id: u32) -> BoxFuture<'_, Result<String, RegistryError>>;
+}
+
+/// The subject holding the value schemas of `topic` (Confluent's TopicNameStrategy).
+pub fn value_subject(topic: &str) -> String {
+    format!("{topic}-value")
+}
