@@ -37,4 +37,6 @@ command -v cargo >/dev/null 2>&1 || { echo "error: cargo not found: install Rust
 # Debian starts a system redis-server on install; the tests start their own on free ports and need none.
 echo "== cargo fmt";    cargo fmt --all -- --check
 echo "== cargo clippy"; cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== schemas check (each topic's newest schema against its earlier versions)"
+cargo run --quiet --locked -p orderflow -- schemas check
 echo "== cargo test";   cargo test --workspace --locked

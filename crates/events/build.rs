@@ -3,10 +3,13 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
+/// One topic folder: its name, compatibility level and `(version, file path)` pairs.
+type Topic = (String, String, Vec<(u32, String)>);
+
 fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas");
     println!("cargo:rerun-if-changed={}", root.display());
-    let mut topics: Vec<(String, Vec<(u32, String)>)> = Vec::new();
+    let mut topics: Vec<Topic> = Vec::new();
     for topic in std::fs::read_dir(&root).into_iter().flatten().flatten() {
         if !topic.path().is_dir() {
             continue;
@@ -23,13 +26,18 @@ fn main() {
             })
             .collect();
         versions.sort();
-        topics.push((topic.file_name().to_string_lossy().into_owned(), versions));
+        let level = std::fs::read_to_string(topic.path().join("COMPATIBILITY"))
+            .map(|l| l.trim().to_owned())
+            .unwrap_or_else(|_| "BACKWARD".to_owned());
+        topics.push((topic.file_name().to_string_lossy().into_owned(), level, versions));
     }
     topics.sort();
-    let mut out = String::from("/// Every committed schema version, per base topic, oldest first.\n");
-    out.push_str("pub static SCHEMA_FILES: &[(&str, &[(u32, &str)])] = &[\n");
-    for (topic, versions) in topics {
-        let _ = write!(out, "    ({topic:?}, &[");
+    let mut out = String::from(
+        "/// Every committed schema version per base topic (oldest first), with the topic's compatibility level.\n",
+    );
+    out.push_str("pub static SCHEMA_FILES: &[CommittedTopic] = &[\n");
+    for (topic, level, versions) in topics {
+        let _ = write!(out, "    ({topic:?}, {level:?}, &[");
         for (n, path) in versions {
             let _ = write!(out, "({n}, include_str!({path:?})), ");
         }

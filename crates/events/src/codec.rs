@@ -134,6 +134,8 @@ impl AvroCodec {
                 continue;
             };
             let subject = value_subject(&format!("{topic_prefix}{topic}"));
+            // The subject enforces the rule the repository's schema check applies.
+            source.set_level(&subject, set.level(topic)).await?;
             let id = source.register(&subject, text).await?;
             let bad = |e: apache_avro::Error| CodecError::Schema(format!("schema {topic} v{version}: {e}"));
             let writer = GenericDatumWriter::builder(schema).build().map_err(bad)?;

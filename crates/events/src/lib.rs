@@ -2,12 +2,13 @@
 //! the codec that writes and reads them in the Confluent wire format (magic byte 0, 4-byte big-endian schema
 //! id, Avro body) against a schema registry.
 
+pub mod check;
 mod codec;
 mod schemas;
 mod types;
 
 pub use codec::{AvroCodec, CONTENT_TYPE, CodecError, DecodeError};
-pub use schemas::{SchemaSet, schema_versions};
+pub use schemas::{SchemaSet, committed_schemas, schema_versions};
 pub use types::*;
 
 /// Base topic names from the blueprint's topic table (a deployment may add a prefix).

@@ -496,3 +496,92 @@ fn bad_configuration_and_arguments_fail_with_a_clear_message() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("needs a Kafka cluster"));
 }
+
+/// A schema folder holding the committed `order.created` v1 and the given v2 (edited from v1 by `edit`).
+fn schema_dir_with_v2(edit: impl FnOnce(&mut Vec<Value>)) -> std::path::PathBuf {
+    let v1_path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../events/schemas/order.created/v1.avsc"
+    );
+    let v1 = std::fs::read_to_string(v1_path).expect("committed v1");
+    let mut v2: Value = serde_json::from_str(&v1).expect("json");
+    let mut fields = v2["fields"].as_array().expect("fields").clone();
+    edit(&mut fields);
+    v2["fields"] = Value::Array(fields);
+    let dir = temp_dir().join("schemas");
+    let topic = dir.join("order.created");
+    std::fs::create_dir_all(&topic).expect("dir");
+    std::fs::write(topic.join("v1.avsc"), v1).expect("v1");
+    std::fs::write(topic.join("v2.avsc"), v2.to_string()).expect("v2");
+    std::fs::write(topic.join("COMPATIBILITY"), "FULL_TRANSITIVE\n").expect("level");
+    dir
+}
+
+fn check_output(dir: &std::path::Path, extra: &[&str]) -> (bool, String) {
+    let dir = dir.display().to_string();
+    let out = run_binary(&[&["schemas", "check", "--dir", &dir][..], extra].concat(), &[]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schemas_check_rejects_breaking_changes_naming_the_field_and_rule() {
+    let (ok, text) = check_output(
+        &schema_dir_with_v2(|f| f.push(json!({"name": "channel", "type": "string", "default": "web"}))),
+        &[],
+    );
+    assert!(ok, "adding a field with a default is compatible: {text}");
+    assert!(
+        text.contains("order.created") && text.contains("v2") && text.contains("ok"),
+        "{text}"
+    );
+
+    let removed = schema_dir_with_v2(|f| f.retain(|field| field["name"] != "currency"));
+    let (ok, text) = check_output(&removed, &[]);
+    assert!(!ok, "removing a field without default must fail: {text}");
+    assert!(
+        text.contains("FORWARD rule broken") && text.contains("'currency'"),
+        "{text}"
+    );
+
+    let retyped = schema_dir_with_v2(|f| {
+        for field in f.iter_mut().filter(|field| field["name"] == "total_minor") {
+            field["type"] = json!("string");
+        }
+    });
+    let (ok, text) = check_output(&retyped, &[]);
+    assert!(!ok, "an incompatible type change must fail: {text}");
+    assert!(
+        text.contains("BACKWARD rule broken") && text.contains("'total_minor'"),
+        "{text}"
+    );
+
+    let added = schema_dir_with_v2(|f| f.push(json!({"name": "channel", "type": "string"})));
+    let (ok, text) = check_output(&added, &[]);
+    assert!(
+        !ok && text.contains("BACKWARD rule broken") && text.contains("'channel'"),
+        "{text}"
+    );
+
+    // The registry's compatibility endpoint (the embedded one, served by the orders role) says the same.
+    let platform = Platform::start(embedded_settings(&temp_dir()), &[Role::Orders])
+        .await
+        .expect("platform");
+    let registry = format!("http://{}/registry", platform.http_addr.expect("http"));
+    let only_registry = schema_dir_with_v2(|f| f.retain(|field| field["name"] != "currency"));
+    std::fs::remove_file(only_registry.join("order.created/v1.avsc")).expect("leave only v2 locally");
+    let (ok, text) =
+        tokio::task::spawn_blocking(move || check_output(&only_registry, &["--registry", &registry]))
+            .await
+            .expect("check");
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("registry order.created-value") && text.contains("'currency'"),
+        "{text}"
+    );
+    platform.stop().await.expect("stop");
+}

@@ -97,6 +97,12 @@ pub trait SchemaSource: Send + Sync {
     -> BoxFuture<'a, Result<u32, RegistryError>>;
     /// The schema text registered with `id`.
     fn schema_by_id(&self, id: u32) -> BoxFuture<'_, Result<String, RegistryError>>;
+    /// Sets the compatibility level `subject` enforces.
+    fn set_level<'a>(
+        &'a self,
+        subject: &'a str,
+        level: Compatibility,
+    ) -> BoxFuture<'a, Result<(), RegistryError>>;
 }
 
 /// The subject holding the value schemas of `topic` (Confluent's TopicNameStrategy).

@@ -199,4 +199,12 @@ impl SchemaSource for RegistryService {
     fn schema_by_id(&self, id: u32) -> BoxFuture<'_, Result<String, RegistryError>> {
         Box::pin(self.schema(id))
     }
+
+    fn set_level<'a>(
+        &'a self,
+        subject: &'a str,
+        level: Compatibility,
+    ) -> BoxFuture<'a, Result<(), RegistryError>> {
+        Box::pin(self.set_compatibility(Some(subject), level))
+    }
 }

@@ -172,3 +172,54 @@ async fn only_one_relay_lease_at_a_time_on_postgres() {
 async fn unsupported_urls_are_rejected() {
     assert!(Store::connect("mysql://x", 1).await.is_err());
 }
+
+async fn registry_keeps_versions_in_the_database(store: Store) {
+    let registry = RegistryService::new(std::sync::Arc::new(store.clone()));
+    let v1 = r#"{"type":"record","name":"E","fields":[{"name":"a","type":"long"}]}"#;
+    let v2 = r#"{"type":"record","name":"E","fields":[{"name":"a","type":"long"},{"name":"b","type":"int","default":0}]}"#;
+    let first = registry.register("e-value", v1).await.expect("v1");
+    assert_eq!(
+        registry.register("e-value", v1).await.expect("again").id,
+        first.id
+    );
+    let second = registry.register("e-value", v2).await.expect("v2");
+    assert_eq!(second.version, 2);
+    assert_eq!(
+        registry.register("f-value", v2).await.expect("other subject").id,
+        second.id
+    );
+    // A fresh service on the same database sees the same state.
+    let reopened = RegistryService::new(std::sync::Arc::new(store));
+    assert_eq!(
+        reopened.version("e-value", "latest").await.expect("latest").id,
+        second.id
+    );
+    assert_eq!(
+        reopened.subjects().await.expect("subjects"),
+        vec!["e-value", "f-value"]
+    );
+    reopened
+        .set_compatibility(Some("e-value"), orderflow_registry::Compatibility::Full)
+        .await
+        .expect("config");
+    assert_eq!(
+        reopened.compatibility(Some("e-value")).await.expect("level"),
+        orderflow_registry::Compatibility::Full
+    );
+    let bad = r#"{"type":"record","name":"E","fields":[{"name":"b","type":"int","default":0}]}"#;
+    assert!(
+        reopened.register("e-value", bad).await.is_err(),
+        "FULL refuses removing 'a'"
+    );
+}
+
+#[tokio::test]
+async fn postgres_stores_the_embedded_registry() {
+    registry_keeps_versions_in_the_database(postgres().await).await;
+}
+
+#[tokio::test]
+async fn sqlite_stores_the_embedded_registry() {
+    let (store, _dir) = sqlite().await;
+    registry_keeps_versions_in_the_database(store).await;
+}
