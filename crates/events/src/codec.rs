@@ -182,13 +182,13 @@ impl AvroCodec {
         let event_id = uuid::Uuid::parse_str(event.event_id())
             .map_err(|e| CodecError::Schema(format!("event id {}: {e}", event.event_id())))?;
         let mut headers = vec![
-            (headers::EVENT_ID.to_owned(), event.event_id().as_bytes().to_vec()),
-            (headers::EVENT_TYPE.to_owned(), E::TYPE.as_bytes().to_vec()),
-            (headers::CONTENT_TYPE.to_owned(), CONTENT_TYPE.as_bytes().to_vec()),
-            (headers::SCHEMA_ID.to_owned(), topic.id.to_string().into_bytes()),
+            (headers::EVENT_ID, event.event_id().as_bytes().to_vec()),
+            (headers::EVENT_TYPE, E::TYPE.as_bytes().to_vec()),
+            (headers::CONTENT_TYPE, CONTENT_TYPE.as_bytes().to_vec()),
+            (headers::SCHEMA_ID, topic.id.to_string().into_bytes()),
         ];
         if let Some(tp) = traceparent {
-            headers.push((headers::TRACEPARENT.to_owned(), tp.as_bytes().to_vec()));
+            headers.push((headers::TRACEPARENT, tp.as_bytes().to_vec()));
         }
         Ok(EncodedEvent {
             event_id,
@@ -200,44 +200,73 @@ impl AvroCodec {
         })
     }
 
-    /// Decodes a wire-format record into `E`, resolving its writer schema against `E`'s schema.
+    /// Decodes a wire-format record into `E`, resolving its writer schema against `E`'s schema (fetched from
+    /// the registry the first time an id is seen).
     pub async fn decode<E: Event>(&self, bytes: &[u8]) -> Result<E, DecodeError> {
-        let (id, mut body) = split_header(bytes)?;
-        let own = self.topics.get(E::TOPIC).ok_or_else(|| DecodeError::Invalid {
-            event_type: E::TYPE,
-            reason: "no schema for this event type".into(),
-        })?;
+        if let Some(decoded) = self.decode_cached(bytes) {
+            return decoded;
+        }
+        let (id, _) = split_header(bytes)?;
+        self.writer_schema(id).await?;
+        self.decode_cached(bytes)
+            .unwrap_or(Err(DecodeError::UnknownSchemaId(id)))
+    }
+
+    /// Decodes without any I/O; `None` when the record's writer schema has not been fetched yet (then use
+    /// [`AvroCodec::decode`]).
+    pub fn decode_cached<E: Event>(&self, bytes: &[u8]) -> Option<Result<E, DecodeError>> {
+        let (id, mut body) = match split_header(bytes) {
+            Ok(parts) => parts,
+            Err(e) => return Some(Err(e)),
+        };
+        let Some(own) = self.topics.get(E::TOPIC) else {
+            return Some(Err(DecodeError::Invalid {
+                event_type: E::TYPE,
+                reason: "no schema for this event type".into(),
+            }));
+        };
         let corrupt = |reason: String| DecodeError::Corrupt {
             id,
             event_type: E::TYPE,
             reason,
         };
-        let event = if id == own.id {
+        let decoded = if id == own.id {
             own.own_reader
                 .read_deser::<E>(&mut body)
-                .map_err(|e| corrupt(e.to_string()))?
+                .map_err(|e| corrupt(e.to_string()))
         } else {
-            let writer = self.writer_schema(id).await?;
+            let writer = self
+                .writer_schemas
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&id)
+                .cloned()?;
             let wrong = |reason: String| DecodeError::WrongSchema {
                 id,
                 event_type: E::TYPE,
                 reason,
             };
-            orderflow_registry::compat::can_read(&writer, own.schema).map_err(&wrong)?;
-            let reader = GenericDatumReader::builder(&writer)
-                .reader_schema(own.schema)
-                .build()
-                .map_err(|e| wrong(e.to_string()))?;
-            let value = reader.read_value(&mut body).map_err(|e| corrupt(e.to_string()))?;
-            apache_avro::from_value::<E>(&value).map_err(|e| DecodeError::Invalid {
-                event_type: E::TYPE,
-                reason: e.to_string(),
-            })?
+            orderflow_registry::compat::can_read(&writer, own.schema)
+                .map_err(&wrong)
+                .and_then(|()| {
+                    let reader = GenericDatumReader::builder(&writer)
+                        .reader_schema(own.schema)
+                        .build()
+                        .map_err(|e| wrong(e.to_string()))?;
+                    let value = reader.read_value(&mut body).map_err(|e| corrupt(e.to_string()))?;
+                    apache_avro::from_value::<E>(&value).map_err(|e| DecodeError::Invalid {
+                        event_type: E::TYPE,
+                        reason: e.to_string(),
+                    })
+                })
         };
-        if !body.is_empty() {
-            return Err(corrupt(format!("{} trailing bytes after the record", body.len())));
-        }
-        Ok(event)
+        Some(decoded.and_then(|event| {
+            if body.is_empty() {
+                Ok(event)
+            } else {
+                Err(corrupt(format!("{} trailing bytes after the record", body.len())))
+            }
+        }))
     }
 
     /// The writer schema with `id`: from the cache, else from the registry (then cached forever: ids are

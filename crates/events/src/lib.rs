@@ -74,6 +74,6 @@ pub struct EncodedEvent {
     pub event_type: &'static str,
     /// Encoded body (Confluent wire format).
     pub payload: Vec<u8>,
-    /// Headers to send with the record.
-    pub headers: Vec<(String, Vec<u8>)>,
+    /// Headers to send with the record (names are the constants of [`headers`]).
+    pub headers: Vec<(&'static str, Vec<u8>)>,
 }

@@ -45,7 +45,7 @@ async fn events_round_trip_in_the_confluent_wire_format() {
         encoded
             .headers
             .iter()
-            .find(|(k, _)| k == name)
+            .find(|(k, _)| *k == name)
             .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
     };
     assert_eq!(header("event-id"), Some(event.event_id.clone()));

@@ -141,6 +141,39 @@ async fn an_order_flows_through_postgres_kafka_and_redis() {
         Some(&*u32::from_be_bytes(record.payload[1..5].try_into().expect("id")).to_string())
     );
 
+    // An independent client (Python confluent-kafka, its own Avro deserializer) reads the same record from
+    // the broker, fetching the writer schema from the embedded registry's REST API.
+    let python = tokio::task::spawn_blocking(orderflow_testkit::interop_python)
+        .await
+        .expect("task")
+        .expect("python env");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/consume_avro.py");
+    let (bootstrap, topic_name, registry_url, order_id) = (
+        kafka.bootstrap_servers(),
+        format!("{prefix}order.created"),
+        format!("{base}/registry"),
+        id.clone(),
+    );
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(python)
+            .arg(script)
+            .args([&bootstrap, &topic_name, &registry_url, &order_id])
+            .output()
+    })
+    .await
+    .expect("task")
+    .expect("python runs");
+    assert!(
+        out.status.success(),
+        "python consumer failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let decoded: Value = serde_json::from_slice(&out.stdout).expect("python printed json");
+    assert_eq!(decoded["value"]["order_id"], id.as_str());
+    assert_eq!(decoded["value"]["total_minor"], 2599);
+    assert_eq!(decoded["value"]["items"][0]["sku"], "SKU-1");
+    assert_eq!(decoded["headers"]["event-type"], "order.created");
+
     // The projector wrote the Redis hash (before any GET could have populated it).
     let mut conn = redis::Client::open(redis_server.url())
         .expect("client")

@@ -74,10 +74,10 @@ impl OrderRow {
 }
 
 /// Headers are stored as a JSON list of `[name, value]` text pairs (every header Orderflow sets is text).
-pub(crate) fn headers_to_json(headers: &[(String, Vec<u8>)]) -> String {
+pub(crate) fn headers_to_json(headers: &[(&str, Vec<u8>)]) -> String {
     let pairs: Vec<(&str, std::borrow::Cow<'_, str>)> = headers
         .iter()
-        .map(|(k, v)| (k.as_str(), String::from_utf8_lossy(v)))
+        .map(|(k, v)| (*k, String::from_utf8_lossy(v)))
         .collect();
     serde_json::to_string(&pairs).unwrap_or_else(|_| "[]".into())
 }

@@ -30,7 +30,8 @@ pub struct KafkaServer {
     pub startup: Duration,
 }
 
-fn cache_dir() -> PathBuf {
+/// The harness's cache folder: `$TESTKIT_CACHE_DIR` or `~/.cache/orderflow`.
+pub(crate) fn cache_dir() -> PathBuf {
     std::env::var_os("TESTKIT_CACHE_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| {

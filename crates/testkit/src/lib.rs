@@ -9,6 +9,7 @@
 mod kafka;
 mod postgres;
 mod process;
+mod python;
 mod redis;
 mod topic_reader;
 
@@ -16,6 +17,7 @@ use std::sync::OnceLock;
 
 pub use kafka::{KAFKA_VERSION, KafkaServer, kafka_jars};
 pub use postgres::PostgresServer;
+pub use python::interop_python;
 pub use redis::RedisServer;
 pub use topic_reader::{Record, read_topic};
 
