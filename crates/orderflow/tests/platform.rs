@@ -91,7 +91,17 @@ async fn an_order_flows_through_postgres_kafka_and_redis() {
         .await
         .expect("platform starts");
     let base = format!("http://{}", platform.http_addr.expect("http"));
-    let (status, _, created) = post(&base, "application/json", &order_body().to_string()).await;
+    const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let response = reqwest::Client::new()
+        .post(format!("{base}/v1/orders"))
+        .header("content-type", "application/json")
+        .header("traceparent", TRACEPARENT)
+        .body(order_body().to_string())
+        .send()
+        .await
+        .expect("POST");
+    let status = response.status().as_u16();
+    let created: Value = response.json().await.expect("json");
     assert_eq!(status, 201, "{created}");
     let id = created["id"].as_str().expect("id").to_owned();
     assert_eq!(created["status"], "CREATED");
@@ -173,6 +183,10 @@ async fn an_order_flows_through_postgres_kafka_and_redis() {
     assert_eq!(decoded["value"]["total_minor"], 2599);
     assert_eq!(decoded["value"]["items"][0]["sku"], "SKU-1");
     assert_eq!(decoded["headers"]["event-type"], "order.created");
+    assert_eq!(
+        decoded["headers"]["traceparent"], TRACEPARENT,
+        "the request's trace context travels with the event"
+    );
 
     // The projector wrote the Redis hash (before any GET could have populated it).
     let mut conn = redis::Client::open(redis_server.url())
