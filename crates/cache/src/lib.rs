@@ -5,8 +5,10 @@
 //! in process. Writes are version-checked atomically, so an older version never replaces a newer one,
 //! whichever of the projector and the read path gets there first.
 
+mod breaker;
 mod memory;
 mod redis_store;
+mod tiered;
 
 use std::time::Duration;
 
@@ -14,8 +16,10 @@ use orderflow_domain::{Order, OrderId};
 use rand::Rng;
 use serde::Deserialize;
 
+pub use breaker::{Breaker, BreakerState};
 pub use memory::MemoryReadModel;
 pub use redis_store::RedisReadModel;
+pub use tiered::{CacheStats, LoadError, TieredCache, TieredSettings, Versioned};
 
 /// Read-model settings, as read from configuration.
 #[derive(Clone, Deserialize)]
