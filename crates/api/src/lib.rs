@@ -11,7 +11,7 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use orderflow_cache::ReadModel;
+use orderflow_cache::OrderCache;
 use orderflow_events::AvroCodec;
 use orderflow_registry::RegistryService;
 use orderflow_store::Store;
@@ -29,8 +29,8 @@ pub const MAX_BODY_BYTES: usize = 256 * 1024;
 pub struct AppState {
     /// The source of truth.
     pub store: Store,
-    /// The read model (Redis or in process).
-    pub read_model: ReadModel,
+    /// The order cache (in-process and Redis tiers).
+    pub cache: OrderCache,
     /// Encodes events for the outbox.
     pub codec: Arc<AvroCodec>,
     /// The embedded schema registry, served under `/registry` when present.

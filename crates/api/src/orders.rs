@@ -124,24 +124,19 @@ pub async fn create(
     Ok(response)
 }
 
-/// `GET /v1/orders/{id}`: the read model first, then the database (populating the read model).
+/// `GET /v1/orders/{id}`: through the order cache (in-process, then Redis, then the database); misses are
+/// coalesced so a hot order is loaded once however many requests arrive.
 pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<OrderView>, ApiError> {
     let order_id: OrderId = id.parse().map_err(|_| ApiError::InvalidOrderId(id.clone()))?;
-    match state.read_model.get(order_id).await {
-        Ok(Some(order)) => return Ok(Json(OrderView::from(&order))),
-        Ok(None) => {}
-        // Redis holds derived state only: an error there costs speed, never an answer.
-        Err(e) => {
-            tracing::warn!(error = %e, order_id = %order_id, "read model unavailable; reading the database")
-        }
-    }
+    let store = state.store.clone();
     let order = state
-        .store
-        .get_order(order_id)
-        .await?
+        .cache
+        .get_or_load(&order_id.to_string(), move || {
+            let store = store.clone();
+            async move { store.get_order(order_id).await }
+        })
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?
         .ok_or(ApiError::OrderNotFound(id))?;
-    if let Err(e) = state.read_model.put(&order).await {
-        tracing::warn!(error = %e, order_id = %order_id, "could not populate the read model");
-    }
     Ok(Json(OrderView::from(&order)))
 }

@@ -1,40 +1,45 @@
-//! The order read model: derived, replaceable state served to readers before the database.
+//! Caching for Orderflow's read path: a stampede-proof two-tier cache ([`TieredCache`]) and the order
+//! cache built on it ([`OrderCache`]).
 //!
-//! In production it lives in Redis as one hash per order under `<prefix>order:{<order id>}` (the braces are
-//! a Redis Cluster hash tag, so every key of one order lands on one slot); in the embedded default it lives
-//! in process. Writes are version-checked atomically, so an older version never replaces a newer one,
-//! whichever of the projector and the read path gets there first.
+//! Redis holds derived, replaceable state: when it fails, reads go to the source of truth (through the
+//! circuit breaker) and nothing errors; when it comes back, the cache heals by itself.
 
 mod breaker;
-mod memory;
-mod redis_store;
 mod tiered;
 
 use std::time::Duration;
 
-use orderflow_domain::{Order, OrderId};
-use rand::Rng;
+use orderflow_domain::Order;
 use serde::Deserialize;
 
 pub use breaker::{Breaker, BreakerState};
-pub use memory::MemoryReadModel;
-pub use redis_store::RedisReadModel;
 pub use tiered::{CacheStats, LoadError, TieredCache, TieredSettings, Versioned};
 
-/// Read-model settings, as read from configuration.
+/// The order cache: keys are order ids, Redis keys `<prefix>order:{<id>}`.
+pub type OrderCache = TieredCache<Order>;
+
+/// Cache settings, as read from configuration.
 #[derive(Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CacheSettings {
-    /// `redis://...` / `rediss://...`; empty or absent keeps the read model in process. May hold a password.
+    /// `redis://...` / `rediss://...`; empty or absent keeps the cache in process only. May hold a password.
     pub redis_url: Option<String>,
     /// Prepended to every key (e.g. `orderflow:`), so Redis ACLs can confine the service to its keys.
     pub key_prefix: String,
-    /// Lifetime of an entry in seconds, before jitter.
+    /// Logical lifetime of an entry in seconds, before jitter.
     pub ttl_secs: u64,
     /// Entries live `ttl * (1 ± jitter)` so that entries written together do not expire together.
     pub ttl_jitter: f64,
-    /// Most entries kept by the in-process read model.
+    /// Seconds an expired entry may still be served while one refresh runs.
+    pub stale_secs: u64,
+    /// XFetch beta (0 disables early refresh).
+    pub beta: f64,
+    /// Milliseconds a "not found" is cached.
+    pub negative_ttl_ms: u64,
+    /// Entries kept in process.
     pub memory_capacity: u64,
+    /// Milliseconds an in-process entry lives when Redis is used (in-process only: the full TTL).
+    pub l1_ttl_ms: u64,
 }
 
 impl Default for CacheSettings {
@@ -44,7 +49,11 @@ impl Default for CacheSettings {
             key_prefix: String::new(),
             ttl_secs: 3600,
             ttl_jitter: 0.1,
+            stale_secs: 30,
+            beta: 1.0,
+            negative_ttl_ms: 2000,
             memory_capacity: 100_000,
+            l1_ttl_ms: 2000,
         }
     }
 }
@@ -59,81 +68,55 @@ impl std::fmt::Debug for CacheSettings {
     }
 }
 
-impl CacheSettings {
-    /// A TTL drawn uniformly from `ttl * (1 ± jitter)`.
-    pub fn jittered_ttl(&self) -> Duration {
-        let jitter = self.ttl_jitter.clamp(0.0, 0.9);
-        let factor = rand::rng().random_range((1.0 - jitter)..=(1.0 + jitter));
-        Duration::from_secs_f64((self.ttl_secs.max(1) as f64) * factor)
-    }
-}
-
-/// What can go wrong reading or writing the read model.
+/// What can go wrong setting up the cache.
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
-    /// Redis could not be reached or refused the command.
+    /// Redis could not be reached or refused the connection.
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
-    /// An entry in Redis does not describe an order (written by something else?).
-    #[error("corrupt read-model entry {key}: {reason}")]
-    Corrupt {
-        /// The key.
-        key: String,
-        /// What is wrong.
-        reason: String,
-    },
 }
 
-/// The read model, in Redis or in process.
-#[derive(Clone)]
-pub enum ReadModel {
-    /// Redis (standalone).
-    Redis(RedisReadModel),
-    /// In-process map.
-    Memory(MemoryReadModel),
-}
+impl CacheSettings {
+    fn redis_url(&self) -> Option<&str> {
+        self.redis_url.as_deref().filter(|u| !u.trim().is_empty())
+    }
 
-impl ReadModel {
-    /// Connects to Redis when a URL is configured, or builds the in-process read model.
-    pub async fn connect(settings: CacheSettings) -> Result<Self, CacheError> {
-        match settings.redis_url.clone().filter(|u| !u.trim().is_empty()) {
-            Some(url) => Ok(Self::Redis(RedisReadModel::connect(&url, settings).await?)),
-            None => Ok(Self::Memory(MemoryReadModel::new(settings))),
+    /// The tiered-cache settings for orders.
+    pub fn tiered(&self) -> TieredSettings {
+        let in_process_only = self.redis_url().is_none();
+        TieredSettings {
+            namespace: "order".into(),
+            key_prefix: self.key_prefix.clone(),
+            ttl: Duration::from_secs(self.ttl_secs.max(1)),
+            ttl_jitter: self.ttl_jitter,
+            stale_for: Duration::from_secs(self.stale_secs),
+            beta: self.beta,
+            negative_ttl: Duration::from_millis(self.negative_ttl_ms),
+            l1_capacity: Some(self.memory_capacity),
+            l1_ttl: if in_process_only {
+                Duration::from_secs(self.ttl_secs.max(1))
+            } else {
+                Duration::from_millis(self.l1_ttl_ms.max(1))
+            },
+            ..TieredSettings::default()
         }
     }
 
     /// Name for logs and start-up banners.
     pub fn backend_name(&self) -> &'static str {
-        match self {
-            Self::Redis(_) => "redis",
-            Self::Memory(_) => "in-process",
+        if self.redis_url().is_some() {
+            "redis + in-process"
+        } else {
+            "in-process"
         }
     }
 
-    /// The cached order, if any.
-    pub async fn get(&self, id: OrderId) -> Result<Option<Order>, CacheError> {
-        match self {
-            Self::Redis(r) => r.get(id).await,
-            Self::Memory(m) => Ok(m.get(id).await),
-        }
-    }
-
-    /// Stores `order` unless a version at least as new is cached; returns whether it was stored.
-    pub async fn put(&self, order: &Order) -> Result<bool, CacheError> {
-        match self {
-            Self::Redis(r) => r.put(order).await,
-            Self::Memory(m) => Ok(m.put(order).await),
-        }
-    }
-
-    /// Drops the cached entry of `id`.
-    pub async fn invalidate(&self, id: OrderId) -> Result<(), CacheError> {
-        match self {
-            Self::Redis(r) => r.invalidate(id).await,
-            Self::Memory(m) => {
-                m.invalidate(id).await;
-                Ok(())
-            }
-        }
+    /// Connects to Redis when configured and builds the order cache.
+    pub async fn connect(&self) -> Result<OrderCache, CacheError> {
+        let redis = match self.redis_url() {
+            Some(url) => Some(redis::aio::ConnectionManager::new(redis::Client::open(url)?).await?),
+            None => None,
+        };
+        Ok(TieredCache::new(redis, self.tiered()))
     }
 }

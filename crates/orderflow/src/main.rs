@@ -244,7 +244,7 @@ fn print_banner(settings: &Settings, platform: &Platform, roles: &[Role], databa
     }
     match settings.cache.redis_url.as_deref().filter(|u| !u.is_empty()) {
         Some(url) => println!("  cache:    redis ({})", redact_url(url)),
-        None => println!("  cache:    {}", backends.read_model.backend_name()),
+        None => println!("  cache:    {}", settings.cache.backend_name()),
     }
 }
 

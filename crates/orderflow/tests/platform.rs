@@ -195,18 +195,20 @@ async fn an_order_flows_through_postgres_kafka_and_redis() {
         .await
         .expect("redis");
     let key = format!("{key_prefix}order:{{{id}}}");
-    let status: String = eventually("the projector's Redis hash", || {
+    let cached: String = eventually("the projector's Redis entry", || {
         let (mut conn, key) = (conn.clone(), key.clone());
-        async move {
-            conn.hget::<_, _, Option<String>>(&key, "status")
-                .await
-                .ok()
-                .flatten()
-        }
+        async move { conn.hget::<_, _, Option<String>>(&key, "v").await.ok().flatten() }
     })
     .await;
-    assert_eq!(status, "CREATED");
-    let _: i64 = conn.exists(&key).await.expect("exists");
+    let cached: Value = serde_json::from_str(&cached).expect("cached order json");
+    assert_eq!(
+        (cached["status"].as_str(), cached["version"].as_i64()),
+        (Some("CREATED"), Some(1))
+    );
+    let version: i64 = conn.hget(&key, "ver").await.expect("version field");
+    assert_eq!(version, 1);
+    let ttl: i64 = conn.ttl(&key).await.expect("ttl");
+    assert!(ttl > 0, "cache entries expire");
 
     let fetched: Value = reqwest::get(format!("{base}/v1/orders/{id}"))
         .await
@@ -238,10 +240,20 @@ async fn an_order_flows_through_the_embedded_default() {
     let id: orderflow_domain::OrderId = created["id"].as_str().expect("id").parse().expect("order id");
 
     // Relay -> mock cluster -> projector -> in-process read model, before any GET.
-    let model = platform.backends.read_model.clone();
+    let cache = platform.backends.cache.clone();
     let projected = eventually("the projector", || {
-        let model = model.clone();
-        async move { model.get(id).await.ok().flatten() }
+        let cache = cache.clone();
+        async move {
+            // A loader that fails proves the value came from the projector, not from a database read.
+            let not_loaded = || async {
+                Err::<Option<orderflow_domain::Order>, _>(std::io::Error::other("not projected"))
+            };
+            cache
+                .get_or_load(&id.to_string(), not_loaded)
+                .await
+                .ok()
+                .flatten()
+        }
     })
     .await;
     assert_eq!(projected.total_minor.get(), 2599);

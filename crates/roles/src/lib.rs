@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use orderflow_bus::{Bus, BusError};
-use orderflow_cache::{CacheError, ReadModel};
+use orderflow_cache::{CacheError, OrderCache};
 use orderflow_events::AvroCodec;
 use orderflow_registry::{RegistryClient, RegistryService, SchemaSource};
 use orderflow_store::{Store, StoreError};
@@ -91,8 +91,8 @@ pub struct Backends {
     pub store: Store,
     /// Event log.
     pub bus: Bus,
-    /// Read model.
-    pub read_model: ReadModel,
+    /// Order cache (read path).
+    pub cache: OrderCache,
     /// Event codec, with its schemas registered.
     pub codec: Arc<AvroCodec>,
     /// The embedded schema registry, when no external registry is configured.
@@ -118,7 +118,7 @@ impl Backends {
             }
             Err(e) => return Err(e.into()),
         }
-        let read_model = ReadModel::connect(settings.cache.clone()).await?;
+        let cache = settings.cache.connect().await?;
         let (source, registry): (Arc<dyn SchemaSource>, _) =
             match settings.registry.url.as_deref().filter(|u| !u.trim().is_empty()) {
                 Some(url) => (Arc::new(RegistryClient::new(url)?), None),
@@ -131,7 +131,7 @@ impl Backends {
         Ok(Self {
             store,
             bus,
-            read_model,
+            cache,
             codec,
             registry,
         })

@@ -38,7 +38,7 @@ pub async fn start(
     )?;
     let state = AppState {
         store: backends.store.clone(),
-        read_model: backends.read_model.clone(),
+        cache: backends.cache.clone(),
         codec: backends.codec.clone(),
         registry: backends.registry.clone(),
         relay_wakeup: Some(relay.wakeup()),

@@ -71,20 +71,10 @@ async fn apply(backends: &Backends, message: &BorrowedMessage<'_>, shutdown: &Ca
             }
         }
     };
-    let mut backoff = Duration::from_millis(50);
-    loop {
-        match backends.read_model.put(&order).await {
-            Ok(_) => return true,
-            Err(e) => {
-                tracing::warn!(error = %e, order_id = %order.id, retry_in = ?backoff, "projector: read model write failed");
-                tokio::select! {
-                    () = shutdown.cancelled() => return false,
-                    () = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-            }
-        }
-    }
+    // Version-checked: a re-delivered or late event never moves the cached order backwards. A Redis outage
+    // is absorbed by the cache (reads fall back to the database), so it does not stall the projector.
+    backends.cache.refresh(&order.id.to_string(), &order).await;
+    true
 }
 
 /// Commits stored offsets and drops the consumer off the runtime, giving up after a few seconds (dropping a
