@@ -259,6 +259,18 @@ pub struct OrderItem {
     pub unit_price_minor: MinorUnits,
 }
 
+impl OrderItem {
+    /// Rebuilds a line from stored or transported parts, checking each like new input.
+    pub fn from_parts(sku: &str, quantity: i64, unit_price_minor: i64) -> Result<Self, String> {
+        Ok(Self {
+            sku: Sku::parse(sku).map_err(|e| format!("sku: {e}"))?,
+            quantity: Quantity::parse(quantity).map_err(|e| format!("quantity: {e}"))?,
+            unit_price_minor: MinorUnits::unit_price(unit_price_minor)
+                .map_err(|e| format!("unit_price_minor: {e}"))?,
+        })
+    }
+}
+
 /// A recorded order as the source of truth holds it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Order {

@@ -4,9 +4,7 @@
 //! `order_version` and `occurred_at` (microseconds since the Unix epoch). Money is integer minor units.
 
 use chrono::{DateTime, Utc};
-use orderflow_domain::{
-    Currency, CustomerId, EventId, MinorUnits, Order, OrderId, OrderItem, OrderStatus, Quantity, Sku,
-};
+use orderflow_domain::{Currency, CustomerId, EventId, MinorUnits, Order, OrderId, OrderItem, OrderStatus};
 use serde::{Deserialize, Serialize};
 
 use crate::{DecodeError, Event};
@@ -248,11 +246,7 @@ impl OrderCreated {
             .items
             .iter()
             .map(|i| {
-                Ok(OrderItem {
-                    sku: Sku::parse(&i.sku).map_err(&invalid)?,
-                    quantity: Quantity::parse(i64::from(i.quantity)).map_err(&invalid)?,
-                    unit_price_minor: MinorUnits::unit_price(i.unit_price_minor).map_err(&invalid)?,
-                })
+                OrderItem::from_parts(&i.sku, i64::from(i.quantity), i.unit_price_minor).map_err(&invalid)
             })
             .collect::<Result<_, DecodeError>>()?;
         let at = DateTime::from_timestamp_micros(self.occurred_at)

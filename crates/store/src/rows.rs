@@ -1,7 +1,7 @@
 //! Row shapes shared by both backends and their conversion to domain values.
 
 use chrono::{DateTime, Utc};
-use orderflow_domain::{Currency, CustomerId, MinorUnits, Order, OrderId, OrderItem, Quantity, Sku};
+use orderflow_domain::{Currency, CustomerId, MinorUnits, Order, OrderId, OrderItem};
 use uuid::Uuid;
 
 use crate::{OutboxRecord, StoreError};
@@ -59,11 +59,8 @@ impl OrderRow {
             items: items
                 .into_iter()
                 .map(|i| {
-                    Ok(OrderItem {
-                        sku: Sku::parse(&i.sku).map_err(&bad_item)?,
-                        quantity: Quantity::parse(i64::from(i.quantity)).map_err(&bad_item)?,
-                        unit_price_minor: MinorUnits::unit_price(i.unit_price_minor).map_err(&bad_item)?,
-                    })
+                    OrderItem::from_parts(&i.sku, i64::from(i.quantity), i.unit_price_minor)
+                        .map_err(&bad_item)
                 })
                 .collect::<Result<_, StoreError>>()?,
             total_minor: MinorUnits::try_from(self.total_minor).map_err(&bad)?,
