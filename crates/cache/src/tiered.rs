@@ -270,8 +270,11 @@ where
             let fut = loader();
             async move { fut.await.map_err(|e| Arc::new(e) as LoadError) }.boxed()
         });
+        if let Some(value) = self.serve_from_l2(key, &loader).await {
+            return Ok(value);
+        }
         if !self.inner.settings.stampede_protection {
-            return self.clone().fetch(key.to_owned(), loader).await;
+            return self.clone().load_miss(key.to_owned(), loader).await;
         }
         let flight = {
             let mut flights = self.inner.flights.lock().unwrap_or_else(|p| p.into_inner());
@@ -283,7 +286,7 @@ where
                 None => {
                     let (this, owned) = (self.clone(), key.to_owned());
                     let flight = async move {
-                        let result = this.clone().fetch(owned.clone(), loader).await;
+                        let result = this.clone().load_miss(owned.clone(), loader).await;
                         this.inner
                             .flights
                             .lock()
@@ -302,27 +305,31 @@ where
     }
 
     /// One caller's way through L2, the lock and the loader.
-    async fn fetch(self, key: String, loader: Loader<V>) -> Result<Option<V>, LoadError> {
+    /// Answers from Redis when it holds a fresh entry (or a stale one within the window, refreshed in the
+    /// background). Hits skip the miss machinery: only loads need coalescing.
+    async fn serve_from_l2(&self, key: &str, loader: &Loader<V>) -> Option<Option<V>> {
         let now = now_ms();
-        if let Some(entry) = self
-            .read_l2(&key)
+        let entry = self
+            .read_l2(key)
             .await
-            .filter(|e| e.value.is_some() || !e.is_expired(now))
-        {
-            if !entry.is_expired(now) {
-                bump(&self.inner.stats.l2_hits);
-                if entry.wants_early_refresh(now, self.inner.settings.beta) {
-                    bump(&self.inner.stats.early_refreshes);
-                    self.refresh_in_background(key.clone(), loader);
-                }
-                self.put_l1(&key, entry.clone()).await;
-                return Ok(entry.value);
+            .filter(|e| e.value.is_some() || !e.is_expired(now))?;
+        if !entry.is_expired(now) {
+            bump(&self.inner.stats.l2_hits);
+            if entry.wants_early_refresh(now, self.inner.settings.beta) {
+                bump(&self.inner.stats.early_refreshes);
+                self.refresh_in_background(key.to_owned(), loader.clone());
             }
-            // Expired but still within the stale window (Redis keeps it that long): serve it, refresh once.
-            bump(&self.inner.stats.stale_served);
-            self.refresh_in_background(key.clone(), loader);
-            return Ok(entry.value);
+            self.put_l1(key, entry.clone()).await;
+            return Some(entry.value);
         }
+        // Expired but still within the stale window (Redis keeps it that long): serve it, refresh once.
+        bump(&self.inner.stats.stale_served);
+        self.refresh_in_background(key.to_owned(), loader.clone());
+        Some(entry.value)
+    }
+
+    /// A miss: one loader call for every caller coalesced here, and across instances through the lock.
+    async fn load_miss(self, key: String, loader: Loader<V>) -> Result<Option<V>, LoadError> {
         bump(&self.inner.stats.misses);
         if self.inner.settings.stampede_protection && self.redis_usable() {
             match self.try_lock(&key).await {
