@@ -48,6 +48,16 @@ async fn post(base: &str, content_type: &str, body: &str) -> (u16, String, Value
     (status, content_type, response.json().await.unwrap_or(Value::Null))
 }
 
+/// `GET /v1/orders/{id}` as JSON.
+async fn get_order(base: &str, id: &str) -> Value {
+    reqwest::get(format!("{base}/v1/orders/{id}"))
+        .await
+        .expect("GET")
+        .json()
+        .await
+        .expect("json")
+}
+
 async fn eventually<T, F: std::future::Future<Output = Option<T>>>(
     what: &str,
     mut check: impl FnMut() -> F,
@@ -210,12 +220,7 @@ async fn an_order_flows_through_postgres_kafka_and_redis() {
     let ttl: i64 = conn.ttl(&key).await.expect("ttl");
     assert!(ttl > 0, "cache entries expire");
 
-    let fetched: Value = reqwest::get(format!("{base}/v1/orders/{id}"))
-        .await
-        .expect("GET")
-        .json()
-        .await
-        .expect("json");
+    let fetched: Value = get_order(&base, &id).await;
     assert_eq!(fetched, created);
     platform.stop().await.expect("clean stop");
 }
@@ -490,12 +495,7 @@ async fn the_binary_uses_real_servers_when_configured() {
     let (status, _, created) = post(&base, "application/json", &order_body().to_string()).await;
     assert_eq!(status, 201);
     let id = created["id"].as_str().expect("id");
-    let fetched: Value = reqwest::get(format!("{base}/v1/orders/{id}"))
-        .await
-        .expect("GET")
-        .json()
-        .await
-        .expect("json");
+    let fetched: Value = get_order(&base, &id).await;
     assert_eq!(fetched, created);
     terminate(child).await;
     assert!(
