@@ -495,7 +495,7 @@ async fn the_binary_uses_real_servers_when_configured() {
     let (status, _, created) = post(&base, "application/json", &order_body().to_string()).await;
     assert_eq!(status, 201);
     let id = created["id"].as_str().expect("id");
-    let fetched: Value = get_order(&base, &id).await;
+    let fetched: Value = get_order(&base, id).await;
     assert_eq!(fetched, created);
     terminate(child).await;
     assert!(
