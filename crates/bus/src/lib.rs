@@ -124,6 +124,13 @@ impl Bus {
 
     /// An idempotent producer (acks=all, ordered retries) for publishing events.
     pub fn producer(&self, client_id: &str) -> Result<FutureProducer, BusError> {
+        self.producer_config(client_id)
+            .create()
+            .map_err(BusError::kafka("creating a Kafka producer"))
+    }
+
+    /// The settings of [`Bus::producer`], for callers that add their own (a transactional id, a context).
+    pub fn producer_config(&self, client_id: &str) -> ClientConfig {
         let mut config = self.client_config(client_id);
         config
             .set("enable.idempotence", "true")
@@ -135,13 +142,18 @@ impl Bus {
             config.set(key, value);
         }
         config
-            .create()
-            .map_err(BusError::kafka("creating a Kafka producer"))
     }
 
     /// A consumer in `group` that reads only committed records and commits only offsets stored explicitly
     /// (with `store_offset`) once their effects are done.
     pub fn consumer(&self, client_id: &str, group: &str) -> Result<StreamConsumer, BusError> {
+        self.consumer_config(client_id, group)
+            .create()
+            .map_err(BusError::kafka("creating a Kafka consumer"))
+    }
+
+    /// The settings of [`Bus::consumer`], for callers that add their own (static membership, a context).
+    pub fn consumer_config(&self, client_id: &str, group: &str) -> ClientConfig {
         let mut config = self.client_config(client_id);
         config
             .set("group.id", group)
@@ -156,13 +168,19 @@ impl Bus {
             config.set(key, value);
         }
         config
-            .create()
-            .map_err(BusError::kafka("creating a Kafka consumer"))
     }
 
     /// Creates missing topics of the topic table and checks existing ones; see [`topics::apply`].
     pub async fn apply_topics(&self) -> Result<Vec<TopicReport>, BusError> {
         topics::apply(self).await
+    }
+
+    /// Creates the missing topics of `wanted` (full names) and checks existing ones; see [`topics::ensure`].
+    pub async fn ensure_topics(
+        &self,
+        wanted: &[(String, topics::Cleanup)],
+    ) -> Result<Vec<TopicReport>, BusError> {
+        topics::ensure(self, wanted).await
     }
 
     pub(crate) fn embedded(&self) -> Option<&EmbeddedCluster> {

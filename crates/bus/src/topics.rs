@@ -109,12 +109,22 @@ pub struct TopicReport {
 /// partitions and the table's cleanup settings. Existing topics are never altered: a difference is an error
 /// listing every mismatch, for an operator to resolve.
 pub async fn apply(bus: &Bus) -> Result<Vec<TopicReport>, BusError> {
+    let wanted: Vec<(String, Cleanup)> = TOPICS
+        .iter()
+        .map(|spec| (bus.topic(spec.name), spec.cleanup))
+        .collect();
+    ensure(bus, &wanted).await
+}
+
+/// Creates the missing topics of `wanted` (full names with their cleanup) with the configured partitions and
+/// replication, and checks existing ones the same way [`apply`] does.
+pub async fn ensure(bus: &Bus, wanted: &[(String, Cleanup)]) -> Result<Vec<TopicReport>, BusError> {
     let settings = bus.settings();
     if let Some(cluster) = bus.embedded() {
-        return TOPICS
+        return wanted
             .iter()
-            .map(|spec| {
-                let topic = bus.topic(spec.name);
+            .map(|(topic, _)| {
+                let topic = topic.clone();
                 cluster.create_topic(&topic, settings.partitions)?;
                 Ok(TopicReport {
                     topic,
@@ -131,16 +141,15 @@ pub async fn apply(bus: &Bus) -> Result<Vec<TopicReport>, BusError> {
     let existing = partition_counts(bus).await?;
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
 
-    let missing: Vec<(String, Vec<(&str, String)>)> = TOPICS
+    let missing: Vec<(String, Vec<(&str, String)>)> = wanted
         .iter()
-        .map(|spec| (bus.topic(spec.name), spec))
         .filter(|(topic, _)| !existing.contains_key(topic))
-        .map(|(topic, spec)| {
-            let mut configs = spec.cleanup.configs();
+        .map(|(topic, cleanup)| {
+            let mut configs = cleanup.configs();
             if settings.replication_factor > 1 {
                 configs.push(("min.insync.replicas", settings.min_insync_replicas.to_string()));
             }
-            (topic, configs)
+            (topic.clone(), configs)
         })
         .collect();
     let new_topics: Vec<NewTopic<'_>> = missing
@@ -179,8 +188,8 @@ pub async fn apply(bus: &Bus) -> Result<Vec<TopicReport>, BusError> {
     }
 
     let mut differences = Vec::new();
-    for spec in TOPICS {
-        let topic = bus.topic(spec.name);
+    for (topic, cleanup) in wanted {
+        let topic = topic.clone();
         let Some(&partitions) = existing.get(&topic) else {
             continue;
         };
@@ -201,7 +210,7 @@ pub async fn apply(bus: &Bus) -> Result<Vec<TopicReport>, BusError> {
             .flat_map(|resource| resource.entries)
             .map(|entry| (entry.name, entry.value))
             .collect();
-        for (key, expected) in spec.cleanup.configs() {
+        for (key, expected) in cleanup.configs() {
             let value = actual.get(key).cloned().flatten().unwrap_or_default();
             if value != expected {
                 problems.push(format!("{key}={value}, expected {expected}"));

@@ -1,0 +1,1 @@
+//! Exactly-once effect adapters.

@@ -1,0 +1,506 @@
+//! The engine: one task that owns the partition queues, hands batches to workers, applies back-pressure,
+//! answers revocations, and commits offsets (or transactions) for completed work only.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::producer::{FutureProducer, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::ConsumerError;
+use crate::handler::Handler;
+use crate::poller::{self, Event, Offsets, RuntimeContext, Tp};
+use crate::record::Record;
+use crate::routing;
+use crate::settings::ConsumerSettings;
+use crate::telemetry;
+use crate::worker::{Worker, transaction_error};
+
+/// No offset stored yet.
+const NONE: i64 = -1;
+
+struct Part {
+    epoch: u64,
+    queue: VecDeque<Record>,
+    busy: bool,
+    ready: bool,
+    paused: bool,
+    progress: Arc<AtomicI64>,
+    committed: i64,
+    cancel: CancellationToken,
+}
+
+struct BatchDone {
+    tp: Tp,
+    epoch: u64,
+    result: Result<(), ConsumerError>,
+}
+
+pub(crate) struct Engine<H> {
+    pub(crate) worker: Arc<Worker<H>>,
+    pub(crate) consumer: Arc<BaseConsumer<RuntimeContext>>,
+    pub(crate) producer: Arc<FutureProducer>,
+    pub(crate) settings: Arc<ConsumerSettings>,
+    parts: HashMap<Tp, Part>,
+    ready: VecDeque<Tp>,
+    tasks: JoinSet<BatchDone>,
+    epochs: u64,
+    paused: usize,
+    wakeup: Option<tokio::time::Instant>,
+}
+
+impl<H: Handler> Engine<H> {
+    pub(crate) fn new(
+        worker: Arc<Worker<H>>,
+        consumer: Arc<BaseConsumer<RuntimeContext>>,
+        producer: Arc<FutureProducer>,
+        settings: Arc<ConsumerSettings>,
+    ) -> Self {
+        Self {
+            worker,
+            consumer,
+            producer,
+            settings,
+            parts: HashMap::new(),
+            ready: VecDeque::new(),
+            tasks: JoinSet::new(),
+            epochs: 0,
+            paused: 0,
+            wakeup: None,
+        }
+    }
+
+    fn transactional(&self) -> bool {
+        self.worker.transactional
+    }
+
+    /// Runs until `shutdown`, then drains and commits; an error stops the run (see
+    /// [`ConsumerError::is_restartable`]).
+    pub(crate) async fn run(
+        &mut self,
+        events: &mut mpsc::UnboundedReceiver<Event>,
+        shutdown: &CancellationToken,
+    ) -> Result<(), ConsumerError> {
+        let mut tick = tokio::time::interval(self.settings.commit_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            self.dispatch();
+            let wakeup = self.wakeup;
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => break,
+                Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => self.on_done(done)?,
+                event = events.recv() => match event {
+                    Some(event) => self.on_event(event).await?,
+                    None => return Err(ConsumerError::Poller("stopped unexpectedly".into())),
+                },
+                () = sleep_until(wakeup), if wakeup.is_some() => {
+                    self.wakeup = None;
+                    let idle: Vec<Tp> = self.parts.iter()
+                        .filter(|(_, p)| !p.busy && !p.ready && !p.queue.is_empty())
+                        .map(|(tp, _)| tp.clone())
+                        .collect();
+                    for tp in idle {
+                        self.mark_ready(&tp);
+                    }
+                }
+                _ = tick.tick() => self.commit().await?,
+            }
+        }
+        self.drain().await
+    }
+
+    async fn on_event(&mut self, event: Event) -> Result<(), ConsumerError> {
+        match event {
+            Event::Records(records) => {
+                self.enqueue(records);
+                Ok(())
+            }
+            Event::Assigned(partitions) => {
+                for tp in partitions {
+                    self.epochs += 1;
+                    tracing::debug!(topic = %tp.0, partition = tp.1, "assigned");
+                    self.parts.insert(
+                        tp,
+                        Part {
+                            epoch: self.epochs,
+                            queue: VecDeque::new(),
+                            busy: false,
+                            ready: false,
+                            paused: false,
+                            progress: Arc::new(AtomicI64::new(NONE)),
+                            committed: NONE,
+                            cancel: CancellationToken::new(),
+                        },
+                    );
+                }
+                Ok(())
+            }
+            Event::Revoke {
+                partitions,
+                lost,
+                reply,
+            } => self.on_revoke(partitions, lost, reply).await,
+            Event::Error(message) => {
+                tracing::warn!(group = self.settings.group, error = message, "consumer error");
+                Ok(())
+            }
+        }
+    }
+
+    fn enqueue(&mut self, records: Vec<Record>) {
+        for record in records {
+            let tp: Tp = (record.topic.clone(), record.partition);
+            let Some(part) = self.parts.get_mut(&tp) else {
+                continue; // no longer ours: the new owner reads it from the committed offset
+            };
+            part.queue.push_back(record);
+            let len = part.queue.len();
+            let ready = !part.busy && !part.ready;
+            if len >= self.settings.high_water && !part.paused {
+                part.paused = true;
+                self.paused += 1;
+                if let Err(e) = pause_or_resume(&self.consumer, &tp, true) {
+                    tracing::warn!(error = %e, "pausing a partition failed");
+                }
+                telemetry::paused(&self.settings.group, self.paused);
+            }
+            if ready {
+                self.mark_ready(&tp);
+            }
+        }
+    }
+
+    fn mark_ready(&mut self, tp: &Tp) {
+        if let Some(part) = self.parts.get_mut(tp)
+            && !part.ready
+        {
+            part.ready = true;
+            self.ready.push_back(tp.clone());
+        }
+    }
+
+    fn maybe_resume(&mut self, tp: &Tp) {
+        let Some(part) = self.parts.get_mut(tp) else {
+            return;
+        };
+        if part.paused && part.queue.len() <= self.settings.low_water {
+            part.paused = false;
+            self.paused -= 1;
+            if let Err(e) = pause_or_resume(&self.consumer, tp, false) {
+                tracing::warn!(error = %e, "resuming a partition failed");
+            }
+            telemetry::paused(&self.settings.group, self.paused);
+        }
+    }
+
+    /// Hands batches of due records to workers, one batch per partition at a time, up to the concurrency.
+    fn dispatch(&mut self) {
+        while self.tasks.len() < self.settings.concurrency {
+            let Some(tp) = self.ready.pop_front() else {
+                break;
+            };
+            let max_batch = self.settings.max_batch;
+            let Some(part) = self.parts.get_mut(&tp) else {
+                continue;
+            };
+            part.ready = false;
+            if part.busy || part.queue.is_empty() {
+                continue;
+            }
+            // Records of retry topics wait until due; they are in due order within a partition.
+            let due = part
+                .queue
+                .iter()
+                .take(max_batch)
+                .take_while(|r| routing::wait_for(r).is_zero())
+                .count();
+            if due == 0 {
+                if let Some(head) = part.queue.front() {
+                    let at = tokio::time::Instant::now() + routing::wait_for(head);
+                    self.wakeup = Some(self.wakeup.map_or(at, |w| w.min(at)));
+                }
+                continue;
+            }
+            let batch: Vec<Record> = part.queue.drain(..due).collect();
+            part.busy = true;
+            let (epoch, progress, cancel) = (part.epoch, part.progress.clone(), part.cancel.clone());
+            let worker = self.worker.clone();
+            let key = tp.clone();
+            self.tasks.spawn(async move {
+                let result = worker.process(batch, progress, cancel).await;
+                BatchDone {
+                    tp: key,
+                    epoch,
+                    result,
+                }
+            });
+            self.maybe_resume(&tp);
+        }
+        telemetry::in_flight(&self.settings.group, self.tasks.len());
+    }
+
+    fn on_done(&mut self, done: Result<BatchDone, tokio::task::JoinError>) -> Result<(), ConsumerError> {
+        let done = done.map_err(|e| ConsumerError::HandlerPanicked(e.to_string()))?;
+        let Some(part) = self.parts.get_mut(&done.tp) else {
+            return done.result;
+        };
+        if part.epoch != done.epoch {
+            return done.result;
+        }
+        part.busy = false;
+        done.result?;
+        if !part.queue.is_empty() {
+            self.mark_ready(&done.tp);
+        }
+        Ok(())
+    }
+
+    /// Offsets of completed work not yet committed, for `filter`ed partitions.
+    fn pending_offsets(&self, filter: impl Fn(&Tp) -> bool) -> Offsets {
+        self.parts
+            .iter()
+            .filter(|(tp, _)| filter(tp))
+            .filter_map(|(tp, part)| {
+                let progress = part.progress.load(Ordering::Acquire);
+                (progress > part.committed).then(|| (tp.0.clone(), tp.1, progress))
+            })
+            .collect()
+    }
+
+    fn mark_committed(&mut self, offsets: &Offsets) {
+        for (topic, partition, offset) in offsets {
+            if let Some(part) = self.parts.get_mut(&(topic.clone(), *partition)) {
+                part.committed = part.committed.max(*offset);
+            }
+        }
+    }
+
+    /// Commits completed work: group offsets, or (transactional) the open transaction with its offsets.
+    async fn commit(&mut self) -> Result<(), ConsumerError> {
+        let offsets = self.pending_offsets(|_| true);
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        if self.transactional() {
+            // A transaction may only carry offsets whose outputs it holds: let running batches finish first.
+            self.wait_in_flight(None).await?;
+            return self.commit_transaction().await;
+        }
+        let started = Instant::now();
+        poller::commit(&self.consumer, &offsets, CommitMode::Async)
+            .map_err(ConsumerError::kafka("committing offsets"))?;
+        telemetry::commit_time(&self.settings.group, started.elapsed());
+        self.mark_committed(&offsets);
+        Ok(())
+    }
+
+    /// Waits for running batches (all, or only those of `only`) to finish, up to the drain timeout when given.
+    /// Returns false if the deadline passed first.
+    async fn wait_in_flight(
+        &mut self,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<bool, ConsumerError> {
+        while !self.tasks.is_empty() {
+            let next = match deadline {
+                Some(at) => match tokio::time::timeout_at(at, self.tasks.join_next()).await {
+                    Ok(next) => next,
+                    Err(_) => return Ok(false),
+                },
+                None => self.tasks.join_next().await,
+            };
+            match next {
+                Some(done) => self.on_done(done)?,
+                None => break,
+            }
+        }
+        Ok(true)
+    }
+
+    async fn commit_transaction(&mut self) -> Result<(), ConsumerError> {
+        let offsets = self.pending_offsets(|_| true);
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let producer = self.producer.clone();
+        let consumer = self.consumer.clone();
+        let timeout = self.settings.transaction_timeout;
+        let sent = offsets.clone();
+        let result = tokio::task::spawn_blocking(move || -> Result<(), ConsumerError> {
+            let metadata = consumer
+                .group_metadata()
+                .ok_or_else(|| ConsumerError::TransactionAborted("no group metadata".into()))?;
+            let tpl = poller::to_tpl(&sent).map_err(transaction_error)?;
+            // Every output has been acknowledged already; make sure before committing, since
+            // commit_transaction's own flush waits in 100 ms steps.
+            let until = Instant::now() + Duration::from_secs(5);
+            while producer.in_flight_count() > 0 && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            let outcome = producer
+                .send_offsets_to_transaction(&tpl, &metadata, timeout)
+                .and_then(|()| producer.commit_transaction(timeout))
+                .map_err(transaction_error);
+            match outcome {
+                Ok(()) => producer.begin_transaction().map_err(transaction_error),
+                Err(ConsumerError::Fenced(e)) => Err(ConsumerError::Fenced(e)),
+                Err(e) => {
+                    if let Err(abort) = producer.abort_transaction(timeout) {
+                        tracing::warn!(error = %abort, "aborting the transaction failed");
+                    }
+                    Err(e)
+                }
+            }
+        })
+        .await
+        .map_err(|e| ConsumerError::TransactionAborted(format!("commit task failed: {e}")))?;
+        result?;
+        telemetry::commit_time(&self.settings.group, started.elapsed());
+        self.mark_committed(&offsets);
+        Ok(())
+    }
+
+    async fn abort_transaction(&self) {
+        let producer = self.producer.clone();
+        let timeout = self.settings.transaction_timeout;
+        let aborted = tokio::task::spawn_blocking(move || producer.abort_transaction(timeout)).await;
+        if let Ok(Err(e)) = aborted {
+            tracing::warn!(error = %e, "aborting the transaction failed");
+        }
+    }
+
+    /// Partitions are being taken away: finish (or give up on) their work and commit it while still ours.
+    async fn on_revoke(
+        &mut self,
+        partitions: Vec<Tp>,
+        lost: bool,
+        reply: std::sync::mpsc::SyncSender<Offsets>,
+    ) -> Result<(), ConsumerError> {
+        tracing::info!(
+            group = self.settings.group,
+            partitions = partitions.len(),
+            lost,
+            "partitions revoked"
+        );
+        for tp in &partitions {
+            if let Some(part) = self.parts.get_mut(tp) {
+                part.queue.clear();
+                if part.paused {
+                    part.paused = false;
+                    self.paused -= 1;
+                }
+            }
+        }
+        telemetry::paused(&self.settings.group, self.paused);
+        let mut offsets = Vec::new();
+        let mut outcome = Ok(());
+        if lost {
+            // Another member may own them already: committing is not allowed any more.
+            if self.transactional() {
+                outcome = Err(ConsumerError::TransactionAborted("assignment lost".into()));
+            }
+        } else if self.transactional() {
+            outcome = match self.wait_in_flight(None).await {
+                Ok(_) => self.commit_transaction().await,
+                Err(e) => Err(e),
+            };
+        } else {
+            let deadline = tokio::time::Instant::now() + self.settings.drain_timeout;
+            let revoked = |tp: &Tp| partitions.contains(tp);
+            while self.parts.iter().any(|(tp, p)| revoked(tp) && p.busy) {
+                match tokio::time::timeout_at(deadline, self.tasks.join_next()).await {
+                    Ok(Some(done)) => self.on_done(done)?,
+                    Ok(None) => break,
+                    Err(_) => {
+                        tracing::warn!("revoked partitions still busy after the drain timeout");
+                        break;
+                    }
+                }
+            }
+            offsets = self.pending_offsets(|tp| partitions.contains(tp));
+        }
+        for tp in &partitions {
+            if let Some(part) = self.parts.remove(tp) {
+                part.cancel.cancel();
+            }
+        }
+        let _ = reply.send(offsets);
+        if outcome.is_err() && self.transactional() {
+            self.abort_transaction().await;
+        }
+        outcome
+    }
+
+    /// Stops handing out work, waits for running batches up to the drain timeout, and commits what is done.
+    async fn drain(&mut self) -> Result<(), ConsumerError> {
+        for part in self.parts.values_mut() {
+            part.queue.clear();
+        }
+        let deadline = tokio::time::Instant::now() + self.settings.drain_timeout;
+        let finished = self.wait_in_flight(Some(deadline)).await;
+        if !matches!(finished, Ok(true)) {
+            tracing::warn!(
+                group = self.settings.group,
+                "in-flight batches did not finish within the drain timeout"
+            );
+            for part in self.parts.values() {
+                part.cancel.cancel();
+            }
+            self.tasks.abort_all();
+        }
+        if self.transactional() {
+            return match finished {
+                Ok(true) => self.commit_transaction().await,
+                Ok(false) => {
+                    self.abort_transaction().await;
+                    Ok(())
+                }
+                Err(e) => {
+                    self.abort_transaction().await;
+                    Err(e)
+                }
+            };
+        }
+        let offsets = self.pending_offsets(|_| true);
+        if !offsets.is_empty() {
+            let consumer = self.consumer.clone();
+            let committed =
+                tokio::task::spawn_blocking(move || poller::commit(&consumer, &offsets, CommitMode::Sync))
+                    .await;
+            match committed {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "final commit failed"),
+                Err(e) => tracing::warn!(error = %e, "final commit task failed"),
+            }
+        }
+        finished.map(|_| ())
+    }
+}
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn pause_or_resume(
+    consumer: &BaseConsumer<RuntimeContext>,
+    tp: &Tp,
+    pause: bool,
+) -> rdkafka::error::KafkaResult<()> {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(&tp.0, tp.1, Offset::Invalid)?;
+    if pause {
+        consumer.pause(&tpl)
+    } else {
+        consumer.resume(&tpl)
+    }
+}

@@ -1,0 +1,205 @@
+//! Handles one batch of one partition: calls the handler, isolates a failing record, retries it in place with
+//! backoff, then routes it to a retry or dead-letter topic, and publishes outputs before reporting progress.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use tokio_util::sync::CancellationToken;
+
+use crate::error::ConsumerError;
+use crate::handler::{ErrorKind, Handler, HandlerError};
+use crate::record::{Output, Record};
+use crate::routing::{self, Route};
+use crate::settings::ConsumerSettings;
+use crate::telemetry;
+
+/// What every batch of one runtime shares.
+pub(crate) struct Worker<H> {
+    pub(crate) handler: Arc<H>,
+    pub(crate) producer: Arc<FutureProducer>,
+    pub(crate) settings: Arc<ConsumerSettings>,
+    pub(crate) transactional: bool,
+}
+
+impl<H: Handler> Worker<H> {
+    /// Processes `records` in order, storing the next offset to commit in `progress` after each step whose
+    /// effects (and outputs) are done. Stops early, without error, when `cancel` fires during a wait.
+    pub(crate) async fn process(
+        &self,
+        records: Vec<Record>,
+        progress: Arc<AtomicI64>,
+        cancel: CancellationToken,
+    ) -> Result<(), ConsumerError> {
+        let started = Instant::now();
+        let group = &self.settings.group;
+        let mut rest: &[Record] = &records;
+        // After a batch fails, its records are handled one at a time to find the failing one.
+        let mut isolate = 0usize;
+        while let Some(first) = rest.first() {
+            let take = if isolate > 0 { 1 } else { rest.len() };
+            let chunk = &rest[..take];
+            let mut attempts = first.attempts();
+            let mut tries_here = 0u32;
+            let split = loop {
+                match self.handler.handle(chunk).await {
+                    Ok(outputs) => {
+                        if !self.publish(outputs, &cancel).await? {
+                            return Ok(());
+                        }
+                        telemetry::processed(group, first.source_topic(), chunk.len());
+                        break false;
+                    }
+                    Err(error) if chunk.len() > 1 => {
+                        tracing::debug!(%error, records = chunk.len(), "batch failed; isolating the failing record");
+                        break true;
+                    }
+                    Err(error) => {
+                        attempts += 1;
+                        tries_here += 1;
+                        telemetry::failed(group, first.source_topic());
+                        if error.kind == ErrorKind::Transient
+                            && tries_here < self.settings.retry.in_place_attempts
+                        {
+                            let wait = self.settings.retry.backoff(tries_here);
+                            tracing::debug!(%error, ?wait, offset = first.offset, "retrying in place");
+                            telemetry::retried(group, first.source_topic(), "in_place");
+                            tokio::select! {
+                                () = cancel.cancelled() => return Ok(()),
+                                () = tokio::time::sleep(wait) => continue,
+                            }
+                        }
+                        if !self.route(first, &error, attempts, &cancel).await? {
+                            return Ok(());
+                        }
+                        break false;
+                    }
+                }
+            };
+            if split {
+                isolate = chunk.len(); // go round again one record at a time
+                continue;
+            }
+            if let Some(last) = chunk.last() {
+                progress.store(last.offset + 1, Ordering::Release);
+            }
+            rest = &rest[take..];
+            isolate = isolate.saturating_sub(take);
+        }
+        telemetry::batch_time(group, started.elapsed());
+        Ok(())
+    }
+
+    /// Sends a record that keeps failing to its next retry topic or to the dead-letter topic.
+    async fn route(
+        &self,
+        record: &Record,
+        error: &HandlerError,
+        attempts: u32,
+        cancel: &CancellationToken,
+    ) -> Result<bool, ConsumerError> {
+        let group = &self.settings.group;
+        let route = routing::route(record, error, &self.settings.retry);
+        let output = routing::routed_output(record, &route, error, attempts, group);
+        match &route {
+            Route::Retry { topic, .. } => {
+                tracing::info!(%error, from = %record.topic, to = topic, offset = record.offset, "moving a record to a retry topic");
+                telemetry::retried(group, record.source_topic(), "topic");
+            }
+            Route::DeadLetter { topic } => {
+                tracing::warn!(%error, from = %record.topic, to = topic, offset = record.offset, "dead-lettering a record");
+                telemetry::dead_lettered(group, record.source_topic());
+            }
+        }
+        self.publish(vec![output], cancel).await
+    }
+
+    /// Publishes `outputs` and waits for the broker's acknowledgements. Returns false when cancelled first.
+    ///
+    /// In a transaction a failed delivery dooms the transaction, so it ends the run (to restart from the last
+    /// commit). Otherwise delivery is retried until it succeeds: an output is never dropped.
+    async fn publish(&self, outputs: Vec<Output>, cancel: &CancellationToken) -> Result<bool, ConsumerError> {
+        if outputs.is_empty() {
+            return Ok(true);
+        }
+        let mut attempt = 0u32;
+        loop {
+            let mut deliveries = Vec::with_capacity(outputs.len());
+            for output in &outputs {
+                deliveries.push(self.enqueue(output).await?);
+            }
+            let failure = join_all(deliveries)
+                .await
+                .into_iter()
+                .find_map(|result| match result {
+                    Ok(Ok(_)) => None,
+                    Ok(Err((e, _))) => Some(e),
+                    Err(_) => Some(KafkaError::Canceled),
+                });
+            let Some(error) = failure else {
+                return Ok(true);
+            };
+            if self.transactional {
+                return Err(transaction_error(error));
+            }
+            attempt += 1;
+            let wait = self.settings.retry.backoff(attempt.min(8));
+            tracing::warn!(%error, ?wait, "publishing failed; retrying");
+            tokio::select! {
+                () = cancel.cancelled() => return Ok(false),
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    async fn enqueue(&self, output: &Output) -> Result<rdkafka::producer::DeliveryFuture, ConsumerError> {
+        loop {
+            let mut headers = OwnedHeaders::new_with_capacity(output.headers.len());
+            for (key, value) in &output.headers {
+                headers = headers.insert(Header {
+                    key,
+                    value: Some(value),
+                });
+            }
+            let mut record = FutureRecord::<[u8], [u8]>::to(&output.topic)
+                .payload(&output.payload)
+                .headers(headers);
+            if let Some(key) = &output.key {
+                record = record.key(key);
+            }
+            match self.producer.send_result(record) {
+                Ok(delivery) => return Ok(delivery),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                Err((e, _)) if self.transactional => return Err(transaction_error(e)),
+                Err((e, _)) => return Err(ConsumerError::kafka("queueing an output")(e)),
+            }
+        }
+    }
+}
+
+/// Classifies a failure inside a transaction: fencing is final, anything else aborts and restarts.
+pub(crate) fn transaction_error(error: KafkaError) -> ConsumerError {
+    let fenced = match &error {
+        KafkaError::Transaction(e) => e.is_fatal(),
+        other => matches!(
+            other.rdkafka_error_code(),
+            Some(
+                RDKafkaErrorCode::ProducerFenced
+                    | RDKafkaErrorCode::InvalidProducerEpoch
+                    | RDKafkaErrorCode::Fenced
+                    | RDKafkaErrorCode::Fatal
+            )
+        ),
+    };
+    if fenced {
+        ConsumerError::Fenced(error.to_string())
+    } else {
+        ConsumerError::TransactionAborted(error.to_string())
+    }
+}
