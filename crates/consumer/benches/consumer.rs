@@ -1,1 +1,2 @@
+//! Consumer runtime benchmark (filled in below).
 fn main() {}
