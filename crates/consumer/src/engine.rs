@@ -19,6 +19,7 @@ use crate::poller::{self, Event, Offsets, RuntimeContext, Tp};
 use crate::record::Record;
 use crate::routing;
 use crate::settings::ConsumerSettings;
+use crate::stats::ConsumerStats;
 use crate::telemetry;
 use crate::worker::{Worker, transaction_error};
 
@@ -47,6 +48,7 @@ pub(crate) struct Engine<H> {
     pub(crate) consumer: Arc<BaseConsumer<RuntimeContext>>,
     pub(crate) producer: Arc<FutureProducer>,
     pub(crate) settings: Arc<ConsumerSettings>,
+    stats: Arc<ConsumerStats>,
     parts: HashMap<Tp, Part>,
     ready: VecDeque<Tp>,
     tasks: JoinSet<BatchDone>,
@@ -61,12 +63,14 @@ impl<H: Handler> Engine<H> {
         consumer: Arc<BaseConsumer<RuntimeContext>>,
         producer: Arc<FutureProducer>,
         settings: Arc<ConsumerSettings>,
+        stats: Arc<ConsumerStats>,
     ) -> Self {
         Self {
             worker,
             consumer,
             producer,
             settings,
+            stats,
             parts: HashMap::new(),
             ready: VecDeque::new(),
             tasks: JoinSet::new(),
@@ -140,6 +144,7 @@ impl<H: Handler> Engine<H> {
                         },
                     );
                 }
+                ConsumerStats::set(&self.stats.assigned, self.parts.len() as u64);
                 Ok(())
             }
             Event::Revoke {
@@ -170,6 +175,8 @@ impl<H: Handler> Engine<H> {
                     tracing::warn!(error = %e, "pausing a partition failed");
                 }
                 telemetry::paused(&self.settings.group, self.paused);
+                ConsumerStats::add(&self.stats.pauses, 1);
+                ConsumerStats::set(&self.stats.paused, self.paused as u64);
             }
             if ready {
                 self.mark_ready(&tp);
@@ -197,6 +204,8 @@ impl<H: Handler> Engine<H> {
                 tracing::warn!(error = %e, "resuming a partition failed");
             }
             telemetry::paused(&self.settings.group, self.paused);
+            ConsumerStats::add(&self.stats.resumes, 1);
+            ConsumerStats::set(&self.stats.paused, self.paused as u64);
         }
     }
 
@@ -244,6 +253,7 @@ impl<H: Handler> Engine<H> {
             self.maybe_resume(&tp);
         }
         telemetry::in_flight(&self.settings.group, self.tasks.len());
+        ConsumerStats::set(&self.stats.in_flight, self.tasks.len() as u64);
     }
 
     fn on_done(&mut self, done: Result<BatchDone, tokio::task::JoinError>) -> Result<(), ConsumerError> {
@@ -275,6 +285,7 @@ impl<H: Handler> Engine<H> {
     }
 
     fn mark_committed(&mut self, offsets: &Offsets) {
+        ConsumerStats::add(&self.stats.commits, 1);
         for (topic, partition, offset) in offsets {
             if let Some(part) = self.parts.get_mut(&(topic.clone(), *partition)) {
                 part.committed = part.committed.max(*offset);
@@ -431,6 +442,9 @@ impl<H: Handler> Engine<H> {
                 part.cancel.cancel();
             }
         }
+        ConsumerStats::add(&self.stats.revocations, partitions.len() as u64);
+        ConsumerStats::set(&self.stats.assigned, self.parts.len() as u64);
+        ConsumerStats::set(&self.stats.paused, self.paused as u64);
         let _ = reply.send(offsets);
         if outcome.is_err() && self.transactional() {
             self.abort_transaction().await;

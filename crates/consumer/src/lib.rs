@@ -24,6 +24,7 @@ mod poller;
 mod record;
 mod runtime;
 mod settings;
+mod stats;
 mod telemetry;
 mod worker;
 
@@ -36,3 +37,4 @@ pub use handler::{ErrorKind, Handler, HandlerError};
 pub use record::{Output, Record};
 pub use runtime::ConsumerRuntime;
 pub use settings::{ConsumerSettings, Delivery, RetryPolicy};
+pub use stats::ConsumerStats;

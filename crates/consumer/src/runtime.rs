@@ -17,6 +17,7 @@ use crate::handler::Handler;
 use crate::poller::{self, RuntimeContext};
 use crate::routing;
 use crate::settings::{ConsumerSettings, Delivery};
+use crate::stats::ConsumerStats;
 use crate::worker::{Worker, transaction_error};
 
 /// Days retry and dead-letter records are kept.
@@ -27,6 +28,7 @@ pub struct ConsumerRuntime<H> {
     bus: Bus,
     settings: Arc<ConsumerSettings>,
     handler: Arc<H>,
+    stats: Arc<ConsumerStats>,
 }
 
 impl<H: Handler> ConsumerRuntime<H> {
@@ -36,7 +38,13 @@ impl<H: Handler> ConsumerRuntime<H> {
             bus,
             settings: Arc::new(settings),
             handler: Arc::new(handler),
+            stats: Arc::new(ConsumerStats::default()),
         }
+    }
+
+    /// Live counters of this runtime.
+    pub fn stats(&self) -> &Arc<ConsumerStats> {
+        &self.stats
     }
 
     /// The handler, shared with running batches.
@@ -179,8 +187,9 @@ impl<H: Handler> ConsumerRuntime<H> {
             producer: producer.clone(),
             settings: settings.clone(),
             transactional,
+            stats: self.stats.clone(),
         });
-        let mut engine = Engine::new(worker, consumer, producer, settings.clone());
+        let mut engine = Engine::new(worker, consumer, producer, settings.clone(), self.stats.clone());
         let result = engine.run(&mut events, shutdown).await;
 
         // Teardown: the poller thread holds the last consumer reference and leaves the group when it stops.

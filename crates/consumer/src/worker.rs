@@ -16,6 +16,7 @@ use crate::handler::{ErrorKind, Handler, HandlerError};
 use crate::record::{Output, Record};
 use crate::routing::{self, Route};
 use crate::settings::ConsumerSettings;
+use crate::stats::ConsumerStats;
 use crate::telemetry;
 
 /// What every batch of one runtime shares.
@@ -24,6 +25,7 @@ pub(crate) struct Worker<H> {
     pub(crate) producer: Arc<FutureProducer>,
     pub(crate) settings: Arc<ConsumerSettings>,
     pub(crate) transactional: bool,
+    pub(crate) stats: Arc<ConsumerStats>,
 }
 
 impl<H: Handler> Worker<H> {
@@ -87,6 +89,7 @@ impl<H: Handler> Worker<H> {
             if let Some(last) = chunk.last() {
                 progress.store(last.offset + 1, Ordering::Release);
             }
+            ConsumerStats::add(&self.stats.processed, take as u64);
             rest = &rest[take..];
             isolate = isolate.saturating_sub(take);
         }
