@@ -163,3 +163,243 @@ async fn a_poison_record_is_dead_lettered_with_its_origin_while_the_partition_pr
     let committed = bench.committed(&runtime.settings().group, &topic).await;
     assert_eq!(committed, BTreeMap::from([(0, 3)]));
 }
+
+/// Runs `runtime` on a task of its own; returns the task and its shutdown switch.
+fn start<H: Handler>(
+    runtime: &Arc<ConsumerRuntime<H>>,
+) -> (
+    tokio::task::JoinHandle<Result<(), orderflow_consumer::ConsumerError>>,
+    CancellationToken,
+) {
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn({
+        let (runtime, shutdown) = (runtime.clone(), shutdown.clone());
+        async move { runtime.run(shutdown).await }
+    });
+    (task, shutdown)
+}
+
+static FLAKY_FAILURES: AtomicU32 = AtomicU32::new(0);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transient_failure_that_clears_is_retried_in_place_and_succeeds() {
+    let bench = Bench::new(1).await;
+    let topic = bench.topic("flaky").await;
+    bench
+        .produce(&topic, &[("k", "1"), ("k", "flaky"), ("k", "3")])
+        .await;
+    let recorder = Recorder {
+        fail: Some(|r, _| {
+            (r.payload.as_deref() == Some(b"flaky") && FLAKY_FAILURES.fetch_add(1, Ordering::SeqCst) < 2)
+                .then(|| HandlerError::transient("database busy"))
+        }),
+        ..Recorder::default()
+    };
+    let runtime = Arc::new(ConsumerRuntime::new(
+        bench.bus.clone(),
+        settings(&bench, &topic, Delivery::AtLeastOnce),
+        recorder,
+    ));
+    let (task, shutdown) = start(&runtime);
+    let handler = runtime.handler().clone();
+    wait_for(Duration::from_secs(60), || handler.payloads().len() >= 3).await;
+    shutdown.cancel();
+    task.await.unwrap().expect("clean stop");
+    assert_eq!(handler.payloads(), vec!["1", "flaky", "3"]);
+    // Nothing left the partition: no retry topic or dead-letter record was needed.
+    assert_eq!(bench.ends(&format!("{topic}.retry.1")).await[&0], 0);
+    assert_eq!(bench.ends(&format!("{topic}.dlq")).await[&0], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transient_failure_that_does_not_clear_climbs_the_retry_topics_into_the_dead_letters() {
+    let bench = Bench::new(1).await;
+    let topic = bench.topic("stuck").await;
+    bench
+        .produce(&topic, &[("k", "1"), ("k", "stuck"), ("k", "3")])
+        .await;
+    let recorder = Recorder {
+        fail: Some(|r, _| {
+            (r.payload.as_deref() == Some(b"stuck")).then(|| HandlerError::transient("timeout"))
+        }),
+        ..Recorder::default()
+    };
+    let runtime = Arc::new(ConsumerRuntime::new(
+        bench.bus.clone(),
+        settings(&bench, &topic, Delivery::AtLeastOnce),
+        recorder,
+    ));
+    let (task, shutdown) = start(&runtime);
+    let dead = bench.read(&format!("{topic}.dlq"), 1).await;
+    let handler = runtime.handler().clone();
+    shutdown.cancel();
+    task.await.unwrap().expect("clean stop");
+
+    assert_eq!(handler.payloads(), vec!["1", "3"], "the partition went on");
+    assert_eq!(bench.ends(&format!("{topic}.retry.1")).await[&0], 1);
+    assert_eq!(bench.ends(&format!("{topic}.retry.2")).await[&0], 1);
+    assert_eq!(dead.len(), 1);
+    let h = &dead[0].headers;
+    assert_eq!(h[headers::ORIGINAL_TOPIC], topic);
+    assert_eq!(h[headers::ORIGINAL_OFFSET], "1");
+    assert_eq!(h[headers::ERROR_KIND], "transient");
+    // Three attempts in place on the topic and on each of the two retry topics.
+    assert_eq!(h[headers::ATTEMPTS], "9");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactional_outputs_appear_exactly_once_and_a_restart_reprocesses_nothing() {
+    let bench = Bench::new(3).await;
+    let input = bench.topic("tx-in").await;
+    let output = bench.topic("tx-out").await;
+    let sent = bench.produce_numbered(&input, 2_000, 50).await;
+    let make = || {
+        let mut s = settings(&bench, &input, Delivery::Transactional);
+        s.instance_id = Some("a".into());
+        Arc::new(ConsumerRuntime::new(
+            bench.bus.clone(),
+            s,
+            Recorder {
+                output_topic: Some(output.clone()),
+                ..Recorder::default()
+            },
+        ))
+    };
+    let runtime = make();
+    let (task, shutdown) = start(&runtime);
+    let handler = runtime.handler().clone();
+    wait_for(Duration::from_secs(60), || handler.payloads().len() >= sent.len()).await;
+    shutdown.cancel();
+    task.await.unwrap().expect("clean stop");
+    let committed = bench.committed(&runtime.settings().group, &input).await;
+    assert_eq!(committed, bench.ends(&input).await);
+
+    // A second run of the same group finds nothing left to do.
+    let again = make();
+    let (task, shutdown) = start(&again);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    shutdown.cancel();
+    task.await.unwrap().expect("clean stop");
+    assert!(again.handler().payloads().is_empty());
+
+    // Reading for one more than expected shows there is no duplicate.
+    let out = bench
+        .read_for(&output, sent.len() + 1, Duration::from_secs(5))
+        .await;
+    let mut got: Vec<String> = out
+        .iter()
+        .map(|r| String::from_utf8_lossy(&r.payload).into_owned())
+        .collect();
+    got.sort();
+    let mut want = sent.clone();
+    want.sort();
+    assert_eq!(got, want, "each output exactly once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_of_an_aborted_transaction_are_never_handled() {
+    use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+    let bench = Bench::new(1).await;
+    let topic = bench.topic("aborted").await;
+    let producer: FutureProducer = bench
+        .bus
+        .producer_config("aborting")
+        .set("transactional.id", bench.name("aborting"))
+        .create()
+        .unwrap();
+    let p = Arc::new(producer);
+    let (tp, t) = (p.clone(), topic.clone());
+    tokio::task::spawn_blocking(move || {
+        tp.init_transactions(Duration::from_secs(30)).unwrap();
+        tp.begin_transaction().unwrap();
+        for i in 0..10 {
+            let payload = format!("aborted-{i}");
+            let _ = tp.send_result(FutureRecord::to(&t).key("k").payload(&payload));
+        }
+        tp.flush(Duration::from_secs(10)).unwrap();
+        tp.abort_transaction(Duration::from_secs(30)).unwrap();
+        tp.begin_transaction().unwrap();
+        for i in 0..5 {
+            let payload = format!("committed-{i}");
+            let _ = tp.send_result(FutureRecord::to(&t).key("k").payload(&payload));
+        }
+        tp.commit_transaction(Duration::from_secs(30)).unwrap();
+    })
+    .await
+    .unwrap();
+
+    let runtime = Arc::new(ConsumerRuntime::new(
+        bench.bus.clone(),
+        settings(&bench, &topic, Delivery::AtLeastOnce),
+        Recorder::default(),
+    ));
+    let (task, shutdown) = start(&runtime);
+    let handler = runtime.handler().clone();
+    wait_for(Duration::from_secs(60), || handler.payloads().len() >= 5).await;
+    // Give any aborted record time to show up, had it been delivered.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    shutdown.cancel();
+    task.await.unwrap().expect("clean stop");
+    let payloads = handler.payloads();
+    assert_eq!(payloads.len(), 5, "{payloads:?}");
+    assert!(payloads.iter().all(|p| p.starts_with("committed-")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zombie_with_the_same_transactional_id_is_fenced_and_outputs_stay_exactly_once() {
+    let bench = Bench::new(2).await;
+    let input = bench.topic("zombie-in").await;
+    let output = bench.topic("zombie-out").await;
+    let make = || {
+        let mut s = settings(&bench, &input, Delivery::Transactional);
+        s.instance_id = Some("same".into());
+        Arc::new(ConsumerRuntime::new(
+            bench.bus.clone(),
+            s,
+            Recorder {
+                output_topic: Some(output.clone()),
+                ..Recorder::default()
+            },
+        ))
+    };
+    let first_batch = bench.produce_numbered(&input, 500, 10).await;
+    let zombie = make();
+    let (zombie_task, _zombie_stop) = start(&zombie);
+    let zh = zombie.handler().clone();
+    wait_for(Duration::from_secs(60), || {
+        zh.payloads().len() >= first_batch.len()
+    })
+    .await;
+
+    let successor = make();
+    let (task, shutdown) = start(&successor);
+    // Keep input flowing so the zombie tries to commit again.
+    let mut sent = first_batch.clone();
+    for round in 0..5 {
+        let more: Vec<(String, String)> = (0..100)
+            .map(|i| (format!("k{i}"), format!("{}", 10_000 + round * 100 + i)))
+            .collect();
+        let refs: Vec<(&str, &str)> = more.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        bench.produce(&input, &refs).await;
+        sent.extend(more.into_iter().map(|(_, v)| v));
+    }
+    let stopped = tokio::time::timeout(Duration::from_secs(60), zombie_task)
+        .await
+        .expect("the zombie stops")
+        .unwrap();
+    assert!(
+        matches!(stopped, Err(orderflow_consumer::ConsumerError::Fenced(_))),
+        "{stopped:?}"
+    );
+
+    let out = bench.read(&output, sent.len()).await;
+    shutdown.cancel();
+    task.await.unwrap().expect("clean stop");
+    let mut got: Vec<String> = out
+        .iter()
+        .map(|r| String::from_utf8_lossy(&r.payload).into_owned())
+        .collect();
+    got.sort();
+    sent.sort();
+    assert_eq!(got, sent, "each output exactly once");
+}

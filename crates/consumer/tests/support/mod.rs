@@ -88,10 +88,20 @@ impl Bench {
 
     /// Reads `topic` from the start (read_committed) until `expected` records arrived.
     pub async fn read(&self, topic: &str, expected: usize) -> Vec<orderflow_testkit::Record> {
+        self.read_for(topic, expected, Duration::from_secs(30)).await
+    }
+
+    /// Reads `topic` from the start for at most `timeout`, or until `expected` records arrived.
+    pub async fn read_for(
+        &self,
+        topic: &str,
+        expected: usize,
+        timeout: Duration,
+    ) -> Vec<orderflow_testkit::Record> {
         let bootstrap = self.bus.bootstrap_servers().to_owned();
         let topic = topic.to_owned();
         tokio::task::spawn_blocking(move || {
-            orderflow_testkit::read_topic(&bootstrap, &topic, expected, Duration::from_secs(30))
+            orderflow_testkit::read_topic(&bootstrap, &topic, expected, timeout)
         })
         .await
         .unwrap()
