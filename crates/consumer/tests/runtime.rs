@@ -403,3 +403,217 @@ async fn a_zombie_with_the_same_transactional_id_is_fenced_and_outputs_stay_exac
     sent.sort();
     assert_eq!(got, sent, "each output exactly once");
 }
+
+mod effects {
+    use super::*;
+    use orderflow_consumer::effects::{
+        DbEffects, DbHandler, RedisEffect, RedisEffects, RedisHandler, db_error,
+    };
+    use sqlx::{PgPool, Postgres, Sqlite, SqlitePool, Transaction};
+
+    /// Appends one row per applied record, with no constraint: a duplicate effect would show as two rows.
+    struct Ledger;
+
+    impl DbHandler<Postgres> for Ledger {
+        async fn apply(
+            &self,
+            tx: &mut Transaction<'static, Postgres>,
+            records: &[&Record],
+        ) -> Result<(), HandlerError> {
+            let ids: Vec<String> = records.iter().map(|r| r.event_id()).collect();
+            sqlx::query("INSERT INTO ledger (event_id) SELECT unnest($1::text[])")
+                .bind(&ids)
+                .execute(&mut **tx)
+                .await
+                .map_err(db_error)?;
+            Ok(())
+        }
+    }
+
+    impl DbHandler<Sqlite> for Ledger {
+        async fn apply(
+            &self,
+            tx: &mut Transaction<'static, Sqlite>,
+            records: &[&Record],
+        ) -> Result<(), HandlerError> {
+            for record in records {
+                sqlx::query("INSERT INTO ledger (event_id) VALUES (?)")
+                    .bind(record.event_id())
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(db_error)?;
+            }
+            Ok(())
+        }
+    }
+
+    async fn pg_ledger() -> PgPool {
+        let url = orderflow_testkit::postgres().fresh_database().expect("database");
+        let pool = PgPool::connect(&url).await.expect("connect");
+        sqlx::query("CREATE TABLE ledger (event_id TEXT NOT NULL)")
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool
+    }
+
+    async fn pg_counts(pool: &PgPool) -> (i64, i64) {
+        sqlx::query_as("SELECT count(*), count(DISTINCT event_id) FROM ledger")
+            .fetch_one(pool)
+            .await
+            .unwrap()
+    }
+
+    /// Moves the group's committed offsets back to the start of every partition.
+    async fn rewind(bench: &Bench, group: &str, topic: &str) {
+        let consumer: rdkafka::consumer::BaseConsumer =
+            bench.bus.consumer_config("rewinder", group).create().unwrap();
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for p in 0..bench.bus.settings().partitions {
+            tpl.add_partition_offset(topic, p, rdkafka::Offset::Offset(0))
+                .unwrap();
+        }
+        tokio::task::spawn_blocking(move || {
+            use rdkafka::consumer::Consumer;
+            consumer
+                .commit(&tpl, rdkafka::consumer::CommitMode::Sync)
+                .unwrap();
+        })
+        .await
+        .unwrap();
+    }
+
+    async fn run_until_processed<H: Handler>(runtime: &Arc<ConsumerRuntime<H>>, n: u64) {
+        let (task, shutdown) = start(runtime);
+        let stats = runtime.stats().clone();
+        wait_for(Duration::from_secs(60), || stats.processed() >= n).await;
+        shutdown.cancel();
+        task.await.unwrap().expect("clean stop");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_effects_are_applied_once_even_after_a_forced_rewind() {
+        let bench = Bench::new(3).await;
+        let topic = bench.topic("db").await;
+        let sent = bench.produce_numbered(&topic, 1_500, 20).await;
+        let pool = pg_ledger().await;
+        let make = || {
+            let s = settings(&bench, &topic, Delivery::AtLeastOnce);
+            let effects = DbEffects::new(pool.clone(), s.group.clone(), Ledger);
+            (s, effects)
+        };
+        let (s, effects) = make();
+        effects.ensure_schema().await.unwrap();
+        let group = s.group.clone();
+        let first = Arc::new(ConsumerRuntime::new(bench.bus.clone(), s, effects));
+        run_until_processed(&first, sent.len() as u64).await;
+        assert_eq!(pg_counts(&pool).await, (1_500, 1_500));
+
+        rewind(&bench, &group, &topic).await;
+        let (s, effects) = make();
+        let second = Arc::new(ConsumerRuntime::new(bench.bus.clone(), s, effects));
+        run_until_processed(&second, sent.len() as u64).await;
+        assert_eq!(
+            pg_counts(&pool).await,
+            (1_500, 1_500),
+            "re-delivered records changed nothing"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite_effects_are_applied_once_even_after_a_forced_rewind() {
+        let bench = Bench::new(2).await;
+        let topic = bench.topic("sqlite").await;
+        let sent = bench.produce_numbered(&topic, 600, 10).await;
+        let dir = std::env::temp_dir().join(orderflow_testkit::unique("ledger"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.join("ledger.db").display());
+        let pool = SqlitePool::connect(&url).await.unwrap();
+        sqlx::query("CREATE TABLE ledger (event_id TEXT NOT NULL)")
+            .execute(&pool)
+            .await
+            .unwrap();
+        let counts = |pool: SqlitePool| async move {
+            sqlx::query_as::<_, (i64, i64)>("SELECT count(*), count(DISTINCT event_id) FROM ledger")
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        };
+        let make = || {
+            let s = settings(&bench, &topic, Delivery::AtLeastOnce);
+            let effects = DbEffects::new(pool.clone(), s.group.clone(), Ledger);
+            (s, effects)
+        };
+        let (s, effects) = make();
+        effects.ensure_schema().await.unwrap();
+        let group = s.group.clone();
+        let first = Arc::new(ConsumerRuntime::new(bench.bus.clone(), s, effects));
+        run_until_processed(&first, sent.len() as u64).await;
+        assert_eq!(counts(pool.clone()).await, (600, 600));
+        rewind(&bench, &group, &topic).await;
+        let (s, effects) = make();
+        let second = Arc::new(ConsumerRuntime::new(bench.bus.clone(), s, effects));
+        run_until_processed(&second, sent.len() as u64).await;
+        assert_eq!(counts(pool.clone()).await, (600, 600));
+    }
+
+    /// Counts records per key, in a counter whose hash tag is the key.
+    struct Counter(String);
+
+    impl RedisHandler for Counter {
+        fn effect(&self, record: &Record) -> Result<Option<RedisEffect>, HandlerError> {
+            let key = String::from_utf8_lossy(record.key.as_deref().unwrap_or_default()).into_owned();
+            Ok(Some(RedisEffect {
+                keys: vec![format!("{{{}-{key}}}:count", self.0)],
+                args: vec![b"1".to_vec()],
+            }))
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redis_effects_are_applied_once_even_after_a_forced_rewind() {
+        let bench = Bench::new(3).await;
+        let topic = bench.topic("redis").await;
+        let keys = 25;
+        let sent = bench.produce_numbered(&topic, 2_000, keys).await;
+        let client = redis::Client::open(orderflow_testkit::redis().url()).unwrap();
+        let connection = redis::aio::ConnectionManager::new(client).await.unwrap();
+        let prefix = bench.name("rk");
+        let make = || {
+            let s = settings(&bench, &topic, Delivery::AtLeastOnce);
+            let effects = RedisEffects::new(
+                connection.clone(),
+                s.group.clone(),
+                "redis.call('INCRBY', keys[1], args[1])",
+                Duration::from_secs(3600),
+                Counter(prefix.clone()),
+            );
+            (s, effects)
+        };
+        let (s, effects) = make();
+        let first = Arc::new(ConsumerRuntime::new(bench.bus.clone(), s, effects));
+        run_until_processed(&first, sent.len() as u64).await;
+        let total = |mut c: redis::aio::ConnectionManager, prefix: String| async move {
+            let mut sum = 0i64;
+            for k in 0..keys {
+                let v: Option<i64> = redis::cmd("GET")
+                    .arg(format!("{{{prefix}-key-{k}}}:count"))
+                    .query_async(&mut c)
+                    .await
+                    .unwrap();
+                sum += v.unwrap_or_default();
+            }
+            sum
+        };
+        assert_eq!(total(connection.clone(), prefix.clone()).await, 2_000);
+        rewind(&bench, &first.settings().group, &topic).await;
+        let (s, effects) = make();
+        let second = Arc::new(ConsumerRuntime::new(bench.bus.clone(), s, effects));
+        run_until_processed(&second, sent.len() as u64).await;
+        assert_eq!(
+            total(connection.clone(), prefix.clone()).await,
+            2_000,
+            "re-delivered records changed nothing"
+        );
+    }
+}
