@@ -617,3 +617,342 @@ mod effects {
         );
     }
 }
+
+/// The example processor run as a separate process (built by `cargo test` with the examples).
+mod processes {
+    use std::process::{Child, Command};
+    use std::time::Instant;
+
+    use super::*;
+
+    /// Kills the process when dropped, so a failing test leaves nothing behind.
+    struct Processor(Child);
+
+    impl Drop for Processor {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    impl std::ops::Deref for Processor {
+        type Target = Child;
+        fn deref(&self) -> &Child {
+            &self.0
+        }
+    }
+
+    impl std::ops::DerefMut for Processor {
+        fn deref_mut(&mut self) -> &mut Child {
+            &mut self.0
+        }
+    }
+
+    fn processor(bench: &Bench, args: &[&str], delay_ms: u64) -> Processor {
+        let exe = std::env::current_exe().unwrap();
+        let path = exe
+            .parent()
+            .and_then(|deps| deps.parent())
+            .unwrap()
+            .join("examples")
+            .join("processor");
+        assert!(path.exists(), "{} is built by cargo test", path.display());
+        Command::new(path)
+            .arg(bench.bus.bootstrap_servers())
+            .arg(&bench.bus.settings().topic_prefix)
+            .args(args)
+            .env("PROCESSOR_BATCH_DELAY_MS", delay_ms.to_string())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .map(Processor)
+            .unwrap()
+    }
+
+    async fn wait_exit(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "the processor did not exit within {timeout:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn terminate(child: &Child) {
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn killing_a_transactional_processor_mid_batch_and_restarting_it_yields_each_output_once() {
+        let bench = Bench::new(3).await;
+        let input = bench.topic("kill-in").await;
+        let output = bench.topic("kill-out").await;
+        let group = bench.name("copier");
+        let mut sent = bench.produce_numbered(&input, 20_000, 100).await;
+        let args = ["copy", &input, &group, "p1", &output];
+
+        let mut first = processor(&bench, &args, 20);
+        // Wait until some transactions have committed, then kill it while it is busy.
+        let partial = bench.read_for(&output, 1, Duration::from_secs(60)).await;
+        assert!(!partial.is_empty(), "the processor produced output");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        first.kill().unwrap();
+        first.wait().unwrap();
+        // Its open transaction is left behind; what is visible stops short of the end.
+        let visible = bench
+            .read_for(&output, sent.len(), Duration::from_secs(3))
+            .await
+            .len();
+        assert!(visible < sent.len(), "killed before the end: {visible}");
+
+        let mut second = processor(&bench, &args, 0);
+        let out = bench.read(&output, sent.len()).await;
+        assert_eq!(out.len(), sent.len());
+        terminate(&second);
+        assert!(wait_exit(&mut second, Duration::from_secs(20)).await.success());
+        let out = bench
+            .read_for(&output, sent.len() + 1, Duration::from_secs(5))
+            .await;
+        let mut got: Vec<String> = out
+            .iter()
+            .map(|r| String::from_utf8_lossy(&r.payload).into_owned())
+            .collect();
+        got.sort();
+        sent.sort();
+        assert_eq!(got, sent, "each output exactly once");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sigterm_under_load_exits_within_the_deadline_with_all_completed_work_committed() {
+        let bench = Bench::new(3).await;
+        let input = bench.topic("term-in").await;
+        let group = bench.name("ledger");
+        let url = orderflow_testkit::postgres().fresh_database().expect("database");
+        let pool = sqlx::PgPool::connect(&url).await.unwrap();
+        sqlx::query(
+            "CREATE TABLE ledger (event_id TEXT NOT NULL, partition INT NOT NULL, record_offset BIGINT NOT NULL)",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        bench.produce_numbered(&input, 20_000, 100).await;
+        let mut child = processor(&bench, &["ledger", &input, &group, "p1", &url], 20);
+        let rows = || async {
+            sqlx::query_as::<_, (i64,)>("SELECT count(*) FROM ledger")
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+                .0
+        };
+        let start = Instant::now();
+        while rows().await < 1_000 {
+            assert!(start.elapsed() < Duration::from_secs(60), "processing started");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        terminate(&child);
+        let stopping = Instant::now();
+        let status = wait_exit(&mut child, Duration::from_secs(20)).await;
+        let took = stopping.elapsed();
+        assert!(status.success(), "{status:?}");
+        // The drain deadline is 5 s; leaving the group is bounded too.
+        assert!(took < Duration::from_secs(10), "stopped in {took:?}");
+
+        let done: Vec<(i32, i64, i64, i64)> = sqlx::query_as(
+            "SELECT partition, max(record_offset), count(*), count(DISTINCT record_offset) FROM ledger GROUP BY partition",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        assert!(rows().await < 20_000, "stopped before the end");
+        let committed = bench.committed(&group, &input).await;
+        for (partition, max_offset, count, distinct) in done {
+            assert_eq!(count, distinct, "no record applied twice");
+            assert_eq!(count, max_offset + 1, "no gap in partition {partition}");
+            assert_eq!(
+                committed[&partition],
+                max_offset + 1,
+                "partition {partition}: every completed record committed, nothing more"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saturated_handler_pauses_and_resumes_partitions_without_losing_the_assignment() {
+    // A short poll interval: a member that stopped polling while its handler is busy would be thrown out.
+    let bench = Bench::with_consumer(
+        2,
+        &[("session.timeout.ms", "6000"), ("max.poll.interval.ms", "7000")],
+    )
+    .await;
+    let topic = bench.topic("slow").await;
+    let sent = bench.produce_numbered(&topic, 2_000, 20).await;
+    let mut s = settings(&bench, &topic, Delivery::AtLeastOnce);
+    s.concurrency = 1;
+    s.max_batch = 10;
+    s.high_water = 50;
+    s.low_water = 10;
+    let runtime = Arc::new(ConsumerRuntime::new(
+        bench.bus.clone(),
+        s,
+        Recorder {
+            delay: Duration::from_millis(40),
+            ..Recorder::default()
+        },
+    ));
+    let (task, shutdown) = start(&runtime);
+    let stats = runtime.stats().clone();
+    // Two partitions of the topic and of each of its two retry topics.
+    let assigned = 2 * 3;
+    wait_for(Duration::from_secs(30), || stats.assigned() == assigned).await;
+    let started = std::time::Instant::now();
+    let handler = runtime.handler().clone();
+    let mut peak_paused = 0;
+    while handler.payloads().len() < sent.len() {
+        peak_paused = peak_paused.max(stats.paused());
+        assert_eq!(stats.assigned(), assigned, "the member kept its partitions");
+        assert!(started.elapsed() < Duration::from_secs(90), "all processed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Saturated for longer than the poll interval, yet never revoked.
+    assert!(
+        started.elapsed() > Duration::from_secs(7),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(stats.revocations(), 0);
+    assert!(peak_paused >= 1, "partitions were paused");
+    assert!(
+        stats.pauses() >= 2 && stats.resumes() >= 2,
+        "paused {} resumed {}",
+        stats.pauses(),
+        stats.resumes()
+    );
+    shutdown.cancel();
+    task.await.unwrap().expect("clean stop");
+    assert_eq!(handler.payloads().len(), sent.len(), "nothing lost or repeated");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_joining_and_leaving_under_load_lose_nothing_and_duplicate_no_effect() {
+    use orderflow_consumer::effects::{DbEffects, DbHandler, db_error};
+    use sqlx::{PgPool, Postgres, Transaction};
+
+    struct Ledger;
+    impl DbHandler<Postgres> for Ledger {
+        async fn apply(
+            &self,
+            tx: &mut Transaction<'static, Postgres>,
+            records: &[&Record],
+        ) -> Result<(), HandlerError> {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            let ids: Vec<String> = records.iter().map(|r| r.event_id()).collect();
+            sqlx::query("INSERT INTO ledger (event_id) SELECT unnest($1::text[])")
+                .bind(&ids)
+                .execute(&mut **tx)
+                .await
+                .map_err(db_error)?;
+            Ok(())
+        }
+    }
+
+    let bench = Bench::new(6).await;
+    let topic = bench.topic("rebalance").await;
+    let url = orderflow_testkit::postgres().fresh_database().expect("database");
+    let pool = PgPool::connect(&url).await.unwrap();
+    sqlx::query("CREATE TABLE ledger (event_id TEXT NOT NULL)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let group = bench.name("members");
+    let member = |name: &str| {
+        let mut s = settings(&bench, &topic, Delivery::AtLeastOnce);
+        s.group = group.clone();
+        s.instance_id = Some(name.to_owned());
+        s.max_batch = 20;
+        Arc::new(ConsumerRuntime::new(
+            bench.bus.clone(),
+            s,
+            DbEffects::new(pool.clone(), group.clone(), Ledger),
+        ))
+    };
+    DbEffects::new(pool.clone(), group.clone(), Ledger)
+        .ensure_schema()
+        .await
+        .unwrap();
+
+    // Load: records keep arriving while members come and go.
+    let producing = tokio::spawn({
+        let bus = bench.bus.clone();
+        let topic = topic.clone();
+        async move {
+            let producer = bus.producer("load").unwrap();
+            let mut sent = 0usize;
+            let start = std::time::Instant::now();
+            while start.elapsed() < Duration::from_secs(12) {
+                for _ in 0..50 {
+                    let payload = sent.to_string();
+                    let key = format!("k{}", sent % 97);
+                    producer
+                        .send(
+                            rdkafka::producer::FutureRecord::to(&topic)
+                                .key(&key)
+                                .payload(&payload),
+                            Duration::from_secs(10),
+                        )
+                        .await
+                        .unwrap();
+                    sent += 1;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            sent
+        }
+    });
+    let a = member("a");
+    let (task_a, stop_a) = start(&a);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let b = member("b");
+    let (task_b, stop_b) = start(&b);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let c = member("c");
+    let (task_c, stop_c) = start(&c);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop_a.cancel();
+    task_a.await.unwrap().expect("a stops cleanly");
+    let sent = producing.await.unwrap() as i64;
+
+    let counts = || async {
+        sqlx::query_as::<_, (i64, i64)>("SELECT count(*), count(DISTINCT event_id) FROM ledger")
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+    };
+    let start = std::time::Instant::now();
+    while counts().await.1 < sent {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "all records applied: {:?} of {sent}",
+            counts().await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop_b.cancel();
+    stop_c.cancel();
+    task_b.await.unwrap().expect("b stops cleanly");
+    task_c.await.unwrap().expect("c stops cleanly");
+    let (rows, distinct) = counts().await;
+    assert_eq!(distinct, sent, "nothing lost");
+    assert_eq!(rows, sent, "no effect duplicated");
+    // Every member had work, and partitions moved between them.
+    assert!(a.stats().processed() > 0 && b.stats().processed() > 0 && c.stats().processed() > 0);
+    assert!(a.stats().revocations() > 0);
+}

@@ -19,11 +19,20 @@ pub struct Bench {
 
 impl Bench {
     pub async fn new(partitions: i32) -> Self {
+        Self::with_consumer(partitions, &[]).await
+    }
+
+    /// A bench whose consumers get `consumer` librdkafka properties.
+    pub async fn with_consumer(partitions: i32, consumer: &[(&str, &str)]) -> Self {
         let prefix = orderflow_testkit::unique("rt");
         let settings = KafkaSettings {
             bootstrap_servers: Some(orderflow_testkit::kafka().bootstrap_servers()),
             topic_prefix: format!("{prefix}."),
             partitions,
+            consumer: consumer
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
             ..KafkaSettings::default()
         };
         Self {
