@@ -1,1 +1,311 @@
-//! Dead letters.
+//! Dead letters: list and show the records of a `<topic>.dlq` topic, and replay them to their original
+//! topic (the consumers' dedup keeps effects single however often a record is replayed).
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use orderflow_bus::Bus;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, Headers, OwnedHeaders};
+use rdkafka::producer::FutureRecord;
+use rdkafka::{Message, Offset, TopicPartitionList};
+
+use crate::routing::headers as h;
+
+/// What can go wrong reading or replaying dead letters.
+#[derive(Debug, thiserror::Error)]
+pub enum DlqError {
+    /// A Kafka call failed.
+    #[error("{context}: {source}")]
+    Kafka {
+        /// What was being done.
+        context: String,
+        /// librdkafka's error.
+        #[source]
+        source: KafkaError,
+    },
+    /// The bus could not make a client.
+    #[error(transparent)]
+    Bus(#[from] orderflow_bus::BusError),
+    /// The topic does not exist.
+    #[error("topic {0} does not exist")]
+    NoSuchTopic(String),
+    /// No record at that position.
+    #[error("no dead letter at {topic} partition {partition} offset {offset}")]
+    NotFound {
+        /// Dead-letter topic.
+        topic: String,
+        /// Partition.
+        partition: i32,
+        /// Offset.
+        offset: i64,
+    },
+    /// The record lacks the header naming its original topic.
+    #[error("the record at partition {partition} offset {offset} has no original-topic header")]
+    NoOrigin {
+        /// Partition.
+        partition: i32,
+        /// Offset.
+        offset: i64,
+    },
+    /// Reading did not reach the end of the topic in time.
+    #[error("timed out reading {0}")]
+    Timeout(String),
+}
+
+fn kafka(context: impl Into<String>) -> impl FnOnce(KafkaError) -> DlqError {
+    let context = context.into();
+    move |source| DlqError::Kafka { context, source }
+}
+
+/// One dead-lettered record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// Dead-letter topic.
+    pub topic: String,
+    /// Partition there.
+    pub partition: i32,
+    /// Offset there.
+    pub offset: i64,
+    /// Key.
+    pub key: Option<Vec<u8>>,
+    /// Value.
+    pub payload: Vec<u8>,
+    /// Headers, in order.
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+impl DeadLetter {
+    /// A header as text (empty when missing).
+    pub fn header(&self, name: &str) -> String {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+            .unwrap_or_default()
+    }
+
+    /// One line for listings: position, origin, group, error kind, attempts and message.
+    pub fn summary(&self) -> String {
+        format!(
+            "{}:{} from {}/{}/{} group={} kind={} attempts={} error={:?}",
+            self.partition,
+            self.offset,
+            self.header(h::ORIGINAL_TOPIC),
+            self.header(h::ORIGINAL_PARTITION),
+            self.header(h::ORIGINAL_OFFSET),
+            self.header(h::CONSUMER_GROUP),
+            self.header(h::ERROR_KIND),
+            self.header(h::ATTEMPTS),
+            self.header(h::ERROR_MESSAGE),
+        )
+    }
+}
+
+/// The dead-letter topics in the cluster under `bus`'s prefix.
+pub async fn topics(bus: &Bus) -> Result<Vec<String>, DlqError> {
+    let config = bus.client_config("orderflow-dlq");
+    let prefix = bus.topic("");
+    blocking(move || {
+        let client: BaseConsumer = config.create().map_err(kafka("creating a client"))?;
+        let metadata = client
+            .fetch_metadata(None, Duration::from_secs(15))
+            .map_err(kafka("fetching metadata"))?;
+        let mut names: Vec<String> = metadata
+            .topics()
+            .iter()
+            .map(|t| t.name().to_owned())
+            .filter(|n| n.starts_with(&prefix) && n.ends_with(".dlq"))
+            .collect();
+        names.sort();
+        Ok(names)
+    })
+    .await
+}
+
+/// Every record of dead-letter topic `topic` (full name), in partition and offset order.
+pub async fn list(bus: &Bus, topic: &str) -> Result<Vec<DeadLetter>, DlqError> {
+    let config = bus.client_config("orderflow-dlq");
+    let topic = topic.to_owned();
+    blocking(move || read_all(config, &topic, None)).await
+}
+
+/// The record at `partition`/`offset` of dead-letter topic `topic`.
+pub async fn show(bus: &Bus, topic: &str, partition: i32, offset: i64) -> Result<DeadLetter, DlqError> {
+    let config = bus.client_config("orderflow-dlq");
+    let name = topic.to_owned();
+    let found = blocking(move || read_all(config, &name, Some((partition, offset)))).await?;
+    found
+        .into_iter()
+        .find(|d| d.partition == partition && d.offset == offset)
+        .ok_or(DlqError::NotFound {
+            topic: topic.to_owned(),
+            partition,
+            offset,
+        })
+}
+
+/// Republishes dead letters of `topic` (all, or the one at `only`) to their original topics, with the same
+/// key, value and event identity, and returns how many were sent.
+pub async fn replay(bus: &Bus, topic: &str, only: Option<(i32, i64)>) -> Result<usize, DlqError> {
+    let letters = match only {
+        Some((partition, offset)) => vec![show(bus, topic, partition, offset).await?],
+        None => list(bus, topic).await?,
+    };
+    let producer = bus.producer("orderflow-dlq-replay")?;
+    for letter in &letters {
+        let original = letter.header(h::ORIGINAL_TOPIC);
+        if original.is_empty() {
+            return Err(DlqError::NoOrigin {
+                partition: letter.partition,
+                offset: letter.offset,
+            });
+        }
+        let mut headers = OwnedHeaders::new();
+        let mut has_event_id = false;
+        for (key, value) in &letter.headers {
+            if h::ROUTING.contains(&key.as_str()) {
+                continue;
+            }
+            has_event_id |= key == h::EVENT_ID;
+            headers = headers.insert(Header {
+                key,
+                value: Some(value),
+            });
+        }
+        if !has_event_id {
+            // Keep the identity consumers deduplicate on: the record's first position.
+            let id = format!(
+                "{original}/{}/{}",
+                letter.header(h::ORIGINAL_PARTITION),
+                letter.header(h::ORIGINAL_OFFSET)
+            );
+            headers = headers.insert(Header {
+                key: h::EVENT_ID,
+                value: Some(id.as_bytes()),
+            });
+        }
+        let mut record = FutureRecord::<[u8], [u8]>::to(&original)
+            .payload(&letter.payload)
+            .headers(headers);
+        if let Some(key) = &letter.key {
+            record = record.key(key);
+        }
+        producer
+            .send(record, Duration::from_secs(30))
+            .await
+            .map_err(|(e, _)| kafka(format!("republishing to {original}"))(e))?;
+    }
+    Ok(letters.len())
+}
+
+/// The reader's client context: reaching the end of a partition is how reading stops, not an error.
+struct Reader;
+
+impl rdkafka::ClientContext for Reader {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if !matches!(error, KafkaError::PartitionEOF(_)) {
+            tracing::warn!(%error, reason, "dead-letter reader");
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for Reader {}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, DlqError> + Send + 'static,
+) -> Result<T, DlqError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| DlqError::Timeout(format!("reader task failed: {e}")))?
+}
+
+/// Reads `topic` from the start of every partition (or from `at` in its partition) to the current end.
+fn read_all(
+    mut config: rdkafka::ClientConfig,
+    topic: &str,
+    at: Option<(i32, i64)>,
+) -> Result<Vec<DeadLetter>, DlqError> {
+    config
+        .set("group.id", "orderflow-dlq-reader")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .set("isolation.level", "read_committed");
+    let consumer: BaseConsumer<Reader> = config
+        .create_with_context(Reader)
+        .map_err(kafka("creating a reader"))?;
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(15))
+        .map_err(kafka("fetching metadata"))?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic && t.error().is_none())
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .filter(|p| at.is_none_or(|(only, _)| only == *p))
+        .collect();
+    if partitions.is_empty() {
+        return Err(DlqError::NoSuchTopic(topic.to_owned()));
+    }
+    if let Some((partition, offset)) = at {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, partition, Duration::from_secs(15))
+            .map_err(kafka("fetching watermarks"))?;
+        if offset < low || offset >= high {
+            return Err(DlqError::NotFound {
+                topic: topic.to_owned(),
+                partition,
+                offset,
+            });
+        }
+    }
+    let mut tpl = TopicPartitionList::new();
+    for &p in &partitions {
+        let start = match at {
+            Some((_, offset)) => Offset::Offset(offset),
+            None => Offset::Beginning,
+        };
+        tpl.add_partition_offset(topic, p, start)
+            .map_err(kafka("assigning"))?;
+    }
+    consumer.assign(&tpl).map_err(kafka("assigning"))?;
+    let mut at_end: HashSet<i32> = HashSet::new();
+    let mut letters = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while at_end.len() < partitions.len() {
+        if Instant::now() > deadline {
+            return Err(DlqError::Timeout(topic.to_owned()));
+        }
+        match consumer.poll(Duration::from_millis(200)) {
+            None => {}
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                at_end.insert(p);
+            }
+            Some(Err(e)) => return Err(kafka(format!("reading {topic}"))(e)),
+            Some(Ok(message)) => {
+                let headers = message
+                    .headers()
+                    .map(|hs| {
+                        hs.iter()
+                            .map(|hd| (hd.key.to_owned(), hd.value.unwrap_or_default().to_vec()))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                letters.push(DeadLetter {
+                    topic: topic.to_owned(),
+                    partition: message.partition(),
+                    offset: message.offset(),
+                    key: message.key().map(<[u8]>::to_vec),
+                    payload: message.payload().unwrap_or_default().to_vec(),
+                    headers,
+                });
+                if at.is_some() {
+                    break; // the one asked for
+                }
+            }
+        }
+    }
+    letters.sort_by_key(|d| (d.partition, d.offset));
+    Ok(letters)
+}

@@ -55,6 +55,40 @@ enum Command {
         #[command(subcommand)]
         command: SchemasCommand,
     },
+    /// Inspect and replay dead letters (records consumers gave up on)
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DlqCommand {
+    /// List dead letters: of one topic, or of every dead-letter topic
+    List {
+        /// The topic (`order.created`) or its dead-letter topic (`order.created.dlq`)
+        topic: Option<String>,
+    },
+    /// Show one dead letter with its headers and value
+    Show {
+        /// The topic (`order.created`) or its dead-letter topic (`order.created.dlq`)
+        topic: String,
+        /// Partition of the dead letter
+        partition: i32,
+        /// Offset of the dead letter
+        offset: i64,
+    },
+    /// Republish dead letters to their original topic (every one of the topic, or one)
+    Replay {
+        /// The topic (`order.created`) or its dead-letter topic (`order.created.dlq`)
+        topic: String,
+        /// Only the dead letter in this partition (with --offset)
+        #[arg(long, requires = "offset")]
+        partition: Option<i32>,
+        /// Only the dead letter at this offset (with --partition)
+        #[arg(long, requires = "partition")]
+        offset: Option<i64>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -135,6 +169,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("migrations applied ({})", store.backend().name());
             Ok(())
         }
+        Command::Dlq { command } => dead_letters(settings, command).await,
         Command::Schemas {
             command: SchemasCommand::Check { dir, registry },
         } => check_schemas(dir.as_deref(), registry.as_deref(), &settings.kafka.topic_prefix).await,
@@ -268,4 +303,85 @@ async fn wait_for_signal() {
     {
         let _ = ctrl_c.await;
     }
+}
+
+/// The full dead-letter topic for a name given on the command line (`order.created` or `order.created.dlq`).
+fn dlq_topic(bus: &Bus, name: &str) -> String {
+    let base = name.strip_suffix(".dlq").unwrap_or(name);
+    let base = base
+        .strip_prefix(&bus.settings().topic_prefix)
+        .filter(|_| !bus.settings().topic_prefix.is_empty())
+        .unwrap_or(base);
+    orderflow_consumer::routing::dlq_topic(&bus.topic(base))
+}
+
+async fn dead_letters(settings: Settings, command: DlqCommand) -> anyhow::Result<()> {
+    use orderflow_consumer::dlq;
+    if settings
+        .kafka
+        .bootstrap_servers
+        .as_deref()
+        .is_none_or(|s| s.trim().is_empty())
+    {
+        bail!(
+            "dead letters live in a Kafka cluster: set kafka.bootstrap_servers (the embedded cluster exists only inside `orderflow up`)"
+        );
+    }
+    let bus = Bus::connect(settings.kafka)?;
+    match command {
+        DlqCommand::List { topic } => {
+            let topics = match topic {
+                Some(name) => vec![dlq_topic(&bus, &name)],
+                None => dlq::topics(&bus).await?,
+            };
+            let mut total = 0;
+            for topic in topics {
+                let letters = dlq::list(&bus, &topic).await?;
+                total += letters.len();
+                for letter in letters {
+                    println!("{topic} {}", letter.summary());
+                }
+            }
+            eprintln!("{total} dead letter(s)");
+        }
+        DlqCommand::Show {
+            topic,
+            partition,
+            offset,
+        } => {
+            let letter = dlq::show(&bus, &dlq_topic(&bus, &topic), partition, offset).await?;
+            println!("topic: {}", letter.topic);
+            println!("partition: {}", letter.partition);
+            println!("offset: {}", letter.offset);
+            println!(
+                "key: {}",
+                letter
+                    .key
+                    .as_deref()
+                    .map(String::from_utf8_lossy)
+                    .unwrap_or_default()
+            );
+            for (name, value) in &letter.headers {
+                println!("header {name}: {}", String::from_utf8_lossy(value));
+            }
+            match std::str::from_utf8(&letter.payload) {
+                Ok(text) if !text.contains('\0') => println!("value: {text}"),
+                _ => println!("value (hex): {}", hex(&letter.payload)),
+            }
+        }
+        DlqCommand::Replay {
+            topic,
+            partition,
+            offset,
+        } => {
+            let only = partition.zip(offset);
+            let sent = dlq::replay(&bus, &dlq_topic(&bus, &topic), only).await?;
+            println!("replayed {sent} dead letter(s)");
+        }
+    }
+    Ok(())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

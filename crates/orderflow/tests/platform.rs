@@ -644,3 +644,136 @@ async fn schemas_check_rejects_breaking_changes_naming_the_field_and_rule() {
     );
     platform.stop().await.expect("stop");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dlq_commands_list_show_and_replay_dead_letters() {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+
+    let kafka = orderflow_testkit::kafka().bootstrap_servers();
+    let prefix = format!("{}.", unique("dlq"));
+    let cluster = ["--kafka-bootstrap", &kafka, "--topic-prefix", &prefix];
+    let applied = run_binary(&[&["topics", "apply"][..], &cluster].concat(), &[]);
+    assert!(
+        applied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&applied.stderr)
+    );
+
+    // A dead letter as the consumer runtime writes it, in a dead-letter topic of its own.
+    let created = format!("{prefix}order.created");
+    let dead = format!("{created}.dlq");
+    let admin = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &kafka)
+        .create::<rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext>>()
+        .expect("admin");
+    admin
+        .create_topics(
+            &[rdkafka::admin::NewTopic::new(
+                &dead,
+                1,
+                rdkafka::admin::TopicReplication::Fixed(1),
+            )],
+            &rdkafka::admin::AdminOptions::new(),
+        )
+        .await
+        .expect("create dlq");
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &kafka)
+        .create()
+        .expect("producer");
+    let headers = [
+        ("event-id", "ev-1"),
+        ("original-topic", created.as_str()),
+        ("original-partition", "2"),
+        ("original-offset", "17"),
+        ("original-timestamp", "1700000000000"),
+        ("consumer-group", "payments"),
+        ("error-kind", "permanent"),
+        ("error-message", "cannot decode"),
+        ("attempts", "1"),
+    ]
+    .iter()
+    .fold(OwnedHeaders::new(), |h, (k, v)| {
+        h.insert(Header {
+            key: k,
+            value: Some(v.as_bytes()),
+        })
+    });
+    producer
+        .send(
+            FutureRecord::to(&dead)
+                .key("order-1")
+                .payload("not avro")
+                .headers(headers),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .expect("produce");
+
+    let listed = run_binary(&[&["dlq", "list"][..], &cluster].concat(), &[]);
+    assert!(
+        listed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    let text = String::from_utf8_lossy(&listed.stdout).into_owned();
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(
+        text.contains(&format!(
+            "{dead} 0:0 from {created}/2/17 group=payments kind=permanent attempts=1 error=\"cannot decode\""
+        )),
+        "{text}"
+    );
+
+    let shown = run_binary(
+        &[&["dlq", "show", "order.created", "0", "0"][..], &cluster].concat(),
+        &[],
+    );
+    let text = String::from_utf8_lossy(&shown.stdout).into_owned();
+    assert!(
+        shown.status.success(),
+        "{}",
+        String::from_utf8_lossy(&shown.stderr)
+    );
+    assert!(text.contains("key: order-1"), "{text}");
+    assert!(text.contains("header error-message: cannot decode"), "{text}");
+    assert!(text.contains("value: not avro"), "{text}");
+
+    let missing = run_binary(
+        &[&["dlq", "show", "order.created", "0", "5"][..], &cluster].concat(),
+        &[],
+    );
+    assert!(!missing.status.success());
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert!(stderr.contains("no dead letter at"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+
+    let replayed = run_binary(
+        &[&["dlq", "replay", "order.created.dlq"][..], &cluster].concat(),
+        &[],
+    );
+    assert!(
+        replayed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&replayed.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&replayed.stdout).trim(),
+        "replayed 1 dead letter(s)"
+    );
+    let back = orderflow_testkit::read_topic(&kafka, &created, 1, Duration::from_secs(30)).expect("read");
+    assert_eq!(back.len(), 1);
+    assert_eq!(back[0].key, "order-1");
+    assert_eq!(back[0].payload, b"not avro");
+    assert_eq!(back[0].headers.get("event-id").map(String::as_str), Some("ev-1"));
+    assert!(
+        !back[0].headers.contains_key("error-kind"),
+        "routing headers are dropped"
+    );
+
+    let out = run_binary(&["dlq", "list"], &[]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("dead letters live in a Kafka cluster"));
+}
