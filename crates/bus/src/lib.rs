@@ -113,9 +113,12 @@ impl Bus {
     /// Client settings shared by every client, with the user's librdkafka properties applied last.
     pub fn client_config(&self, client_id: &str) -> ClientConfig {
         let mut config = ClientConfig::new();
+        // Small requests go out at once: with Nagle's algorithm a lone produce or fetch can wait for the
+        // peer's delayed ACK (40 ms on Linux).
         config
             .set("bootstrap.servers", &self.bootstrap)
-            .set("client.id", client_id);
+            .set("client.id", client_id)
+            .set("socket.nagle.disable", "true");
         for (key, value) in &self.settings.client {
             config.set(key, value);
         }

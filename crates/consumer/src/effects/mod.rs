@@ -10,4 +10,4 @@ mod db;
 mod redis;
 
 pub use db::{DbEffects, DbHandler, db_error};
-pub use redis::{RedisEffect, RedisEffects, RedisHandler, hash_tag, redis_error};
+pub use redis::{Grouping, RedisEffect, RedisEffects, RedisHandler, hash_tag, redis_error};
