@@ -7,7 +7,7 @@
 //!
 //! Run: `cargo bench -p orderflow-consumer --bench consumer` (`BENCH_RECORDS` sets the records per run).
 
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)] // a benchmark fails by panicking
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)] // a benchmark fails by panicking
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
