@@ -956,3 +956,80 @@ async fn members_joining_and_leaving_under_load_lose_nothing_and_duplicate_no_ef
     assert!(a.stats().processed() > 0 && b.stats().processed() > 0 && c.stats().processed() > 0);
     assert!(a.stats().revocations() > 0);
 }
+
+static POISON_FIXED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replaying_a_dead_letter_twice_applies_its_effect_once() {
+    use orderflow_consumer::dlq;
+    use orderflow_consumer::effects::{DbEffects, DbHandler, db_error};
+    use sqlx::{PgPool, Postgres, Transaction};
+
+    /// Refuses "poison" until the fix is deployed.
+    struct Ledger;
+    impl DbHandler<Postgres> for Ledger {
+        async fn apply(
+            &self,
+            tx: &mut Transaction<'static, Postgres>,
+            records: &[&Record],
+        ) -> Result<(), HandlerError> {
+            for record in records {
+                let payload =
+                    String::from_utf8_lossy(record.payload.as_deref().unwrap_or_default()).into_owned();
+                if payload == "poison" && !POISON_FIXED.load(Ordering::SeqCst) {
+                    return Err(HandlerError::permanent("unknown field"));
+                }
+                sqlx::query("INSERT INTO ledger (payload) VALUES ($1)")
+                    .bind(&payload)
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(db_error)?;
+            }
+            Ok(())
+        }
+    }
+
+    let bench = Bench::new(1).await;
+    let topic = bench.topic("replay").await;
+    let url = orderflow_testkit::postgres().fresh_database().expect("database");
+    let pool = PgPool::connect(&url).await.unwrap();
+    sqlx::query("CREATE TABLE ledger (payload TEXT NOT NULL)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let s = settings(&bench, &topic, Delivery::AtLeastOnce);
+    let effects = DbEffects::new(pool.clone(), s.group.clone(), Ledger);
+    effects.ensure_schema().await.unwrap();
+    let runtime = Arc::new(ConsumerRuntime::new(bench.bus.clone(), s, effects));
+    let (task, shutdown) = start(&runtime);
+    bench
+        .produce(&topic, &[("k", "1"), ("k", "poison"), ("k", "3")])
+        .await;
+    let dead_topic = format!("{topic}.dlq");
+    let dead = bench.read(&dead_topic, 1).await;
+    assert_eq!(dead.len(), 1);
+
+    POISON_FIXED.store(true, Ordering::SeqCst);
+    assert_eq!(dlq::replay(&bench.bus, &dead_topic, None).await.unwrap(), 1);
+    assert_eq!(
+        dlq::replay(&bench.bus, &dead_topic, Some((0, 0))).await.unwrap(),
+        1
+    );
+    let payloads = || async {
+        sqlx::query_as::<_, (String,)>("SELECT payload FROM ledger ORDER BY payload")
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(p,)| p)
+            .collect::<Vec<_>>()
+    };
+    let stats = runtime.stats().clone();
+    // 3 records, then the 2 replays.
+    wait_for(Duration::from_secs(30), || stats.processed() >= 5).await;
+    shutdown.cancel();
+    task.await.unwrap().expect("clean stop");
+    assert_eq!(payloads().await, vec!["1", "3", "poison"]);
+    let listed = dlq::list(&bench.bus, &dead_topic).await.unwrap();
+    assert_eq!(listed.len(), 1, "replay leaves the dead letter in place");
+}
