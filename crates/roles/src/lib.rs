@@ -64,6 +64,9 @@ pub enum RoleError {
     /// A Kafka client call.
     #[error("kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
+    /// A consumer runtime stopped.
+    #[error("consumer: {0}")]
+    Consumer(#[from] orderflow_consumer::ConsumerError),
     /// Binding or serving the HTTP listener.
     #[error("http listener on {addr}: {source}")]
     Listen {
