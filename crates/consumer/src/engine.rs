@@ -348,7 +348,7 @@ impl<H: Handler> Engine<H> {
             let metadata = consumer
                 .group_metadata()
                 .ok_or_else(|| ConsumerError::TransactionAborted("no group metadata".into()))?;
-            let tpl = poller::to_tpl(&sent).map_err(transaction_error)?;
+            let tpl = poller::to_tpl(&sent).map_err(|e| transaction_error(&producer, e))?;
             // Every output has been acknowledged already; make sure before committing, since
             // commit_transaction's own flush waits in 100 ms steps.
             let until = Instant::now() + Duration::from_secs(5);
@@ -358,9 +358,11 @@ impl<H: Handler> Engine<H> {
             let outcome = producer
                 .send_offsets_to_transaction(&tpl, &metadata, timeout)
                 .and_then(|()| producer.commit_transaction(timeout))
-                .map_err(transaction_error);
+                .map_err(|e| transaction_error(&producer, e));
             match outcome {
-                Ok(()) => producer.begin_transaction().map_err(transaction_error),
+                Ok(()) => producer
+                    .begin_transaction()
+                    .map_err(|e| transaction_error(&producer, e)),
                 Err(ConsumerError::Fenced(e)) => Err(ConsumerError::Fenced(e)),
                 Err(e) => {
                     if let Err(abort) = producer.abort_transaction(timeout) {

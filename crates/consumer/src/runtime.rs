@@ -161,7 +161,7 @@ impl<H: Handler> ConsumerRuntime<H> {
             })
             .await
             .map_err(|e| ConsumerError::TransactionAborted(e.to_string()))?
-            .map_err(transaction_error)?;
+            .map_err(|e| transaction_error(&producer, e))?;
         }
 
         let subscriptions = self.subscriptions();

@@ -147,7 +147,7 @@ impl<H: Handler> Worker<H> {
                 return Ok(true);
             };
             if self.transactional {
-                return Err(transaction_error(error));
+                return Err(transaction_error(&self.producer, error));
             }
             attempt += 1;
             let wait = self.settings.retry.backoff(attempt.min(8));
@@ -179,15 +179,22 @@ impl<H: Handler> Worker<H> {
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
                     tokio::time::sleep(Duration::from_millis(1)).await;
                 }
-                Err((e, _)) if self.transactional => return Err(transaction_error(e)),
+                Err((e, _)) if self.transactional => {
+                    return Err(transaction_error(&self.producer, e));
+                }
                 Err((e, _)) => return Err(ConsumerError::kafka("queueing an output")(e)),
             }
         }
     }
 }
 
-/// Classifies a failure inside a transaction: fencing is final, anything else aborts and restarts.
-pub(crate) fn transaction_error(error: KafkaError) -> ConsumerError {
+/// Classifies a failure inside a transaction: a fenced (or otherwise fatally failed) producer is final,
+/// anything else aborts the transaction and restarts from the last commit.
+///
+/// Deliveries of a fenced producer fail with purge or local codes, so the producer's own fatal state is
+/// checked too: restarting would only fence the other instance in turn.
+pub(crate) fn transaction_error(producer: &FutureProducer, error: KafkaError) -> ConsumerError {
+    use rdkafka::producer::Producer;
     let fenced = match &error {
         KafkaError::Transaction(e) => e.is_fatal(),
         other => matches!(
@@ -200,6 +207,9 @@ pub(crate) fn transaction_error(error: KafkaError) -> ConsumerError {
             )
         ),
     };
+    if let Some((code, reason)) = producer.client().fatal_error() {
+        return ConsumerError::Fenced(format!("{code:?}: {reason}"));
+    }
     if fenced {
         ConsumerError::Fenced(error.to_string())
     } else {
