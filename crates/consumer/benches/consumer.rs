@@ -343,6 +343,27 @@ fn main() {
             }
             println!("Kafka -> Redis (dedup check + effect per event, up to 1,000 events per script call): {rate:.0} events/s");
         }
+        if run("redis-cluster-safe") {
+            let bus = bus();
+            let input = topic(&bus, "redis-in").await;
+            preload(&bus, &input, n).await;
+            let client = redis::Client::open(orderflow_testkit::redis().url()).unwrap();
+            let conn = redis::aio::ConnectionManager::new(client).await.unwrap();
+            let effects = RedisEffects::new(
+                conn,
+                "bench",
+                "redis.call('INCR', keys[1])",
+                Duration::from_secs(3600),
+                Count,
+            );
+            let rt = ConsumerRuntime::new(
+                bus.clone(),
+                settings(&bus, &input, Delivery::AtLeastOnce),
+                effects,
+            );
+            let rate = throughput(rt, n as u64).await;
+            println!("Kafka -> Redis (dedup check + effect per event, one script call per hash tag: Cluster-safe grouping): {rate:.0} events/s");
+        }
         if run("postgres") {
             let bus = bus();
             let input = topic(&bus, "pg-in").await;

@@ -59,6 +59,16 @@ pub fn redis_error(error: redis::RedisError) -> HandlerError {
     }
 }
 
+/// The dedup set member for an event id: the first 16 bytes of its SHA-256. Short, fixed-size members keep
+/// the per-entity sets small and their lookups fast; a collision among one entity's events is out of reach.
+fn dedup_member(event_id: &str) -> [u8; 16] {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(event_id.as_bytes());
+    let mut member = [0u8; 16];
+    member.copy_from_slice(&digest[..16]);
+    member
+}
+
 /// How records are grouped into one script call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Grouping {
@@ -173,7 +183,7 @@ impl<H: RedisHandler, C: ConnectionLike + Clone + Send + Sync + 'static> RedisEf
             .arg(nk)
             .arg(na);
         for (_, record, effect) in group {
-            cmd.arg(record.event_id());
+            cmd.arg(&dedup_member(&record.event_id())[..]);
             for arg in &effect.args {
                 cmd.arg(arg.as_slice());
             }
