@@ -56,13 +56,13 @@ async fn topic(bus: &Bus, base: &str) -> String {
     name
 }
 
-/// Produces `n` records of about 100 bytes over 10,000 keys, as fast as the producer goes.
-async fn preload(bus: &Bus, topic: &str, n: usize) {
+/// Produces `n` records of about 100 bytes over `keys` keys, as fast as the producer goes.
+async fn preload(bus: &Bus, topic: &str, n: usize, keys: usize) {
     let producer = bus.producer("bench-preload").unwrap();
     let body = "x".repeat(90);
     let mut deliveries = Vec::with_capacity(n);
     for i in 0..n {
-        let key = format!("order-{}", i % 10_000);
+        let key = format!("order-{}", i % keys);
         let payload = format!("{i:08}{body}");
         let mut record = FutureRecord::to(topic).key(&key).payload(&payload);
         loop {
@@ -297,12 +297,17 @@ fn main() {
     let only = std::env::var("BENCH_ONLY").unwrap_or_default();
     let run = |name: &str| only.is_empty() || only.split(',').any(|o| o == name);
     runtime.block_on(async {
-        println!("{n} records of ~100 bytes, {PARTITIONS} partitions, 10,000 keys; servers share the 2 cores");
+        // Keys stand for entities (orders); `BENCH_KEYS` changes how many.
+        let keys: usize = std::env::var("BENCH_KEYS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(10_000);
+        println!("{n} records of ~100 bytes, {PARTITIONS} partitions, {keys} keys; servers share the 2 cores");
         if run("kafka") {
             let bus = bus();
             let input = topic(&bus, "tx-in").await;
             let output = topic(&bus, "tx-out").await;
-            preload(&bus, &input, n).await;
+            preload(&bus, &input, n, keys).await;
             let rt = ConsumerRuntime::new(
                 bus.clone(),
                 settings(&bus, &input, Delivery::Transactional),
@@ -314,7 +319,7 @@ fn main() {
         if run("redis") {
             let bus = bus();
             let input = topic(&bus, "redis-in").await;
-            preload(&bus, &input, n).await;
+            preload(&bus, &input, n, keys).await;
             let client = redis::Client::open(orderflow_testkit::redis().url()).unwrap();
             let conn = redis::aio::ConnectionManager::new(client).await.unwrap();
             let effects = RedisEffects::new(
@@ -346,7 +351,7 @@ fn main() {
         if run("redis-cluster-safe") {
             let bus = bus();
             let input = topic(&bus, "redis-in").await;
-            preload(&bus, &input, n).await;
+            preload(&bus, &input, n, keys).await;
             let client = redis::Client::open(orderflow_testkit::redis().url()).unwrap();
             let conn = redis::aio::ConnectionManager::new(client).await.unwrap();
             let effects = RedisEffects::new(
@@ -367,7 +372,7 @@ fn main() {
         if run("postgres") {
             let bus = bus();
             let input = topic(&bus, "pg-in").await;
-            preload(&bus, &input, n).await;
+            preload(&bus, &input, n, keys).await;
             let url = orderflow_testkit::postgres().fresh_database().unwrap();
             let pool = sqlx::postgres::PgPoolOptions::new()
                 .max_connections(PARTITIONS as u32)
