@@ -32,6 +32,8 @@ struct Part {
     busy: bool,
     ready: bool,
     paused: bool,
+    /// A retry topic's partition: its records wait until due.
+    delayed: bool,
     progress: Arc<AtomicI64>,
     committed: i64,
     cancel: CancellationToken,
@@ -130,6 +132,7 @@ impl<H: Handler> Engine<H> {
                 for tp in partitions {
                     self.epochs += 1;
                     tracing::debug!(topic = %tp.0, partition = tp.1, "assigned");
+                    let delayed = routing::retry_level(&tp.0) > 0;
                     self.parts.insert(
                         tp,
                         Part {
@@ -138,6 +141,7 @@ impl<H: Handler> Engine<H> {
                             busy: false,
                             ready: false,
                             paused: false,
+                            delayed,
                             progress: Arc::new(AtomicI64::new(NONE)),
                             committed: NONE,
                             cancel: CancellationToken::new(),
@@ -224,12 +228,15 @@ impl<H: Handler> Engine<H> {
                 continue;
             }
             // Records of retry topics wait until due; they are in due order within a partition.
-            let due = part
-                .queue
-                .iter()
-                .take(max_batch)
-                .take_while(|r| routing::wait_for(r).is_zero())
-                .count();
+            let due = if part.delayed {
+                part.queue
+                    .iter()
+                    .take(max_batch)
+                    .take_while(|r| routing::wait_for(r).is_zero())
+                    .count()
+            } else {
+                part.queue.len().min(max_batch)
+            };
             if due == 0 {
                 if let Some(head) = part.queue.front() {
                     let at = tokio::time::Instant::now() + routing::wait_for(head);
@@ -301,7 +308,7 @@ impl<H: Handler> Engine<H> {
         }
         if self.transactional() {
             // A transaction may only carry offsets whose outputs it holds: let running batches finish first.
-            self.wait_in_flight(None).await?;
+            self.wait_in_flight(None, None).await?;
             return self.commit_transaction().await;
         }
         let started = Instant::now();
@@ -312,13 +319,21 @@ impl<H: Handler> Engine<H> {
         Ok(())
     }
 
-    /// Waits for running batches (all, or only those of `only`) to finish, up to the drain timeout when given.
-    /// Returns false if the deadline passed first.
+    /// Waits for running batches to finish (all of them, or those of the partitions in `only`), up to
+    /// `deadline` when given. Returns false if the deadline passed first.
     async fn wait_in_flight(
         &mut self,
         deadline: Option<tokio::time::Instant>,
+        only: Option<&[Tp]>,
     ) -> Result<bool, ConsumerError> {
-        while !self.tasks.is_empty() {
+        let pending = |engine: &Self| match only {
+            Some(partitions) => engine
+                .parts
+                .iter()
+                .any(|(tp, part)| part.busy && partitions.contains(tp)),
+            None => !engine.tasks.is_empty(),
+        };
+        while pending(self) {
             let next = match deadline {
                 Some(at) => match tokio::time::timeout_at(at, self.tasks.join_next()).await {
                     Ok(next) => next,
@@ -420,22 +435,14 @@ impl<H: Handler> Engine<H> {
                 outcome = Err(ConsumerError::TransactionAborted("assignment lost".into()));
             }
         } else if self.transactional() {
-            outcome = match self.wait_in_flight(None).await {
+            outcome = match self.wait_in_flight(None, None).await {
                 Ok(_) => self.commit_transaction().await,
                 Err(e) => Err(e),
             };
         } else {
             let deadline = tokio::time::Instant::now() + self.settings.drain_timeout;
-            let revoked = |tp: &Tp| partitions.contains(tp);
-            while self.parts.iter().any(|(tp, p)| revoked(tp) && p.busy) {
-                match tokio::time::timeout_at(deadline, self.tasks.join_next()).await {
-                    Ok(Some(done)) => self.on_done(done)?,
-                    Ok(None) => break,
-                    Err(_) => {
-                        tracing::warn!("revoked partitions still busy after the drain timeout");
-                        break;
-                    }
-                }
+            if !self.wait_in_flight(Some(deadline), Some(&partitions)).await? {
+                tracing::warn!("revoked partitions still busy after the drain timeout");
             }
             offsets = self.pending_offsets(|tp| partitions.contains(tp));
         }
@@ -460,7 +467,7 @@ impl<H: Handler> Engine<H> {
             part.queue.clear();
         }
         let deadline = tokio::time::Instant::now() + self.settings.drain_timeout;
-        let finished = self.wait_in_flight(Some(deadline)).await;
+        let finished = self.wait_in_flight(Some(deadline), None).await;
         if !matches!(finished, Ok(true)) {
             tracing::warn!(
                 group = self.settings.group,
