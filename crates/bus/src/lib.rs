@@ -12,7 +12,6 @@ pub mod topics;
 use std::sync::Arc;
 
 use rdkafka::ClientConfig;
-use rdkafka::consumer::StreamConsumer;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::FutureProducer;
 
@@ -68,11 +67,7 @@ impl std::fmt::Debug for Bus {
 impl Bus {
     /// Uses the configured cluster, or starts the embedded mock cluster when none is configured.
     pub fn connect(settings: KafkaSettings) -> Result<Self, BusError> {
-        match settings
-            .bootstrap_servers
-            .clone()
-            .filter(|s| !s.trim().is_empty())
-        {
+        match settings.cluster().map(str::to_owned) {
             Some(bootstrap) => Ok(Self {
                 settings,
                 bootstrap,
@@ -147,15 +142,9 @@ impl Bus {
         config
     }
 
-    /// A consumer in `group` that reads only committed records and commits only offsets stored explicitly
-    /// (with `store_offset`) once their effects are done.
-    pub fn consumer(&self, client_id: &str, group: &str) -> Result<StreamConsumer, BusError> {
-        self.consumer_config(client_id, group)
-            .create()
-            .map_err(BusError::kafka("creating a Kafka consumer"))
-    }
-
-    /// The settings of [`Bus::consumer`], for callers that add their own (static membership, a context).
+    /// Settings for a consumer in `group` that reads only committed records, commits only offsets stored
+    /// explicitly once their effects are done, and fetches with low latency; callers add their own (static
+    /// membership, a context).
     pub fn consumer_config(&self, client_id: &str, group: &str) -> ClientConfig {
         let mut config = self.client_config(client_id);
         config

@@ -41,6 +41,13 @@ impl Default for KafkaSettings {
     }
 }
 
+impl KafkaSettings {
+    /// The configured cluster's bootstrap servers, or `None` when the embedded mock cluster is meant.
+    pub fn cluster(&self) -> Option<&str> {
+        self.bootstrap_servers.as_deref().filter(|s| !s.trim().is_empty())
+    }
+}
+
 impl std::fmt::Debug for KafkaSettings {
     // The property maps may carry passwords: list their keys only.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -176,12 +176,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Topics {
             command: TopicsCommand::Apply,
         } => {
-            if settings
-                .kafka
-                .bootstrap_servers
-                .as_deref()
-                .is_none_or(|s| s.trim().is_empty())
-            {
+            if settings.kafka.cluster().is_none() {
                 bail!(
                     "topics apply needs a Kafka cluster: set --kafka-bootstrap or ORDERFLOW_KAFKA__BOOTSTRAP_SERVERS"
                 );
@@ -308,21 +303,13 @@ async fn wait_for_signal() {
 /// The full dead-letter topic for a name given on the command line (`order.created` or `order.created.dlq`).
 fn dlq_topic(bus: &Bus, name: &str) -> String {
     let base = name.strip_suffix(".dlq").unwrap_or(name);
-    let base = base
-        .strip_prefix(&bus.settings().topic_prefix)
-        .filter(|_| !bus.settings().topic_prefix.is_empty())
-        .unwrap_or(base);
+    let base = base.strip_prefix(&bus.settings().topic_prefix).unwrap_or(base);
     orderflow_consumer::routing::dlq_topic(&bus.topic(base))
 }
 
 async fn dead_letters(settings: Settings, command: DlqCommand) -> anyhow::Result<()> {
     use orderflow_consumer::dlq;
-    if settings
-        .kafka
-        .bootstrap_servers
-        .as_deref()
-        .is_none_or(|s| s.trim().is_empty())
-    {
+    if settings.kafka.cluster().is_none() {
         bail!(
             "dead letters live in a Kafka cluster: set kafka.bootstrap_servers (the embedded cluster exists only inside `orderflow up`)"
         );
