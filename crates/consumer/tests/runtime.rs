@@ -401,7 +401,11 @@ mod effects {
     use sqlx::{PgPool, Postgres, Sqlite, SqlitePool, Transaction};
 
     /// Appends one row per applied record, with no constraint: a duplicate effect would show as two rows.
-    struct Ledger;
+    /// `delay` is how long each batch takes besides.
+    #[derive(Default)]
+    struct Ledger {
+        delay: Duration,
+    }
 
     impl DbHandler<Postgres> for Ledger {
         async fn apply(
@@ -409,6 +413,9 @@ mod effects {
             tx: &mut Transaction<'static, Postgres>,
             records: &[&Record],
         ) -> Result<(), HandlerError> {
+            if !self.delay.is_zero() {
+                tokio::time::sleep(self.delay).await;
+            }
             let ids: Vec<String> = records.iter().map(|r| r.event_id()).collect();
             sqlx::query("INSERT INTO ledger (event_id) SELECT unnest($1::text[])")
                 .bind(&ids)
@@ -488,7 +495,7 @@ mod effects {
         let pool = pg_ledger().await;
         let make = || {
             let s = settings(&bench, &topic, Delivery::AtLeastOnce);
-            let effects = DbEffects::new(pool.clone(), s.group.clone(), Ledger);
+            let effects = DbEffects::new(pool.clone(), s.group.clone(), Ledger::default());
             (s, effects)
         };
         let (s, effects) = make();
@@ -530,7 +537,7 @@ mod effects {
         };
         let make = || {
             let s = settings(&bench, &topic, Delivery::AtLeastOnce);
-            let effects = DbEffects::new(pool.clone(), s.group.clone(), Ledger);
+            let effects = DbEffects::new(pool.clone(), s.group.clone(), Ledger::default());
             (s, effects)
         };
         let (s, effects) = make();
@@ -604,6 +611,95 @@ mod effects {
             2_000,
             "re-delivered records changed nothing"
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn members_joining_and_leaving_under_load_lose_nothing_and_duplicate_no_effect() {
+        let bench = Bench::new(6).await;
+        let topic = bench.topic("rebalance").await;
+        let pool = pg_ledger().await;
+        // Each batch takes a little while, so batches are in flight when partitions move.
+        let ledger = || Ledger {
+            delay: Duration::from_millis(5),
+        };
+        let group = bench.name("members");
+        let member = |name: &str| {
+            let mut s = settings(&bench, &topic, Delivery::AtLeastOnce);
+            s.group = group.clone();
+            s.instance_id = Some(name.to_owned());
+            s.max_batch = 20;
+            Arc::new(ConsumerRuntime::new(
+                bench.bus.clone(),
+                s,
+                DbEffects::new(pool.clone(), group.clone(), ledger()),
+            ))
+        };
+        DbEffects::new(pool.clone(), group.clone(), ledger())
+            .ensure_schema()
+            .await
+            .unwrap();
+
+        // Load: records keep arriving while members come and go.
+        let producing = tokio::spawn({
+            let bus = bench.bus.clone();
+            let topic = topic.clone();
+            async move {
+                let producer = bus.producer("load").unwrap();
+                let mut sent = 0usize;
+                let start = std::time::Instant::now();
+                while start.elapsed() < Duration::from_secs(12) {
+                    for _ in 0..50 {
+                        let payload = sent.to_string();
+                        let key = format!("k{}", sent % 97);
+                        producer
+                            .send(
+                                rdkafka::producer::FutureRecord::to(&topic)
+                                    .key(&key)
+                                    .payload(&payload),
+                                Duration::from_secs(10),
+                            )
+                            .await
+                            .unwrap();
+                        sent += 1;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                sent
+            }
+        });
+        let a = member("a");
+        let (task_a, stop_a) = start(&a);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let b = member("b");
+        let (task_b, stop_b) = start(&b);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let c = member("c");
+        let (task_c, stop_c) = start(&c);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        stop_a.cancel();
+        task_a.await.unwrap().expect("a stops cleanly");
+        let sent = producing.await.unwrap() as i64;
+
+        let counts = || pg_counts(&pool);
+        let start = std::time::Instant::now();
+        while counts().await.1 < sent {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "all records applied: {:?} of {sent}",
+                counts().await
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        stop_b.cancel();
+        stop_c.cancel();
+        task_b.await.unwrap().expect("b stops cleanly");
+        task_c.await.unwrap().expect("c stops cleanly");
+        let (rows, distinct) = counts().await;
+        assert_eq!(distinct, sent, "nothing lost");
+        assert_eq!(rows, sent, "no effect duplicated");
+        // Every member had work, and partitions moved between them.
+        assert!(a.stats().processed() > 0 && b.stats().processed() > 0 && c.stats().processed() > 0);
+        assert!(a.stats().revocations() > 0);
     }
 }
 
@@ -828,122 +924,6 @@ async fn a_saturated_handler_pauses_and_resumes_partitions_without_losing_the_as
     shutdown.cancel();
     task.await.unwrap().expect("clean stop");
     assert_eq!(handler.payloads().len(), sent.len(), "nothing lost or repeated");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn members_joining_and_leaving_under_load_lose_nothing_and_duplicate_no_effect() {
-    use orderflow_consumer::effects::{DbEffects, DbHandler, db_error};
-    use sqlx::{PgPool, Postgres, Transaction};
-
-    struct Ledger;
-    impl DbHandler<Postgres> for Ledger {
-        async fn apply(
-            &self,
-            tx: &mut Transaction<'static, Postgres>,
-            records: &[&Record],
-        ) -> Result<(), HandlerError> {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-            let ids: Vec<String> = records.iter().map(|r| r.event_id()).collect();
-            sqlx::query("INSERT INTO ledger (event_id) SELECT unnest($1::text[])")
-                .bind(&ids)
-                .execute(&mut **tx)
-                .await
-                .map_err(db_error)?;
-            Ok(())
-        }
-    }
-
-    let bench = Bench::new(6).await;
-    let topic = bench.topic("rebalance").await;
-    let url = orderflow_testkit::postgres().fresh_database().expect("database");
-    let pool = PgPool::connect(&url).await.unwrap();
-    sqlx::query("CREATE TABLE ledger (event_id TEXT NOT NULL)")
-        .execute(&pool)
-        .await
-        .unwrap();
-    let group = bench.name("members");
-    let member = |name: &str| {
-        let mut s = settings(&bench, &topic, Delivery::AtLeastOnce);
-        s.group = group.clone();
-        s.instance_id = Some(name.to_owned());
-        s.max_batch = 20;
-        Arc::new(ConsumerRuntime::new(
-            bench.bus.clone(),
-            s,
-            DbEffects::new(pool.clone(), group.clone(), Ledger),
-        ))
-    };
-    DbEffects::new(pool.clone(), group.clone(), Ledger)
-        .ensure_schema()
-        .await
-        .unwrap();
-
-    // Load: records keep arriving while members come and go.
-    let producing = tokio::spawn({
-        let bus = bench.bus.clone();
-        let topic = topic.clone();
-        async move {
-            let producer = bus.producer("load").unwrap();
-            let mut sent = 0usize;
-            let start = std::time::Instant::now();
-            while start.elapsed() < Duration::from_secs(12) {
-                for _ in 0..50 {
-                    let payload = sent.to_string();
-                    let key = format!("k{}", sent % 97);
-                    producer
-                        .send(
-                            rdkafka::producer::FutureRecord::to(&topic)
-                                .key(&key)
-                                .payload(&payload),
-                            Duration::from_secs(10),
-                        )
-                        .await
-                        .unwrap();
-                    sent += 1;
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            sent
-        }
-    });
-    let a = member("a");
-    let (task_a, stop_a) = start(&a);
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let b = member("b");
-    let (task_b, stop_b) = start(&b);
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let c = member("c");
-    let (task_c, stop_c) = start(&c);
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    stop_a.cancel();
-    task_a.await.unwrap().expect("a stops cleanly");
-    let sent = producing.await.unwrap() as i64;
-
-    let counts = || async {
-        sqlx::query_as::<_, (i64, i64)>("SELECT count(*), count(DISTINCT event_id) FROM ledger")
-            .fetch_one(&pool)
-            .await
-            .unwrap()
-    };
-    let start = std::time::Instant::now();
-    while counts().await.1 < sent {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "all records applied: {:?} of {sent}",
-            counts().await
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    stop_b.cancel();
-    stop_c.cancel();
-    task_b.await.unwrap().expect("b stops cleanly");
-    task_c.await.unwrap().expect("c stops cleanly");
-    let (rows, distinct) = counts().await;
-    assert_eq!(distinct, sent, "nothing lost");
-    assert_eq!(rows, sent, "no effect duplicated");
-    // Every member had work, and partitions moved between them.
-    assert!(a.stats().processed() > 0 && b.stats().processed() > 0 && c.stats().processed() > 0);
-    assert!(a.stats().revocations() > 0);
 }
 
 static POISON_FIXED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
