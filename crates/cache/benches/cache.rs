@@ -56,7 +56,7 @@ async fn l2_hits_at_rate(redis_url: &str, rate: u64, seconds: u64) {
         beta: 0.0,
         ..TieredSettings::default()
     };
-    let cache = TieredCache::<Order>::new(Some(conn), settings);
+    let cache = TieredCache::<Order>::new(Some(conn.into()), settings);
     let keys: Vec<String> = (0..10_000).map(|i| format!("k{i}")).collect();
     let value = order();
     for key in &keys {

@@ -5,6 +5,7 @@
 //! circuit breaker) and nothing errors; when it comes back, the cache heals by itself.
 
 mod breaker;
+mod connection;
 mod tiered;
 
 use std::time::Duration;
@@ -13,6 +14,7 @@ use orderflow_domain::Order;
 use serde::Deserialize;
 
 pub use breaker::{Breaker, BreakerState};
+pub use connection::{RedisConnection, RedisTarget};
 pub use tiered::{CacheStats, LoadError, TieredCache, TieredSettings, Versioned};
 
 /// The order cache: keys are order ids, Redis keys `<prefix>order:{<id>}`.
@@ -22,8 +24,14 @@ pub type OrderCache = TieredCache<Order>;
 #[derive(Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CacheSettings {
-    /// `redis://...` / `rediss://...`; empty or absent keeps the cache in process only. May hold a password.
+    /// `redis://...` / `rediss://...` (TLS); `redis://user:password@host:port` logs in as an ACL user. For a
+    /// Redis Cluster, one or more seed nodes separated by commas. Empty or absent keeps the cache in process
+    /// only.
     pub redis_url: Option<String>,
+    /// Whether `redis_url` names Redis Cluster nodes.
+    pub redis_cluster: bool,
+    /// A PEM file with the CA to trust for `rediss://` when it is not in the system's store.
+    pub redis_ca_file: Option<std::path::PathBuf>,
     /// Prepended to every key (e.g. `orderflow:`), so Redis ACLs can confine the service to its keys.
     pub key_prefix: String,
     /// Logical lifetime of an entry in seconds, before jitter.
@@ -46,6 +54,8 @@ impl Default for CacheSettings {
     fn default() -> Self {
         Self {
             redis_url: None,
+            redis_cluster: false,
+            redis_ca_file: None,
             key_prefix: String::new(),
             ttl_secs: 3600,
             ttl_jitter: 0.1,
@@ -62,6 +72,8 @@ impl std::fmt::Debug for CacheSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CacheSettings")
             .field("redis_url", &self.redis_url.as_ref().map(|_| "<set>"))
+            .field("redis_cluster", &self.redis_cluster)
+            .field("redis_ca_file", &self.redis_ca_file)
             .field("key_prefix", &self.key_prefix)
             .field("ttl_secs", &self.ttl_secs)
             .finish()
@@ -74,6 +86,15 @@ pub enum CacheError {
     /// Redis could not be reached or refused the connection.
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
+    /// The CA file for TLS could not be read.
+    #[error("reading the Redis CA file {path}: {source}")]
+    CaFile {
+        /// The file named in the settings.
+        path: std::path::PathBuf,
+        /// Why it could not be read.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl CacheSettings {
@@ -105,7 +126,11 @@ impl CacheSettings {
     /// Name for logs and start-up banners.
     pub fn backend_name(&self) -> &'static str {
         if self.redis_url().is_some() {
-            "redis + in-process"
+            if self.redis_cluster {
+                "redis cluster + in-process"
+            } else {
+                "redis + in-process"
+            }
         } else {
             "in-process"
         }
@@ -113,10 +138,35 @@ impl CacheSettings {
 
     /// Connects to Redis when configured and builds the order cache.
     pub async fn connect(&self) -> Result<OrderCache, CacheError> {
-        let redis = match self.redis_url() {
-            Some(url) => Some(redis::aio::ConnectionManager::new(redis::Client::open(url)?).await?),
+        let redis = match self.redis_target()? {
+            Some(target) => Some(RedisConnection::connect(&target).await?),
             None => None,
         };
         Ok(TieredCache::new(redis, self.tiered()))
+    }
+
+    /// Where Redis is, when configured: the URL(s), Cluster or not, and the CA to trust.
+    pub fn redis_target(&self) -> Result<Option<RedisTarget>, CacheError> {
+        let Some(url) = self.redis_url() else {
+            return Ok(None);
+        };
+        let ca_pem = match &self.redis_ca_file {
+            Some(path) => Some(std::fs::read(path).map_err(|source| CacheError::CaFile {
+                path: path.clone(),
+                source,
+            })?),
+            None => None,
+        };
+        Ok(Some(RedisTarget {
+            urls: url
+                .split(',')
+                .map(str::trim)
+                .filter(|u| !u.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            cluster: self.redis_cluster,
+            ca_pem,
+            connect_timeout: std::time::Duration::from_secs(2),
+        }))
     }
 }

@@ -21,11 +21,11 @@ use std::time::{Duration, Instant};
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 use rand::Rng;
-use redis::aio::ConnectionManager;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::breaker::{Breaker, BreakerState};
+use crate::connection::RedisConnection;
 
 /// Values that carry a version: a cached value is only ever replaced by one at least as new.
 pub trait Versioned {
@@ -179,7 +179,7 @@ type Flight<V> = Shared<BoxFuture<'static, Result<Option<V>, Arc<dyn std::error:
 struct Inner<V> {
     settings: TieredSettings,
     l1: Option<moka::future::Cache<String, Arc<Entry<V>>>>,
-    redis: Option<ConnectionManager>,
+    redis: Option<RedisConnection>,
     breaker: Breaker,
     flights: Mutex<HashMap<String, Flight<V>>>,
     stats: CacheStats,
@@ -211,7 +211,7 @@ where
     V: Versioned + Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
 {
     /// A cache over `redis` (None: in-process only) with `settings`.
-    pub fn new(redis: Option<ConnectionManager>, settings: TieredSettings) -> Self {
+    pub fn new(redis: Option<RedisConnection>, settings: TieredSettings) -> Self {
         let l1 = settings.l1_capacity.map(|capacity| {
             moka::future::Cache::builder()
                 .max_capacity(capacity)
@@ -477,7 +477,7 @@ where
     /// Runs one Redis call with the timeout and breaker; `None` when skipped or failed.
     async fn redis_call<T, F, Fut>(&self, call: F) -> Option<T>
     where
-        F: FnOnce(ConnectionManager) -> Fut,
+        F: FnOnce(RedisConnection) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         let conn = self.inner.redis.clone()?;

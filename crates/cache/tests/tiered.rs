@@ -1,5 +1,5 @@
 //! The two-tier cache on a real redis-server: stampedes, versions, negative caching, stale serving, and
-//! Redis failing and coming back.
+//! Redis failing and coming back; a Redis Cluster losing a master; TLS with an ACL user.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail by panicking
 
@@ -8,9 +8,11 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use chrono::Utc;
-use orderflow_cache::{BreakerState, TieredCache, TieredSettings};
+use orderflow_cache::{
+    BreakerState, CacheSettings, RedisConnection, RedisTarget, TieredCache, TieredSettings,
+};
 use orderflow_domain::{NewOrder, Order};
-use orderflow_testkit::RedisServer;
+use orderflow_testkit::{RedisCluster, RedisServer};
 
 fn order(version: i64) -> Order {
     let doc = serde_json::json!({"customer_id": "c", "currency": "EUR", "items": [{"sku": "A", "quantity": 1, "unit_price_minor": 10}]});
@@ -20,10 +22,32 @@ fn order(version: i64) -> Order {
     }
 }
 
-async fn connection(url: &str) -> redis::aio::ConnectionManager {
-    redis::aio::ConnectionManager::new(redis::Client::open(url).expect("client"))
-        .await
-        .expect("redis")
+async fn connection(url: &str) -> RedisConnection {
+    RedisConnection::connect(&RedisTarget {
+        urls: vec![url.to_owned()],
+        ..RedisTarget::default()
+    })
+    .await
+    .expect("redis")
+}
+
+/// The shared redis-server as a target.
+fn standalone() -> RedisTarget {
+    RedisTarget {
+        urls: vec![orderflow_testkit::redis().url()],
+        ..RedisTarget::default()
+    }
+}
+
+/// A value loader that counts its calls.
+fn counting_loader(
+    value: Order,
+    loads: Arc<AtomicUsize>,
+) -> impl Fn() -> std::future::Ready<Result<Option<Order>, std::io::Error>> + Clone + Send + Sync + 'static {
+    move || {
+        loads.fetch_add(1, Ordering::SeqCst);
+        std::future::ready(Ok(Some(value.clone())))
+    }
 }
 
 fn settings(prefix: &str) -> TieredSettings {
@@ -36,16 +60,21 @@ fn settings(prefix: &str) -> TieredSettings {
 
 /// 1,000 concurrent reads of one cold key, half through each of two instances (own L1, own single-flight,
 /// own connection: as two processes); returns how many times the source was loaded.
-async fn stampede(protection: bool) -> usize {
-    let url = orderflow_testkit::redis().url();
+async fn stampede(protection: bool, target: RedisTarget) -> usize {
     let prefix = format!("{}:", orderflow_testkit::unique("stampede"));
     let settings = TieredSettings {
         stampede_protection: protection,
         ..settings(&prefix)
     };
     let instances = [
-        TieredCache::<Order>::new(Some(connection(&url).await), settings.clone()),
-        TieredCache::<Order>::new(Some(connection(&url).await), settings),
+        TieredCache::<Order>::new(
+            Some(RedisConnection::connect(&target).await.expect("redis")),
+            settings.clone(),
+        ),
+        TieredCache::<Order>::new(
+            Some(RedisConnection::connect(&target).await.expect("redis")),
+            settings,
+        ),
     ];
     let loads = Arc::new(AtomicUsize::new(0));
     let value = order(1);
@@ -74,14 +103,26 @@ async fn stampede(protection: bool) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_stampede_over_two_instances_loads_the_source_once() {
-    let loads = stampede(true).await;
+    let loads = stampede(true, standalone()).await;
     eprintln!("with stampede protection: {loads} load(s) for 1000 concurrent reads");
     assert_eq!(loads, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stampede_on_a_redis_cluster_loads_the_source_once() {
+    let target = RedisTarget {
+        urls: orderflow_testkit::redis_cluster().urls(),
+        cluster: true,
+        ..RedisTarget::default()
+    };
+    let loads = stampede(true, target).await;
+    eprintln!("on a Redis Cluster, with stampede protection: {loads} load(s) for 1000 concurrent reads");
+    assert_eq!(loads, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn without_protection_the_same_stampede_loads_many_times() {
-    let loads = stampede(false).await;
+    let loads = stampede(false, standalone()).await;
     eprintln!("without stampede protection: {loads} loads for 1000 concurrent reads");
     assert!(loads > 10, "expected a visible stampede, got {loads}");
 }
@@ -274,4 +315,132 @@ async fn reads_survive_redis_going_down_and_the_cache_heals_when_it_is_back() {
     }
     assert!(healed, "hits resume without restarting anything");
     assert_eq!(cache.breaker_state(), BreakerState::Closed);
+}
+
+/// Reads every key once (each read must succeed with `value`); returns how many were Redis hits.
+async fn hit_round<F>(cache: &TieredCache<Order>, loader: &F, keys: &[String], value: &Order) -> u64
+where
+    F: Fn() -> std::future::Ready<Result<Option<Order>, std::io::Error>> + Clone + Send + Sync + 'static,
+{
+    let hits_before = cache.stats().l2_hits.load(Ordering::Relaxed);
+    for key in keys {
+        let got = cache
+            .get_or_load(key, loader.clone())
+            .await
+            .expect("every read succeeds");
+        assert_eq!(got.map(|o| o.id), Some(value.id));
+    }
+    cache.stats().l2_hits.load(Ordering::Relaxed) - hits_before
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_redis_cluster_reads_continue_while_a_master_fails_over() {
+    // A cluster of its own: killing a master must not disturb the other tests.
+    let cluster = RedisCluster::start().expect("redis cluster");
+    let prefix = format!("{}:", orderflow_testkit::unique("cluster"));
+    let connection = RedisConnection::connect(&RedisTarget {
+        urls: cluster.urls()[..2].to_vec(), // two seeds are enough: the client discovers the rest
+        cluster: true,
+        ..RedisTarget::default()
+    })
+    .await
+    .expect("cluster connection");
+    let settings = TieredSettings {
+        l1_capacity: None,
+        beta: 0.0,
+        breaker_cooldown: Duration::from_millis(200),
+        ..settings(&prefix)
+    };
+    let cache = TieredCache::<Order>::new(Some(connection), settings);
+    let value = order(1);
+    let loads = Arc::new(AtomicUsize::new(0));
+    let loader = counting_loader(value.clone(), loads.clone());
+    let keys: Vec<String> = (0..300).map(|i| format!("o{i}")).collect(); // spread over every master's slots
+    for key in &keys {
+        cache.get_or_load(key, loader.clone()).await.expect("warm");
+    }
+    let warm_hits = hit_round(&cache, &loader, &keys, &value).await;
+    assert_eq!(warm_hits, 300, "every key is a hit on the healthy cluster");
+    tokio::time::sleep(Duration::from_millis(200)).await; // let the replicas catch up
+
+    let masters = cluster.masters().expect("masters");
+    let victim = masters[0];
+    cluster.kill(victim);
+    let killed = std::time::Instant::now();
+    // Reads go on during the failover (from Redis where it answers, from the loader where it does not) and
+    // the client follows the promoted replica: a whole round of hits comes back without restarting anything.
+    let mut recovered = None;
+    let mut rounds = 0;
+    while killed.elapsed() < Duration::from_secs(60) {
+        rounds += 1;
+        if hit_round(&cache, &loader, &keys, &value).await == 300 {
+            recovered = Some(killed.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let new_masters = cluster.masters().expect("masters");
+    eprintln!(
+        "killed node {victim}; masters {masters:?} -> {new_masters:?}; all hits again after {recovered:?} \
+         ({rounds} rounds, {} loads, {} redis errors)",
+        loads.load(Ordering::SeqCst),
+        cache.stats().redis_errors.load(Ordering::Relaxed)
+    );
+    assert!(recovered.is_some(), "the client follows the failover");
+    assert!(
+        !new_masters.contains(&victim) && new_masters.len() == 3,
+        "a replica took over"
+    );
+}
+
+#[tokio::test]
+async fn tls_with_an_acl_user_confined_to_its_key_prefix() {
+    let redis = RedisServer::start_tls(&[
+        "--user",
+        "default",
+        "off",
+        "--user",
+        "cache",
+        "on",
+        ">s3cret",
+        "~orderflow:*",
+        "+@all",
+    ])
+    .expect("TLS redis");
+    let tls_url = redis.tls_url().expect("tls url");
+    let with_password = |password: &str| CacheSettings {
+        redis_url: Some(tls_url.replace("rediss://", &format!("rediss://cache:{password}@"))),
+        redis_ca_file: Some(redis.ca_file()),
+        key_prefix: "orderflow:".into(),
+        memory_capacity: 0,
+        ..CacheSettings::default()
+    };
+    let cache = with_password("s3cret")
+        .connect()
+        .await
+        .expect("connects over TLS as the ACL user");
+    let loads = Arc::new(AtomicUsize::new(0));
+    let loader = counting_loader(order(1), loads.clone());
+    cache.get_or_load("o", loader.clone()).await.expect("load");
+    cache.get_or_load("o", loader.clone()).await.expect("hit");
+    assert_eq!(loads.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        cache.stats().l2_hits.load(Ordering::Relaxed),
+        1,
+        "the second read came from Redis"
+    );
+    assert_eq!(cache.stats().redis_errors.load(Ordering::Relaxed), 0);
+
+    let refused = with_password("wrong").connect().await;
+    assert!(refused.is_err(), "a wrong password is refused at start-up");
+    let untrusted = CacheSettings {
+        redis_ca_file: None,
+        ..with_password("s3cret")
+    }
+    .connect()
+    .await;
+    assert!(
+        untrusted.is_err(),
+        "a server certificate from an unknown CA is refused"
+    );
 }

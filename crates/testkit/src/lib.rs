@@ -1,4 +1,4 @@
-//! Test harness: real PostgreSQL, redis-server and Apache Kafka (KRaft) servers on 127.0.0.1.
+//! Test harness: real PostgreSQL, redis-server (standalone, TLS, Cluster) and Apache Kafka (KRaft) servers on 127.0.0.1.
 //!
 //! Each server runs as a child process on free ports with its data in a temp dir. The shared accessors
 //! ([`postgres`], [`redis`], [`kafka`]) start one server per test binary on first use; tests isolate
@@ -11,6 +11,7 @@ mod postgres;
 mod process;
 mod python;
 mod redis;
+mod redis_cluster;
 mod topic_reader;
 
 use std::sync::OnceLock;
@@ -19,6 +20,7 @@ pub use kafka::{KAFKA_VERSION, KafkaServer, kafka_jars};
 pub use postgres::PostgresServer;
 pub use python::interop_python;
 pub use redis::RedisServer;
+pub use redis_cluster::RedisCluster;
 pub use topic_reader::{Record, read_topic};
 
 /// Why a server could not be provided.
@@ -77,6 +79,12 @@ pub fn postgres() -> &'static PostgresServer {
 pub fn redis() -> &'static RedisServer {
     static CELL: OnceLock<RedisServer> = OnceLock::new();
     shared(&CELL, "redis-server", RedisServer::start)
+}
+
+/// The six-node Redis Cluster (three masters, three replicas) shared by this test binary.
+pub fn redis_cluster() -> &'static RedisCluster {
+    static CELL: OnceLock<RedisCluster> = OnceLock::new();
+    shared(&CELL, "a Redis Cluster", RedisCluster::start)
 }
 
 /// The Kafka broker shared by this test binary.

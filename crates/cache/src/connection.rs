@@ -1,0 +1,127 @@
+//! The Redis connection behind the L2 tier: one server or a Redis Cluster, plain or TLS (`rediss://`),
+//! with ACL user and password taken from the URL (`redis://user:password@host:port`).
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, Pipeline, RedisFuture, TlsCertificates, Value};
+
+/// Where and how to reach Redis.
+#[derive(Clone, Default)]
+pub struct RedisTarget {
+    /// Server URL, or for a Cluster one or more seed nodes' URLs (the client discovers the rest).
+    pub urls: Vec<String>,
+    /// Whether `urls` name Redis Cluster nodes.
+    pub cluster: bool,
+    /// PEM of the CA to trust for `rediss://` when it is not in the system store.
+    pub ca_pem: Option<Vec<u8>>,
+    /// Timeout of establishing a connection.
+    pub connect_timeout: Duration,
+}
+
+impl std::fmt::Debug for RedisTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // URLs may carry a password: print the number of them only.
+        f.debug_struct("RedisTarget")
+            .field("urls", &self.urls.len())
+            .field("cluster", &self.cluster)
+            .field("ca_pem", &self.ca_pem.is_some())
+            .finish()
+    }
+}
+
+/// A multiplexed, self-reconnecting connection to one Redis server or to a Redis Cluster (which follows
+/// slot moves and failovers); cheap to clone.
+#[derive(Clone)]
+pub enum RedisConnection {
+    /// One server (standalone, or a primary behind a stable address).
+    Single(ConnectionManager),
+    /// A Redis Cluster: commands go to the node serving their key's slot.
+    Cluster(ClusterConnection),
+}
+
+impl From<ConnectionManager> for RedisConnection {
+    fn from(connection: ConnectionManager) -> Self {
+        Self::Single(connection)
+    }
+}
+
+impl From<ClusterConnection> for RedisConnection {
+    fn from(connection: ClusterConnection) -> Self {
+        Self::Cluster(connection)
+    }
+}
+
+impl RedisConnection {
+    /// Connects to `target`.
+    pub async fn connect(target: &RedisTarget) -> redis::RedisResult<Self> {
+        // rustls needs a process-wide crypto provider; ring is the one built in. An application that installed
+        // its own keeps it (the call fails harmlessly).
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let certificates = target.ca_pem.as_ref().map(|pem| TlsCertificates {
+            client_tls: None,
+            root_cert: Some(pem.clone()),
+        });
+        let connect_timeout = if target.connect_timeout.is_zero() {
+            Duration::from_secs(2)
+        } else {
+            target.connect_timeout
+        };
+        if target.cluster {
+            let mut builder =
+                redis::cluster::ClusterClientBuilder::new(target.urls.iter().map(String::as_str))
+                    .connection_timeout(connect_timeout)
+                    .response_timeout(Duration::from_secs(1))
+                    // Fail fast: the cache has its own timeout and breaker, and reads fall back to the loader.
+                    .retries(3)
+                    .min_retry_wait(10)
+                    .max_retry_wait(200);
+            if let Some(certificates) = certificates {
+                builder = builder.certs(certificates);
+            }
+            let client = builder.build()?;
+            return Ok(Self::Cluster(client.get_async_connection().await?));
+        }
+        let url = target.urls.first().map(String::as_str).unwrap_or_default();
+        let client = match certificates {
+            Some(certificates) => redis::Client::build_with_tls(url, certificates)?,
+            None => redis::Client::open(url)?,
+        };
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(connect_timeout))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(500));
+        Ok(Self::Single(
+            ConnectionManager::new_with_config(client, config).await?,
+        ))
+    }
+}
+
+impl ConnectionLike for RedisConnection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Single(c) => c.req_packed_command(cmd),
+            Self::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(c) => c.get_db(),
+            Self::Cluster(c) => c.get_db(),
+        }
+    }
+}
