@@ -1,6 +1,8 @@
-//! The orders role's HTTP API (axum): routes, the problem+json error boundary, and health endpoints.
+//! The orders role's HTTP API (axum): routes, the problem+json error boundary, health endpoints and
+//! `/metrics`.
 
 mod error;
+pub mod metrics;
 mod orders;
 
 use std::sync::Arc;
@@ -47,6 +49,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/orders/{id}", get(orders::get).fallback(method_not_allowed))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics::render))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(TraceLayer::new_for_http())

@@ -115,6 +115,8 @@ pub async fn create(
     if let Some(relay) = &state.relay_wakeup {
         relay.notify_one();
     }
+    // Write-through: the writer's next GET sees this version (or a newer one), on any instance.
+    state.cache.refresh(&order.id.to_string(), &order).await;
 
     let location = format!("/v1/orders/{}", order.id);
     let mut response = (StatusCode::CREATED, Json(OrderView::from(&order))).into_response();

@@ -6,6 +6,7 @@
 
 mod breaker;
 mod connection;
+mod telemetry;
 mod tiered;
 
 use std::time::Duration;
@@ -48,6 +49,8 @@ pub struct CacheSettings {
     pub memory_capacity: u64,
     /// Milliseconds an in-process entry lives when Redis is used (in-process only: the full TTL).
     pub l1_ttl_ms: u64,
+    /// Coalesce misses (single-flight and the Redis lock). Turn off only to demonstrate a stampede.
+    pub stampede_protection: bool,
 }
 
 impl Default for CacheSettings {
@@ -64,6 +67,7 @@ impl Default for CacheSettings {
             negative_ttl_ms: 2000,
             memory_capacity: 100_000,
             l1_ttl_ms: 2000,
+            stampede_protection: true,
         }
     }
 }
@@ -119,6 +123,7 @@ impl CacheSettings {
             } else {
                 Duration::from_millis(self.l1_ttl_ms.max(1))
             },
+            stampede_protection: self.stampede_protection,
             ..TieredSettings::default()
         }
     }

@@ -26,6 +26,7 @@ use serde::de::DeserializeOwned;
 
 use crate::breaker::{Breaker, BreakerState};
 use crate::connection::RedisConnection;
+use crate::telemetry::CacheMetrics;
 
 /// Values that carry a version: a cached value is only ever replaced by one at least as new.
 pub trait Versioned {
@@ -119,10 +120,6 @@ pub struct CacheStats {
     pub redis_errors: AtomicU64,
 }
 
-fn bump(counter: &AtomicU64) {
-    counter.fetch_add(1, Ordering::Relaxed);
-}
-
 /// One cached value (or a cached "not found") with what XFetch needs.
 #[derive(Debug, Clone)]
 struct Entry<V> {
@@ -183,6 +180,7 @@ struct Inner<V> {
     breaker: Breaker,
     flights: Mutex<HashMap<String, Flight<V>>>,
     stats: CacheStats,
+    metrics: CacheMetrics,
     put_script: redis::Script,
     release_script: redis::Script,
 }
@@ -219,6 +217,7 @@ where
                 .build()
         });
         let breaker = Breaker::new(settings.breaker_threshold, settings.breaker_cooldown);
+        let metrics = CacheMetrics::new(&settings.namespace);
         Self {
             inner: Arc::new(Inner {
                 settings,
@@ -227,10 +226,17 @@ where
                 breaker,
                 flights: Mutex::default(),
                 stats: CacheStats::default(),
+                metrics,
                 put_script: redis::Script::new(PUT_IF_NOT_OLDER),
                 release_script: redis::Script::new(RELEASE_LOCK),
             }),
         }
+    }
+
+    /// Counts one event in the stats and in the exported metrics.
+    fn count(&self, stat: fn(&CacheStats) -> &AtomicU64, metric: fn(&CacheMetrics) -> &metrics::Counter) {
+        stat(&self.inner.stats).fetch_add(1, Ordering::Relaxed);
+        metric(&self.inner.metrics).increment(1);
     }
 
     /// What the cache has done so far.
@@ -263,7 +269,7 @@ where
             && let Some(entry) = l1.get(key).await
             && !entry.is_expired(now)
         {
-            bump(&self.inner.stats.l1_hits);
+            self.count(|s| &s.l1_hits, |m| &m.l1_hits);
             return Ok(entry.value.clone());
         }
         let loader: Loader<V> = Arc::new(move || {
@@ -280,7 +286,7 @@ where
             let mut flights = self.inner.flights.lock().unwrap_or_else(|p| p.into_inner());
             match flights.get(key) {
                 Some(flight) => {
-                    bump(&self.inner.stats.coalesced);
+                    self.count(|s| &s.coalesced, |m| &m.coalesced);
                     flight.clone()
                 }
                 None => {
@@ -314,30 +320,30 @@ where
             .await
             .filter(|e| e.value.is_some() || !e.is_expired(now))?;
         if !entry.is_expired(now) {
-            bump(&self.inner.stats.l2_hits);
+            self.count(|s| &s.l2_hits, |m| &m.l2_hits);
             if entry.wants_early_refresh(now, self.inner.settings.beta) {
-                bump(&self.inner.stats.early_refreshes);
+                self.count(|s| &s.early_refreshes, |m| &m.early_refreshes);
                 self.refresh_in_background(key.to_owned(), loader.clone());
             }
             self.put_l1(key, entry.clone()).await;
             return Some(entry.value);
         }
         // Expired but still within the stale window (Redis keeps it that long): serve it, refresh once.
-        bump(&self.inner.stats.stale_served);
+        self.count(|s| &s.stale_served, |m| &m.stale_served);
         self.refresh_in_background(key.to_owned(), loader.clone());
         Some(entry.value)
     }
 
     /// A miss: one loader call for every caller coalesced here, and across instances through the lock.
     async fn load_miss(self, key: String, loader: Loader<V>) -> Result<Option<V>, LoadError> {
-        bump(&self.inner.stats.misses);
+        self.count(|s| &s.misses, |m| &m.misses);
         if self.inner.settings.stampede_protection && self.redis_usable() {
             match self.try_lock(&key).await {
                 Some(Some(token)) => {
                     // Double-checked: the previous holder may have stored the value just before we locked.
                     let result = match self.read_l2(&key).await.filter(|e| !e.is_expired(now_ms())) {
                         Some(entry) => {
-                            bump(&self.inner.stats.lock_waits);
+                            self.count(|s| &s.lock_waits, |m| &m.lock_waits);
                             self.put_l1(&key, entry.clone()).await;
                             Ok(entry.value)
                         }
@@ -348,7 +354,7 @@ where
                 }
                 Some(None) => {
                     if let Some(entry) = self.wait_for_holder(&key).await {
-                        bump(&self.inner.stats.lock_waits);
+                        self.count(|s| &s.lock_waits, |m| &m.lock_waits);
                         self.put_l1(&key, entry.clone()).await;
                         return Ok(entry.value);
                     }
@@ -360,7 +366,7 @@ where
     }
 
     async fn load_and_store(&self, key: &str, loader: &Loader<V>) -> Result<Option<V>, LoadError> {
-        bump(&self.inner.stats.loads);
+        self.count(|s| &s.loads, |m| &m.loads);
         let started = Instant::now();
         let value = loader().await?;
         let delta_ms = started.elapsed().as_millis() as u64;
@@ -488,6 +494,7 @@ where
         match tokio::time::timeout(self.inner.settings.redis_timeout, call(conn)).await {
             Ok(Ok(value)) => {
                 self.inner.breaker.success();
+                self.inner.metrics.breaker_open.set(0.0);
                 Some(value)
             }
             Ok(Err(e)) => {
@@ -503,8 +510,10 @@ where
     }
 
     fn redis_failed(&self) {
-        bump(&self.inner.stats.redis_errors);
+        self.count(|s| &s.redis_errors, |m| &m.redis_errors);
         self.inner.breaker.failure();
+        let open = self.inner.breaker.state() == BreakerState::Open;
+        self.inner.metrics.breaker_open.set(if open { 1.0 } else { 0.0 });
     }
 
     async fn read_l2(&self, key: &str) -> Option<Entry<V>> {

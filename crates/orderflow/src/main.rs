@@ -243,6 +243,7 @@ async fn check_schemas(
 
 async fn serve(settings: Settings, roles: &[Role]) -> anyhow::Result<()> {
     let database = redact_url(&settings.database_url());
+    orderflow_api::metrics::install()?;
     let platform = Platform::start(settings.clone(), roles).await?;
     print_banner(&settings, &platform, roles, &database);
 

@@ -358,11 +358,21 @@ async fn bad_input_gets_problem_details_and_writes_nothing() {
 
 /// Starts the real binary; returns it with the base URL and the start-up banner it printed.
 fn spawn_binary(args: &[&str], data_dir: &std::path::Path) -> (std::process::Child, String, Vec<String>) {
+    spawn_binary_with(args, data_dir, &[])
+}
+
+/// [`spawn_binary`] with extra environment variables (configuration layered over the defaults).
+fn spawn_binary_with(
+    args: &[&str],
+    data_dir: &std::path::Path,
+    env: &[(&str, String)],
+) -> (std::process::Child, String, Vec<String>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_orderflow"))
         .args(args)
         .arg("--data-dir")
         .arg(data_dir)
         .env_remove("ORDERFLOW_CONFIG")
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -776,4 +786,118 @@ async fn dlq_commands_list_show_and_replay_dead_letters() {
     let out = run_binary(&["dlq", "list"], &[]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("dead letters live in a Kafka cluster"));
+}
+
+/// The sum of `orderflow_cache_loads_total` over the given instances' `/metrics`.
+async fn cache_loads(bases: &[String]) -> u64 {
+    let mut total = 0;
+    for base in bases {
+        let text = reqwest::get(format!("{base}/metrics"))
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("metrics text");
+        total += text
+            .lines()
+            .filter(|l| l.starts_with("orderflow_cache_loads_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64;
+    }
+    total
+}
+
+/// Two `orderflow run --role orders` processes share PostgreSQL and Redis; a hot order's cache entry
+/// expires (deleted from Redis, gone from both in-process tiers) and 1,000 GETs arrive at once, half at
+/// each process, over connections opened beforehand. Returns how many times the database was asked.
+async fn http_stampede(protection: bool) -> u64 {
+    let db = orderflow_testkit::postgres().fresh_database().expect("database");
+    let kafka = orderflow_testkit::kafka().bootstrap_servers();
+    let redis_url = orderflow_testkit::redis().url();
+    let prefix = unique("stampede");
+    let migrated = run_binary(&["migrate", "--database-url", &db], &[]);
+    assert!(migrated.status.success());
+    let env = [
+        ("ORDERFLOW_CACHE__KEY_PREFIX", format!("{prefix}:")),
+        ("ORDERFLOW_CACHE__L1_TTL_MS", "200".to_owned()),
+        ("ORDERFLOW_CACHE__STAMPEDE_PROTECTION", protection.to_string()),
+    ];
+    let mut instances = Vec::new();
+    for _ in 0..2 {
+        let dir = temp_dir();
+        let args = [
+            "run",
+            "--role",
+            "orders",
+            "--listen",
+            "127.0.0.1:0",
+            "--database-url",
+            &db,
+            "--kafka-bootstrap",
+            &kafka,
+            "--topic-prefix",
+            &format!("{prefix}."),
+            "--redis-url",
+            &redis_url,
+        ];
+        instances.push(spawn_binary_with(&args, &dir, &env));
+    }
+    let bases: Vec<String> = instances.iter().map(|(_, base, _)| base.clone()).collect();
+    let (status, _, created) = post(&bases[0], "application/json", &order_body().to_string()).await;
+    assert_eq!(status, 201);
+    let id = created["id"].as_str().expect("id").to_owned();
+
+    // The hot key expires everywhere.
+    let client = redis::Client::open(redis_url.as_str()).expect("client");
+    let mut redis = client.get_multiplexed_async_connection().await.expect("redis");
+    let _: i64 = redis.del(format!("{prefix}:order:{{{id}}}")).await.expect("DEL");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let before = cache_loads(&bases).await;
+
+    let readers = 1000;
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(readers));
+    let mut tasks = Vec::new();
+    for i in 0..readers {
+        let addr = bases[i % 2].trim_start_matches("http://").to_owned();
+        let (barrier, id) = (barrier.clone(), id.clone());
+        tasks.push(tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut stream = tokio::net::TcpStream::connect(&addr).await.expect("connect");
+            barrier.wait().await;
+            let request =
+                format!("GET /v1/orders/{id} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+            stream.write_all(request.as_bytes()).await.expect("send");
+            let mut response = Vec::new();
+            stream.read_to_end(&mut response).await.expect("read");
+            String::from_utf8_lossy(&response).into_owned()
+        }));
+    }
+    for task in tasks {
+        let response = task.await.expect("reader");
+        assert!(
+            response.starts_with("HTTP/1.1 200"),
+            "{}",
+            response.lines().next().unwrap_or("")
+        );
+        assert!(response.contains(&id));
+    }
+    let loads = cache_loads(&bases).await - before;
+    for (child, _, _) in instances {
+        terminate(child).await;
+    }
+    loads
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hot_order_expiring_under_1000_gets_over_two_processes_is_loaded_once() {
+    let loads = http_stampede(true).await;
+    eprintln!("stampede protection on: {loads} database load(s) for 1000 GETs over two processes");
+    assert_eq!(loads, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_stampede_protection_the_same_gets_load_the_database_many_times() {
+    let loads = http_stampede(false).await;
+    eprintln!("stampede protection off: {loads} database loads for 1000 GETs over two processes");
+    assert!(loads > 10, "expected a visible stampede, got {loads}");
 }
