@@ -33,6 +33,12 @@ pub enum ApiError {
     /// The route exists but not for this method.
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// The order's status does not allow the change asked for.
+    #[error("{0}")]
+    Transition(orderflow_domain::TransitionError),
+    /// The order changed concurrently too many times while the request was deciding.
+    #[error("{0}")]
+    Conflict(String),
     /// A dependency (the database) is unavailable; the client may retry.
     #[error("the service is temporarily unavailable")]
     Unavailable(String),
@@ -88,6 +94,12 @@ impl ApiError {
                 "/problems/method-not-allowed",
                 "Method not allowed",
             ),
+            Self::Transition(_) => (
+                StatusCode::CONFLICT,
+                "/problems/invalid-transition",
+                "The order's status does not allow this",
+            ),
+            Self::Conflict(_) => (StatusCode::CONFLICT, "/problems/conflict", "Concurrent change"),
             Self::Unavailable(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "/problems/unavailable",

@@ -47,6 +47,10 @@ pub fn router(state: AppState) -> Router {
     let app = Router::new()
         .route("/v1/orders", post(orders::create).fallback(method_not_allowed))
         .route("/v1/orders/{id}", get(orders::get).fallback(method_not_allowed))
+        .route(
+            "/v1/orders/{id}/cancel",
+            post(orders::cancel).fallback(method_not_allowed),
+        )
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics::render))

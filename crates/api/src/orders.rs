@@ -7,8 +7,8 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
-use orderflow_domain::{NewOrder, Order, OrderId};
-use orderflow_events::OrderCreated;
+use orderflow_domain::{NewOrder, Order, OrderId, ValidationErrors};
+use orderflow_events::{OrderCancelled, OrderCreated};
 use serde::Serialize;
 
 use crate::{ApiError, AppState};
@@ -142,3 +142,92 @@ pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Resul
         .ok_or(ApiError::OrderNotFound(id))?;
     Ok(Json(OrderView::from(&order)))
 }
+
+/// Longest cancellation reason accepted, in characters.
+pub const MAX_REASON_CHARS: usize = 500;
+
+/// The optional body of a cancel: `{"reason": "..."}`; empty means no reason.
+fn cancel_reason(headers: &HeaderMap, body: &[u8]) -> Result<Option<String>, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    is_json(headers)?;
+    let doc: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+    let mut errors = ValidationErrors::default();
+    let reason = match &doc {
+        serde_json::Value::Object(fields) => {
+            for name in fields.keys().filter(|k| k.as_str() != "reason") {
+                errors.push(name.as_str(), "unknown field");
+            }
+            match fields.get("reason") {
+                None | Some(serde_json::Value::Null) => None,
+                Some(serde_json::Value::String(r)) if r.chars().count() <= MAX_REASON_CHARS => {
+                    Some(r.clone())
+                }
+                Some(serde_json::Value::String(_)) => {
+                    errors.push("reason", format!("at most {MAX_REASON_CHARS} characters"));
+                    None
+                }
+                Some(_) => {
+                    errors.push("reason", "must be a string");
+                    None
+                }
+            }
+        }
+        _ => {
+            errors.push("", "expected a JSON object");
+            None
+        }
+    };
+    if errors.is_empty() {
+        Ok(reason)
+    } else {
+        Err(ApiError::Validation(errors))
+    }
+}
+
+/// `POST /v1/orders/{id}/cancel`: from CREATED, PAID or ALLOCATED only (409 otherwise). The status change and
+/// `order.cancelled` commit in one transaction, guarded by the order's version (a concurrent change makes it
+/// decide again on the new state); the new version is written through the cache, so the caller's next GET
+/// shows it.
+pub async fn cancel(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<OrderView>, ApiError> {
+    let order_id: OrderId = id.parse().map_err(|_| ApiError::InvalidOrderId(id.clone()))?;
+    let body = body.map_err(|e| ApiError::BadBody(e.body_text()))?;
+    let reason = cancel_reason(&headers, &body)?;
+    let traceparent = headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| is_traceparent(v));
+    for _ in 0..CANCEL_ATTEMPTS {
+        let current = state
+            .store
+            .get_order(order_id)
+            .await?
+            .ok_or_else(|| ApiError::OrderNotFound(id.clone()))?;
+        let cancelled = current.cancel(Utc::now()).map_err(ApiError::Transition)?;
+        let event = state
+            .codec
+            .encode(
+                &OrderCancelled::from_order(&cancelled, current.status, reason.clone()),
+                traceparent,
+            )
+            .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+        if state.store.update_order(&current, &cancelled, &event).await? {
+            if let Some(relay) = &state.relay_wakeup {
+                relay.notify_one();
+            }
+            state.cache.refresh(&id, &cancelled).await;
+            return Ok(Json(OrderView::from(&cancelled)));
+        }
+    }
+    Err(ApiError::Conflict(format!("order {id} kept changing; try again")))
+}
+
+/// How many times a cancel re-reads an order that changed under it before giving up with 409.
+const CANCEL_ATTEMPTS: usize = 3;

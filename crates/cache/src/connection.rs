@@ -125,3 +125,24 @@ impl ConnectionLike for RedisConnection {
         }
     }
 }
+
+/// A pub/sub connection to the server at `url` (TLS and CA as in `target`), subscribed to `channel`.
+pub(crate) async fn subscribe(
+    url: &str,
+    target: &RedisTarget,
+    channel: &str,
+) -> redis::RedisResult<redis::aio::PubSub> {
+    let client = match &target.ca_pem {
+        Some(pem) => redis::Client::build_with_tls(
+            url,
+            TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem.clone()),
+            },
+        )?,
+        None => redis::Client::open(url)?,
+    };
+    let mut pubsub = client.get_async_pubsub().await?;
+    pubsub.subscribe(channel).await?;
+    Ok(pubsub)
+}

@@ -143,11 +143,12 @@ impl CacheSettings {
 
     /// Connects to Redis when configured and builds the order cache.
     pub async fn connect(&self) -> Result<OrderCache, CacheError> {
-        let redis = match self.redis_target()? {
-            Some(target) => Some(RedisConnection::connect(&target).await?),
-            None => None,
+        let Some(target) = self.redis_target()? else {
+            return Ok(TieredCache::new(None, self.tiered()));
         };
-        Ok(TieredCache::new(redis, self.tiered()))
+        let cache = TieredCache::new(Some(RedisConnection::connect(&target).await?), self.tiered());
+        cache.listen_for_invalidations(target);
+        Ok(cache)
     }
 
     /// Where Redis is, when configured: the URL(s), Cluster or not, and the CA to trust.

@@ -25,7 +25,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::breaker::{Breaker, BreakerState};
-use crate::connection::RedisConnection;
+use crate::connection::{RedisConnection, RedisTarget, subscribe};
 use crate::telemetry::CacheMetrics;
 
 /// Values that carry a version: a cached value is only ever replaced by one at least as new.
@@ -183,6 +183,8 @@ struct Inner<V> {
     metrics: CacheMetrics,
     put_script: redis::Script,
     release_script: redis::Script,
+    /// Tells this instance's invalidation messages from other instances'.
+    instance: u64,
 }
 
 /// A two-tier cache of `V`s; cheap to clone (clones share tiers, flights and counters).
@@ -227,6 +229,7 @@ where
                 flights: Mutex::default(),
                 stats: CacheStats::default(),
                 metrics,
+                instance: rand::random(),
                 put_script: redis::Script::new(PUT_IF_NOT_OLDER),
                 release_script: redis::Script::new(RELEASE_LOCK),
             }),
@@ -399,7 +402,8 @@ where
         });
     }
 
-    /// Stores `value` (e.g. from an event) unless a newer version is cached.
+    /// Stores `value` (e.g. from a write or an event) unless a newer version is cached, and tells the other
+    /// instances to drop their in-process copy of `key` (see [`TieredCache::listen_for_invalidations`]).
     pub async fn refresh(&self, key: &str, value: &V) {
         let entry = Entry {
             value: Some(value.clone()),
@@ -408,9 +412,81 @@ where
             expires_at_ms: now_ms() + self.jittered_ttl().as_millis() as i64,
         };
         self.write(key, entry).await;
+        self.announce(key).await;
     }
 
-    /// Drops `key` from both tiers (after a write to the source of truth).
+    /// The pub/sub channel on which instances announce changed keys.
+    pub fn invalidation_channel(&self) -> String {
+        format!(
+            "{}{}:invalidate",
+            self.inner.settings.key_prefix, self.inner.settings.namespace
+        )
+    }
+
+    /// Publishes `<instance> <key>` on the invalidation channel (a Cluster broadcasts it to every node).
+    async fn announce(&self, key: &str) {
+        let (channel, message) = (
+            self.invalidation_channel(),
+            format!("{:016x} {key}", self.inner.instance),
+        );
+        self.redis_call(|mut conn| async move {
+            redis::cmd("PUBLISH")
+                .arg(channel)
+                .arg(message)
+                .query_async::<i64>(&mut conn)
+                .await
+        })
+        .await;
+    }
+
+    /// Keeps this instance's in-process tier in step with writes made through other instances: subscribes
+    /// to the invalidation channel on `target` (any node of a Cluster; the next seed when one fails) and
+    /// drops each announced key. While it is disconnected, entries live at most the in-process TTL, and on
+    /// every (re)connection the whole in-process tier is dropped, since announcements may have been missed.
+    /// The task ends when the cache is dropped.
+    pub fn listen_for_invalidations(&self, target: RedisTarget) {
+        let Some(l1) = self.inner.l1.clone() else {
+            return;
+        };
+        let weak = Arc::downgrade(&self.inner);
+        let (channel, me) = (
+            self.invalidation_channel(),
+            format!("{:016x}", self.inner.instance),
+        );
+        tokio::spawn(async move {
+            let mut seed = 0usize;
+            while weak.strong_count() > 0 {
+                let url = target
+                    .urls
+                    .get(seed % target.urls.len().max(1))
+                    .cloned()
+                    .unwrap_or_default();
+                seed += 1;
+                match subscribe(&url, &target, &channel).await {
+                    Ok(mut pubsub) => {
+                        l1.invalidate_all();
+                        let mut messages = pubsub.on_message();
+                        while let Some(message) = futures::StreamExt::next(&mut messages).await {
+                            if weak.strong_count() == 0 {
+                                return;
+                            }
+                            let payload = String::from_utf8_lossy(message.get_payload_bytes());
+                            if let Some((from, key)) = payload.split_once(' ')
+                                && from != me
+                            {
+                                l1.invalidate(key).await;
+                            }
+                        }
+                        tracing::debug!("cache invalidation subscription ended; reconnecting");
+                    }
+                    Err(e) => tracing::debug!(error = %e, "cache invalidation subscription failed"),
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+    }
+
+    /// Drops `key` from both tiers, here and (through the invalidation channel) in other instances' L1.
     pub async fn invalidate(&self, key: &str) {
         if let Some(l1) = &self.inner.l1 {
             l1.invalidate(key).await;
@@ -423,6 +499,7 @@ where
                 .await
         })
         .await;
+        self.announce(key).await;
     }
 
     fn jittered_ttl(&self) -> Duration {

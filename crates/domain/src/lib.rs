@@ -10,5 +10,5 @@ mod validation;
 
 pub use ids::{CustomerId, EventId, OrderId, Sku};
 pub use money::{Currency, MinorUnits, Quantity};
-pub use order::{NewOrder, NewOrderItem, Order, OrderItem, OrderStatus, UnknownStatus};
+pub use order::{NewOrder, NewOrderItem, Order, OrderItem, OrderStatus, TransitionError, UnknownStatus};
 pub use validation::{FieldError, ValidationErrors};

@@ -321,6 +321,33 @@ impl Order {
             updated_at: now,
         }
     }
+
+    /// The order cancelled at `now` (next version), when its status allows it: CREATED, PAID or ALLOCATED
+    /// (allocated stock is released by the inventory role on `order.cancelled`).
+    pub fn cancel(&self, now: DateTime<Utc>) -> Result<Self, TransitionError> {
+        match self.status {
+            OrderStatus::Created | OrderStatus::Paid | OrderStatus::Allocated => Ok(Self {
+                status: OrderStatus::Cancelled,
+                version: self.version + 1,
+                updated_at: now.trunc_subsecs(6).max(self.updated_at),
+                ..self.clone()
+            }),
+            from => Err(TransitionError {
+                from,
+                to: OrderStatus::Cancelled,
+            }),
+        }
+    }
+}
+
+/// A status change the order's lifecycle does not allow.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("an order in status {} cannot become {}", from.as_str(), to.as_str())]
+pub struct TransitionError {
+    /// The order's current status.
+    pub from: OrderStatus,
+    /// The status asked for.
+    pub to: OrderStatus,
 }
 
 #[cfg(test)]
@@ -394,6 +421,41 @@ mod tests {
     fn statuses_round_trip() {
         for s in [OrderStatus::Created, OrderStatus::Paid, OrderStatus::Cancelled] {
             assert_eq!(s.as_str().parse::<OrderStatus>(), Ok(s));
+        }
+    }
+
+    #[test]
+    fn cancel_is_allowed_from_created_paid_and_allocated_only() {
+        let doc = json!({"customer_id": "c", "currency": "EUR", "items": [{"sku": "A", "quantity": 1, "unit_price_minor": 10}]});
+        let order = Order::create(NewOrder::parse(&doc).expect("valid"), Utc::now());
+        for status in [OrderStatus::Created, OrderStatus::Paid, OrderStatus::Allocated] {
+            let cancelled = Order {
+                status,
+                ..order.clone()
+            }
+            .cancel(Utc::now())
+            .expect("allowed");
+            assert_eq!(cancelled.status, OrderStatus::Cancelled);
+            assert_eq!(cancelled.version, order.version + 1);
+            assert!(cancelled.updated_at >= order.updated_at);
+        }
+        for status in [
+            OrderStatus::PaymentFailed,
+            OrderStatus::Rejected,
+            OrderStatus::Cancelled,
+        ] {
+            let refused = Order {
+                status,
+                ..order.clone()
+            }
+            .cancel(Utc::now());
+            assert_eq!(
+                refused.map(|_| ()),
+                Err(TransitionError {
+                    from: status,
+                    to: OrderStatus::Cancelled
+                })
+            );
         }
     }
 }

@@ -210,6 +210,23 @@ event! {
     }
 }
 
+impl OrderCancelled {
+    /// Describes the cancellation that made `cancelled` (its new version) out of an order in `previous`.
+    pub fn from_order(cancelled: &Order, previous: OrderStatus, reason: Option<String>) -> Self {
+        let (event_id, event_type, order_id, order_version, occurred_at) =
+            envelope(Self::TYPE, cancelled.id, cancelled.version, cancelled.updated_at);
+        Self {
+            event_id,
+            event_type,
+            order_id,
+            order_version,
+            occurred_at,
+            previous_status: previous.as_str().to_owned(),
+            reason,
+        }
+    }
+}
+
 impl OrderCreated {
     /// Describes the creation of `order`.
     pub fn from_order(order: &Order) -> Self {

@@ -807,24 +807,19 @@ async fn cache_loads(bases: &[String]) -> u64 {
     total
 }
 
-/// Two `orderflow run --role orders` processes share PostgreSQL and Redis; a hot order's cache entry
-/// expires (deleted from Redis, gone from both in-process tiers) and 1,000 GETs arrive at once, half at
-/// each process, over connections opened beforehand. Returns how many times the database was asked.
-async fn http_stampede(protection: bool) -> u64 {
+/// Two `orderflow run --role orders` processes sharing a fresh database and the Redis server, with cache keys
+/// under `<prefix>:` and `env` layered over their configuration; returns them and their base URLs.
+fn orders_instances(prefix: &str, env: &[(&str, String)]) -> (Vec<std::process::Child>, Vec<String>) {
     let db = orderflow_testkit::postgres().fresh_database().expect("database");
     let kafka = orderflow_testkit::kafka().bootstrap_servers();
     let redis_url = orderflow_testkit::redis().url();
-    let prefix = unique("stampede");
     let migrated = run_binary(&["migrate", "--database-url", &db], &[]);
     assert!(migrated.status.success());
-    let env = [
-        ("ORDERFLOW_CACHE__KEY_PREFIX", format!("{prefix}:")),
-        ("ORDERFLOW_CACHE__L1_TTL_MS", "200".to_owned()),
-        ("ORDERFLOW_CACHE__STAMPEDE_PROTECTION", protection.to_string()),
-    ];
-    let mut instances = Vec::new();
+    let mut env = env.to_vec();
+    env.push(("ORDERFLOW_CACHE__KEY_PREFIX", format!("{prefix}:")));
+    let topic_prefix = format!("{prefix}.");
+    let (mut children, mut bases) = (Vec::new(), Vec::new());
     for _ in 0..2 {
-        let dir = temp_dir();
         let args = [
             "run",
             "--role",
@@ -836,13 +831,28 @@ async fn http_stampede(protection: bool) -> u64 {
             "--kafka-bootstrap",
             &kafka,
             "--topic-prefix",
-            &format!("{prefix}."),
+            &topic_prefix,
             "--redis-url",
             &redis_url,
         ];
-        instances.push(spawn_binary_with(&args, &dir, &env));
+        let (child, base, _) = spawn_binary_with(&args, &temp_dir(), &env);
+        children.push(child);
+        bases.push(base);
     }
-    let bases: Vec<String> = instances.iter().map(|(_, base, _)| base.clone()).collect();
+    (children, bases)
+}
+
+/// Two `orderflow run --role orders` processes share PostgreSQL and Redis; a hot order's cache entry
+/// expires (deleted from Redis, gone from both in-process tiers) and 1,000 GETs arrive at once, half at
+/// each process, over connections opened beforehand. Returns how many times the database was asked.
+async fn http_stampede(protection: bool) -> u64 {
+    let prefix = unique("stampede");
+    let env = [
+        ("ORDERFLOW_CACHE__L1_TTL_MS", "200".to_owned()),
+        ("ORDERFLOW_CACHE__STAMPEDE_PROTECTION", protection.to_string()),
+    ];
+    let (instances, bases) = orders_instances(&prefix, &env);
+    let redis_url = orderflow_testkit::redis().url();
     let (status, _, created) = post(&bases[0], "application/json", &order_body().to_string()).await;
     assert_eq!(status, 201);
     let id = created["id"].as_str().expect("id").to_owned();
@@ -882,7 +892,7 @@ async fn http_stampede(protection: bool) -> u64 {
         assert!(response.contains(&id));
     }
     let loads = cache_loads(&bases).await - before;
-    for (child, _, _) in instances {
+    for child in instances {
         terminate(child).await;
     }
     loads
@@ -900,4 +910,80 @@ async fn without_stampede_protection_the_same_gets_load_the_database_many_times(
     let loads = http_stampede(false).await;
     eprintln!("stampede protection off: {loads} database loads for 1000 GETs over two processes");
     assert!(loads > 10, "expected a visible stampede, got {loads}");
+}
+
+async fn cancel(base: &str, id: &str, body: Option<&str>) -> (u16, String, Value) {
+    let mut request = reqwest::Client::new().post(format!("{base}/v1/orders/{id}/cancel"));
+    if let Some(body) = body {
+        request = request
+            .header("content-type", "application/json")
+            .body(body.to_owned());
+    }
+    let response = request.send().await.expect("POST cancel");
+    let status = response.status().as_u16();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    (status, content_type, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_is_read_back_at_once_on_every_instance_and_bad_cancels_change_nothing() {
+    let (instances, bases) = orders_instances(&unique("cancel"), &[]);
+    let (a, b) = (&bases[0], &bases[1]);
+    let (status, _, created) = post(a, "application/json", &order_body().to_string()).await;
+    assert_eq!(status, 201);
+    let id = created["id"].as_str().expect("id").to_owned();
+    // Read-your-writes after a 201, on the other instance too; this also puts version 1 in b's own tier.
+    assert_eq!(get_order(b, &id).await["version"], 1);
+    assert_eq!(get_order(a, &id).await["version"], 1);
+
+    let (status, _, cancelled) = cancel(a, &id, Some(r#"{"reason": "changed my mind"}"#)).await;
+    assert_eq!(status, 200, "{cancelled}");
+    assert_eq!(cancelled["status"], "CANCELLED");
+    assert_eq!(cancelled["version"], 2);
+    // The GET right after the cancel shows it, whichever instance serves it.
+    for base in [a, b] {
+        let read = get_order(base, &id).await;
+        assert_eq!(
+            (read["status"].clone(), read["version"].clone()),
+            (json!("CANCELLED"), json!(2)),
+            "{base}"
+        );
+    }
+
+    let (status, content_type, problem) = cancel(b, &id, None).await;
+    assert_eq!((status, content_type.as_str()), (409, "application/problem+json"));
+    assert_eq!(problem["type"], "/problems/invalid-transition");
+    let (status, _, problem) = cancel(a, &uuid::Uuid::now_v7().to_string(), None).await;
+    assert_eq!(
+        (status, problem["type"].as_str()),
+        (404, Some("/problems/order-not-found"))
+    );
+    let (status, _, problem) = cancel(a, "not-a-uuid", None).await;
+    assert_eq!(
+        (status, problem["type"].as_str()),
+        (400, Some("/problems/invalid-order-id"))
+    );
+    let (status, _, created2) = post(a, "application/json", &order_body().to_string()).await;
+    assert_eq!(status, 201);
+    let id2 = created2["id"].as_str().expect("id");
+    let (status, _, problem) = cancel(a, id2, Some(r#"{"reason": 5, "extra": true}"#)).await;
+    assert_eq!(
+        (status, problem["type"].as_str()),
+        (422, Some("/problems/validation"))
+    );
+    let (status, _, _) = cancel(a, id2, Some("{not json")).await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        get_order(b, id2).await["status"],
+        "CREATED",
+        "refused cancels change nothing"
+    );
+    for child in instances {
+        terminate(child).await;
+    }
 }

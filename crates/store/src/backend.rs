@@ -59,6 +59,48 @@ macro_rules! shared_queries {
                 Ok(())
             }
 
+            /// Moves an order from `before` to `after` (same id, next version) and writes `event` to the outbox,
+            /// in one transaction; `false`, writing nothing, when the stored order is no longer at `before`'s
+            /// version (a concurrent change won: read it again and decide anew).
+            pub async fn update_order(
+                &self,
+                before: &orderflow_domain::Order,
+                after: &orderflow_domain::Order,
+                event: &orderflow_events::EncodedEvent,
+            ) -> Result<bool, $crate::StoreError> {
+                let mut tx = self.pool.begin().await?;
+                let updated = sqlx::query(
+                    "UPDATE orders SET status = $1, version = $2, updated_at = $3 WHERE id = $4 AND version = $5",
+                )
+                .bind(after.status.as_str())
+                .bind(after.version)
+                .bind(after.updated_at)
+                .bind(before.id.as_uuid())
+                .bind(before.version)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if updated != 1 {
+                    tx.rollback().await?;
+                    return Ok(false);
+                }
+                sqlx::query(
+                    "INSERT INTO outbox (event_id, topic, msg_key, event_type, payload, headers, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(event.event_id)
+                .bind(event.topic)
+                .bind(event.key.as_str())
+                .bind(event.event_type)
+                .bind(event.payload.as_slice())
+                .bind($crate::rows::headers_to_json(&event.headers))
+                .bind(after.updated_at)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(true)
+            }
+
             /// Reads one order with its lines.
             pub async fn get_order(
                 &self,

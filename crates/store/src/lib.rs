@@ -132,6 +132,17 @@ impl Store {
         dispatch!(self, s => s.insert_order(order, event).await)
     }
 
+    /// Moves an order from `before` to `after` with `event` in the outbox, in one transaction; `false` when a
+    /// concurrent change got there first (nothing written).
+    pub async fn update_order(
+        &self,
+        before: &Order,
+        after: &Order,
+        event: &EncodedEvent,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.update_order(before, after, event).await)
+    }
+
     /// Reads one order with its lines.
     pub async fn get_order(&self, id: OrderId) -> Result<Option<Order>, StoreError> {
         dispatch!(self, s => s.get_order(id).await)
