@@ -1,5 +1,6 @@
 //! Cache benchmark (prints its figures): L1 hit time, and L2 (Redis) hit latency percentiles at fixed
-//! rates (20,000 and 50,000 gets/s) against a real redis-server started by the test harness.
+//! rates (20,000 and 50,000 gets/s; `BENCH_RATES` overrides) against a real redis-server started by the
+//! test harness, and the hit ratio of Zipf(1.1) reads over 1M orders (`BENCH_ZIPF_ORDERS` overrides).
 //!
 //! Run: `cargo bench -p orderflow-cache --bench cache`.
 
@@ -122,6 +123,108 @@ async fn l2_hits_at_rate(redis_url: &str, rate: u64, seconds: u64) {
     );
 }
 
+/// Zipf(s) ranks over `n` keys by inverse CDF: hand-written because it is a binary search over a table, and
+/// the workspace has no distributions crate.
+struct Zipf {
+    cdf: Vec<f64>,
+}
+
+impl Zipf {
+    fn new(n: usize, s: f64) -> Self {
+        let mut cdf = Vec::with_capacity(n);
+        let mut sum = 0.0;
+        for k in 1..=n {
+            sum += (k as f64).powf(-s);
+            cdf.push(sum);
+        }
+        for c in &mut cdf {
+            *c /= sum;
+        }
+        Self { cdf }
+    }
+
+    fn sample(&self, rng: &mut impl rand::Rng) -> usize {
+        let u: f64 = rng.random();
+        self.cdf.partition_point(|&c| c < u).min(self.cdf.len() - 1)
+    }
+}
+
+/// Hit ratio of Zipf(1.1) reads over `n` orders, with the cache filled the way Orderflow fills it (every
+/// write goes through the cache), and for comparison filled by reads alone (cache-aside), whose ratio is
+/// bounded by first reads of never-read orders.
+async fn zipf_hit_ratio(redis_url: &str, n: usize, warmup: u64, measured: u64) {
+    let zipf = Arc::new(Zipf::new(n, 1.1));
+    let value = order();
+    for write_through in [true, false] {
+        let conn = redis::aio::ConnectionManager::new(redis::Client::open(redis_url).expect("client"))
+            .await
+            .expect("redis");
+        let settings = TieredSettings {
+            namespace: format!("zipf{}", u8::from(write_through)),
+            l1_capacity: Some(100_000),
+            l1_ttl: Duration::from_secs(2),
+            ttl: Duration::from_secs(3600),
+            ..TieredSettings::default()
+        };
+        let cache = TieredCache::<Order>::new(Some(conn.into()), settings);
+        let started = Instant::now();
+        if write_through {
+            let workers = 64;
+            let mut tasks = Vec::new();
+            for w in 0..workers {
+                let (cache, value) = (cache.clone(), value.clone());
+                tasks.push(tokio::spawn(async move {
+                    for k in (w..n).step_by(workers) {
+                        cache.refresh(&format!("o{k}"), &value).await;
+                    }
+                }));
+            }
+            for task in tasks {
+                task.await.expect("fill");
+            }
+        }
+        let filled = started.elapsed();
+        let run = |count: u64| {
+            let (cache, zipf, value) = (cache.clone(), zipf.clone(), value.clone());
+            async move {
+                let workers = 16;
+                let mut tasks = Vec::new();
+                for _ in 0..workers {
+                    let (cache, zipf, value) = (cache.clone(), zipf.clone(), value.clone());
+                    let seed = rand::random::<u64>();
+                    tasks.push(tokio::spawn(async move {
+                        let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(seed);
+                        for _ in 0..count / workers {
+                            let key = format!("o{}", zipf.sample(&mut rng));
+                            cache.get_or_load(&key, loader(value.clone())).await.expect("get");
+                        }
+                    }));
+                }
+                for task in tasks {
+                    task.await.expect("reads");
+                }
+            }
+        };
+        run(warmup).await;
+        let stats = cache.stats();
+        let loads_before = stats.loads.load(std::sync::atomic::Ordering::Relaxed);
+        let read_started = Instant::now();
+        run(measured).await;
+        let loads = stats.loads.load(std::sync::atomic::Ordering::Relaxed) - loads_before;
+        println!(
+            "Zipf(1.1) over {n} orders, {}: {:.3} % hits over {measured} reads after {warmup} warm-up reads \
+             ({loads} loads; {:.0} reads/s; fill took {filled:?})",
+            if write_through {
+                "filled on write (as Orderflow runs)"
+            } else {
+                "filled on read only (cache-aside)"
+            },
+            100.0 * (1.0 - loads as f64 / measured as f64),
+            measured as f64 / read_started.elapsed().as_secs_f64(),
+        );
+    }
+}
+
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -131,8 +234,17 @@ fn main() {
     runtime.block_on(async {
         l1_hit().await;
         let redis = orderflow_testkit::RedisServer::start().expect("redis-server");
-        for rate in [20_000, 50_000] {
+        let rates: Vec<u64> = std::env::var("BENCH_RATES")
+            .ok()
+            .map(|v| v.split(',').filter_map(|r| r.trim().parse().ok()).collect())
+            .unwrap_or_else(|| vec![20_000, 50_000]);
+        for rate in rates {
             l2_hits_at_rate(&redis.url(), rate, 5).await;
         }
+        let orders = std::env::var("BENCH_ZIPF_ORDERS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1_000_000);
+        zipf_hit_ratio(&redis.url(), orders, 1_000_000, 1_000_000).await;
     });
 }

@@ -807,9 +807,30 @@ async fn cache_loads(bases: &[String]) -> u64 {
     total
 }
 
+/// A spawned orderflow process, killed if a failing test leaves it running.
+struct Instance(Option<std::process::Child>);
+
+impl Instance {
+    /// Stops it with SIGTERM and expects a clean exit.
+    async fn terminate(&mut self) {
+        if let Some(child) = self.0.take() {
+            terminate(child).await;
+        }
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// Two `orderflow run --role orders` processes sharing a fresh database and the Redis server, with cache keys
 /// under `<prefix>:` and `env` layered over their configuration; returns them and their base URLs.
-fn orders_instances(prefix: &str, env: &[(&str, String)]) -> (Vec<std::process::Child>, Vec<String>) {
+fn orders_instances(prefix: &str, env: &[(&str, String)]) -> (Vec<Instance>, Vec<String>) {
     let db = orderflow_testkit::postgres().fresh_database().expect("database");
     let kafka = orderflow_testkit::kafka().bootstrap_servers();
     let redis_url = orderflow_testkit::redis().url();
@@ -836,7 +857,7 @@ fn orders_instances(prefix: &str, env: &[(&str, String)]) -> (Vec<std::process::
             &redis_url,
         ];
         let (child, base, _) = spawn_binary_with(&args, &temp_dir(), &env);
-        children.push(child);
+        children.push(Instance(Some(child)));
         bases.push(base);
     }
     (children, bases)
@@ -892,8 +913,8 @@ async fn http_stampede(protection: bool) -> u64 {
         assert!(response.contains(&id));
     }
     let loads = cache_loads(&bases).await - before;
-    for child in instances {
-        terminate(child).await;
+    for mut instance in instances {
+        instance.terminate().await;
     }
     loads
 }
@@ -983,7 +1004,7 @@ async fn a_cancel_is_read_back_at_once_on_every_instance_and_bad_cancels_change_
         "CREATED",
         "refused cancels change nothing"
     );
-    for child in instances {
-        terminate(child).await;
+    for mut instance in instances {
+        instance.terminate().await;
     }
 }
