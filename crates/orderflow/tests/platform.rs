@@ -244,15 +244,21 @@ async fn an_order_flows_through_the_embedded_default() {
     assert_eq!(status, 201, "{created}");
     let id: orderflow_domain::OrderId = created["id"].as_str().expect("id").parse().expect("order id");
 
-    // Relay -> mock cluster -> projector -> in-process read model, before any GET.
+    // The write went through the in-process cache (the projector refreshes it too), and the relay publishes
+    // the event to the mock cluster.
+    let store = platform.backends.store.clone();
+    eventually("the relay", || {
+        let store = store.clone();
+        async move { (store.outbox_backlog().await.ok()? == 0).then_some(()) }
+    })
+    .await;
     let cache = platform.backends.cache.clone();
-    let projected = eventually("the projector", || {
+    let projected = eventually("the cached order", || {
         let cache = cache.clone();
         async move {
-            // A loader that fails proves the value came from the projector, not from a database read.
-            let not_loaded = || async {
-                Err::<Option<orderflow_domain::Order>, _>(std::io::Error::other("not projected"))
-            };
+            // A loader that fails proves the value came from the cache, not from a database read.
+            let not_loaded =
+                || async { Err::<Option<orderflow_domain::Order>, _>(std::io::Error::other("not cached")) };
             cache
                 .get_or_load(&id.to_string(), not_loaded)
                 .await
