@@ -38,6 +38,11 @@ async fn post(base: &str, content_type: &str, body: &str) -> (u16, String, Value
         .send()
         .await
         .expect("POST");
+    answer(response).await
+}
+
+/// Status, content type and JSON body (null when not JSON) of a response.
+async fn answer(response: reqwest::Response) -> (u16, String, Value) {
     let status = response.status().as_u16();
     let content_type = response
         .headers()
@@ -946,15 +951,7 @@ async fn cancel(base: &str, id: &str, body: Option<&str>) -> (u16, String, Value
             .header("content-type", "application/json")
             .body(body.to_owned());
     }
-    let response = request.send().await.expect("POST cancel");
-    let status = response.status().as_u16();
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
-    (status, content_type, response.json().await.unwrap_or(Value::Null))
+    answer(request.send().await.expect("POST cancel")).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

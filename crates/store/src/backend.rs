@@ -42,6 +42,17 @@ macro_rules! shared_queries {
                 });
                 items.build().execute(&mut *tx).await?;
 
+                Self::insert_outbox(&mut tx, event, order.updated_at).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            /// Adds `event` to the outbox inside `tx`, stamped `at` (the change it describes).
+            async fn insert_outbox(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                event: &orderflow_events::EncodedEvent,
+                at: chrono::DateTime<chrono::Utc>,
+            ) -> Result<(), $crate::StoreError> {
                 sqlx::query(
                     "INSERT INTO outbox (event_id, topic, msg_key, event_type, payload, headers, created_at) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -52,10 +63,9 @@ macro_rules! shared_queries {
                 .bind(event.event_type)
                 .bind(event.payload.as_slice())
                 .bind($crate::rows::headers_to_json(&event.headers))
-                .bind(order.updated_at)
-                .execute(&mut *tx)
+                .bind(at)
+                .execute(&mut **tx)
                 .await?;
-                tx.commit().await?;
                 Ok(())
             }
 
@@ -84,19 +94,7 @@ macro_rules! shared_queries {
                     tx.rollback().await?;
                     return Ok(false);
                 }
-                sqlx::query(
-                    "INSERT INTO outbox (event_id, topic, msg_key, event_type, payload, headers, created_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                )
-                .bind(event.event_id)
-                .bind(event.topic)
-                .bind(event.key.as_str())
-                .bind(event.event_type)
-                .bind(event.payload.as_slice())
-                .bind($crate::rows::headers_to_json(&event.headers))
-                .bind(after.updated_at)
-                .execute(&mut *tx)
-                .await?;
+                Self::insert_outbox(&mut tx, event, after.updated_at).await?;
                 tx.commit().await?;
                 Ok(true)
             }
