@@ -51,6 +51,10 @@ pub struct CacheSettings {
     pub l1_ttl_ms: u64,
     /// Coalesce misses (single-flight and the Redis lock). Turn off only to demonstrate a stampede.
     pub stampede_protection: bool,
+    /// Milliseconds each Redis call may take before it counts as a failure (and the read goes to the source).
+    pub redis_timeout_ms: u64,
+    /// Milliseconds an instance waits for another instance's load of the same key before loading itself.
+    pub lock_wait_ms: u64,
 }
 
 impl Default for CacheSettings {
@@ -68,6 +72,8 @@ impl Default for CacheSettings {
             memory_capacity: 100_000,
             l1_ttl_ms: 2000,
             stampede_protection: true,
+            redis_timeout_ms: 250,
+            lock_wait_ms: 500,
         }
     }
 }
@@ -124,6 +130,8 @@ impl CacheSettings {
                 Duration::from_millis(self.l1_ttl_ms.max(1))
             },
             stampede_protection: self.stampede_protection,
+            redis_timeout: Duration::from_millis(self.redis_timeout_ms.max(1)),
+            lock_wait: Duration::from_millis(self.lock_wait_ms),
             ..TieredSettings::default()
         }
     }

@@ -279,6 +279,13 @@ where
             let fut = loader();
             async move { fut.await.map_err(|e| Arc::new(e) as LoadError) }.boxed()
         });
+        // A load of this key already under way here: wait for it rather than ask Redis again (under a
+        // stampede this keeps Redis to about one read per instance).
+        if self.inner.settings.stampede_protection
+            && let Some(flight) = self.join_flight(key)
+        {
+            return flight.await;
+        }
         if let Some(value) = self.serve_from_l2(key, &loader).await {
             return Ok(value);
         }
@@ -313,7 +320,19 @@ where
         flight.await
     }
 
-    /// One caller's way through L2, the lock and the loader.
+    /// The load of `key` under way in this process, if any (counted as a coalesced caller).
+    fn join_flight(&self, key: &str) -> Option<Flight<V>> {
+        let flight = self
+            .inner
+            .flights
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .cloned()?;
+        self.count(|s| &s.coalesced, |m| &m.coalesced);
+        Some(flight)
+    }
+
     /// Answers from Redis when it holds a fresh entry (or a stale one within the window, refreshed in the
     /// background). Hits skip the miss machinery: only loads need coalescing.
     async fn serve_from_l2(&self, key: &str, loader: &Loader<V>) -> Option<Option<V>> {
