@@ -15,9 +15,10 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 use rand::Rng;
@@ -127,6 +128,8 @@ struct Entry<V> {
     version: i64,
     delta_ms: u64,
     expires_at_ms: i64,
+    /// The value as a caller renders it (e.g. a response body), made once per in-process entry.
+    rendered: OnceLock<Bytes>,
 }
 
 fn now_ms() -> i64 {
@@ -175,7 +178,7 @@ type Flight<V> = Shared<BoxFuture<'static, Result<Option<V>, Arc<dyn std::error:
 
 struct Inner<V> {
     settings: TieredSettings,
-    l1: Option<moka::future::Cache<String, Arc<Entry<V>>>>,
+    l1: Option<moka::sync::Cache<String, Arc<Entry<V>>>>,
     redis: Option<RedisConnection>,
     breaker: Breaker,
     flights: Mutex<HashMap<String, Flight<V>>>,
@@ -213,7 +216,7 @@ where
     /// A cache over `redis` (None: in-process only) with `settings`.
     pub fn new(redis: Option<RedisConnection>, settings: TieredSettings) -> Self {
         let l1 = settings.l1_capacity.map(|capacity| {
-            moka::future::Cache::builder()
+            moka::sync::Cache::builder()
                 .max_capacity(capacity)
                 .time_to_live(settings.l1_ttl)
                 .build()
@@ -260,6 +263,40 @@ where
         )
     }
 
+    /// Like [`TieredCache::get_or_load`], but answers with the value as `render` turns it into bytes (e.g. a
+    /// response body). An in-process hit renders its entry once and then hands out the same bytes, so a hot
+    /// value is neither cloned nor serialised again; other paths render the value they got.
+    pub async fn get_or_load_rendered<F, Fut, E, R>(
+        &self,
+        key: &str,
+        loader: F,
+        render: R,
+    ) -> Result<Option<Bytes>, LoadError>
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Option<V>, E>> + Send + 'static,
+        E: std::error::Error + Send + Sync + 'static,
+        R: Fn(&V) -> Bytes,
+    {
+        if let Some(entry) = self.l1_hit(key).await {
+            return Ok(entry
+                .value
+                .as_ref()
+                .map(|value| entry.rendered.get_or_init(|| render(value)).clone()));
+        }
+        Ok(self.get_or_load(key, loader).await?.as_ref().map(render))
+    }
+
+    /// A fresh in-process entry of `key` (counted as an L1 hit).
+    async fn l1_hit(&self, key: &str) -> Option<Arc<Entry<V>>> {
+        let entry = self.inner.l1.as_ref()?.get(key)?;
+        if entry.is_expired(now_ms()) {
+            return None;
+        }
+        self.count(|s| &s.l1_hits, |m| &m.l1_hits);
+        Some(entry)
+    }
+
     /// The cached value of `key`, or the loader's (then cached); `Ok(None)` when the loader finds nothing.
     pub async fn get_or_load<F, Fut, E>(&self, key: &str, loader: F) -> Result<Option<V>, LoadError>
     where
@@ -267,12 +304,7 @@ where
         Fut: Future<Output = Result<Option<V>, E>> + Send + 'static,
         E: std::error::Error + Send + Sync + 'static,
     {
-        let now = now_ms();
-        if let Some(l1) = &self.inner.l1
-            && let Some(entry) = l1.get(key).await
-            && !entry.is_expired(now)
-        {
-            self.count(|s| &s.l1_hits, |m| &m.l1_hits);
+        if let Some(entry) = self.l1_hit(key).await {
             return Ok(entry.value.clone());
         }
         let loader: Loader<V> = Arc::new(move || {
@@ -401,6 +433,7 @@ where
             version,
             delta_ms,
             expires_at_ms: now_ms() + ttl.as_millis() as i64,
+            rendered: OnceLock::new(),
         };
         self.write(key, entry).await;
         Ok(value)
@@ -429,6 +462,7 @@ where
             version: value.version(),
             delta_ms: 0,
             expires_at_ms: now_ms() + self.jittered_ttl().as_millis() as i64,
+            rendered: OnceLock::new(),
         };
         self.write(key, entry).await;
         self.announce(key).await;
@@ -493,7 +527,7 @@ where
                             if let Some((from, key)) = payload.split_once(' ')
                                 && from != me
                             {
-                                l1.invalidate(key).await;
+                                l1.invalidate(key);
                             }
                         }
                         tracing::debug!("cache invalidation subscription ended; reconnecting");
@@ -508,7 +542,7 @@ where
     /// Drops `key` from both tiers, here and (through the invalidation channel) in other instances' L1.
     pub async fn invalidate(&self, key: &str) {
         if let Some(l1) = &self.inner.l1 {
-            l1.invalidate(key).await;
+            l1.invalidate(key);
         }
         let redis_key = self.redis_key(key);
         self.redis_call(|mut conn| async move {
@@ -529,7 +563,7 @@ where
 
     async fn put_l1(&self, key: &str, entry: Entry<V>) {
         if let Some(l1) = &self.inner.l1 {
-            l1.insert(key.to_owned(), Arc::new(entry)).await;
+            l1.insert(key.to_owned(), Arc::new(entry));
         }
     }
 
@@ -562,11 +596,11 @@ where
             None => true,
         };
         if let Some(l1) = &self.inner.l1 {
-            let current = l1.get(key).await;
+            let current = l1.get(key);
             if stored && current.is_none_or(|c| c.version <= entry.version) {
-                l1.insert(key.to_owned(), Arc::new(entry)).await;
+                l1.insert(key.to_owned(), Arc::new(entry));
             } else if !stored {
-                l1.invalidate(key).await;
+                l1.invalidate(key);
             }
         }
     }
@@ -630,6 +664,7 @@ where
             version,
             delta_ms: delta.max(0) as u64,
             expires_at_ms: expires,
+            rendered: OnceLock::new(),
         })
     }
 

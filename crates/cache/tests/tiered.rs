@@ -162,6 +162,51 @@ async fn an_older_version_never_replaces_a_newer_one() {
 }
 
 #[tokio::test]
+async fn rendered_reads_render_a_hot_entry_once_and_follow_new_versions() {
+    let prefix = format!("{}:", orderflow_testkit::unique("rendered"));
+    let cache = TieredCache::<Order>::new(
+        Some(connection(&orderflow_testkit::redis().url()).await),
+        settings(&prefix),
+    );
+    let renders = Arc::new(AtomicUsize::new(0));
+    let render = {
+        let renders = renders.clone();
+        move |o: &Order| {
+            renders.fetch_add(1, Ordering::SeqCst);
+            bytes::Bytes::from(format!("v{}", o.version))
+        }
+    };
+    let loads = Arc::new(AtomicUsize::new(0));
+    let loader = counting_loader(order(1), loads.clone());
+    for _ in 0..100 {
+        let body = cache
+            .get_or_load_rendered("k", loader.clone(), &render)
+            .await
+            .expect("get");
+        assert_eq!(body.as_deref(), Some(&b"v1"[..]));
+    }
+    // One load, and the miss plus the first in-process hit rendered; the other 98 hits reused the bytes.
+    assert_eq!(loads.load(Ordering::SeqCst), 1);
+    assert_eq!(renders.load(Ordering::SeqCst), 2);
+
+    cache.refresh("k", &order(2)).await;
+    let body = cache
+        .get_or_load_rendered("k", loader.clone(), &render)
+        .await
+        .expect("get");
+    assert_eq!(body.as_deref(), Some(&b"v2"[..]));
+    let missing = cache
+        .get_or_load_rendered(
+            "absent",
+            || std::future::ready(Ok::<_, std::io::Error>(None)),
+            &render,
+        )
+        .await
+        .expect("get");
+    assert_eq!(missing, None);
+}
+
+#[tokio::test]
 async fn not_found_is_cached_briefly() {
     let url = orderflow_testkit::redis().url();
     let prefix = format!("{}:", orderflow_testkit::unique("negative"));
