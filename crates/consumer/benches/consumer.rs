@@ -307,6 +307,12 @@ async fn redis_throughput(n: usize, keys: usize, grouping: Grouping) -> f64 {
     throughput(runtime, n as u64).await
 }
 
+/// Lets the broker and Redis finish the previous phase's background work (log flushes, lazy frees) so each
+/// phase is measured on its own.
+async fn settle() {
+    tokio::time::sleep(Duration::from_secs(5)).await;
+}
+
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -340,6 +346,7 @@ fn main() {
             println!("Kafka -> Kafka (transactional copy): {rate:.0} records/s");
         }
         if run("redis") {
+            settle().await;
             let rate = redis_throughput(n, keys, Grouping::SingleServer(1_000)).await;
             let client = redis::Client::open(orderflow_testkit::redis().url()).unwrap();
             let mut conn = redis::aio::ConnectionManager::new(client).await.unwrap();
@@ -359,10 +366,12 @@ fn main() {
             println!("Kafka -> Redis (dedup check + effect per event, up to 1,000 events per script call): {rate:.0} events/s");
         }
         if run("redis-cluster-safe") {
+            settle().await;
             let rate = redis_throughput(n, keys, Grouping::PerHashTag).await;
             println!("Kafka -> Redis (dedup check + effect per event, one script call per hash tag: Cluster-safe grouping): {rate:.0} events/s");
         }
         if run("postgres") {
+            settle().await;
             let bus = bus();
             let input = topic(&bus, "pg-in").await;
             preload(&bus, &input, n, keys).await;
@@ -387,6 +396,7 @@ fn main() {
             println!("Kafka -> PostgreSQL (dedup row + effect row per event, one transaction per batch): {rate:.0} events/s");
         }
         if run("latency") {
+            settle().await;
             added_latency(10_000, 10).await;
         }
     });
