@@ -116,6 +116,35 @@ pub async fn apply(bus: &Bus) -> Result<Vec<TopicReport>, BusError> {
     ensure(bus, &wanted).await
 }
 
+/// Waits until the brokers' metadata lists every topic of `created`. The controller has committed them when
+/// `create_topics` returns, but brokers learn of them a moment later; until then a producer, a consumer or
+/// the next `apply` would find them missing.
+async fn wait_until_visible<'a>(bus: &Bus, created: impl Iterator<Item = &'a str>) -> Result<(), BusError> {
+    let created: Vec<&str> = created.collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let seen = partition_counts(bus).await?;
+        let pending: Vec<&str> = created
+            .iter()
+            .copied()
+            .filter(|t| !seen.contains_key(*t))
+            .collect();
+        if pending.is_empty() {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(BusError::Kafka {
+                context: format!(
+                    "topics created but not visible in metadata after 15 s: {}",
+                    pending.join(", ")
+                ),
+                source: rdkafka::error::KafkaError::AdminOp(RDKafkaErrorCode::RequestTimedOut),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Creates the missing topics of `wanted` (full names with their cleanup) with the configured partitions and
 /// replication, and checks existing ones the same way [`apply`] does.
 pub async fn ensure(bus: &Bus, wanted: &[(String, Cleanup)]) -> Result<Vec<TopicReport>, BusError> {
@@ -185,6 +214,7 @@ pub async fn ensure(bus: &Bus, wanted: &[(String, Cleanup)]) -> Result<Vec<Topic
                 }
             }
         }
+        wait_until_visible(bus, missing.iter().map(|(topic, _)| topic.as_str())).await?;
     }
 
     let mut differences = Vec::new();
