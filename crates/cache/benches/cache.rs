@@ -2,6 +2,9 @@
 //! rates (20,000 and 50,000 gets/s; `BENCH_RATES` overrides) against a real redis-server started by the
 //! test harness, and the hit ratio of Zipf(1.1) reads over 1M orders (`BENCH_ZIPF_ORDERS` overrides).
 //!
+//! It also drives L2 hits closed loop with 20 clients and, beside them, `redis-benchmark` with plain GETs at
+//! the same concurrency against the same server: Redis's own floor on this machine.
+//!
 //! Run: `cargo bench -p orderflow-cache --bench cache`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)] // a benchmark fails by panicking
@@ -123,6 +126,92 @@ async fn l2_hits_at_rate(redis_url: &str, rate: u64, seconds: u64) {
     );
 }
 
+/// L2 hits the way `redis-benchmark -t get -c <clients>` drives Redis: `clients` tasks each issuing its next
+/// get when the last is answered, `total` gets in all; then, when `redis-benchmark` is installed, the same
+/// load of plain GETs by it against the same server, so the cache's figures sit beside Redis's own floor on
+/// this machine.
+async fn l2_hits_closed_loop(redis: &orderflow_testkit::RedisServer, clients: usize, total: usize) {
+    let conn = redis::aio::ConnectionManager::new(redis::Client::open(redis.url()).expect("client"))
+        .await
+        .expect("redis");
+    let settings = TieredSettings {
+        namespace: "closed".into(),
+        l1_capacity: None,
+        beta: 0.0,
+        ..TieredSettings::default()
+    };
+    let cache = TieredCache::<Order>::new(Some(conn.into()), settings);
+    let keys: Arc<Vec<String>> = Arc::new((0..10_000).map(|i| format!("k{i}")).collect());
+    let value = order();
+    for key in keys.iter() {
+        cache.refresh(key, &value).await;
+    }
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let (cache, keys, load) = (cache.clone(), keys.clone(), loader(value.clone()));
+        tasks.push(tokio::spawn(async move {
+            let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("hist");
+            for i in 0..total / clients {
+                let key = &keys[(i * clients + c) % keys.len()];
+                let begun = Instant::now();
+                cache.get_or_load(key, load.clone()).await.expect("get");
+                histogram
+                    .record((begun.elapsed().as_micros() as u64).max(1))
+                    .expect("record");
+            }
+            histogram
+        }));
+    }
+    let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("hist");
+    for task in tasks {
+        histogram.add(task.await.expect("task")).expect("merge");
+    }
+    let elapsed = started.elapsed();
+    println!(
+        "L2 hit, {clients} clients closed loop: {:.0} gets/s, p50 {} µs, p99 {} µs, max {} µs",
+        total as f64 / elapsed.as_secs_f64(),
+        histogram.value_at_quantile(0.50),
+        histogram.value_at_quantile(0.99),
+        histogram.max()
+    );
+    let output = std::process::Command::new("redis-benchmark")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &redis.port().to_string(),
+            "-t",
+            "get",
+            "--csv",
+        ])
+        .args([
+            "-c",
+            &clients.to_string(),
+            "-n",
+            &total.to_string(),
+            "-r",
+            "10000",
+        ])
+        .output();
+    match output {
+        Ok(out) if out.status.success() => {
+            let text = String::from_utf8_lossy(&out.stdout);
+            // "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
+            if let Some(row) = text.lines().find(|l| l.starts_with("\"GET\"")) {
+                let f: Vec<&str> = row.split(',').map(|v| v.trim_matches('"')).collect();
+                if f.len() >= 8 {
+                    println!(
+                        "redis-benchmark GET, same server, {clients} clients: {} gets/s, p50 {} ms, p99 {} ms, max {} ms",
+                        f[1], f[4], f[6], f[7]
+                    );
+                }
+            }
+        }
+        _ => println!("redis-benchmark not found: no floor to compare with"),
+    }
+}
+
 /// Zipf(s) ranks over `n` keys by inverse CDF: hand-written because it is a binary search over a table, and
 /// the workspace has no distributions crate.
 struct Zipf {
@@ -241,6 +330,7 @@ fn main() {
         for rate in rates {
             l2_hits_at_rate(&redis.url(), rate, 5).await;
         }
+        l2_hits_closed_loop(&redis, 20, 250_000).await;
         let orders = std::env::var("BENCH_ZIPF_ORDERS")
             .ok()
             .and_then(|v| v.parse().ok())
