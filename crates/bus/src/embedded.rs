@@ -49,11 +49,18 @@ impl EmbeddedCluster {
                             partitions,
                             reply,
                         } => {
-                            let _ = reply.send(
-                                cluster
-                                    .create_topic(&name, partitions, 1)
-                                    .map_err(|e| e.to_string()),
-                            );
+                            // Roles start side by side and each makes sure of its topics: a topic another
+                            // role created a moment ago is there, which is all that was asked.
+                            let created = match cluster.create_topic(&name, partitions, 1) {
+                                Err(e)
+                                    if e.rdkafka_error_code()
+                                        == Some(rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists) =>
+                                {
+                                    Ok(())
+                                }
+                                other => other.map_err(|e| e.to_string()),
+                            };
+                            let _ = reply.send(created);
                         }
                     }
                 }

@@ -105,6 +105,12 @@ impl Bus {
         format!("{}{base}", self.settings.topic_prefix)
     }
 
+    /// Full consumer group id for a role's group name: the topic prefix namespaces groups too, so deployments
+    /// sharing a cluster under different prefixes never share a group.
+    pub fn group(&self, name: &str) -> String {
+        format!("{}{name}", self.settings.topic_prefix)
+    }
+
     /// Client settings shared by every client, with the user's librdkafka properties applied last.
     pub fn client_config(&self, client_id: &str) -> ClientConfig {
         let mut config = ClientConfig::new();

@@ -42,6 +42,33 @@ impl OrderStatus {
     }
 }
 
+impl OrderStatus {
+    /// The highest version a pipeline step gives an order (the stock outcome).
+    pub const LAST_STEP_VERSION: i64 = 3;
+
+    /// The order version the pipeline gives an order entering this status: 1 created, 2 payment outcome
+    /// (PAID, PAYMENT_FAILED), 3 stock outcome (ALLOCATED, REJECTED); `None` for CANCELLED, which follows
+    /// the version of the cancelled order (see [`Order::cancel`]).
+    pub fn step_version(&self) -> Option<i64> {
+        match self {
+            Self::Created => Some(1),
+            Self::Paid | Self::PaymentFailed => Some(2),
+            Self::Allocated | Self::Rejected => Some(Self::LAST_STEP_VERSION),
+            Self::Cancelled => None,
+        }
+    }
+
+    /// The status an order must be in for a pipeline event to move it to `self` (CREATED before a payment
+    /// outcome, PAID before a stock outcome); `None` when no pipeline event leads here.
+    pub fn pipeline_predecessor(&self) -> Option<OrderStatus> {
+        match self {
+            Self::Paid | Self::PaymentFailed => Some(Self::Created),
+            Self::Allocated | Self::Rejected => Some(Self::Paid),
+            Self::Created | Self::Cancelled => None,
+        }
+    }
+}
+
 impl fmt::Display for OrderStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -322,13 +349,16 @@ impl Order {
         }
     }
 
-    /// The order cancelled at `now` (next version), when its status allows it: CREATED, PAID or ALLOCATED
-    /// (allocated stock is released by the inventory role on `order.cancelled`).
+    /// The order cancelled at `now`, when its status allows it: CREATED, PAID or ALLOCATED (allocated stock is
+    /// released by the inventory role on `order.cancelled`).
+    ///
+    /// A cancellation is final, so its version is above every pipeline step ([`OrderStatus::step_version`]):
+    /// a payment or stock event that arrives late can then never move any copy of the order back.
     pub fn cancel(&self, now: DateTime<Utc>) -> Result<Self, TransitionError> {
         match self.status {
             OrderStatus::Created | OrderStatus::Paid | OrderStatus::Allocated => Ok(Self {
                 status: OrderStatus::Cancelled,
-                version: self.version + 1,
+                version: self.version.max(OrderStatus::LAST_STEP_VERSION) + 1,
                 updated_at: now.trunc_subsecs(6).max(self.updated_at),
                 ..self.clone()
             }),
@@ -418,6 +448,27 @@ mod tests {
     }
 
     #[test]
+    fn pipeline_steps_move_forward_and_cancel_outranks_them() {
+        use OrderStatus::*;
+        for (to, from) in [
+            (Paid, Created),
+            (PaymentFailed, Created),
+            (Allocated, Paid),
+            (Rejected, Paid),
+        ] {
+            assert_eq!(to.pipeline_predecessor(), Some(from));
+            assert!(to.step_version() > from.step_version());
+        }
+        assert_eq!(Created.pipeline_predecessor(), None);
+        assert_eq!(Cancelled.pipeline_predecessor(), None);
+        let highest = [Created, Paid, PaymentFailed, Allocated, Rejected]
+            .iter()
+            .filter_map(OrderStatus::step_version)
+            .max();
+        assert_eq!(highest, Some(OrderStatus::LAST_STEP_VERSION));
+    }
+
+    #[test]
     fn statuses_round_trip() {
         for s in [OrderStatus::Created, OrderStatus::Paid, OrderStatus::Cancelled] {
             assert_eq!(s.as_str().parse::<OrderStatus>(), Ok(s));
@@ -436,7 +487,7 @@ mod tests {
             .cancel(Utc::now())
             .expect("allowed");
             assert_eq!(cancelled.status, OrderStatus::Cancelled);
-            assert_eq!(cancelled.version, order.version + 1);
+            assert_eq!(cancelled.version, OrderStatus::LAST_STEP_VERSION + 1);
             assert!(cancelled.updated_at >= order.updated_at);
         }
         for status in [

@@ -59,6 +59,8 @@ pub trait Event: serde::Serialize + serde::de::DeserializeOwned + Send + Sync + 
     fn order_id(&self) -> &str;
     /// The order version it moves the order to.
     fn order_version(&self) -> i64;
+    /// When it happened, microseconds since the Unix epoch (UTC).
+    fn occurred_at(&self) -> i64;
 }
 
 /// An encoded event ready to be stored in the outbox and published unchanged.

@@ -39,6 +39,9 @@ macro_rules! event {
             fn order_version(&self) -> i64 {
                 self.order_version
             }
+            fn occurred_at(&self) -> i64 {
+                self.occurred_at
+            }
         }
     };
 }

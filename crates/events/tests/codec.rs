@@ -114,6 +114,9 @@ impl Event for OrderCreatedV2 {
     fn order_version(&self) -> i64 {
         self.order_version
     }
+    fn occurred_at(&self) -> i64 {
+        self.occurred_at
+    }
 }
 
 #[tokio::test]

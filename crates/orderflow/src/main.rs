@@ -114,6 +114,8 @@ enum TopicsCommand {
 enum RoleArg {
     /// REST API and outbox relay
     Orders,
+    /// Charges each created order with the simulated payment provider
+    Payments,
     /// Redis read model
     Projector,
 }
@@ -122,6 +124,7 @@ impl From<RoleArg> for Role {
     fn from(r: RoleArg) -> Self {
         match r {
             RoleArg::Orders => Role::Orders,
+            RoleArg::Payments => Role::Payments,
             RoleArg::Projector => Role::Projector,
         }
     }

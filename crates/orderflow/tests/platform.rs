@@ -203,30 +203,39 @@ async fn an_order_flows_through_postgres_kafka_and_redis() {
         "the request's trace context travels with the event"
     );
 
-    // The projector wrote the Redis hash (before any GET could have populated it).
+    // The read model follows the pipeline: the projector wrote the Redis hash (before any GET could have
+    // populated it), and once the payments role has charged the order, the orders role writes PAID through.
     let mut conn = redis::Client::open(redis_server.url())
         .expect("client")
         .get_multiplexed_async_connection()
         .await
         .expect("redis");
     let key = format!("{key_prefix}order:{{{id}}}");
-    let cached: String = eventually("the projector's Redis entry", || {
+    let cached: Value = eventually("the paid order in Redis", || {
         let (mut conn, key) = (conn.clone(), key.clone());
-        async move { conn.hget::<_, _, Option<String>>(&key, "v").await.ok().flatten() }
+        async move {
+            let v = conn
+                .hget::<_, _, Option<String>>(&key, "v")
+                .await
+                .ok()
+                .flatten()?;
+            let v: Value = serde_json::from_str(&v).expect("cached order json");
+            (v["version"] == 2).then_some(v)
+        }
     })
     .await;
-    let cached: Value = serde_json::from_str(&cached).expect("cached order json");
-    assert_eq!(
-        (cached["status"].as_str(), cached["version"].as_i64()),
-        (Some("CREATED"), Some(1))
-    );
+    assert_eq!(cached["status"], "PAID");
     let version: i64 = conn.hget(&key, "ver").await.expect("version field");
-    assert_eq!(version, 1);
+    assert_eq!(version, 2);
     let ttl: i64 = conn.ttl(&key).await.expect("ttl");
     assert!(ttl > 0, "cache entries expire");
 
     let fetched: Value = get_order(&base, &id).await;
-    assert_eq!(fetched, created);
+    assert_eq!(
+        (fetched["status"].as_str(), fetched["version"].as_i64()),
+        (Some("PAID"), Some(2))
+    );
+    assert_eq!(fetched["items"], created["items"]);
     platform.stop().await.expect("clean stop");
 }
 
@@ -278,9 +287,26 @@ async fn an_order_flows_through_the_embedded_default() {
         0
     );
 
-    let response = reqwest::get(format!("{base}/v1/orders/{id}")).await.expect("GET");
-    assert_eq!(response.status().as_u16(), 200);
-    assert_eq!(response.json::<Value>().await.expect("json"), created);
+    // The payments role charges it (at-least-once on the mock cluster, one charge by the ledger) and the
+    // orders role follows: the API shows it PAID.
+    let paid = eventually("the order to be paid", || {
+        let base = base.clone();
+        async move {
+            let order: Value = reqwest::get(format!("{base}/v1/orders/{id}"))
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            (order["status"] == "PAID").then_some(order)
+        }
+    })
+    .await;
+    assert_eq!(
+        (paid["version"].as_i64(), &paid["items"]),
+        (Some(2), &created["items"])
+    );
+    assert_eq!(store.charge_totals().await.expect("ledger").charges, 1);
     platform.stop().await.expect("clean stop");
     assert!(
         dir.join("orderflow.db").exists(),
@@ -530,7 +556,10 @@ async fn the_binary_runs_embedded_and_stops_on_sigterm() {
     let dir = temp_dir();
     let (child, base, banner) = spawn_binary(&["up", "--listen", "127.0.0.1:0"], &dir);
     let banner = banner.join("\n");
-    assert!(banner.contains("roles:    orders, projector"), "{banner}");
+    assert!(
+        banner.contains("roles:    orders, payments, projector"),
+        "{banner}"
+    );
     assert!(banner.contains("database: sqlite"), "{banner}");
     assert!(banner.contains("kafka:    embedded mock cluster"), "{banner}");
     assert!(banner.contains("cache:    in-process"), "{banner}");
@@ -973,13 +1002,14 @@ async fn a_cancel_is_read_back_at_once_on_every_instance_and_bad_cancels_change_
     let (status, _, cancelled) = cancel(a, &id, Some(r#"{"reason": "changed my mind"}"#)).await;
     assert_eq!(status, 200, "{cancelled}");
     assert_eq!(cancelled["status"], "CANCELLED");
-    assert_eq!(cancelled["version"], 2);
+    // A cancellation outranks every pipeline step (versions 1 to 3).
+    assert_eq!(cancelled["version"], 4);
     // The GET right after the cancel shows it, whichever instance serves it.
     for base in [a, b] {
         let read = get_order(base, &id).await;
         assert_eq!(
             (read["status"].clone(), read["version"].clone()),
-            (json!("CANCELLED"), json!(2)),
+            (json!("CANCELLED"), json!(4)),
             "{base}"
         );
     }

@@ -1,9 +1,11 @@
 //! Orderflow's roles and the platform that runs any set of them in one process.
 //!
-//! One module per role: [`orders`] (HTTP API + outbox relay) and [`projector`] (Redis read model). Roles
-//! share the process's backends ([`Backends`]): the store, the bus and the read model.
+//! One module per role: [`orders`] (HTTP API + outbox relay), [`payments`] (charges each order with the
+//! simulated provider) and [`projector`] (Redis read model). Roles share the process's backends
+//! ([`Backends`]): the store, the bus and the read model.
 
 pub mod orders;
+pub mod payments;
 pub mod projector;
 mod settings;
 
@@ -19,9 +21,10 @@ use orderflow_store::{Store, StoreError};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+pub use payments::PaymentsSettings;
 pub use settings::{
-    DatabaseSettings, HttpSettings, ProjectorSettings, RegistrySettings, Settings, ShutdownSettings,
-    redact_url,
+    DatabaseSettings, HttpSettings, OrdersSettings, ProjectorSettings, RegistrySettings, Settings,
+    ShutdownSettings, redact_url,
 };
 
 /// A role a process can run.
@@ -29,18 +32,21 @@ pub use settings::{
 pub enum Role {
     /// REST API and outbox relay.
     Orders,
+    /// Charges each created order and reports the payment.
+    Payments,
     /// Keeps the read model current from the order topics.
     Projector,
 }
 
 impl Role {
     /// Every role, in start-up order.
-    pub const ALL: &'static [Role] = &[Role::Orders, Role::Projector];
+    pub const ALL: &'static [Role] = &[Role::Orders, Role::Payments, Role::Projector];
 
     /// The role's name.
     pub fn name(&self) -> &'static str {
         match self {
             Self::Orders => "orders",
+            Self::Payments => "payments",
             Self::Projector => "projector",
         }
     }
@@ -82,9 +88,33 @@ pub enum RoleError {
     /// The schema registry client.
     #[error("schema registry: {0}")]
     Registry(#[from] orderflow_registry::RegistryError),
+    /// A role's settings hold a value it cannot run with.
+    #[error("settings: {0}")]
+    Settings(String),
     /// A role's task ended abnormally.
     #[error("role task failed: {0}")]
     Task(String),
+}
+
+/// Maps an event that cannot be decoded to a handler error: a registry outage may clear (retried), a
+/// malformed record never will (dead-lettered).
+pub(crate) fn decode_error(error: orderflow_events::DecodeError) -> orderflow_consumer::HandlerError {
+    if error.is_transient() {
+        orderflow_consumer::HandlerError::transient(error)
+    } else {
+        orderflow_consumer::HandlerError::permanent(error)
+    }
+}
+
+/// Maps a store error to a handler error: database trouble is classified by [`effects::db_error`]
+/// (connection loss and conflicts retry), anything else is permanent.
+///
+/// [`effects::db_error`]: orderflow_consumer::effects::db_error
+pub(crate) fn store_error(error: StoreError) -> orderflow_consumer::HandlerError {
+    match error {
+        StoreError::Database(e) => orderflow_consumer::effects::db_error(e),
+        other => orderflow_consumer::HandlerError::permanent(other),
+    }
 }
 
 /// The backends a process's roles share.
@@ -165,6 +195,10 @@ impl Platform {
                     let running = orders::start(&settings, &backends, shutdown.clone()).await?;
                     http_addr = Some(running.addr);
                     tasks.spawn(async move { (Role::Orders, running.serve.await) });
+                }
+                Role::Payments => {
+                    let task = payments::run(settings.payments.clone(), backends.clone(), shutdown.clone());
+                    tasks.spawn(async move { (Role::Payments, task.await) });
                 }
                 Role::Projector => {
                     let task = projector::run(settings.projector.clone(), backends.clone(), shutdown.clone());

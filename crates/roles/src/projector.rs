@@ -9,22 +9,14 @@ use std::time::Duration;
 use orderflow_consumer::{
     ConsumerRuntime, ConsumerSettings, Delivery, Handler, HandlerError, Output, Record,
 };
-use orderflow_events::{DecodeError, OrderCreated, topics};
+use orderflow_events::{OrderCreated, topics};
 use tokio_util::sync::CancellationToken;
 
-use crate::{Backends, ProjectorSettings, RoleError};
+use crate::{Backends, ProjectorSettings, RoleError, decode_error};
 
 /// Writes each created order into the read model.
 struct Projection {
     backends: Backends,
-}
-
-fn decode_error(error: DecodeError) -> HandlerError {
-    if error.is_transient() {
-        HandlerError::transient(error)
-    } else {
-        HandlerError::permanent(error)
-    }
 }
 
 impl Handler for Projection {
@@ -53,12 +45,12 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), RoleError> {
     let topic = backends.bus.topic(topics::ORDER_CREATED);
-    let mut consumer =
-        ConsumerSettings::new(settings.group.clone(), vec![topic.clone()], Delivery::AtLeastOnce);
+    let group = backends.bus.group(&settings.group);
+    let mut consumer = ConsumerSettings::new(group.clone(), vec![topic.clone()], Delivery::AtLeastOnce);
     consumer.drain_timeout = Duration::from_secs(5);
     consumer.close_timeout = Duration::from_secs(5);
     let runtime = ConsumerRuntime::new(backends.bus.clone(), consumer, Projection { backends });
-    tracing::info!(topic, group = settings.group, "projector consuming");
+    tracing::info!(topic, group, "projector consuming");
     runtime.run(shutdown).await?;
     Ok(())
 }

@@ -8,6 +8,8 @@ use orderflow_cache::CacheSettings;
 use orderflow_outbox::RelaySettings;
 use serde::Deserialize;
 
+use crate::payments::PaymentsSettings;
+
 /// Everything a process needs; every field has a default, so an empty configuration runs embedded.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -26,6 +28,10 @@ pub struct Settings {
     pub registry: RegistrySettings,
     /// Outbox relay.
     pub relay: RelaySettings,
+    /// Orders role.
+    pub orders: OrdersSettings,
+    /// Payments role and its simulated provider.
+    pub payments: PaymentsSettings,
     /// Projector consumer.
     pub projector: ProjectorSettings,
     /// Graceful shutdown.
@@ -94,6 +100,22 @@ impl std::fmt::Debug for RegistrySettings {
         f.debug_struct("RegistrySettings")
             .field("url", &self.url.as_deref().map(redact_url))
             .finish()
+    }
+}
+
+/// Orders role settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OrdersSettings {
+    /// Kafka consumer group of the status follower (payment and stock outcomes).
+    pub status_group: String,
+}
+
+impl Default for OrdersSettings {
+    fn default() -> Self {
+        Self {
+            status_group: "orderflow-orders-status".into(),
+        }
     }
 }
 

@@ -99,6 +99,27 @@ macro_rules! shared_queries {
                 Ok(true)
             }
 
+            /// Applies a pipeline status change inside `tx` when the order is still where the change starts from
+            /// and below its version; `false` (nothing written) for a re-delivered, late or overtaken change.
+            pub async fn advance_status(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                change: &$crate::StatusChange,
+            ) -> Result<bool, $crate::StoreError> {
+                let updated = sqlx::query(
+                    "UPDATE orders SET status = $1, version = $2, updated_at = $3 \
+                     WHERE id = $4 AND status = $5 AND version < $2",
+                )
+                .bind(change.to.as_str())
+                .bind(change.version)
+                .bind(change.at)
+                .bind(change.order_id.as_uuid())
+                .bind(change.from.as_str())
+                .execute(&mut **tx)
+                .await?
+                .rows_affected();
+                Ok(updated == 1)
+            }
+
             /// Reads one order with its lines.
             pub async fn get_order(
                 &self,

@@ -1,10 +1,11 @@
 //! The source of truth: orders and the transactional outbox, on PostgreSQL (production) or SQLite
 //! (embedded default).
 //!
-//! Both backends run the same SQL (see [`backend`]); only connecting, migrating and the relay lease differ.
+//! Both backends run the same SQL (see [`backend`]; the payment provider's ledger in [`charges`]); only connecting, migrating and the relay lease differ.
 //! Writing an order and its events is one transaction, so an event exists if and only if its order does.
 
 mod backend;
+mod charges;
 mod error;
 mod postgres;
 mod registry;
@@ -15,6 +16,7 @@ use chrono::{DateTime, Utc};
 use orderflow_domain::{Order, OrderId};
 use orderflow_events::EncodedEvent;
 
+pub use charges::{Charge, ChargeOutcome, ChargeTotals};
 pub use error::StoreError;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
@@ -36,6 +38,21 @@ pub struct OutboxRecord {
     pub payload: Vec<u8>,
     /// Record headers.
     pub headers: Vec<(String, Vec<u8>)>,
+}
+
+/// A status change the pipeline reports for an order (a payment or stock outcome).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusChange {
+    /// The order.
+    pub order_id: OrderId,
+    /// The status the order must be in for the change to apply.
+    pub from: orderflow_domain::OrderStatus,
+    /// The status it moves to.
+    pub to: orderflow_domain::OrderStatus,
+    /// The version it moves to.
+    pub version: i64,
+    /// When it happened.
+    pub at: DateTime<Utc>,
 }
 
 /// Which database a [`Store`] talks to.
@@ -166,6 +183,22 @@ impl Store {
     /// Deletes rows published before `before`; returns how many.
     pub async fn outbox_prune(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
         dispatch!(self, s => s.outbox_prune(before).await)
+    }
+
+    /// Records each charge whose order has none yet and counts an attempt on the others; returns the ledger's
+    /// charge for every order asked about.
+    pub async fn record_charges(&self, charges: &[Charge]) -> Result<Vec<Charge>, StoreError> {
+        dispatch!(self, s => s.record_charges(charges).await)
+    }
+
+    /// The ledger's charge for `order`, if any.
+    pub async fn get_charge(&self, order: OrderId) -> Result<Option<Charge>, StoreError> {
+        dispatch!(self, s => s.get_charge(order).await)
+    }
+
+    /// Totals over the charge ledger.
+    pub async fn charge_totals(&self) -> Result<ChargeTotals, StoreError> {
+        dispatch!(self, s => s.charge_totals().await)
     }
 
     /// Waits until this process is the only active outbox relay.

@@ -5,7 +5,7 @@ use std::time::Duration;
 use sqlx::Postgres;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
-use crate::{RelayLease, StoreError, backend::shared_queries};
+use crate::{RelayLease, StoreError, backend::shared_queries, charges::charge_queries};
 
 /// Advisory-lock key that elects the single active outbox relay ("orderflow" in ASCII).
 const RELAY_LOCK_KEY: i64 = 0x6f72_6465_7266_6c6f;
@@ -27,6 +27,11 @@ impl PgStore {
         Ok(Self { pool })
     }
 
+    /// The connection pool, for consumers that apply effects in their own transactions.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
     /// Applies pending migrations from `migrations/postgres`.
     pub async fn migrate(&self) -> Result<(), StoreError> {
         sqlx::migrate!("./migrations/postgres").run(&self.pool).await?;
@@ -45,3 +50,4 @@ impl PgStore {
 }
 
 shared_queries!(PgStore, Postgres);
+charge_queries!(PgStore, Postgres);

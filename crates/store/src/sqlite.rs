@@ -8,7 +8,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-use crate::{RelayLease, StoreError, backend::shared_queries};
+use crate::{RelayLease, StoreError, backend::shared_queries, charges::charge_queries};
 
 /// A SQLite connection pool over one database file.
 #[derive(Clone, Debug)]
@@ -41,6 +41,11 @@ impl SqliteStore {
         Ok(Self { pool })
     }
 
+    /// The connection pool, for consumers that apply effects in their own transactions.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
     /// Applies pending migrations from `migrations/sqlite`.
     pub async fn migrate(&self) -> Result<(), StoreError> {
         sqlx::migrate!("./migrations/sqlite").run(&self.pool).await?;
@@ -54,3 +59,4 @@ impl SqliteStore {
 }
 
 shared_queries!(SqliteStore, Sqlite);
+charge_queries!(SqliteStore, Sqlite);

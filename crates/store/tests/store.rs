@@ -8,7 +8,7 @@ use chrono::Utc;
 use orderflow_domain::{NewOrder, Order};
 use orderflow_events::{AvroCodec, EncodedEvent, OrderCreated};
 use orderflow_registry::{MemoryStorage, RegistryService};
-use orderflow_store::{Backend, Store};
+use orderflow_store::{Backend, Charge, ChargeOutcome, ChargeTotals, Store};
 
 async fn postgres() -> Store {
     let url = orderflow_testkit::postgres().fresh_database().expect("database");
@@ -222,4 +222,76 @@ async fn postgres_stores_the_embedded_registry() {
 async fn sqlite_stores_the_embedded_registry() {
     let (store, _dir) = sqlite().await;
     registry_keeps_versions_in_the_database(store).await;
+}
+
+fn charge(order: orderflow_domain::OrderId, outcome: ChargeOutcome, amount: i64) -> Charge {
+    Charge {
+        order_id: order,
+        payment_id: uuid::Uuid::now_v7(),
+        event_id: uuid::Uuid::now_v7(),
+        order_version: 1,
+        amount_minor: amount,
+        currency: "EUR".into(),
+        outcome,
+        reason: (outcome != ChargeOutcome::Captured).then(|| "declined: over limit".into()),
+        attempts: 1,
+        charged_at: chrono::SubsecRound::trunc_subsecs(Utc::now(), 6),
+    }
+}
+
+async fn one_charge_per_order_however_often_asked(store: Store) {
+    let a = orderflow_domain::OrderId::new();
+    let b = orderflow_domain::OrderId::new();
+    let first = vec![
+        charge(a, ChargeOutcome::Captured, 1_000),
+        charge(b, ChargeOutcome::Declined, 9_000),
+    ];
+    let mut recorded = store.record_charges(&first).await.unwrap();
+    recorded.sort_by_key(|c| c.order_id != a);
+    assert_eq!(recorded, first);
+
+    // Asked again (a re-delivery, with freshly drawn ids and another decision, and twice in one batch): the
+    // ledger answers with the first charge and only counts the attempts.
+    let again = vec![
+        charge(a, ChargeOutcome::Failed, 1_000),
+        charge(a, ChargeOutcome::Failed, 1_000),
+        charge(b, ChargeOutcome::Captured, 9_000),
+    ];
+    let answered = store.record_charges(&again).await.unwrap();
+    assert_eq!(answered.len(), 2);
+    let stored_a = store.get_charge(a).await.unwrap().unwrap();
+    assert_eq!(stored_a.payment_id, first[0].payment_id);
+    assert_eq!(stored_a.event_id, first[0].event_id);
+    assert_eq!(stored_a.outcome, ChargeOutcome::Captured);
+    assert_eq!(stored_a.attempts, 2);
+    assert_eq!(
+        store.get_charge(b).await.unwrap().unwrap().outcome,
+        ChargeOutcome::Declined
+    );
+    assert_eq!(
+        store.get_charge(orderflow_domain::OrderId::new()).await.unwrap(),
+        None
+    );
+
+    let totals = store.charge_totals().await.unwrap();
+    assert_eq!(
+        totals,
+        ChargeTotals {
+            charges: 2,
+            attempts: 4,
+            captured: 1,
+            captured_minor: 1_000
+        }
+    );
+}
+
+#[tokio::test]
+async fn postgres_ledger_keeps_one_charge_per_order() {
+    one_charge_per_order_however_often_asked(postgres().await).await;
+}
+
+#[tokio::test]
+async fn sqlite_ledger_keeps_one_charge_per_order() {
+    let (store, _dir) = sqlite().await;
+    one_charge_per_order_however_often_asked(store).await;
 }

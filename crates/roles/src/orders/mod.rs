@@ -1,4 +1,7 @@
-//! The orders role: the HTTP API and, beside it, the outbox relay that publishes what the API commits.
+//! The orders role: the HTTP API, beside it the outbox relay that publishes what the API commits, and the
+//! [`status`] follower that moves each order along the pipeline's outcomes.
+
+mod status;
 
 use std::net::SocketAddr;
 
@@ -43,6 +46,7 @@ pub async fn start(
         registry: backends.registry.clone(),
         relay_wakeup: Some(relay.wakeup()),
     };
+    let (status_group, follower_backends) = (settings.orders.status_group.clone(), backends.clone());
     let serve = async move {
         let http_shutdown = shutdown.clone();
         let http = async move {
@@ -51,8 +55,9 @@ pub async fn start(
                 .map_err(|source| RoleError::Listen { addr, source })
         };
         let relay_task = async { relay.run(shutdown.clone()).await.map_err(RoleError::from) };
-        let (http, relayed) = tokio::join!(http, relay_task);
-        http.and(relayed)
+        let follow = status::run(status_group, follower_backends, shutdown.clone());
+        let (http, relayed, followed) = tokio::join!(http, relay_task, follow);
+        http.and(relayed).and(followed)
     };
     Ok(RunningOrders {
         addr,

@@ -1,0 +1,220 @@
+//! The payments role: charges every created order once with the (simulated) payment provider and reports the
+//! outcome as `payment.received` or `payment.failed`.
+//!
+//! Consume-transform-produce inside Kafka transactions: the payment events and the consumed offsets commit
+//! together, so each `order.created` record yields its payment event exactly once. The provider call is the
+//! one effect outside Kafka; it is made idempotent the way real providers are, with the order id as the
+//! idempotency key of the charge ledger, so a re-delivered order (a crash before the commit, or the same
+//! event published twice) is never charged twice and reports the recorded charge again, under the same event
+//! id. On the embedded mock cluster, which has no transactions, delivery is at-least-once with the same
+//! ledger behind it.
+
+mod provider;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chrono::{SubsecRound, Utc};
+use orderflow_consumer::{
+    ConsumerRuntime, ConsumerSettings, Delivery, Handler, HandlerError, Output, Record,
+};
+use orderflow_domain::OrderId;
+use orderflow_events::{Event, OrderCreated, PaymentFailed, PaymentReceived, headers, topics};
+use orderflow_store::{Charge, ChargeOutcome};
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+
+pub use provider::{Decision, ProviderSettings, SimulatedProvider};
+
+use crate::{Backends, RoleError, decode_error, store_error};
+
+/// Settings of the payments role.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PaymentsSettings {
+    /// Kafka consumer group.
+    pub group: String,
+    /// Partitions charged at once.
+    pub concurrency: usize,
+    /// The simulated provider.
+    pub provider: ProviderSettings,
+}
+
+impl Default for PaymentsSettings {
+    fn default() -> Self {
+        Self {
+            group: "orderflow-payments".into(),
+            concurrency: 8,
+            provider: ProviderSettings::default(),
+        }
+    }
+}
+
+/// Charges each batch of created orders and turns the ledger's answers into payment events.
+struct Payments {
+    backends: Backends,
+    provider: SimulatedProvider,
+    received_topic: String,
+    failed_topic: String,
+}
+
+impl Payments {
+    /// The event reporting `charge`, as a record for the transaction; `traceparent` links it to the request.
+    fn output(&self, charge: &Charge, traceparent: Option<&str>) -> Result<Output, HandlerError> {
+        let order_id = charge.order_id.to_string();
+        let envelope = (
+            charge.event_id.to_string(),
+            order_id.clone(),
+            // The payment moves the order one step past the version that was charged.
+            charge.order_version + 1,
+            charge.charged_at.timestamp_micros(),
+        );
+        let encoded = match charge.outcome {
+            ChargeOutcome::Captured => self.backends.codec.encode(
+                &PaymentReceived {
+                    event_id: envelope.0,
+                    event_type: PaymentReceived::TYPE.into(),
+                    order_id: envelope.1,
+                    order_version: envelope.2,
+                    occurred_at: envelope.3,
+                    payment_id: charge.payment_id.to_string(),
+                    amount_minor: charge.amount_minor,
+                    currency: charge.currency.clone(),
+                },
+                traceparent,
+            ),
+            ChargeOutcome::Declined | ChargeOutcome::Failed => self.backends.codec.encode(
+                &PaymentFailed {
+                    event_id: envelope.0,
+                    event_type: PaymentFailed::TYPE.into(),
+                    order_id: envelope.1,
+                    order_version: envelope.2,
+                    occurred_at: envelope.3,
+                    payment_id: charge.payment_id.to_string(),
+                    amount_minor: charge.amount_minor,
+                    currency: charge.currency.clone(),
+                    reason: charge
+                        .reason
+                        .clone()
+                        .unwrap_or_else(|| charge.outcome.as_str().to_lowercase()),
+                },
+                traceparent,
+            ),
+        }
+        .map_err(HandlerError::permanent)?;
+        let topic = match charge.outcome {
+            ChargeOutcome::Captured => &self.received_topic,
+            _ => &self.failed_topic,
+        };
+        Ok(Output {
+            topic: topic.clone(),
+            key: Some(order_id.into_bytes()),
+            payload: encoded.payload,
+            headers: encoded
+                .headers
+                .into_iter()
+                .map(|(name, value)| (name.to_owned(), value))
+                .collect(),
+        })
+    }
+}
+
+impl Handler for Payments {
+    async fn handle(&self, batch: &[Record]) -> Result<Vec<Output>, HandlerError> {
+        let now = Utc::now().trunc_subsecs(6);
+        let mut orders = Vec::with_capacity(batch.len());
+        let mut charges = Vec::with_capacity(batch.len());
+        let mut slowest = Duration::ZERO;
+        for record in batch {
+            let payload = record.payload.as_deref().unwrap_or_default();
+            let order = self
+                .backends
+                .codec
+                .decode::<OrderCreated>(payload)
+                .await
+                .map_err(decode_error)?;
+            let order_id: OrderId = order
+                .order_id
+                .parse()
+                .map_err(|e| HandlerError::permanent(format!("order.created with a bad order id: {e}")))?;
+            let (decision, latency) = self.provider.decide(&order);
+            slowest = slowest.max(latency);
+            let (outcome, reason) = match decision {
+                Decision::Captured => (ChargeOutcome::Captured, None),
+                Decision::Declined(reason) => (ChargeOutcome::Declined, Some(reason)),
+                Decision::Failed(reason) => (ChargeOutcome::Failed, Some(reason)),
+            };
+            charges.push(Charge {
+                order_id,
+                payment_id: uuid::Uuid::now_v7(),
+                event_id: uuid::Uuid::now_v7(),
+                order_version: order.order_version,
+                amount_minor: order.total_minor,
+                currency: order.currency.clone(),
+                outcome,
+                reason,
+                attempts: 1,
+                charged_at: now,
+            });
+            orders.push((order_id, record.header_str(headers::TRACEPARENT)));
+        }
+        // The batch's charges are sent to the provider together, so the batch waits for the slowest one.
+        if !slowest.is_zero() {
+            tokio::time::sleep(slowest).await;
+        }
+        let recorded: HashMap<OrderId, Charge> = self
+            .backends
+            .store
+            .record_charges(&charges)
+            .await
+            .map_err(store_error)?
+            .into_iter()
+            .map(|c| (c.order_id, c))
+            .collect();
+        let mut outputs = Vec::with_capacity(orders.len());
+        let mut reported = std::collections::HashSet::new();
+        for (order_id, traceparent) in orders {
+            // The same order twice in one batch (a duplicate publication) is reported once.
+            if !reported.insert(order_id) {
+                continue;
+            }
+            let charge = recorded.get(&order_id).ok_or_else(|| {
+                HandlerError::transient(format!("the ledger did not answer for order {order_id}"))
+            })?;
+            outputs.push(self.output(charge, traceparent)?);
+        }
+        Ok(outputs)
+    }
+}
+
+/// Consumes `order.created` until `shutdown` fires, then drains, commits and leaves the group (bounded).
+pub async fn run(
+    settings: PaymentsSettings,
+    backends: Backends,
+    shutdown: CancellationToken,
+) -> Result<(), RoleError> {
+    settings.provider.validate().map_err(RoleError::Settings)?;
+    let topic = backends.bus.topic(topics::ORDER_CREATED);
+    // The mock cluster of the embedded default has no transactions; the ledger still keeps one charge per
+    // order and one event id per charge there.
+    let delivery = if backends.bus.is_embedded() {
+        Delivery::AtLeastOnce
+    } else {
+        Delivery::Transactional
+    };
+    let group = backends.bus.group(&settings.group);
+    let mut consumer = ConsumerSettings::new(group.clone(), vec![topic.clone()], delivery);
+    consumer.concurrency = settings.concurrency.max(1);
+    consumer.drain_timeout = Duration::from_secs(5);
+    consumer.close_timeout = Duration::from_secs(5);
+    let handler = Payments {
+        received_topic: backends.bus.topic(topics::PAYMENT_RECEIVED),
+        failed_topic: backends.bus.topic(topics::PAYMENT_FAILED),
+        provider: SimulatedProvider::new(settings.provider),
+        backends: backends.clone(),
+    };
+    let runtime = ConsumerRuntime::new(backends.bus.clone(), consumer, handler);
+    tracing::info!(topic, group, ?delivery, "payments consuming");
+    runtime.run(shutdown).await?;
+    Ok(())
+}

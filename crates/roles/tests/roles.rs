@@ -1,0 +1,329 @@
+//! The roles on real servers from the harness: PostgreSQL and Kafka (KRaft).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail by panicking
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use orderflow_domain::{OrderId, OrderStatus};
+use orderflow_events::{AvroCodec, OrderCreated, PaymentFailed, PaymentReceived};
+use orderflow_roles::payments::{Decision, ProviderSettings, SimulatedProvider};
+use orderflow_roles::{Platform, Role, Settings};
+use orderflow_testkit::{read_topic, unique};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde_json::{Value, json};
+
+async fn eventually<T, F: std::future::Future<Output = Option<T>>>(
+    what: &str,
+    timeout: Duration,
+    mut check: impl FnMut() -> F,
+) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn real_settings(tag: &str) -> Settings {
+    let mut settings = Settings {
+        data_dir: Some(std::env::temp_dir().join(unique("orderflow-roles"))),
+        ..Settings::default()
+    };
+    settings.http.listen = "127.0.0.1:0".parse().unwrap();
+    settings.database.url = Some(orderflow_testkit::postgres().fresh_database().unwrap());
+    settings.kafka.bootstrap_servers = Some(orderflow_testkit::kafka().bootstrap_servers());
+    settings.kafka.topic_prefix = format!("{}.", unique(tag));
+    settings.kafka.partitions = 3;
+    settings
+}
+
+async fn post_order(
+    client: &reqwest::Client,
+    base: &str,
+    customer: &str,
+    unit_price: i64,
+    qty: i64,
+) -> Value {
+    let body = json!({"customer_id": customer, "currency": "EUR",
+        "items": [{"sku": "SKU-1", "quantity": qty, "unit_price_minor": unit_price}]});
+    let response = client
+        .post(format!("{base}/v1/orders"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 201);
+    response.json().await.unwrap()
+}
+
+/// What the provider must answer for an order, computed here from the same seed and rules.
+fn expected(provider: &SimulatedProvider, order: &Value) -> Decision {
+    let event = OrderCreated {
+        event_id: String::new(),
+        event_type: "order.created".into(),
+        order_id: order["id"].as_str().unwrap().into(),
+        order_version: 1,
+        occurred_at: 0,
+        customer_id: order["customer_id"].as_str().unwrap().into(),
+        currency: "EUR".into(),
+        items: Vec::new(),
+        total_minor: order["total_minor"].as_i64().unwrap(),
+    };
+    provider.decide(&event).0
+}
+
+/// What the payment topics say about one order.
+#[derive(Default)]
+struct Reported {
+    /// Event ids seen.
+    events: HashSet<String>,
+    /// Payment ids seen.
+    payments: HashSet<String>,
+    /// Reported as payment.received.
+    captured: bool,
+    /// The reason of a payment.failed.
+    reason: Option<String>,
+}
+
+/// Per order id, what every payment record read says.
+async fn payments_by_order(
+    codec: &AvroCodec,
+    prefix: &str,
+    received: usize,
+    failed: usize,
+) -> HashMap<String, Reported> {
+    let bootstrap = orderflow_testkit::kafka().bootstrap_servers();
+    let mut by_order: HashMap<String, Reported> = HashMap::new();
+    let records = read_topic(
+        &bootstrap,
+        &format!("{prefix}payment.received"),
+        received,
+        Duration::from_secs(60),
+    )
+    .unwrap();
+    assert_eq!(records.len(), received, "payment.received records");
+    for r in records {
+        let e: PaymentReceived = codec.decode(&r.payload).await.unwrap();
+        assert_eq!(r.key, e.order_id);
+        assert_eq!(e.order_version, 2);
+        let entry = by_order.entry(e.order_id).or_default();
+        entry.events.insert(e.event_id);
+        entry.payments.insert(e.payment_id);
+        entry.captured = true;
+    }
+    let records = read_topic(
+        &bootstrap,
+        &format!("{prefix}payment.failed"),
+        failed,
+        Duration::from_secs(60),
+    )
+    .unwrap();
+    assert_eq!(records.len(), failed, "payment.failed records");
+    for r in records {
+        let e: PaymentFailed = codec.decode(&r.payload).await.unwrap();
+        let entry = by_order.entry(e.order_id).or_default();
+        entry.events.insert(e.event_id);
+        entry.payments.insert(e.payment_id);
+        entry.reason = Some(e.reason);
+    }
+    by_order
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payments_charge_each_order_once_and_orders_follow_the_outcome() {
+    const ORDERS: usize = 240;
+    let mut settings = real_settings("payments");
+    settings.payments.provider = ProviderSettings {
+        seed: 11,
+        failure_rate: 0.1,
+        decline_above_minor: Some(20_000),
+        latency_jitter_ms: 3,
+        ..ProviderSettings::default()
+    };
+    let provider = SimulatedProvider::new(settings.payments.provider.clone());
+    let prefix = settings.kafka.topic_prefix.clone();
+    let platform = Platform::start(settings, &[Role::Orders, Role::Payments])
+        .await
+        .unwrap();
+    let base = format!("http://{}", platform.http_addr.unwrap());
+    let (store, codec) = (platform.backends.store.clone(), platform.backends.codec.clone());
+
+    let client = reqwest::Client::new();
+    let mut orders = Vec::new();
+    for i in 0..ORDERS {
+        // Every seventh order is over the provider's limit.
+        let unit_price = if i % 7 == 0 { 30_000 } else { 1_000 + i as i64 };
+        orders.push(post_order(&client, &base, &format!("cust-{}", i % 13), unit_price, 1).await);
+    }
+    let decisions: HashMap<String, Decision> = orders
+        .iter()
+        .map(|o| (o["id"].as_str().unwrap().to_owned(), expected(&provider, o)))
+        .collect();
+    let captured = decisions.values().filter(|d| **d == Decision::Captured).count();
+    let provider_failures = decisions
+        .values()
+        .filter(|d| matches!(d, Decision::Failed(_)))
+        .count();
+    assert!(captured > 0 && provider_failures > 0 && captured + provider_failures < ORDERS);
+
+    // Exactly one payment event per order, on the topic the seeded provider dictates.
+    let by_order = payments_by_order(&codec, &prefix, captured, ORDERS - captured).await;
+    assert_eq!(by_order.len(), ORDERS);
+    for (id, decision) in &decisions {
+        let reported = &by_order[id];
+        assert_eq!(
+            (reported.events.len(), reported.payments.len()),
+            (1, 1),
+            "order {id}"
+        );
+        match decision {
+            Decision::Captured => assert!(reported.captured),
+            Decision::Declined(r) | Decision::Failed(r) => {
+                assert_eq!(reported.reason.as_deref(), Some(r.as_str()))
+            }
+        }
+    }
+    let totals = store.charge_totals().await.unwrap();
+    assert_eq!((totals.charges, totals.attempts), (ORDERS as i64, ORDERS as i64));
+    let paid_total: i64 = orders
+        .iter()
+        .filter(|o| decisions[o["id"].as_str().unwrap()] == Decision::Captured)
+        .map(|o| o["total_minor"].as_i64().unwrap())
+        .sum();
+    assert_eq!(totals.captured_minor, paid_total);
+
+    // The orders service follows: each order is PAID or PAYMENT_FAILED at version 2, in the database and
+    // over HTTP (the follower drops the cached version 1).
+    let status_of = |id: &str| {
+        if decisions[id] == Decision::Captured {
+            OrderStatus::Paid
+        } else {
+            OrderStatus::PaymentFailed
+        }
+    };
+    for order in &orders {
+        let id = order["id"].as_str().unwrap();
+        let order_id: OrderId = id.parse().unwrap();
+        let stored = eventually("the status follower", Duration::from_secs(30), || {
+            let store = store.clone();
+            async move {
+                let o = store.get_order(order_id).await.unwrap().unwrap();
+                (o.status != OrderStatus::Created).then_some(o)
+            }
+        })
+        .await;
+        assert_eq!((stored.status, stored.version), (status_of(id), 2), "order {id}");
+    }
+    let first = orders[1]["id"].as_str().unwrap();
+    let read: Value = client
+        .get(format!("{base}/v1/orders/{first}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(read["status"], status_of(first).as_str());
+
+    // Cancel follows the status the pipeline reached: allowed after PAID, refused after PAYMENT_FAILED.
+    let paid = orders
+        .iter()
+        .find(|o| status_of(o["id"].as_str().unwrap()) == OrderStatus::Paid)
+        .unwrap();
+    let failed = orders
+        .iter()
+        .find(|o| status_of(o["id"].as_str().unwrap()) != OrderStatus::Paid)
+        .unwrap();
+    let cancel = |id: String| {
+        let (client, base) = (client.clone(), base.clone());
+        async move {
+            client
+                .post(format!("{base}/v1/orders/{id}/cancel"))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let ok = cancel(paid["id"].as_str().unwrap().to_owned()).await;
+    assert_eq!(ok.status().as_u16(), 200);
+    let cancelled: Value = ok.json().await.unwrap();
+    assert_eq!(
+        (cancelled["status"].as_str(), cancelled["version"].as_i64()),
+        (Some("CANCELLED"), Some(4))
+    );
+    assert_eq!(
+        cancel(failed["id"].as_str().unwrap().to_owned())
+            .await
+            .status()
+            .as_u16(),
+        409
+    );
+
+    // Every order.created published again (same event ids, as a relay crash before marking would do):
+    // the ledger counts the attempts but charges nothing more, and every payment event is repeated with
+    // the same event and payment id, so consumers dedupe it.
+    let bootstrap = orderflow_testkit::kafka().bootstrap_servers();
+    let created = read_topic(
+        &bootstrap,
+        &format!("{prefix}order.created"),
+        ORDERS,
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    assert_eq!(created.len(), ORDERS);
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .create()
+        .unwrap();
+    for record in &created {
+        let mut headers = OwnedHeaders::new();
+        for (name, value) in &record.headers {
+            headers = headers.insert(Header {
+                key: name,
+                value: Some(value.as_bytes()),
+            });
+        }
+        producer
+            .send(
+                FutureRecord::to(&format!("{prefix}order.created"))
+                    .key(&record.key)
+                    .payload(&record.payload)
+                    .headers(headers),
+                Duration::from_secs(10),
+            )
+            .await
+            .unwrap();
+    }
+    let attempts = eventually(
+        "the re-delivered orders to be charged",
+        Duration::from_secs(60),
+        || {
+            let store = store.clone();
+            async move {
+                let t = store.charge_totals().await.unwrap();
+                (t.attempts == 2 * ORDERS as i64).then_some(t)
+            }
+        },
+    )
+    .await;
+    assert_eq!(attempts.charges, ORDERS as i64);
+    assert_eq!(attempts.captured_minor, paid_total);
+    let again = payments_by_order(&codec, &prefix, 2 * captured, 2 * (ORDERS - captured)).await;
+    for (id, reported) in &again {
+        assert_eq!(reported.events, by_order[id].events, "order {id}");
+        assert_eq!(reported.payments, by_order[id].payments, "order {id}");
+    }
+    // And no order moved: the duplicates carry the version the orders already have.
+    let cancelled_id: OrderId = paid["id"].as_str().unwrap().parse().unwrap();
+    assert_eq!(
+        store.get_order(cancelled_id).await.unwrap().unwrap().status,
+        OrderStatus::Cancelled
+    );
+
+    platform.stop().await.unwrap();
+}
