@@ -1,0 +1,162 @@
+//! The join state behaves the same in process, on a real redis-server and on a real Redis Cluster.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail by panicking
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use orderflow_cache::{RedisConnection, RedisTarget};
+use orderflow_state::{JoinState, MemoryJoin, Put, RedisJoin, Side};
+use orderflow_testkit::unique;
+
+const KEEP: i64 = 60_000;
+
+async fn redis(cluster: bool) -> JoinState {
+    let target = if cluster {
+        RedisTarget {
+            urls: orderflow_testkit::redis_cluster().urls(),
+            cluster: true,
+            ..RedisTarget::default()
+        }
+    } else {
+        RedisTarget {
+            urls: vec![orderflow_testkit::redis().url()],
+            ..RedisTarget::default()
+        }
+    };
+    let connection = RedisConnection::connect(&target).await.unwrap();
+    JoinState::Redis(RedisJoin::new(connection, format!("{}:", unique("join"))))
+}
+
+fn ids() -> impl FnMut() -> String {
+    let n = AtomicU32::new(0);
+    move || format!("report-{}", n.fetch_add(1, Ordering::Relaxed))
+}
+
+async fn joins_once_expires_once_and_flags_late_sides(state: JoinState) {
+    // Left then right: joined, with the first proposed id, however often either side comes again.
+    assert_eq!(
+        state
+            .put("a", Side::Left, b"order-a", 1_000, KEEP, "j1")
+            .await
+            .unwrap(),
+        Put::Waiting
+    );
+    let joined = Put::Joined {
+        left: b"order-a".to_vec(),
+        right: b"pay-a".to_vec(),
+        join_id: "j1".into(),
+    };
+    assert_eq!(
+        state
+            .put("a", Side::Right, b"pay-a", 0, KEEP, "j1")
+            .await
+            .unwrap(),
+        joined
+    );
+    assert_eq!(
+        state
+            .put("a", Side::Right, b"pay-a", 0, KEEP, "j2")
+            .await
+            .unwrap(),
+        joined
+    );
+    assert_eq!(
+        state
+            .put("a", Side::Left, b"order-a", 1_000, KEEP, "j3")
+            .await
+            .unwrap(),
+        joined
+    );
+
+    // Right first, then left: joined at once.
+    assert_eq!(
+        state
+            .put("b", Side::Right, b"pay-b", 0, KEEP, "k1")
+            .await
+            .unwrap(),
+        Put::Waiting
+    );
+    assert!(matches!(
+        state.put("b", Side::Left, b"order-b", 1_000, KEEP, "k2").await.unwrap(),
+        Put::Joined { join_id, .. } if join_id == "k2"
+    ));
+
+    // A left side past its deadline is reported once, with a fixed report id, until forgotten.
+    assert_eq!(
+        state
+            .put("c", Side::Left, b"order-c", 2_000, KEEP, "l1")
+            .await
+            .unwrap(),
+        Put::Waiting
+    );
+    assert_eq!(
+        state
+            .put("d", Side::Left, b"order-d", 9_000, KEEP, "m1")
+            .await
+            .unwrap(),
+        Put::Waiting
+    );
+    let mut propose = ids();
+    assert!(state.expired(1_999, 10, &mut propose).await.unwrap().is_empty());
+    let due = state.expired(2_000, 10, &mut propose).await.unwrap();
+    assert_eq!(due.len(), 1, "a and b joined, d is not due: {due:?}");
+    assert_eq!(
+        (due[0].key.as_str(), due[0].left.as_slice()),
+        ("c", b"order-c".as_slice())
+    );
+    let again = state.expired(2_000, 10, &mut propose).await.unwrap();
+    assert_eq!(again[0].report_id, due[0].report_id, "the report id is fixed");
+    state.forget_expired(&["c".to_owned()]).await.unwrap();
+    assert!(state.expired(2_000, 10, &mut propose).await.unwrap().is_empty());
+
+    // Its payment, arriving now, is late.
+    assert_eq!(
+        state
+            .put("c", Side::Right, b"pay-c", 0, KEEP, "l2")
+            .await
+            .unwrap(),
+        Put::Late {
+            left: b"order-c".to_vec()
+        }
+    );
+    // Joined keys were taken off the deadline index by the sweep: only d is left, later.
+    assert_eq!(state.expired(9_000, 10, &mut propose).await.unwrap()[0].key, "d");
+}
+
+#[tokio::test]
+async fn in_process() {
+    joins_once_expires_once_and_flags_late_sides(JoinState::Memory(MemoryJoin::new())).await;
+}
+
+#[tokio::test]
+async fn on_redis() {
+    joins_once_expires_once_and_flags_late_sides(redis(false).await).await;
+}
+
+#[tokio::test]
+async fn on_a_redis_cluster() {
+    joins_once_expires_once_and_flags_late_sides(redis(true).await).await;
+}
+
+#[tokio::test]
+async fn state_on_redis_outlives_the_client_that_wrote_it() {
+    let prefix = format!("{}:", unique("join"));
+    let target = RedisTarget {
+        urls: vec![orderflow_testkit::redis().url()],
+        ..RedisTarget::default()
+    };
+    let first = RedisJoin::new(RedisConnection::connect(&target).await.unwrap(), prefix.clone());
+    let first = JoinState::Redis(first);
+    first
+        .put("x", Side::Left, b"order-x", i64::MAX, KEEP, "x1")
+        .await
+        .unwrap();
+    drop(first);
+    // A restarted (or another) instance completes the join.
+    let second = RedisJoin::new(RedisConnection::connect(&target).await.unwrap(), prefix);
+    let put = JoinState::Redis(second)
+        .put("x", Side::Right, b"pay-x", 0, KEEP, "x2")
+        .await
+        .unwrap();
+    assert!(matches!(put, Put::Joined { left, join_id, .. } if left == b"order-x" && join_id == "x2"));
+}
