@@ -68,6 +68,10 @@ pub const TOPICS: &[TopicSpec] = &[
         cleanup: Cleanup::Delete { days: 30 },
     },
     TopicSpec {
+        name: "order.unpaid",
+        cleanup: Cleanup::Delete { days: 30 },
+    },
+    TopicSpec {
         name: "inventory.allocated",
         cleanup: Cleanup::Delete { days: 7 },
     },

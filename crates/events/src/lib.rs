@@ -23,6 +23,8 @@ pub mod topics {
     pub const PAYMENT_FAILED: &str = "payment.failed";
     /// An order joined with its payment and reference data.
     pub const ORDER_ENRICHED: &str = "order.enriched";
+    /// No payment arrived for an order within the join window (reported by enrichment).
+    pub const ORDER_UNPAID: &str = "order.unpaid";
     /// Stock was reserved for an order.
     pub const INVENTORY_ALLOCATED: &str = "inventory.allocated";
     /// Stock could not be reserved.

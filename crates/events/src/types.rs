@@ -162,6 +162,20 @@ event! {
 }
 
 event! {
+    /// `order.unpaid`: no payment arrived for an order within the enrichment join window and its grace.
+    OrderUnpaid = "order.unpaid" {
+        /// Who placed it.
+        customer_id: String,
+        /// ISO 4217 code.
+        currency: String,
+        /// Order total, in minor units.
+        total_minor: i64,
+        /// How long the join waited (window plus grace), in milliseconds.
+        waited_ms: i64,
+    }
+}
+
+event! {
     /// `inventory.allocated`: stock was reserved for every line.
     InventoryAllocated = "inventory.allocated" {
         /// What was reserved.

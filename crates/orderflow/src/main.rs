@@ -116,6 +116,8 @@ enum RoleArg {
     Orders,
     /// Charges each created order with the simulated payment provider
     Payments,
+    /// Joins orders with their payments and reference data
+    Enrichment,
     /// Redis read model
     Projector,
 }
@@ -125,6 +127,7 @@ impl From<RoleArg> for Role {
         match r {
             RoleArg::Orders => Role::Orders,
             RoleArg::Payments => Role::Payments,
+            RoleArg::Enrichment => Role::Enrichment,
             RoleArg::Projector => Role::Projector,
         }
     }

@@ -508,11 +508,15 @@ async fn the_binary_uses_real_servers_when_configured() {
     let report = String::from_utf8_lossy(&first.stdout).into_owned();
     assert_eq!(
         report.lines().filter(|l| l.ends_with("created")).count(),
-        9,
+        orderflow_bus::topics::TOPICS.len(),
         "{report}"
     );
     let again = String::from_utf8_lossy(&run_binary(&topics, &[]).stdout).into_owned();
-    assert_eq!(again.lines().filter(|l| l.ends_with(" ok")).count(), 9, "{again}");
+    assert_eq!(
+        again.lines().filter(|l| l.ends_with(" ok")).count(),
+        orderflow_bus::topics::TOPICS.len(),
+        "{again}"
+    );
 
     let dir = temp_dir();
     let args = [
@@ -557,7 +561,7 @@ async fn the_binary_runs_embedded_and_stops_on_sigterm() {
     let (child, base, banner) = spawn_binary(&["up", "--listen", "127.0.0.1:0"], &dir);
     let banner = banner.join("\n");
     assert!(
-        banner.contains("roles:    orders, payments, projector"),
+        banner.contains("roles:    orders, payments, enrichment, projector"),
         "{banner}"
     );
     assert!(banner.contains("database: sqlite"), "{banner}");

@@ -1,9 +1,11 @@
 //! Orderflow's roles and the platform that runs any set of them in one process.
 //!
-//! One module per role: [`orders`] (HTTP API + outbox relay), [`payments`] (charges each order with the
-//! simulated provider) and [`projector`] (Redis read model). Roles share the process's backends
+//! One module per role: [`orders`] (HTTP API + outbox relay + status follower), [`payments`] (charges each
+//! order with the simulated provider), [`enrichment`] (order x payment windowed join) and [`projector`]
+//! (Redis read model). Roles share the process's backends
 //! ([`Backends`]): the store, the bus and the read model.
 
+pub mod enrichment;
 pub mod orders;
 pub mod payments;
 pub mod projector;
@@ -14,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use orderflow_bus::{Bus, BusError};
-use orderflow_cache::{CacheError, OrderCache};
+use orderflow_cache::{CacheError, OrderCache, RedisConnection};
 use orderflow_events::AvroCodec;
 use orderflow_registry::{RegistryClient, RegistryService, SchemaSource};
 use orderflow_store::{Store, StoreError};
@@ -34,19 +36,22 @@ pub enum Role {
     Orders,
     /// Charges each created order and reports the payment.
     Payments,
+    /// Joins orders with their payments and reference data.
+    Enrichment,
     /// Keeps the read model current from the order topics.
     Projector,
 }
 
 impl Role {
     /// Every role, in start-up order.
-    pub const ALL: &'static [Role] = &[Role::Orders, Role::Payments, Role::Projector];
+    pub const ALL: &'static [Role] = &[Role::Orders, Role::Payments, Role::Enrichment, Role::Projector];
 
     /// The role's name.
     pub fn name(&self) -> &'static str {
         match self {
             Self::Orders => "orders",
             Self::Payments => "payments",
+            Self::Enrichment => "enrichment",
             Self::Projector => "projector",
         }
     }
@@ -88,6 +93,9 @@ pub enum RoleError {
     /// The schema registry client.
     #[error("schema registry: {0}")]
     Registry(#[from] orderflow_registry::RegistryError),
+    /// Reference data could not be loaded or read.
+    #[error("reference data: {0}")]
+    Reference(String),
     /// A role's settings hold a value it cannot run with.
     #[error("settings: {0}")]
     Settings(String),
@@ -117,6 +125,23 @@ pub(crate) fn store_error(error: StoreError) -> orderflow_consumer::HandlerError
     }
 }
 
+/// An encoded event as a record for the consumer runtime to publish (keyed by its order id).
+pub(crate) fn event_output(
+    topic: &str,
+    encoded: orderflow_events::EncodedEvent,
+) -> orderflow_consumer::Output {
+    orderflow_consumer::Output {
+        topic: topic.to_owned(),
+        key: Some(encoded.key.into_bytes()),
+        payload: encoded.payload,
+        headers: encoded
+            .headers
+            .into_iter()
+            .map(|(name, value)| (name.to_owned(), value))
+            .collect(),
+    }
+}
+
 /// The backends a process's roles share.
 #[derive(Clone)]
 pub struct Backends {
@@ -130,6 +155,10 @@ pub struct Backends {
     pub codec: Arc<AvroCodec>,
     /// The embedded schema registry, when no external registry is configured.
     pub registry: Option<RegistryService>,
+    /// Redis for stream state and reference data, when configured (the cache has its own connection).
+    pub redis: Option<RedisConnection>,
+    /// Prefix of every Redis key this deployment writes.
+    pub key_prefix: String,
 }
 
 impl Backends {
@@ -152,6 +181,14 @@ impl Backends {
             Err(e) => return Err(e.into()),
         }
         let cache = settings.cache.connect().await?;
+        let redis = match settings.cache.redis_target()? {
+            Some(target) => Some(
+                RedisConnection::connect(&target)
+                    .await
+                    .map_err(CacheError::from)?,
+            ),
+            None => None,
+        };
         let (source, registry): (Arc<dyn SchemaSource>, _) =
             match settings.registry.url.as_deref().filter(|u| !u.trim().is_empty()) {
                 Some(url) => (Arc::new(RegistryClient::new(url)?), None),
@@ -167,6 +204,8 @@ impl Backends {
             cache,
             codec,
             registry,
+            redis,
+            key_prefix: settings.cache.key_prefix.clone(),
         })
     }
 }
@@ -199,6 +238,11 @@ impl Platform {
                 Role::Payments => {
                     let task = payments::run(settings.payments.clone(), backends.clone(), shutdown.clone());
                     tasks.spawn(async move { (Role::Payments, task.await) });
+                }
+                Role::Enrichment => {
+                    let task =
+                        enrichment::run(settings.enrichment.clone(), backends.clone(), shutdown.clone());
+                    tasks.spawn(async move { (Role::Enrichment, task.await) });
                 }
                 Role::Projector => {
                     let task = projector::run(settings.projector.clone(), backends.clone(), shutdown.clone());

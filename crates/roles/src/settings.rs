@@ -8,6 +8,7 @@ use orderflow_cache::CacheSettings;
 use orderflow_outbox::RelaySettings;
 use serde::Deserialize;
 
+use crate::enrichment::EnrichmentSettings;
 use crate::payments::PaymentsSettings;
 
 /// Everything a process needs; every field has a default, so an empty configuration runs embedded.
@@ -32,6 +33,8 @@ pub struct Settings {
     pub orders: OrdersSettings,
     /// Payments role and its simulated provider.
     pub payments: PaymentsSettings,
+    /// Enrichment role (order x payment join).
+    pub enrichment: EnrichmentSettings,
     /// Projector consumer.
     pub projector: ProjectorSettings,
     /// Graceful shutdown.

@@ -327,3 +327,192 @@ async fn payments_charge_each_order_once_and_orders_follow_the_outcome() {
 
     platform.stop().await.unwrap();
 }
+
+fn with_redis(mut settings: Settings) -> Settings {
+    settings.cache.redis_url = Some(orderflow_testkit::redis().url());
+    settings.cache.key_prefix = format!("{}:", unique("roles"));
+    settings
+}
+
+/// Decoded records of `topic` (full name), reading until `expected` arrived or `timeout` passed.
+async fn read_events<E: orderflow_events::Event>(
+    codec: &AvroCodec,
+    topic: &str,
+    expected: usize,
+    timeout: Duration,
+) -> Vec<E> {
+    let bootstrap = orderflow_testkit::kafka().bootstrap_servers();
+    let topic = topic.to_owned();
+    let records = tokio::task::spawn_blocking(move || read_topic(&bootstrap, &topic, expected, timeout))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut events = Vec::new();
+    for r in records {
+        events.push(codec.decode::<E>(&r.payload).await.unwrap());
+    }
+    events
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enrichment_joins_paid_orders_with_their_tier_and_its_state_survives_a_restart() {
+    const ORDERS: usize = 30;
+    let mut settings = with_redis(real_settings("enrich"));
+    let store = orderflow_store::Store::connect(settings.database.url.as_deref().unwrap(), 2)
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    store.set_customer_tier("cust-gold", "gold").await.unwrap();
+    settings.payments.provider.decline_above_minor = Some(5_000);
+    let (prefix, key_prefix) = (
+        settings.kafka.topic_prefix.clone(),
+        settings.cache.key_prefix.clone(),
+    );
+
+    // First the orders arrive with no payments role running: the join holds them in Redis.
+    let first = Platform::start(settings.clone(), &[Role::Orders, Role::Enrichment])
+        .await
+        .unwrap();
+    let base = format!("http://{}", first.http_addr.unwrap());
+    let client = reqwest::Client::new();
+    let mut orders = Vec::new();
+    for i in 0..ORDERS {
+        let customer = if i % 2 == 0 { "cust-gold" } else { "cust-plain" };
+        // Every third order is declined by the provider.
+        let price = if i % 3 == 0 { 9_000 } else { 1_000 + i as i64 };
+        orders.push(post_order(&client, &base, customer, price, 1).await);
+    }
+    let mut redis = redis::Client::open(orderflow_testkit::redis().url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let keys: Vec<String> = orders
+        .iter()
+        .map(|o| format!("{key_prefix}enrichment:join:{{{}}}", o["id"].as_str().unwrap()))
+        .collect();
+    eventually(
+        "the orders to wait in the join state",
+        Duration::from_secs(30),
+        || {
+            let (mut redis, keys) = (redis.clone(), keys.clone());
+            async move {
+                let n: usize = redis::cmd("EXISTS")
+                    .arg(&keys)
+                    .query_async(&mut redis)
+                    .await
+                    .unwrap();
+                (n == ORDERS).then_some(())
+            }
+        },
+    )
+    .await;
+    first.stop().await.unwrap();
+
+    // Restarted with payments: the orders consumed before the restart are joined from the stored state.
+    let second = Platform::start(settings, &[Role::Payments, Role::Enrichment])
+        .await
+        .unwrap();
+    let codec = second.backends.codec.clone();
+    let paid: Vec<&Value> = orders
+        .iter()
+        .filter(|o| o["total_minor"].as_i64().unwrap() <= 5_000)
+        .collect();
+    let enriched: Vec<orderflow_events::OrderEnriched> = read_events(
+        &codec,
+        &format!("{prefix}order.enriched"),
+        paid.len(),
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(enriched.len(), paid.len(), "one order.enriched per paid order");
+    let by_id: HashMap<&str, &orderflow_events::OrderEnriched> =
+        enriched.iter().map(|e| (e.order_id.as_str(), e)).collect();
+    assert_eq!(by_id.len(), paid.len());
+    for order in paid {
+        let e = by_id[order["id"].as_str().unwrap()];
+        let tier = if order["customer_id"] == "cust-gold" {
+            "gold"
+        } else {
+            "standard"
+        };
+        assert_eq!(e.customer_tier, tier);
+        assert_eq!(e.paid_minor, order["total_minor"].as_i64().unwrap());
+        assert_eq!((e.total_minor, e.order_version), (e.paid_minor, 2));
+        assert_eq!(e.items.len(), 1);
+    }
+    // Nothing was reported unpaid: the window (5 minutes) has not passed.
+    let unpaid: Vec<orderflow_events::OrderUnpaid> = read_events(
+        &codec,
+        &format!("{prefix}order.unpaid"),
+        1,
+        Duration::from_secs(2),
+    )
+    .await;
+    assert!(unpaid.is_empty());
+    second.stop().await.unwrap();
+    redis::cmd("DEL")
+        .arg(&keys)
+        .query_async::<()>(&mut redis)
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orders_without_a_payment_in_the_window_are_reported_once_and_late_payments_join_nothing() {
+    const ORDERS: usize = 5;
+    let mut settings = with_redis(real_settings("unpaid"));
+    settings.enrichment.window_secs = 1;
+    settings.enrichment.grace_secs = 0;
+    settings.enrichment.sweep_interval_ms = 100;
+    let prefix = settings.kafka.topic_prefix.clone();
+    let platform = Platform::start(settings.clone(), &[Role::Orders, Role::Enrichment])
+        .await
+        .unwrap();
+    let base = format!("http://{}", platform.http_addr.unwrap());
+    let codec = platform.backends.codec.clone();
+    let client = reqwest::Client::new();
+    let mut ids = HashSet::new();
+    for _ in 0..ORDERS {
+        let order = post_order(&client, &base, "cust-slow", 1_500, 2).await;
+        ids.insert(order["id"].as_str().unwrap().to_owned());
+    }
+    let topic = format!("{prefix}order.unpaid");
+    let unpaid: Vec<orderflow_events::OrderUnpaid> =
+        read_events(&codec, &topic, ORDERS, Duration::from_secs(30)).await;
+    assert_eq!(
+        unpaid.iter().map(|u| u.order_id.clone()).collect::<HashSet<_>>(),
+        ids
+    );
+    assert!(
+        unpaid
+            .iter()
+            .all(|u| u.total_minor == 3_000 && u.waited_ms == 1_000)
+    );
+    // Sweeps go on, but each order is reported once.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let again: Vec<orderflow_events::OrderUnpaid> =
+        read_events(&codec, &topic, ORDERS + 1, Duration::from_secs(2)).await;
+    assert_eq!(again.len(), ORDERS);
+
+    // The payments come now, too late: they are charged, but the join emits nothing for them.
+    let payments = Platform::start(settings, &[Role::Payments]).await.unwrap();
+    let received: Vec<PaymentReceived> = read_events(
+        &codec,
+        &format!("{prefix}payment.received"),
+        ORDERS,
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(received.len(), ORDERS);
+    let enriched: Vec<orderflow_events::OrderEnriched> = read_events(
+        &codec,
+        &format!("{prefix}order.enriched"),
+        1,
+        Duration::from_secs(3),
+    )
+    .await;
+    assert!(enriched.is_empty(), "late payments are not joined");
+    payments.stop().await.unwrap();
+    platform.stop().await.unwrap();
+}

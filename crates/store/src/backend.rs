@@ -120,6 +120,25 @@ macro_rules! shared_queries {
                 Ok(updated == 1)
             }
 
+            /// Every customer's tier (reference data).
+            pub async fn customer_tiers(&self) -> Result<Vec<(String, String)>, $crate::StoreError> {
+                Ok(sqlx::query_as("SELECT id, tier FROM customers ORDER BY id")
+                    .fetch_all(&self.pool)
+                    .await?)
+            }
+
+            /// Sets a customer's tier.
+            pub async fn set_customer_tier(&self, id: &str, tier: &str) -> Result<(), $crate::StoreError> {
+                sqlx::query(
+                    "INSERT INTO customers (id, tier) VALUES ($1, $2) ON CONFLICT (id) DO UPDATE SET tier = $2",
+                )
+                .bind(id)
+                .bind(tier)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
             /// Reads one order with its lines.
             pub async fn get_order(
                 &self,

@@ -201,6 +201,16 @@ impl Store {
         dispatch!(self, s => s.charge_totals().await)
     }
 
+    /// Every customer's tier (reference data).
+    pub async fn customer_tiers(&self) -> Result<Vec<(String, String)>, StoreError> {
+        dispatch!(self, s => s.customer_tiers().await)
+    }
+
+    /// Sets a customer's tier.
+    pub async fn set_customer_tier(&self, id: &str, tier: &str) -> Result<(), StoreError> {
+        dispatch!(self, s => s.set_customer_tier(id, tier).await)
+    }
+
     /// Waits until this process is the only active outbox relay.
     pub async fn acquire_relay_lease(&self) -> Result<RelayLease, StoreError> {
         dispatch!(self, s => s.acquire_relay_lease().await)

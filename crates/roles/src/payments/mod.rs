@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use provider::{Decision, ProviderSettings, SimulatedProvider};
 
-use crate::{Backends, RoleError, decode_error, store_error};
+use crate::{Backends, RoleError, decode_error, event_output, store_error};
 
 /// Settings of the payments role.
 #[derive(Debug, Clone, Deserialize)]
@@ -106,16 +106,7 @@ impl Payments {
             ChargeOutcome::Captured => &self.received_topic,
             _ => &self.failed_topic,
         };
-        Ok(Output {
-            topic: topic.clone(),
-            key: Some(order_id.into_bytes()),
-            payload: encoded.payload,
-            headers: encoded
-                .headers
-                .into_iter()
-                .map(|(name, value)| (name.to_owned(), value))
-                .collect(),
-        })
+        Ok(event_output(topic, encoded))
     }
 }
 

@@ -1,0 +1,376 @@
+//! The enrichment role: joins each order with its payment within a window and emits `order.enriched` for
+//! paid orders, with the customer's tier from reference data; orders whose payment never comes are reported
+//! as `order.unpaid`.
+//!
+//! Both inputs are keyed by order id. The join state lives in Redis when configured (see
+//! `orderflow_state`), shared by every instance, so it survives restarts and rebalances whatever partitions
+//! an instance is given; in the embedded default it lives in this process. The window is event time: a
+//! payment counts when it occurred within `window + grace` of its order. Output and consumed offsets commit
+//! in one Kafka transaction (at-least-once on the mock cluster); the join fixes the output's event id on the
+//! first match, so reprocessing repeats the same event, which consumers dedupe. A sweep reports orders
+//! still waiting after their deadline, once each (again with a fixed event id).
+
+mod reference;
+
+use std::time::Duration;
+
+use chrono::Utc;
+use orderflow_consumer::{
+    ConsumerRuntime, ConsumerSettings, Delivery, Handler, HandlerError, Output, Record,
+};
+use orderflow_events::{Event, OrderCreated, OrderEnriched, OrderUnpaid, PaymentReceived, headers, topics};
+use orderflow_state::{JoinState, MemoryJoin, Put, RedisJoin, Side};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::FutureRecord;
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+
+pub use reference::{CustomerTiers, DEFAULT_TIER};
+
+use crate::{Backends, RoleError, decode_error, event_output};
+
+/// How long state is kept after its deadline, so that late payments are recognised as late.
+const KEEP_AFTER_DEADLINE_MS: i64 = 60 * 60 * 1000;
+
+/// Tag of a stored payment: captured.
+const RECEIVED: u8 = b'R';
+/// Tag of a stored payment: failed.
+const FAILED: u8 = b'F';
+
+/// Settings of the enrichment role.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EnrichmentSettings {
+    /// Kafka consumer group.
+    pub group: String,
+    /// Partitions processed at once.
+    pub concurrency: usize,
+    /// How long after its order a payment may occur (seconds).
+    pub window_secs: u64,
+    /// Extra time allowed for payments that are slow to arrive (seconds).
+    pub grace_secs: u64,
+    /// How often orders past their deadline are looked for (milliseconds).
+    pub sweep_interval_ms: u64,
+    /// How often the reference data is reloaded from the database (seconds).
+    pub reference_refresh_secs: u64,
+}
+
+impl Default for EnrichmentSettings {
+    fn default() -> Self {
+        Self {
+            group: "orderflow-enrichment".into(),
+            concurrency: 8,
+            window_secs: 300,
+            grace_secs: 30,
+            sweep_interval_ms: 1_000,
+            reference_refresh_secs: 60,
+        }
+    }
+}
+
+impl EnrichmentSettings {
+    fn waited_ms(&self) -> i64 {
+        i64::try_from(
+            self.window_secs
+                .saturating_add(self.grace_secs)
+                .saturating_mul(1_000),
+        )
+        .unwrap_or(i64::MAX)
+    }
+}
+
+/// A joined order and payment waiting for its reference data.
+struct Joined {
+    order: OrderCreated,
+    payment: PaymentReceived,
+    event_id: String,
+    traceparent: Option<String>,
+}
+
+struct Enrichment {
+    backends: Backends,
+    state: JoinState,
+    tiers: CustomerTiers,
+    waited_ms: i64,
+    created_topic: String,
+    received_topic: String,
+    failed_topic: String,
+    enriched_topic: String,
+}
+
+fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
+fn state_error(error: orderflow_state::StateError) -> HandlerError {
+    HandlerError::transient(error)
+}
+
+impl Enrichment {
+    /// Puts one record into the join; returns the join when it completed with a captured payment.
+    async fn put(&self, record: &Record) -> Result<Option<Joined>, HandlerError> {
+        let source = record.source_topic();
+        let payload = record.payload.as_deref().unwrap_or_default();
+        let codec = &self.backends.codec;
+        let proposed = uuid::Uuid::now_v7().to_string();
+        let (order_id, side, stored, deadline_ms) = if source == self.created_topic {
+            let order: OrderCreated = codec.decode(payload).await.map_err(decode_error)?;
+            let deadline = order.occurred_at / 1_000 + self.waited_ms;
+            (order.order_id, Side::Left, payload.to_vec(), deadline)
+        } else {
+            let tag = if source == self.received_topic {
+                let payment: PaymentReceived = codec.decode(payload).await.map_err(decode_error)?;
+                (payment.order_id, RECEIVED)
+            } else if source == self.failed_topic {
+                let payment: orderflow_events::PaymentFailed =
+                    codec.decode(payload).await.map_err(decode_error)?;
+                (payment.order_id, FAILED)
+            } else {
+                return Err(HandlerError::permanent(format!(
+                    "enrichment does not read {source}"
+                )));
+            };
+            let mut stored = Vec::with_capacity(payload.len() + 1);
+            stored.push(tag.1);
+            stored.extend_from_slice(payload);
+            (tag.0, Side::Right, stored, 0)
+        };
+        let keep_ms = (deadline_ms.max(now_ms() + self.waited_ms) - now_ms()) + KEEP_AFTER_DEADLINE_MS;
+        let put = self
+            .state
+            .put(&order_id, side, &stored, deadline_ms, keep_ms, &proposed)
+            .await
+            .map_err(state_error)?;
+        let (left, right, join_id) = match put {
+            Put::Waiting => return Ok(None),
+            Put::Late { .. } => {
+                metrics::counter!("orderflow_enrichment_late_payments_total").increment(1);
+                tracing::info!(
+                    order = order_id,
+                    "payment arrived after its order was reported unpaid"
+                );
+                return Ok(None);
+            }
+            Put::Joined { left, right, join_id } => (left, right, join_id),
+        };
+        let order: OrderCreated = codec.decode(&left).await.map_err(decode_error)?;
+        let Some((&RECEIVED, payment)) = right.split_first() else {
+            // A failed payment completes the join with nothing to enrich.
+            return Ok(None);
+        };
+        let payment: PaymentReceived = codec.decode(payment).await.map_err(decode_error)?;
+        if payment.occurred_at - order.occurred_at > self.waited_ms * 1_000 {
+            metrics::counter!("orderflow_enrichment_late_payments_total").increment(1);
+            tracing::info!(order = order_id, "payment occurred outside the join window");
+            return Ok(None);
+        }
+        Ok(Some(Joined {
+            order,
+            payment,
+            event_id: join_id,
+            traceparent: record.header_str(headers::TRACEPARENT).map(str::to_owned),
+        }))
+    }
+}
+
+impl Handler for Enrichment {
+    async fn handle(&self, batch: &[Record]) -> Result<Vec<Output>, HandlerError> {
+        let mut joined = Vec::new();
+        for record in batch {
+            if let Some(join) = self.put(record).await? {
+                joined.push(join);
+            }
+        }
+        let customers: Vec<&str> = joined.iter().map(|j| j.order.customer_id.as_str()).collect();
+        let tiers = self
+            .tiers
+            .lookup(&customers)
+            .await
+            .map_err(HandlerError::transient)?;
+        let mut outputs = Vec::with_capacity(joined.len());
+        for (join, tier) in joined.into_iter().zip(tiers) {
+            let (order, payment) = (join.order, join.payment);
+            let enriched = OrderEnriched {
+                event_id: join.event_id,
+                event_type: OrderEnriched::TYPE.into(),
+                order_id: order.order_id,
+                // Enrichment adds data, not a status: the order stays at its payment's version.
+                order_version: payment.order_version,
+                occurred_at: payment.occurred_at.max(order.occurred_at),
+                customer_id: order.customer_id,
+                customer_tier: tier,
+                currency: order.currency,
+                items: order.items,
+                total_minor: order.total_minor,
+                payment_id: payment.payment_id,
+                paid_minor: payment.amount_minor,
+            };
+            let encoded = self
+                .backends
+                .codec
+                .encode(&enriched, join.traceparent.as_deref())
+                .map_err(HandlerError::permanent)?;
+            metrics::counter!("orderflow_enrichment_joined_total").increment(1);
+            outputs.push(event_output(&self.enriched_topic, encoded));
+        }
+        Ok(outputs)
+    }
+}
+
+/// Reports the orders past their deadline as `order.unpaid`, once each, until `shutdown` fires.
+async fn sweep(
+    settings: EnrichmentSettings,
+    backends: Backends,
+    state: JoinState,
+    shutdown: CancellationToken,
+) -> Result<(), RoleError> {
+    let producer = backends.bus.producer("orderflow-enrichment-sweep")?;
+    let topic = backends.bus.topic(topics::ORDER_UNPAID);
+    let waited_ms = settings.waited_ms();
+    let mut tick = tokio::time::interval(Duration::from_millis(settings.sweep_interval_ms.max(10)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            _ = tick.tick() => {}
+        }
+        let expired = match state
+            .expired(now_ms(), 500, || uuid::Uuid::now_v7().to_string())
+            .await
+        {
+            Ok(expired) => expired,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not look for unpaid orders; trying again");
+                continue;
+            }
+        };
+        let mut reported = Vec::with_capacity(expired.len());
+        for entry in expired {
+            let order: OrderCreated = match backends.codec.decode(&entry.left).await {
+                Ok(order) => order,
+                Err(e) => {
+                    tracing::warn!(error = %e, key = entry.key, "an unreadable waiting order; dropping it");
+                    reported.push(entry.key);
+                    continue;
+                }
+            };
+            let unpaid = OrderUnpaid {
+                event_id: entry.report_id,
+                event_type: OrderUnpaid::TYPE.into(),
+                order_id: order.order_id.clone(),
+                order_version: order.order_version,
+                occurred_at: Utc::now().timestamp_micros(),
+                customer_id: order.customer_id,
+                currency: order.currency,
+                total_minor: order.total_minor,
+                waited_ms,
+            };
+            let encoded = match backends.codec.encode(&unpaid, None) {
+                Ok(encoded) => encoded,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not encode order.unpaid");
+                    continue;
+                }
+            };
+            let mut record_headers = OwnedHeaders::new();
+            for (name, value) in &encoded.headers {
+                record_headers = record_headers.insert(Header {
+                    key: name,
+                    value: Some(value.as_slice()),
+                });
+            }
+            let record = FutureRecord::to(&topic)
+                .key(&encoded.key)
+                .payload(&encoded.payload)
+                .headers(record_headers);
+            match producer.send(record, Duration::from_secs(10)).await {
+                Ok(_) => {
+                    metrics::counter!("orderflow_enrichment_unpaid_total").increment(1);
+                    reported.push(entry.key);
+                }
+                // Not taken off the index: the next sweep sends it again, with the same event id.
+                Err((e, _)) => tracing::warn!(error = %e, "could not publish order.unpaid; will retry"),
+            }
+        }
+        if let Err(e) = state.forget_expired(&reported).await {
+            tracing::warn!(error = %e, "could not clear reported orders; they will be reported again");
+        }
+    }
+}
+
+/// Keeps the reference data fresh until `shutdown` fires.
+async fn refresh_reference(
+    every: Duration,
+    tiers: CustomerTiers,
+    backends: Backends,
+    shutdown: CancellationToken,
+) -> Result<(), RoleError> {
+    let mut tick = tokio::time::interval(every.max(Duration::from_secs(1)));
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            _ = tick.tick() => {}
+        }
+        if let Err(e) = tiers.load(&backends.store).await {
+            tracing::warn!(error = %e, "could not reload the customer tiers; keeping the ones held");
+        }
+    }
+}
+
+/// Joins until `shutdown` fires, then drains, commits and leaves the group (bounded).
+pub async fn run(
+    settings: EnrichmentSettings,
+    backends: Backends,
+    shutdown: CancellationToken,
+) -> Result<(), RoleError> {
+    let prefix = format!("{}enrichment:", backends.key_prefix);
+    let state = match &backends.redis {
+        Some(redis) => JoinState::Redis(RedisJoin::new(redis.clone(), prefix.clone())),
+        None => JoinState::Memory(MemoryJoin::new()),
+    };
+    let tiers = CustomerTiers::new(backends.redis.clone(), &prefix);
+    let loaded = tiers.load(&backends.store).await?;
+    let bus = &backends.bus;
+    let handler = Enrichment {
+        state: state.clone(),
+        tiers: tiers.clone(),
+        waited_ms: settings.waited_ms(),
+        created_topic: bus.topic(topics::ORDER_CREATED),
+        received_topic: bus.topic(topics::PAYMENT_RECEIVED),
+        failed_topic: bus.topic(topics::PAYMENT_FAILED),
+        enriched_topic: bus.topic(topics::ORDER_ENRICHED),
+        backends: backends.clone(),
+    };
+    let inputs = vec![
+        handler.created_topic.clone(),
+        handler.received_topic.clone(),
+        handler.failed_topic.clone(),
+    ];
+    let delivery = if bus.is_embedded() {
+        Delivery::AtLeastOnce
+    } else {
+        Delivery::Transactional
+    };
+    let group = bus.group(&settings.group);
+    let mut consumer = ConsumerSettings::new(group.clone(), inputs.clone(), delivery);
+    consumer.concurrency = settings.concurrency.max(1);
+    consumer.drain_timeout = Duration::from_secs(5);
+    consumer.close_timeout = Duration::from_secs(5);
+    tracing::info!(
+        ?inputs,
+        group,
+        ?delivery,
+        customers = loaded,
+        "enrichment joining"
+    );
+    let runtime = ConsumerRuntime::new(bus.clone(), consumer, handler);
+    let every = Duration::from_secs(settings.reference_refresh_secs);
+    let (joined, swept, refreshed) = tokio::join!(
+        runtime.run(shutdown.clone()),
+        sweep(settings, backends.clone(), state, shutdown.clone()),
+        refresh_reference(every, tiers, backends.clone(), shutdown),
+    );
+    joined?;
+    swept.and(refreshed)
+}

@@ -1,0 +1,97 @@
+//! Reference data for enrichment: each customer's tier, loaded from the database into Redis (or into this
+//! process in the embedded default) and refreshed on an interval.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use orderflow_cache::RedisConnection;
+use orderflow_store::Store;
+
+use crate::RoleError;
+
+/// The tier of a customer the reference data does not know.
+pub const DEFAULT_TIER: &str = "standard";
+
+/// Where the customer tiers are held.
+#[derive(Clone)]
+pub enum CustomerTiers {
+    /// A Redis hash shared by every instance (`<prefix>ref:{customer-tier}`).
+    Redis {
+        /// The connection.
+        connection: RedisConnection,
+        /// The hash's key.
+        key: String,
+    },
+    /// A map in this process.
+    Memory(Arc<RwLock<HashMap<String, String>>>),
+}
+
+impl CustomerTiers {
+    /// Tiers in Redis under `prefix`, or in process without Redis.
+    pub fn new(redis: Option<RedisConnection>, prefix: &str) -> Self {
+        match redis {
+            Some(connection) => Self::Redis {
+                connection,
+                key: format!("{prefix}ref:{{customer-tier}}"),
+            },
+            None => Self::Memory(Arc::default()),
+        }
+    }
+
+    /// Replaces the held tiers with the database's (on Redis: built aside, then swapped in at once).
+    pub async fn load(&self, store: &Store) -> Result<usize, RoleError> {
+        let tiers = store.customer_tiers().await?;
+        let count = tiers.len();
+        match self {
+            Self::Redis { connection, key } => {
+                let mut conn = connection.clone();
+                // Same hash tag, same slot: the swap works on a Cluster too.
+                let loading = format!("{key}:loading");
+                let mut pipe = redis::pipe();
+                pipe.atomic().del(&loading);
+                for chunk in tiers.chunks(1_000) {
+                    pipe.hset_multiple(&loading, chunk);
+                }
+                if count == 0 {
+                    pipe.del(key);
+                } else {
+                    pipe.rename(&loading, key);
+                }
+                pipe.query_async::<()>(&mut conn)
+                    .await
+                    .map_err(|e| RoleError::Reference(e.to_string()))?;
+            }
+            Self::Memory(map) => {
+                let fresh: HashMap<String, String> = tiers.into_iter().collect();
+                *map.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = fresh;
+            }
+        }
+        Ok(count)
+    }
+
+    /// The tier of each customer, in order ([`DEFAULT_TIER`] for unknown ones).
+    pub async fn lookup(&self, customers: &[&str]) -> Result<Vec<String>, RoleError> {
+        if customers.is_empty() {
+            return Ok(Vec::new());
+        }
+        let found: Vec<Option<String>> = match self {
+            Self::Redis { connection, key } => {
+                let mut conn = connection.clone();
+                redis::cmd("HMGET")
+                    .arg(key)
+                    .arg(customers)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(|e| RoleError::Reference(e.to_string()))?
+            }
+            Self::Memory(map) => {
+                let map = map.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+                customers.iter().map(|c| map.get(*c).cloned()).collect()
+            }
+        };
+        Ok(found
+            .into_iter()
+            .map(|tier| tier.unwrap_or_else(|| DEFAULT_TIER.to_owned()))
+            .collect())
+    }
+}
