@@ -58,13 +58,16 @@ impl OrderStatus {
         }
     }
 
-    /// The status an order must be in for a pipeline event to move it to `self` (CREATED before a payment
-    /// outcome, PAID before a stock outcome); `None` when no pipeline event leads here.
-    pub fn pipeline_predecessor(&self) -> Option<OrderStatus> {
+    /// The statuses from which a pipeline event may move an order to `self`: CREATED before a payment
+    /// outcome; CREATED or PAID before a stock outcome, since the outcomes travel on different topics and
+    /// the stock outcome (which only follows a payment) may be seen first. Empty when no pipeline event
+    /// leads here. A change also needs the order below its version, so a late payment never moves an
+    /// allocated order back.
+    pub fn pipeline_predecessors(&self) -> &'static [OrderStatus] {
         match self {
-            Self::Paid | Self::PaymentFailed => Some(Self::Created),
-            Self::Allocated | Self::Rejected => Some(Self::Paid),
-            Self::Created | Self::Cancelled => None,
+            Self::Paid | Self::PaymentFailed => &[Self::Created],
+            Self::Allocated | Self::Rejected => &[Self::Created, Self::Paid],
+            Self::Created | Self::Cancelled => &[],
         }
     }
 }
@@ -450,17 +453,15 @@ mod tests {
     #[test]
     fn pipeline_steps_move_forward_and_cancel_outranks_them() {
         use OrderStatus::*;
-        for (to, from) in [
-            (Paid, Created),
-            (PaymentFailed, Created),
-            (Allocated, Paid),
-            (Rejected, Paid),
-        ] {
-            assert_eq!(to.pipeline_predecessor(), Some(from));
-            assert!(to.step_version() > from.step_version());
+        for to in [Paid, PaymentFailed, Allocated, Rejected] {
+            assert!(!to.pipeline_predecessors().is_empty());
+            for from in to.pipeline_predecessors() {
+                assert!(to.step_version() > from.step_version(), "{from} -> {to}");
+            }
         }
-        assert_eq!(Created.pipeline_predecessor(), None);
-        assert_eq!(Cancelled.pipeline_predecessor(), None);
+        assert_eq!(Allocated.pipeline_predecessors(), &[Created, Paid]);
+        assert!(Created.pipeline_predecessors().is_empty());
+        assert!(Cancelled.pipeline_predecessors().is_empty());
         let highest = [Created, Paid, PaymentFailed, Allocated, Rejected]
             .iter()
             .filter_map(OrderStatus::step_version)

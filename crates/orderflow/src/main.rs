@@ -118,6 +118,8 @@ enum RoleArg {
     Payments,
     /// Joins orders with their payments and reference data
     Enrichment,
+    /// Reserves stock for paid orders and releases it on cancel
+    Inventory,
     /// Redis read model
     Projector,
 }
@@ -128,6 +130,7 @@ impl From<RoleArg> for Role {
             RoleArg::Orders => Role::Orders,
             RoleArg::Payments => Role::Payments,
             RoleArg::Enrichment => Role::Enrichment,
+            RoleArg::Inventory => Role::Inventory,
             RoleArg::Projector => Role::Projector,
         }
     }

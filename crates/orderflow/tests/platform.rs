@@ -63,6 +63,19 @@ async fn get_order(base: &str, id: &str) -> Value {
         .expect("json")
 }
 
+/// Puts the products of [`order_body`] in stock, so orders for them can be allocated.
+async fn stock_products(store: &orderflow_store::Store) {
+    for sku in ["SKU-1", "SKU-2"] {
+        let product = orderflow_store::Product {
+            sku: sku.into(),
+            name: sku.into(),
+            price_minor: 1_250,
+            stock: 100,
+        };
+        store.put_product(&product).await.expect("product");
+    }
+}
+
 async fn eventually<T, F: std::future::Future<Output = Option<T>>>(
     what: &str,
     mut check: impl FnMut() -> F,
@@ -105,6 +118,7 @@ async fn an_order_flows_through_postgres_kafka_and_redis() {
     let platform = Platform::start(settings, Role::ALL)
         .await
         .expect("platform starts");
+    stock_products(&platform.backends.store).await;
     let base = format!("http://{}", platform.http_addr.expect("http"));
     const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     let response = reqwest::Client::new()
@@ -204,14 +218,15 @@ async fn an_order_flows_through_postgres_kafka_and_redis() {
     );
 
     // The read model follows the pipeline: the projector wrote the Redis hash (before any GET could have
-    // populated it), and once the payments role has charged the order, the orders role writes PAID through.
+    // populated it), and as payments, enrichment and inventory report, the orders role writes each status
+    // through, up to ALLOCATED.
     let mut conn = redis::Client::open(redis_server.url())
         .expect("client")
         .get_multiplexed_async_connection()
         .await
         .expect("redis");
     let key = format!("{key_prefix}order:{{{id}}}");
-    let cached: Value = eventually("the paid order in Redis", || {
+    let cached: Value = eventually("the allocated order in Redis", || {
         let (mut conn, key) = (conn.clone(), key.clone());
         async move {
             let v = conn
@@ -220,20 +235,20 @@ async fn an_order_flows_through_postgres_kafka_and_redis() {
                 .ok()
                 .flatten()?;
             let v: Value = serde_json::from_str(&v).expect("cached order json");
-            (v["version"] == 2).then_some(v)
+            (v["version"] == 3).then_some(v)
         }
     })
     .await;
-    assert_eq!(cached["status"], "PAID");
+    assert_eq!(cached["status"], "ALLOCATED");
     let version: i64 = conn.hget(&key, "ver").await.expect("version field");
-    assert_eq!(version, 2);
+    assert_eq!(version, 3);
     let ttl: i64 = conn.ttl(&key).await.expect("ttl");
     assert!(ttl > 0, "cache entries expire");
 
     let fetched: Value = get_order(&base, &id).await;
     assert_eq!(
         (fetched["status"].as_str(), fetched["version"].as_i64()),
-        (Some("PAID"), Some(2))
+        (Some("ALLOCATED"), Some(3))
     );
     assert_eq!(fetched["items"], created["items"]);
     platform.stop().await.expect("clean stop");
@@ -247,6 +262,7 @@ async fn an_order_flows_through_the_embedded_default() {
         .expect("platform starts");
     assert!(platform.backends.bus.is_embedded());
     assert_eq!(platform.backends.store.backend().name(), "sqlite");
+    stock_products(&platform.backends.store).await;
     let base = format!("http://{}", platform.http_addr.expect("http"));
 
     let (status, _, created) = post(
@@ -287,9 +303,9 @@ async fn an_order_flows_through_the_embedded_default() {
         0
     );
 
-    // The payments role charges it (at-least-once on the mock cluster, one charge by the ledger) and the
-    // orders role follows: the API shows it PAID.
-    let paid = eventually("the order to be paid", || {
+    // The pipeline runs on the mock cluster too (payments, enrichment, inventory at-least-once, one charge
+    // by the ledger, one reservation per order) and the orders role follows: the API shows it ALLOCATED.
+    let paid = eventually("the order to be allocated", || {
         let base = base.clone();
         async move {
             let order: Value = reqwest::get(format!("{base}/v1/orders/{id}"))
@@ -298,13 +314,13 @@ async fn an_order_flows_through_the_embedded_default() {
                 .json()
                 .await
                 .ok()?;
-            (order["status"] == "PAID").then_some(order)
+            (order["status"] == "ALLOCATED").then_some(order)
         }
     })
     .await;
     assert_eq!(
         (paid["version"].as_i64(), &paid["items"]),
-        (Some(2), &created["items"])
+        (Some(3), &created["items"])
     );
     assert_eq!(store.charge_totals().await.expect("ledger").charges, 1);
     platform.stop().await.expect("clean stop");
@@ -561,7 +577,7 @@ async fn the_binary_runs_embedded_and_stops_on_sigterm() {
     let (child, base, banner) = spawn_binary(&["up", "--listen", "127.0.0.1:0"], &dir);
     let banner = banner.join("\n");
     assert!(
-        banner.contains("roles:    orders, payments, enrichment, projector"),
+        banner.contains("roles:    orders, payments, enrichment, inventory, projector"),
         "{banner}"
     );
     assert!(banner.contains("database: sqlite"), "{banner}");

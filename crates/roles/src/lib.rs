@@ -1,11 +1,12 @@
 //! Orderflow's roles and the platform that runs any set of them in one process.
 //!
 //! One module per role: [`orders`] (HTTP API + outbox relay + status follower), [`payments`] (charges each
-//! order with the simulated provider), [`enrichment`] (order x payment windowed join) and [`projector`]
-//! (Redis read model). Roles share the process's backends
+//! order with the simulated provider), [`enrichment`] (order x payment windowed join), [`inventory`] (stock
+//! reservations) and [`projector`] (Redis read model). Roles share the process's backends
 //! ([`Backends`]): the store, the bus and the read model.
 
 pub mod enrichment;
+pub mod inventory;
 pub mod orders;
 pub mod payments;
 pub mod projector;
@@ -38,13 +39,21 @@ pub enum Role {
     Payments,
     /// Joins orders with their payments and reference data.
     Enrichment,
+    /// Reserves stock for paid orders and releases it on cancel.
+    Inventory,
     /// Keeps the read model current from the order topics.
     Projector,
 }
 
 impl Role {
     /// Every role, in start-up order.
-    pub const ALL: &'static [Role] = &[Role::Orders, Role::Payments, Role::Enrichment, Role::Projector];
+    pub const ALL: &'static [Role] = &[
+        Role::Orders,
+        Role::Payments,
+        Role::Enrichment,
+        Role::Inventory,
+        Role::Projector,
+    ];
 
     /// The role's name.
     pub fn name(&self) -> &'static str {
@@ -52,6 +61,7 @@ impl Role {
             Self::Orders => "orders",
             Self::Payments => "payments",
             Self::Enrichment => "enrichment",
+            Self::Inventory => "inventory",
             Self::Projector => "projector",
         }
     }
@@ -243,6 +253,10 @@ impl Platform {
                     let task =
                         enrichment::run(settings.enrichment.clone(), backends.clone(), shutdown.clone());
                     tasks.spawn(async move { (Role::Enrichment, task.await) });
+                }
+                Role::Inventory => {
+                    let task = inventory::run(settings.inventory.clone(), backends.clone(), shutdown.clone());
+                    tasks.spawn(async move { (Role::Inventory, task.await) });
                 }
                 Role::Projector => {
                     let task = projector::run(settings.projector.clone(), backends.clone(), shutdown.clone());

@@ -9,6 +9,7 @@ use orderflow_outbox::RelaySettings;
 use serde::Deserialize;
 
 use crate::enrichment::EnrichmentSettings;
+use crate::inventory::InventorySettings;
 use crate::payments::PaymentsSettings;
 
 /// Everything a process needs; every field has a default, so an empty configuration runs embedded.
@@ -35,6 +36,8 @@ pub struct Settings {
     pub payments: PaymentsSettings,
     /// Enrichment role (order x payment join).
     pub enrichment: EnrichmentSettings,
+    /// Inventory role.
+    pub inventory: InventorySettings,
     /// Projector consumer.
     pub projector: ProjectorSettings,
     /// Graceful shutdown.

@@ -516,3 +516,111 @@ async fn orders_without_a_payment_in_the_window_are_reported_once_and_late_payme
     payments.stop().await.unwrap();
     platform.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inventory_never_oversells_releases_on_cancel_and_orders_end_allocated_or_rejected() {
+    const ORDERS: usize = 24;
+    const STOCK: i32 = 10;
+    let settings = with_redis(real_settings("inventory"));
+    let store = orderflow_store::Store::connect(settings.database.url.as_deref().unwrap(), 2)
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    let product = |sku: &str, stock| orderflow_store::Product {
+        sku: sku.into(),
+        name: format!("product {sku}"),
+        price_minor: 1_000,
+        stock,
+    };
+    store.put_product(&product("SKU-1", STOCK)).await.unwrap();
+    let roles = [Role::Orders, Role::Payments, Role::Enrichment, Role::Inventory];
+    let platform = Platform::start(settings, &roles).await.unwrap();
+    let base = format!("http://{}", platform.http_addr.unwrap());
+    let client = reqwest::Client::new();
+    let mut ids = Vec::new();
+    for i in 0..ORDERS {
+        let order = post_order(&client, &base, &format!("c-{i}"), 1_000, 1).await;
+        ids.push(order["id"].as_str().unwrap().parse::<OrderId>().unwrap());
+    }
+    // An order for a product nobody sells.
+    let body = json!({"customer_id": "c-x", "currency": "EUR",
+        "items": [{"sku": "NO-SUCH", "quantity": 1, "unit_price_minor": 500}]});
+    let unknown: Value = client
+        .post(format!("{base}/v1/orders"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let unknown: OrderId = unknown["id"].as_str().unwrap().parse().unwrap();
+
+    let final_status = |id: OrderId| {
+        let store = store.clone();
+        async move {
+            eventually(
+                "the order to reach a stock outcome",
+                Duration::from_secs(60),
+                || {
+                    let store = store.clone();
+                    async move {
+                        let o = store.get_order(id).await.unwrap().unwrap();
+                        matches!(o.status, OrderStatus::Allocated | OrderStatus::Rejected).then_some(o)
+                    }
+                },
+            )
+            .await
+        }
+    };
+    let mut allocated = Vec::new();
+    for id in &ids {
+        let order = final_status(*id).await;
+        assert_eq!(order.version, 3);
+        if order.status == OrderStatus::Allocated {
+            allocated.push(*id);
+        }
+    }
+    assert_eq!(
+        allocated.len(),
+        STOCK as usize,
+        "exactly the stock is sold, never more"
+    );
+    assert_eq!(final_status(unknown).await.status, OrderStatus::Rejected);
+    let lines = store.stock_lines().await.unwrap();
+    assert_eq!((lines[0].stock, lines[0].allocated), (0, i64::from(STOCK)));
+
+    // Cancelling an allocated order gives its unit back, once.
+    let cancelled = allocated[0];
+    let response = client
+        .post(format!("{base}/v1/orders/{cancelled}/cancel"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let stock = eventually("the stock to come back", Duration::from_secs(30), || {
+        let store = store.clone();
+        async move {
+            let p = store.get_product("SKU-1").await.unwrap().unwrap();
+            (p.stock == 1).then_some(p.stock)
+        }
+    })
+    .await;
+    let lines = store.stock_lines().await.unwrap();
+    assert_eq!(
+        i64::from(stock) + lines[0].allocated,
+        i64::from(STOCK),
+        "stock reconciles"
+    );
+    let order = store.get_order(cancelled).await.unwrap().unwrap();
+    assert_eq!((order.status, order.version), (OrderStatus::Cancelled, 4));
+    // A rejected order cannot be cancelled.
+    let rejected = ids.iter().find(|id| !allocated.contains(id)).unwrap();
+    let response = client
+        .post(format!("{base}/v1/orders/{rejected}/cancel"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 409);
+    platform.stop().await.unwrap();
+}

@@ -105,18 +105,27 @@ macro_rules! shared_queries {
                 tx: &mut sqlx::Transaction<'static, $db>,
                 change: &$crate::StatusChange,
             ) -> Result<bool, $crate::StoreError> {
-                let updated = sqlx::query(
-                    "UPDATE orders SET status = $1, version = $2, updated_at = $3 \
-                     WHERE id = $4 AND status = $5 AND version < $2",
-                )
-                .bind(change.to.as_str())
-                .bind(change.version)
-                .bind(change.at)
-                .bind(change.order_id.as_uuid())
-                .bind(change.from.as_str())
-                .execute(&mut **tx)
-                .await?
-                .rows_affected();
+                if change.from.is_empty() {
+                    return Ok(false);
+                }
+                let mut update = sqlx::QueryBuilder::<$db>::new("UPDATE orders SET status = ");
+                update
+                    .push_bind(change.to.as_str())
+                    .push(", version = ")
+                    .push_bind(change.version)
+                    .push(", updated_at = ")
+                    .push_bind(change.at)
+                    .push(" WHERE id = ")
+                    .push_bind(change.order_id.as_uuid())
+                    .push(" AND version < ")
+                    .push_bind(change.version)
+                    .push(" AND status IN (");
+                let mut statuses = update.separated(", ");
+                for status in change.from {
+                    statuses.push_bind(status.as_str());
+                }
+                update.push(")");
+                let updated = update.build().execute(&mut **tx).await?.rows_affected();
                 Ok(updated == 1)
             }
 

@@ -7,6 +7,7 @@
 mod backend;
 mod charges;
 mod error;
+mod inventory;
 mod postgres;
 mod registry;
 mod rows;
@@ -18,6 +19,7 @@ use orderflow_events::EncodedEvent;
 
 pub use charges::{Charge, ChargeOutcome, ChargeTotals};
 pub use error::StoreError;
+pub use inventory::{InventoryOp, InventoryOutcome, Product, StockLine};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
@@ -45,8 +47,8 @@ pub struct OutboxRecord {
 pub struct StatusChange {
     /// The order.
     pub order_id: OrderId,
-    /// The status the order must be in for the change to apply.
-    pub from: orderflow_domain::OrderStatus,
+    /// The statuses the order may be in for the change to apply.
+    pub from: &'static [orderflow_domain::OrderStatus],
     /// The status it moves to.
     pub to: orderflow_domain::OrderStatus,
     /// The version it moves to.
@@ -209,6 +211,26 @@ impl Store {
     /// Sets a customer's tier.
     pub async fn set_customer_tier(&self, id: &str, tier: &str) -> Result<(), StoreError> {
         dispatch!(self, s => s.set_customer_tier(id, tier).await)
+    }
+
+    /// Creates or replaces a product.
+    pub async fn put_product(&self, product: &Product) -> Result<(), StoreError> {
+        dispatch!(self, s => s.put_product(product).await)
+    }
+
+    /// One product, if it exists.
+    pub async fn get_product(&self, sku: &str) -> Result<Option<Product>, StoreError> {
+        dispatch!(self, s => s.get_product(sku).await)
+    }
+
+    /// Every product's stock against the units its live reservations hold.
+    pub async fn stock_lines(&self) -> Result<Vec<StockLine>, StoreError> {
+        dispatch!(self, s => s.stock_lines().await)
+    }
+
+    /// Applies inventory operations in order in one transaction and says what each came to.
+    pub async fn apply_inventory(&self, ops: &[InventoryOp]) -> Result<Vec<InventoryOutcome>, StoreError> {
+        dispatch!(self, s => s.apply_inventory(ops).await)
     }
 
     /// Waits until this process is the only active outbox relay.

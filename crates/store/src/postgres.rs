@@ -5,7 +5,9 @@ use std::time::Duration;
 use sqlx::Postgres;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
-use crate::{RelayLease, StoreError, backend::shared_queries, charges::charge_queries};
+use crate::{
+    RelayLease, StoreError, backend::shared_queries, charges::charge_queries, inventory::inventory_queries,
+};
 
 /// Advisory-lock key that elects the single active outbox relay ("orderflow" in ASCII).
 const RELAY_LOCK_KEY: i64 = 0x6f72_6465_7266_6c6f;
@@ -51,3 +53,4 @@ impl PgStore {
 
 shared_queries!(PgStore, Postgres);
 charge_queries!(PgStore, Postgres);
+inventory_queries!(PgStore, Postgres);

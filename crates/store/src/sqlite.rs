@@ -8,7 +8,9 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-use crate::{RelayLease, StoreError, backend::shared_queries, charges::charge_queries};
+use crate::{
+    RelayLease, StoreError, backend::shared_queries, charges::charge_queries, inventory::inventory_queries,
+};
 
 /// A SQLite connection pool over one database file.
 #[derive(Clone, Debug)]
@@ -60,3 +62,4 @@ impl SqliteStore {
 
 shared_queries!(SqliteStore, Sqlite);
 charge_queries!(SqliteStore, Sqlite);
+inventory_queries!(SqliteStore, Sqlite);

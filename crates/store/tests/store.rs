@@ -295,3 +295,52 @@ async fn sqlite_ledger_keeps_one_charge_per_order() {
     let (store, _dir) = sqlite().await;
     one_charge_per_order_however_often_asked(store).await;
 }
+
+#[tokio::test]
+async fn pipeline_outcomes_move_an_order_forward_in_any_arrival_order() {
+    use orderflow_domain::OrderStatus::*;
+    use orderflow_store::{PgStore, StatusChange};
+    let store = postgres().await;
+    let order = order("c-1", 1);
+    store.insert_order(&order, &encoded(&order).await).await.unwrap();
+    let Store::Postgres(pg) = &store else {
+        panic!("postgres")
+    };
+    let change = |to: orderflow_domain::OrderStatus| StatusChange {
+        order_id: order.id,
+        from: to.pipeline_predecessors(),
+        to,
+        version: to.step_version().unwrap(),
+        at: Utc::now(),
+    };
+    let apply = |c: StatusChange| async move {
+        let mut tx = pg.pool().begin().await.unwrap();
+        let moved = PgStore::advance_status(&mut tx, &c).await.unwrap();
+        tx.commit().await.unwrap();
+        moved
+    };
+    // The stock outcome is seen before the payment: it applies, and the payment then changes nothing.
+    assert!(apply(change(Allocated)).await);
+    assert!(!apply(change(Paid)).await);
+    assert!(!apply(change(Allocated)).await, "a re-delivery changes nothing");
+    let stored = store.get_order(order.id).await.unwrap().unwrap();
+    assert_eq!((stored.status, stored.version), (Allocated, 3));
+
+    // A cancelled order (version 4) takes no pipeline outcome.
+    let other = self::order("c-2", 1);
+    store.insert_order(&other, &encoded(&other).await).await.unwrap();
+    let cancelled = other.cancel(Utc::now()).unwrap();
+    assert!(
+        store
+            .update_order(&other, &cancelled, &encoded(&other).await)
+            .await
+            .unwrap()
+    );
+    let mut late = change(Paid);
+    late.order_id = other.id;
+    assert!(!apply(late).await);
+    assert_eq!(
+        store.get_order(other.id).await.unwrap().unwrap().status,
+        Cancelled
+    );
+}

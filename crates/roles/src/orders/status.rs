@@ -71,9 +71,7 @@ impl Follower {
         };
         let invalid = |reason: String| HandlerError::permanent(format!("{source} record: {reason}"));
         let order_id: OrderId = order_id.parse().map_err(|e| invalid(format!("order id: {e}")))?;
-        let from = to
-            .pipeline_predecessor()
-            .ok_or_else(|| invalid(format!("{to} is not a pipeline status")))?;
+        let from = to.pipeline_predecessors();
         let at = DateTime::from_timestamp_micros(at)
             .ok_or_else(|| invalid(format!("occurred_at {at} is out of range")))?;
         Ok(StatusChange {

@@ -1,0 +1,189 @@
+//! The inventory role: reserves stock for each enriched (paid) order and reports `inventory.allocated` or
+//! `inventory.rejected`; gives the stock back when an order is cancelled.
+//!
+//! Kafka to the database, exactly once in effect: the order id keys the reservation, so a re-delivered
+//! record gets the recorded outcome back instead of taking stock again, and its event is published again
+//! with the same id (consumers dedupe). The database's `stock >= 0` constraint and guarded updates make
+//! overselling impossible however many instances run. Outputs are published before the offsets are
+//! committed.
+
+use std::time::Duration;
+
+use chrono::{SubsecRound, Utc};
+use orderflow_consumer::{
+    ConsumerRuntime, ConsumerSettings, Delivery, Handler, HandlerError, Output, Record,
+};
+use orderflow_domain::{OrderId, OrderStatus};
+use orderflow_events::{
+    AllocatedLine, Event, InventoryAllocated, InventoryRejected, OrderCancelled, OrderEnriched, headers,
+    topics,
+};
+use orderflow_store::{InventoryOp, InventoryOutcome};
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::{Backends, RoleError, decode_error, event_output, store_error};
+
+/// Settings of the inventory role.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct InventorySettings {
+    /// Kafka consumer group.
+    pub group: String,
+    /// Partitions processed at once.
+    pub concurrency: usize,
+}
+
+impl Default for InventorySettings {
+    fn default() -> Self {
+        Self {
+            group: "orderflow-inventory".into(),
+            concurrency: 8,
+        }
+    }
+}
+
+struct Inventory {
+    backends: Backends,
+    enriched_topic: String,
+    cancelled_topic: String,
+    allocated_topic: String,
+    rejected_topic: String,
+}
+
+fn order_id(text: &str, topic: &str) -> Result<OrderId, HandlerError> {
+    text.parse()
+        .map_err(|e| HandlerError::permanent(format!("{topic} record with a bad order id: {e}")))
+}
+
+impl Handler for Inventory {
+    async fn handle(&self, batch: &[Record]) -> Result<Vec<Output>, HandlerError> {
+        let at = Utc::now().trunc_subsecs(6);
+        let codec = &self.backends.codec;
+        let mut ops = Vec::with_capacity(batch.len());
+        let mut traceparents = Vec::with_capacity(batch.len());
+        for record in batch {
+            let source = record.source_topic();
+            let payload = record.payload.as_deref().unwrap_or_default();
+            if source == self.enriched_topic {
+                let order: OrderEnriched = codec.decode(payload).await.map_err(decode_error)?;
+                let lines = order
+                    .items
+                    .iter()
+                    .map(|item| (item.sku.clone(), item.quantity))
+                    .collect();
+                ops.push(InventoryOp::Reserve {
+                    order_id: order_id(&order.order_id, source)?,
+                    lines,
+                    event_id: uuid::Uuid::now_v7(),
+                    at,
+                });
+            } else if source == self.cancelled_topic {
+                let cancel: OrderCancelled = codec.decode(payload).await.map_err(decode_error)?;
+                ops.push(InventoryOp::Release {
+                    order_id: order_id(&cancel.order_id, source)?,
+                    marker_id: uuid::Uuid::now_v7(),
+                    at,
+                });
+            } else {
+                return Err(HandlerError::permanent(format!(
+                    "inventory does not read {source}"
+                )));
+            }
+            traceparents.push(record.header_str(headers::TRACEPARENT));
+        }
+        let outcomes = self
+            .backends
+            .store
+            .apply_inventory(&ops)
+            .await
+            .map_err(store_error)?;
+        let version = OrderStatus::Allocated
+            .step_version()
+            .unwrap_or(OrderStatus::LAST_STEP_VERSION);
+        let mut outputs = Vec::new();
+        for (outcome, traceparent) in outcomes.into_iter().zip(traceparents) {
+            let encoded = match outcome {
+                InventoryOutcome::Allocated {
+                    order_id,
+                    event_id,
+                    lines,
+                } => {
+                    metrics::counter!("orderflow_inventory_allocated_total").increment(1);
+                    codec.encode(
+                        &InventoryAllocated {
+                            event_id: event_id.to_string(),
+                            event_type: InventoryAllocated::TYPE.into(),
+                            order_id: order_id.to_string(),
+                            order_version: version,
+                            occurred_at: at.timestamp_micros(),
+                            items: lines
+                                .into_iter()
+                                .map(|(sku, quantity)| AllocatedLine { sku, quantity })
+                                .collect(),
+                        },
+                        traceparent,
+                    )
+                }
+                InventoryOutcome::Rejected {
+                    order_id,
+                    event_id,
+                    reason,
+                    sku,
+                } => {
+                    metrics::counter!("orderflow_inventory_rejected_total").increment(1);
+                    codec.encode(
+                        &InventoryRejected {
+                            event_id: event_id.to_string(),
+                            event_type: InventoryRejected::TYPE.into(),
+                            order_id: order_id.to_string(),
+                            order_version: version,
+                            occurred_at: at.timestamp_micros(),
+                            reason,
+                            sku,
+                        },
+                        traceparent,
+                    )
+                }
+                InventoryOutcome::Released { .. } => {
+                    metrics::counter!("orderflow_inventory_released_total").increment(1);
+                    continue;
+                }
+                InventoryOutcome::Cancelled { .. } | InventoryOutcome::Unchanged { .. } => continue,
+            }
+            .map_err(HandlerError::permanent)?;
+            let topic = if encoded.topic == topics::INVENTORY_ALLOCATED {
+                &self.allocated_topic
+            } else {
+                &self.rejected_topic
+            };
+            outputs.push(event_output(topic, encoded));
+        }
+        Ok(outputs)
+    }
+}
+
+/// Reserves and releases until `shutdown` fires, then drains, commits and leaves the group (bounded).
+pub async fn run(
+    settings: InventorySettings,
+    backends: Backends,
+    shutdown: CancellationToken,
+) -> Result<(), RoleError> {
+    let bus = backends.bus.clone();
+    let handler = Inventory {
+        enriched_topic: bus.topic(topics::ORDER_ENRICHED),
+        cancelled_topic: bus.topic(topics::ORDER_CANCELLED),
+        allocated_topic: bus.topic(topics::INVENTORY_ALLOCATED),
+        rejected_topic: bus.topic(topics::INVENTORY_REJECTED),
+        backends,
+    };
+    let inputs = vec![handler.enriched_topic.clone(), handler.cancelled_topic.clone()];
+    let group = bus.group(&settings.group);
+    let mut consumer = ConsumerSettings::new(group.clone(), inputs.clone(), Delivery::AtLeastOnce);
+    consumer.concurrency = settings.concurrency.max(1);
+    consumer.drain_timeout = Duration::from_secs(5);
+    consumer.close_timeout = Duration::from_secs(5);
+    tracing::info!(?inputs, group, "inventory reserving");
+    ConsumerRuntime::new(bus, consumer, handler).run(shutdown).await?;
+    Ok(())
+}
