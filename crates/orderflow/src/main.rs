@@ -60,6 +60,17 @@ enum Command {
         #[command(subcommand)]
         command: DlqCommand,
     },
+    /// Check the audit trail
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Recompute the hash chain; fails naming the first row that was changed, removed or moved
+    Verify,
 }
 
 #[derive(Debug, Subcommand)]
@@ -122,6 +133,8 @@ enum RoleArg {
     Inventory,
     /// Redis read model
     Projector,
+    /// Hash-chained audit trail of every event
+    Audit,
 }
 
 impl From<RoleArg> for Role {
@@ -132,6 +145,7 @@ impl From<RoleArg> for Role {
             RoleArg::Enrichment => Role::Enrichment,
             RoleArg::Inventory => Role::Inventory,
             RoleArg::Projector => Role::Projector,
+            RoleArg::Audit => Role::Audit,
         }
     }
 }
@@ -179,6 +193,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Dlq { command } => dead_letters(settings, command).await,
+        Command::Audit {
+            command: AuditCommand::Verify,
+        } => {
+            let url = settings.database_url();
+            let store = Store::connect(&url, 1)
+                .await
+                .with_context(|| format!("connecting to {}", redact_url(&url)))?;
+            match store.verify_audit().await? {
+                orderflow_store::AuditVerdict::Intact(rows) => {
+                    println!("audit trail intact: {rows} rows");
+                    Ok(())
+                }
+                orderflow_store::AuditVerdict::Broken { seq, reason } => {
+                    bail!("audit trail broken at row {seq}: {reason}")
+                }
+            }
+        }
         Command::Schemas {
             command: SchemasCommand::Check { dir, registry },
         } => check_schemas(dir.as_deref(), registry.as_deref(), &settings.kafka.topic_prefix).await,

@@ -577,7 +577,7 @@ async fn the_binary_runs_embedded_and_stops_on_sigterm() {
     let (child, base, banner) = spawn_binary(&["up", "--listen", "127.0.0.1:0"], &dir);
     let banner = banner.join("\n");
     assert!(
-        banner.contains("roles:    orders, payments, enrichment, inventory, projector"),
+        banner.contains("roles:    orders, payments, enrichment, inventory, projector, audit"),
         "{banner}"
     );
     assert!(banner.contains("database: sqlite"), "{banner}");
@@ -1065,4 +1065,55 @@ async fn a_cancel_is_read_back_at_once_on_every_instance_and_bad_cancels_change_
     for mut instance in instances {
         instance.terminate().await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_verify_passes_on_an_intact_trail_and_names_the_tampered_row() {
+    let db = orderflow_testkit::postgres().fresh_database().expect("database");
+    let verify = || run_binary(&["audit", "verify", "--database-url", &db], &[]);
+    assert!(
+        run_binary(&["migrate", "--database-url", &db], &[])
+            .status
+            .success()
+    );
+    let out = verify();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "audit trail intact: 0 rows"
+    );
+
+    let store = orderflow_store::Store::connect(&db, 2).await.expect("store");
+    let orderflow_store::Store::Postgres(pg) = &store else {
+        panic!("postgres")
+    };
+    let entries: Vec<orderflow_store::AuditEntry> = (0..3)
+        .map(|i| orderflow_store::AuditEntry {
+            event_id: uuid::Uuid::now_v7().to_string(),
+            topic: "order.created".into(),
+            key: Some(format!("order-{i}")),
+            payload: vec![i; 8],
+        })
+        .collect();
+    let mut tx = pg.pool().begin().await.expect("tx");
+    orderflow_store::PgStore::append_audit(&mut tx, &entries, chrono::Utc::now())
+        .await
+        .expect("append");
+    tx.commit().await.expect("commit");
+    let out = verify();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "audit trail intact: 3 rows"
+    );
+
+    let pool = sqlx::PgPool::connect(&db).await.expect("pg");
+    sqlx::query("UPDATE audit_log SET msg_key = 'order-x' WHERE seq = 2")
+        .execute(&pool)
+        .await
+        .expect("tamper");
+    let out = verify();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("audit trail broken at row 2"), "{stderr}");
 }

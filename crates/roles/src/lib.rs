@@ -2,9 +2,10 @@
 //!
 //! One module per role: [`orders`] (HTTP API + outbox relay + status follower), [`payments`] (charges each
 //! order with the simulated provider), [`enrichment`] (order x payment windowed join), [`inventory`] (stock
-//! reservations) and [`projector`] (Redis read model). Roles share the process's backends
+//! reservations), [`projector`] (Redis read model) and [`audit`] (hash-chained audit trail). Roles share the process's backends
 //! ([`Backends`]): the store, the bus and the read model.
 
+pub mod audit;
 pub mod enrichment;
 pub mod inventory;
 pub mod orders;
@@ -43,6 +44,8 @@ pub enum Role {
     Inventory,
     /// Keeps the read model current from the order topics.
     Projector,
+    /// Appends every event to the hash-chained audit trail.
+    Audit,
 }
 
 impl Role {
@@ -53,6 +56,7 @@ impl Role {
         Role::Enrichment,
         Role::Inventory,
         Role::Projector,
+        Role::Audit,
     ];
 
     /// The role's name.
@@ -63,6 +67,7 @@ impl Role {
             Self::Enrichment => "enrichment",
             Self::Inventory => "inventory",
             Self::Projector => "projector",
+            Self::Audit => "audit",
         }
     }
 }
@@ -257,6 +262,10 @@ impl Platform {
                 Role::Inventory => {
                     let task = inventory::run(settings.inventory.clone(), backends.clone(), shutdown.clone());
                     tasks.spawn(async move { (Role::Inventory, task.await) });
+                }
+                Role::Audit => {
+                    let task = audit::run(settings.audit.clone(), backends.clone(), shutdown.clone());
+                    tasks.spawn(async move { (Role::Audit, task.await) });
                 }
                 Role::Projector => {
                     let task = projector::run(settings.projector.clone(), backends.clone(), shutdown.clone());

@@ -8,6 +8,7 @@ use orderflow_cache::CacheSettings;
 use orderflow_outbox::RelaySettings;
 use serde::Deserialize;
 
+use crate::audit::AuditSettings;
 use crate::enrichment::EnrichmentSettings;
 use crate::inventory::InventorySettings;
 use crate::payments::PaymentsSettings;
@@ -40,6 +41,8 @@ pub struct Settings {
     pub inventory: InventorySettings,
     /// Projector consumer.
     pub projector: ProjectorSettings,
+    /// Audit role.
+    pub audit: AuditSettings,
     /// Graceful shutdown.
     pub shutdown: ShutdownSettings,
 }

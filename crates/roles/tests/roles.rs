@@ -624,3 +624,150 @@ async fn inventory_never_oversells_releases_on_cancel_and_orders_end_allocated_o
     assert_eq!(response.status().as_u16(), 409);
     platform.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_trail_records_every_event_once_and_verification_catches_tampering() {
+    use orderflow_store::AuditVerdict;
+    const ORDERS: usize = 20;
+    let settings = real_settings("audit");
+    let db_url = settings.database.url.clone().unwrap();
+    let prefix = settings.kafka.topic_prefix.clone();
+    let platform = Platform::start(settings, &[Role::Orders, Role::Payments, Role::Audit])
+        .await
+        .unwrap();
+    let base = format!("http://{}", platform.http_addr.unwrap());
+    let store = platform.backends.store.clone();
+    let client = reqwest::Client::new();
+    for i in 0..ORDERS {
+        post_order(&client, &base, &format!("c-{i}"), 700, 1).await;
+    }
+    // order.created and one payment event per order; re-publishing order.created (same event ids) makes
+    // payments report again (same event ids), and the trail still holds each event once.
+    let expected = 2 * ORDERS as u64;
+    eventually("every event in the audit trail", Duration::from_secs(60), || {
+        let store = store.clone();
+        async move { (store.verify_audit().await.unwrap() == AuditVerdict::Intact(expected)).then_some(()) }
+    })
+    .await;
+    let bootstrap = orderflow_testkit::kafka().bootstrap_servers();
+    let created = read_topic(
+        &bootstrap,
+        &format!("{prefix}order.created"),
+        ORDERS,
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .create()
+        .unwrap();
+    for record in &created {
+        let mut headers = OwnedHeaders::new();
+        for (name, value) in &record.headers {
+            headers = headers.insert(Header {
+                key: name,
+                value: Some(value.as_bytes()),
+            });
+        }
+        producer
+            .send(
+                FutureRecord::to(&format!("{prefix}order.created"))
+                    .key(&record.key)
+                    .payload(&record.payload)
+                    .headers(headers),
+                Duration::from_secs(10),
+            )
+            .await
+            .unwrap();
+    }
+    eventually(
+        "the re-published orders to be charged again",
+        Duration::from_secs(60),
+        || {
+            let store = store.clone();
+            async move { (store.charge_totals().await.unwrap().attempts == 2 * ORDERS as i64).then_some(()) }
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        store.verify_audit().await.unwrap(),
+        AuditVerdict::Intact(expected)
+    );
+    platform.stop().await.unwrap();
+
+    let store = orderflow_store::Store::connect(&db_url, 2).await.unwrap();
+    let pool = sqlx::PgPool::connect(&db_url).await.unwrap();
+    let broken_at = |verdict: AuditVerdict| match verdict {
+        AuditVerdict::Broken { seq, reason } => (seq, reason),
+        intact => panic!("tampering went unnoticed: {intact:?}"),
+    };
+    // A changed row.
+    let (payload,): (Vec<u8>,) = sqlx::query_as("SELECT payload FROM audit_log WHERE seq = 5")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE audit_log SET payload = $1 WHERE seq = 5")
+        .bind(b"forged".as_slice())
+        .execute(&pool)
+        .await
+        .unwrap();
+    let (seq, reason) = broken_at(store.verify_audit().await.unwrap());
+    assert_eq!(seq, 5);
+    assert!(reason.contains("changed"), "{reason}");
+    sqlx::query("UPDATE audit_log SET payload = $1 WHERE seq = 5")
+        .bind(&payload)
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.verify_audit().await.unwrap(),
+        AuditVerdict::Intact(expected)
+    );
+
+    // Two rows swapped: the one at 11 moved before the one at 10.
+    let swap = |pool: sqlx::PgPool| async move {
+        for (from, to) in [(10, -1), (11, 10), (-1, 11)] {
+            sqlx::query("UPDATE audit_log SET seq = $2 WHERE seq = $1")
+                .bind(from as i64)
+                .bind(to as i64)
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+    };
+    swap(pool.clone()).await;
+    assert_eq!(broken_at(store.verify_audit().await.unwrap()).0, 10);
+    swap(pool.clone()).await;
+    assert_eq!(
+        store.verify_audit().await.unwrap(),
+        AuditVerdict::Intact(expected)
+    );
+
+    // A removed row (put back afterwards), and a removed last row.
+    sqlx::query("CREATE TABLE audit_saved AS SELECT * FROM audit_log WHERE seq = 7")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM audit_log WHERE seq = 7")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let (seq, reason) = broken_at(store.verify_audit().await.unwrap());
+    assert_eq!(seq, 7);
+    assert!(reason.contains("missing"), "{reason}");
+    sqlx::query("INSERT INTO audit_log SELECT * FROM audit_saved")
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.verify_audit().await.unwrap(),
+        AuditVerdict::Intact(expected)
+    );
+    sqlx::query("DELETE FROM audit_log WHERE seq = $1")
+        .bind(expected as i64)
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_eq!(broken_at(store.verify_audit().await.unwrap()).0, expected as i64);
+}

@@ -4,6 +4,7 @@
 //! Both backends run the same SQL (see [`backend`]; the payment provider's ledger in [`charges`]); only connecting, migrating and the relay lease differ.
 //! Writing an order and its events is one transaction, so an event exists if and only if its order does.
 
+pub mod audit;
 mod backend;
 mod charges;
 mod error;
@@ -17,6 +18,7 @@ use chrono::{DateTime, Utc};
 use orderflow_domain::{Order, OrderId};
 use orderflow_events::EncodedEvent;
 
+pub use audit::{AuditEntry, AuditVerdict};
 pub use charges::{Charge, ChargeOutcome, ChargeTotals};
 pub use error::StoreError;
 pub use inventory::{InventoryOp, InventoryOutcome, Product, StockLine};
@@ -231,6 +233,11 @@ impl Store {
     /// Applies inventory operations in order in one transaction and says what each came to.
     pub async fn apply_inventory(&self, ops: &[InventoryOp]) -> Result<Vec<InventoryOutcome>, StoreError> {
         dispatch!(self, s => s.apply_inventory(ops).await)
+    }
+
+    /// Recomputes the audit chain and names the first row that does not fit.
+    pub async fn verify_audit(&self) -> Result<AuditVerdict, StoreError> {
+        dispatch!(self, s => s.verify_audit().await)
     }
 
     /// Waits until this process is the only active outbox relay.

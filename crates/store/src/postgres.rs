@@ -6,7 +6,8 @@ use sqlx::Postgres;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
 use crate::{
-    RelayLease, StoreError, backend::shared_queries, charges::charge_queries, inventory::inventory_queries,
+    RelayLease, StoreError, audit::audit_queries, backend::shared_queries, charges::charge_queries,
+    inventory::inventory_queries,
 };
 
 /// Advisory-lock key that elects the single active outbox relay ("orderflow" in ASCII).
@@ -54,3 +55,4 @@ impl PgStore {
 shared_queries!(PgStore, Postgres);
 charge_queries!(PgStore, Postgres);
 inventory_queries!(PgStore, Postgres);
+audit_queries!(PgStore, Postgres);

@@ -9,7 +9,8 @@ use sqlx::sqlite::{
 };
 
 use crate::{
-    RelayLease, StoreError, backend::shared_queries, charges::charge_queries, inventory::inventory_queries,
+    RelayLease, StoreError, audit::audit_queries, backend::shared_queries, charges::charge_queries,
+    inventory::inventory_queries,
 };
 
 /// A SQLite connection pool over one database file.
@@ -63,3 +64,4 @@ impl SqliteStore {
 shared_queries!(SqliteStore, Sqlite);
 charge_queries!(SqliteStore, Sqlite);
 inventory_queries!(SqliteStore, Sqlite);
+audit_queries!(SqliteStore, Sqlite);

@@ -1,0 +1,20 @@
+-- The audit trail: every event, appended in one chain. Each row's hash covers the previous row's hash,
+-- its position and the event, so a changed, removed or reordered row breaks the chain at that point.
+CREATE TABLE audit_log (
+    seq         BIGINT      PRIMARY KEY,
+    event_id    TEXT        NOT NULL UNIQUE,
+    topic       TEXT        NOT NULL,
+    msg_key     TEXT,
+    payload     BYTEA       NOT NULL,
+    prev_hash   BYTEA       NOT NULL,
+    hash        BYTEA       NOT NULL,
+    recorded_at TIMESTAMPTZ NOT NULL
+);
+
+-- The chain's head: the last position and hash. Appenders lock this one row, so appends are serial.
+CREATE TABLE audit_head (
+    id   INTEGER PRIMARY KEY CHECK (id = 1),
+    seq  BIGINT  NOT NULL,
+    hash BYTEA   NOT NULL
+);
+INSERT INTO audit_head (id, seq, hash) VALUES (1, 0, '\x0000000000000000000000000000000000000000000000000000000000000000');
