@@ -771,3 +771,269 @@ async fn the_audit_trail_records_every_event_once_and_verification_catches_tampe
         .unwrap();
     assert_eq!(broken_at(store.verify_audit().await.unwrap()).0, expected as i64);
 }
+
+/// How many orders the lifecycle test places (`LIFECYCLE_ORDERS`, default 10,000).
+fn lifecycle_orders() -> usize {
+    std::env::var("LIFECYCLE_ORDERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000)
+}
+
+/// Copies `count` records of `topic` back onto it (same keys, values and headers), as a producer retry or
+/// a relay crash would.
+async fn republish(topic: &str, count: usize) -> usize {
+    let bootstrap = orderflow_testkit::kafka().bootstrap_servers();
+    let (b, t) = (bootstrap.clone(), topic.to_owned());
+    let records = tokio::task::spawn_blocking(move || read_topic(&b, &t, count, Duration::from_secs(30)))
+        .await
+        .unwrap()
+        .unwrap();
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("linger.ms", "5")
+        .create()
+        .unwrap();
+    let sends = records.iter().take(count).map(|record| {
+        let mut headers = OwnedHeaders::new();
+        for (name, value) in &record.headers {
+            headers = headers.insert(Header {
+                key: name,
+                value: Some(value.as_bytes()),
+            });
+        }
+        producer.send(
+            FutureRecord::to(topic)
+                .key(&record.key)
+                .payload(&record.payload)
+                .headers(headers),
+            Duration::from_secs(30),
+        )
+    });
+    let sent = futures::future::join_all(sends).await;
+    sent.iter().filter(|r| r.is_ok()).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_orders_end_where_the_rules_say_and_everything_reconciles() {
+    use orderflow_store::AuditVerdict;
+    let orders_n = lifecycle_orders();
+    // A quarter of the orders want the scarce product; there is enough for a tenth.
+    let scarce_stock = (orders_n / 10) as i32;
+    let mut settings = with_redis(real_settings("lifecycle"));
+    settings.payments.provider = ProviderSettings {
+        seed: 3,
+        failure_rate: 0.05,
+        decline_above_minor: Some(40_000),
+        ..ProviderSettings::default()
+    };
+    settings.database.max_connections = 24;
+    let provider = SimulatedProvider::new(settings.payments.provider.clone());
+    let prefix = settings.kafka.topic_prefix.clone();
+    let db_url = settings.database.url.clone().unwrap();
+    let store = orderflow_store::Store::connect(&db_url, 4).await.unwrap();
+    store.migrate().await.unwrap();
+    for (sku, stock) in [("PLENTY", 1_000_000), ("SCARCE", scarce_stock)] {
+        let product = orderflow_store::Product {
+            sku: sku.into(),
+            name: sku.into(),
+            price_minor: 1_000,
+            stock,
+        };
+        store.put_product(&product).await.unwrap();
+    }
+    let roles = [
+        Role::Orders,
+        Role::Payments,
+        Role::Enrichment,
+        Role::Inventory,
+        Role::Projector,
+        Role::Audit,
+    ];
+    let platform = Platform::start(settings, &roles).await.unwrap();
+    let base = format!("http://{}", platform.http_addr.unwrap());
+    let client = reqwest::Client::new();
+
+    // Place the orders from 8 clients; every 10th is cancelled at once (from CREATED or PAID, whichever
+    // it is in by then; a 409 is fine when the payment already failed).
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut clients = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let (client, base, next) = (client.clone(), base.clone(), next.clone());
+        clients.spawn(async move {
+            let mut placed = Vec::new();
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= orders_n {
+                    return placed;
+                }
+                let unit = if i % 17 == 0 {
+                    50_000
+                } else {
+                    1_000 + (i % 50) as i64
+                };
+                let mut items =
+                    vec![json!({"sku": "PLENTY", "quantity": 1 + i % 3, "unit_price_minor": unit})];
+                if i % 4 == 0 {
+                    items.push(json!({"sku": "SCARCE", "quantity": 1, "unit_price_minor": 2_500}));
+                }
+                let body =
+                    json!({"customer_id": format!("c-{}", i % 300), "currency": "EUR", "items": items});
+                let created: Value = client
+                    .post(format!("{base}/v1/orders"))
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                let cancelled = if i % 10 == 5 {
+                    let id = created["id"].as_str().unwrap();
+                    let status = client
+                        .post(format!("{base}/v1/orders/{id}/cancel"))
+                        .send()
+                        .await
+                        .unwrap()
+                        .status()
+                        .as_u16();
+                    assert!(status == 200 || status == 409, "cancel answered {status}");
+                    status == 200
+                } else {
+                    false
+                };
+                placed.push((created, cancelled));
+            }
+        });
+    }
+    let mut placed = Vec::new();
+    while let Some(done) = clients.join_next().await {
+        placed.extend(done.unwrap());
+    }
+    assert_eq!(placed.len(), orders_n);
+
+    // Events delivered again on purpose: 500 order.created and 500 payment.received copies.
+    assert_eq!(republish(&format!("{prefix}order.created"), 500).await, 500);
+    assert_eq!(republish(&format!("{prefix}payment.received"), 500).await, 500);
+
+    let pool = sqlx::PgPool::connect(&db_url).await.unwrap();
+    let terminal = "status IN ('PAYMENT_FAILED', 'ALLOCATED', 'REJECTED', 'CANCELLED')";
+    eventually(
+        "every order to reach a terminal state",
+        Duration::from_secs(600),
+        || {
+            let pool = pool.clone();
+            async move {
+                let (n,): (i64,) = sqlx::query_as(&format!("SELECT COUNT(*) FROM orders WHERE {terminal}"))
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap();
+                (n as usize == orders_n).then_some(())
+            }
+        },
+    )
+    .await;
+
+    // Cancel some allocated orders: their stock comes back.
+    let allocated: Vec<(uuid::Uuid,)> =
+        sqlx::query_as("SELECT id FROM orders WHERE status = 'ALLOCATED' ORDER BY id LIMIT 100")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    for (id,) in &allocated {
+        let response = client
+            .post(format!("{base}/v1/orders/{id}/cancel"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 200);
+    }
+    let late_cancels: HashSet<String> = allocated.iter().map(|(id,)| id.to_string()).collect();
+
+    // Every order ends where the rules say.
+    let statuses: HashMap<String, String> =
+        sqlx::query_as::<_, (uuid::Uuid, String)>("SELECT id, status FROM orders")
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(id, status)| (id.to_string(), status))
+            .collect();
+    for (order, cancelled) in &placed {
+        let id = order["id"].as_str().unwrap();
+        let status = statuses[id].as_str();
+        let cancelled = *cancelled || late_cancels.contains(id);
+        let expected: &[&str] = match (cancelled, expected(&provider, order)) {
+            (true, _) => &["CANCELLED"],
+            (false, Decision::Captured) => &["ALLOCATED", "REJECTED"],
+            (false, _) => &["PAYMENT_FAILED"],
+        };
+        assert!(
+            expected.contains(&status),
+            "order {id} is {status}, expected one of {expected:?}"
+        );
+        let scarce = order["items"].as_array().unwrap().len() == 2;
+        if status == "REJECTED" {
+            assert!(scarce, "only orders for the scarce product are rejected: {id}");
+        }
+    }
+
+    // Stock never went negative and reconciles with the reservations; the scarce product sold out.
+    let released = late_cancels.len();
+    eventually("the released stock", Duration::from_secs(60), || {
+        let pool = pool.clone();
+        async move {
+            let (n,): (i64,) =
+                sqlx::query_as("SELECT COUNT(*) FROM inventory_reservations WHERE status = 'RELEASED'")
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap();
+            (n as usize == released).then_some(())
+        }
+    })
+    .await;
+    for line in store.stock_lines().await.unwrap() {
+        let initial = if line.sku == "SCARCE" {
+            i64::from(scarce_stock)
+        } else {
+            1_000_000
+        };
+        assert!(line.stock >= 0);
+        assert_eq!(
+            i64::from(line.stock) + line.allocated,
+            initial,
+            "{} reconciles",
+            line.sku
+        );
+    }
+    let (rejected,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM orders WHERE status = 'REJECTED'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(rejected > 0, "the scarce product ran out");
+
+    // One charge per order, however often the orders were delivered.
+    let totals = store.charge_totals().await.unwrap();
+    assert_eq!(totals.charges, orders_n as i64);
+    assert_eq!(totals.attempts, orders_n as i64 + 500);
+
+    // The audit trail holds every event once and its chain is intact.
+    let (start, mut previous) = (Instant::now(), None);
+    let rows = loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let verdict = store.verify_audit().await.unwrap();
+        let AuditVerdict::Intact(rows) = verdict else {
+            panic!("audit trail broken: {verdict:?}")
+        };
+        if previous == Some(rows) {
+            break rows;
+        }
+        previous = Some(rows);
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "the audit trail did not settle"
+        );
+    };
+    assert!(rows >= 2 * orders_n as u64, "{rows} audited events");
+    platform.stop().await.unwrap();
+}
