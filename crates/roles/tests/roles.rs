@@ -267,38 +267,7 @@ async fn payments_charge_each_order_once_and_orders_follow_the_outcome() {
     // Every order.created published again (same event ids, as a relay crash before marking would do):
     // the ledger counts the attempts but charges nothing more, and every payment event is repeated with
     // the same event and payment id, so consumers dedupe it.
-    let bootstrap = orderflow_testkit::kafka().bootstrap_servers();
-    let created = read_topic(
-        &bootstrap,
-        &format!("{prefix}order.created"),
-        ORDERS,
-        Duration::from_secs(30),
-    )
-    .unwrap();
-    assert_eq!(created.len(), ORDERS);
-    let producer: FutureProducer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", &bootstrap)
-        .create()
-        .unwrap();
-    for record in &created {
-        let mut headers = OwnedHeaders::new();
-        for (name, value) in &record.headers {
-            headers = headers.insert(Header {
-                key: name,
-                value: Some(value.as_bytes()),
-            });
-        }
-        producer
-            .send(
-                FutureRecord::to(&format!("{prefix}order.created"))
-                    .key(&record.key)
-                    .payload(&record.payload)
-                    .headers(headers),
-                Duration::from_secs(10),
-            )
-            .await
-            .unwrap();
-    }
+    assert_eq!(republish(&format!("{prefix}order.created"), ORDERS).await, ORDERS);
     let attempts = eventually(
         "the re-delivered orders to be charged",
         Duration::from_secs(60),
@@ -649,37 +618,7 @@ async fn the_audit_trail_records_every_event_once_and_verification_catches_tampe
         async move { (store.verify_audit().await.unwrap() == AuditVerdict::Intact(expected)).then_some(()) }
     })
     .await;
-    let bootstrap = orderflow_testkit::kafka().bootstrap_servers();
-    let created = read_topic(
-        &bootstrap,
-        &format!("{prefix}order.created"),
-        ORDERS,
-        Duration::from_secs(30),
-    )
-    .unwrap();
-    let producer: FutureProducer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", &bootstrap)
-        .create()
-        .unwrap();
-    for record in &created {
-        let mut headers = OwnedHeaders::new();
-        for (name, value) in &record.headers {
-            headers = headers.insert(Header {
-                key: name,
-                value: Some(value.as_bytes()),
-            });
-        }
-        producer
-            .send(
-                FutureRecord::to(&format!("{prefix}order.created"))
-                    .key(&record.key)
-                    .payload(&record.payload)
-                    .headers(headers),
-                Duration::from_secs(10),
-            )
-            .await
-            .unwrap();
-    }
+    assert_eq!(republish(&format!("{prefix}order.created"), ORDERS).await, ORDERS);
     eventually(
         "the re-published orders to be charged again",
         Duration::from_secs(60),

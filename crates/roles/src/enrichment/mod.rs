@@ -135,7 +135,9 @@ impl Enrichment {
             stored.extend_from_slice(payload);
             (tag.0, Side::Right, stored, 0)
         };
-        let keep_ms = (deadline_ms.max(now_ms() + self.waited_ms) - now_ms()) + KEEP_AFTER_DEADLINE_MS;
+        // Kept until the deadline (or a full window for a payment waiting for its order), then long enough to
+        // recognise late payments.
+        let keep_ms = (deadline_ms - now_ms()).max(self.waited_ms) + KEEP_AFTER_DEADLINE_MS;
         let put = self
             .state
             .put(&order_id, side, &stored, deadline_ms, keep_ms, &proposed)
