@@ -81,7 +81,15 @@ fn fresh<'a>(batch: &'a [Record], ids: &[String], inserted: HashSet<String>) -> 
 
 impl<H: DbHandler<Postgres>> DbEffects<Postgres, H> {
     /// Creates the dedup table if missing.
+    ///
+    /// `CREATE TABLE IF NOT EXISTS` is not safe against itself in PostgreSQL: two roles starting at once
+    /// can both pass the check and one fails on the catalog's unique index. A transaction-scoped advisory
+    /// lock serialises them.
     pub async fn ensure_schema(&self) -> Result<(), sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('orderflow.consumer_dedup'))")
+            .execute(&mut *tx)
+            .await?;
         sqlx::query(
             "CREATE TABLE IF NOT EXISTS consumer_dedup (
                 consumer TEXT NOT NULL,
@@ -89,9 +97,9 @@ impl<H: DbHandler<Postgres>> DbEffects<Postgres, H> {
                 applied_at TIMESTAMPTZ NOT NULL DEFAULT now(),
                 PRIMARY KEY (consumer, event_id))",
         )
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        Ok(())
+        tx.commit().await
     }
 
     /// Forgets dedup rows older than `age` (keep them longer than any record can be re-delivered).
