@@ -220,6 +220,10 @@ fn state(store: &Store, codec: &Arc<AvroCodec>, cache: OrderCache) -> AppState {
         cache,
         codec: codec.clone(),
         registry: None,
+        analytics: orderflow_analytics::Analytics::Memory(Arc::new(
+            orderflow_analytics::MemoryAnalytics::new(orderflow_analytics::Hopping::default())
+                .expect("hopping"),
+        )),
         relay_wakeup: None,
     }
 }

@@ -24,6 +24,9 @@ pub enum ApiError {
     /// A path parameter is not a valid order id.
     #[error("'{0}' is not a valid order id (expected a UUID)")]
     InvalidOrderId(String),
+    /// A query parameter is unknown, malformed or out of range.
+    #[error("{0}")]
+    BadQuery(String),
     /// No order has this id.
     #[error("no order with id {0}")]
     OrderNotFound(String),
@@ -82,6 +85,11 @@ impl ApiError {
                 StatusCode::BAD_REQUEST,
                 "/problems/invalid-order-id",
                 "Invalid order id",
+            ),
+            Self::BadQuery(_) => (
+                StatusCode::BAD_REQUEST,
+                "/problems/invalid-query",
+                "Invalid query parameter",
             ),
             Self::OrderNotFound(_) => (
                 StatusCode::NOT_FOUND,

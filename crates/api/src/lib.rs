@@ -1,6 +1,7 @@
 //! The orders role's HTTP API (axum): routes, the problem+json error boundary, health endpoints and
 //! `/metrics`.
 
+mod analytics;
 mod error;
 pub mod metrics;
 mod orders;
@@ -37,6 +38,8 @@ pub struct AppState {
     pub codec: Arc<AvroCodec>,
     /// The embedded schema registry, served under `/registry` when present.
     pub registry: Option<RegistryService>,
+    /// The analytics aggregates served under `/v1/analytics`.
+    pub analytics: orderflow_analytics::Analytics,
     /// Poked after each committed write so the outbox relay publishes at once (when it runs in-process).
     pub relay_wakeup: Option<Arc<Notify>>,
 }
@@ -50,6 +53,26 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/v1/orders/{id}/cancel",
             post(orders::cancel).fallback(method_not_allowed),
+        )
+        .route(
+            "/v1/analytics/revenue",
+            get(analytics::revenue).fallback(method_not_allowed),
+        )
+        .route(
+            "/v1/analytics/orders-per-minute",
+            get(analytics::orders_per_minute).fallback(method_not_allowed),
+        )
+        .route(
+            "/v1/analytics/customers",
+            get(analytics::customers).fallback(method_not_allowed),
+        )
+        .route(
+            "/v1/analytics/top-products",
+            get(analytics::top_products).fallback(method_not_allowed),
+        )
+        .route(
+            "/v1/analytics/funnel",
+            get(analytics::funnel).fallback(method_not_allowed),
         )
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

@@ -18,6 +18,10 @@ pub struct KafkaSettings {
     pub replication_factor: i32,
     /// `min.insync.replicas` of created topics (2 in production; ignored when replication is 1).
     pub min_insync_replicas: i32,
+    /// A stable name for this process (a pod name, say). Consumers then join with static membership and
+    /// transactional ids stay the same across restarts, so a restarted instance takes over its partitions at
+    /// once and fences its killed predecessor, aborting its open transaction. Random when absent.
+    pub instance_id: Option<String>,
     /// Extra librdkafka properties for every client (security.protocol, sasl.*, ssl.*): may hold secrets.
     pub client: BTreeMap<String, String>,
     /// Extra librdkafka properties for producers only.
@@ -34,6 +38,7 @@ impl Default for KafkaSettings {
             partitions: 12,
             replication_factor: 1,
             min_insync_replicas: 1,
+            instance_id: None,
             client: BTreeMap::new(),
             producer: BTreeMap::new(),
             consumer: BTreeMap::new(),
@@ -56,6 +61,7 @@ impl std::fmt::Debug for KafkaSettings {
             .field("topic_prefix", &self.topic_prefix)
             .field("partitions", &self.partitions)
             .field("replication_factor", &self.replication_factor)
+            .field("instance_id", &self.instance_id)
             .field("client", &self.client.keys().collect::<Vec<_>>())
             .field("producer", &self.producer.keys().collect::<Vec<_>>())
             .field("consumer", &self.consumer.keys().collect::<Vec<_>>())

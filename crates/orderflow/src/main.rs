@@ -133,6 +133,8 @@ enum RoleArg {
     Inventory,
     /// Redis read model
     Projector,
+    /// Revenue, order counts, unique customers, top products and the funnel
+    Analytics,
     /// Hash-chained audit trail of every event
     Audit,
 }
@@ -145,6 +147,7 @@ impl From<RoleArg> for Role {
             RoleArg::Enrichment => Role::Enrichment,
             RoleArg::Inventory => Role::Inventory,
             RoleArg::Projector => Role::Projector,
+            RoleArg::Analytics => Role::Analytics,
             RoleArg::Audit => Role::Audit,
         }
     }

@@ -323,6 +323,31 @@ async fn an_order_flows_through_the_embedded_default() {
         (Some(3), &created["items"])
     );
     assert_eq!(store.charge_totals().await.expect("ledger").charges, 1);
+
+    // Analytics run in process here and the API serves them: the order is counted through the funnel and
+    // its payment is this hour's revenue.
+    let funnel = eventually("the order through the analytics funnel", || {
+        let base = base.clone();
+        async move {
+            let funnel: Value = reqwest::get(format!("{base}/v1/analytics/funnel"))
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            (funnel["allocated"] == 1).then_some(funnel)
+        }
+    })
+    .await;
+    assert_eq!((&funnel["created"], &funnel["paid"]), (&json!(1), &json!(1)));
+    assert_eq!(funnel["conversion"]["created_to_allocated"], 1.0);
+    let revenue: Value = reqwest::get(format!("{base}/v1/analytics/revenue"))
+        .await
+        .expect("revenue")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(revenue["total_minor"]["EUR"], 2599, "{revenue}");
     platform.stop().await.expect("clean stop");
     assert!(
         dir.join("orderflow.db").exists(),
@@ -392,6 +417,23 @@ async fn bad_input_gets_problem_details_and_writes_nothing() {
         ("/v1/orders/not-a-uuid", 400),
         (&format!("/v1/orders/{}", uuid::Uuid::now_v7()) as &str, 404),
         ("/v2/nothing", 404),
+        ("/v1/analytics/revenue?from=yesterday", 400),
+        (
+            "/v1/analytics/revenue?from=2026-12-01T10:00:00Z&to=2026-11-01T10:00:00Z",
+            400,
+        ),
+        (
+            "/v1/analytics/revenue?from=2025-01-01T00:00:00Z&to=2026-01-01T00:00:00Z",
+            400,
+        ),
+        ("/v1/analytics/customers?color=blue", 400),
+        (
+            "/v1/analytics/orders-per-minute?from=2026-12-01T10:00:00Z&from=2026-12-01T11:00:00Z",
+            400,
+        ),
+        ("/v1/analytics/top-products?limit=0", 400),
+        ("/v1/analytics/top-products?limit=ten", 400),
+        ("/v1/analytics/funnel?x=1", 400),
     ] {
         let response = reqwest::get(format!("{base}{path}")).await.expect("GET");
         assert_eq!(response.status().as_u16(), expected, "{path}");
@@ -577,7 +619,7 @@ async fn the_binary_runs_embedded_and_stops_on_sigterm() {
     let (child, base, banner) = spawn_binary(&["up", "--listen", "127.0.0.1:0"], &dir);
     let banner = banner.join("\n");
     assert!(
-        banner.contains("roles:    orders, payments, enrichment, inventory, projector, audit"),
+        banner.contains("roles:    orders, payments, enrichment, inventory, projector, analytics, audit"),
         "{banner}"
     );
     assert!(banner.contains("database: sqlite"), "{banner}");
@@ -890,7 +932,8 @@ impl Drop for Instance {
 
 /// Two `orderflow run --role orders` processes sharing a fresh database and the Redis server, with cache keys
 /// under `<prefix>:` and `env` layered over their configuration; returns them and their base URLs.
-fn orders_instances(prefix: &str, env: &[(&str, String)]) -> (Vec<Instance>, Vec<String>) {
+/// Two orders-role processes sharing a fresh database (its URL is the third value), Kafka and Redis.
+fn orders_instances(prefix: &str, env: &[(&str, String)]) -> (Vec<Instance>, Vec<String>, String) {
     let db = orderflow_testkit::postgres().fresh_database().expect("database");
     let kafka = orderflow_testkit::kafka().bootstrap_servers();
     let redis_url = orderflow_testkit::redis().url();
@@ -920,7 +963,7 @@ fn orders_instances(prefix: &str, env: &[(&str, String)]) -> (Vec<Instance>, Vec
         children.push(Instance(Some(child)));
         bases.push(base);
     }
-    (children, bases)
+    (children, bases, db)
 }
 
 /// Two `orderflow run --role orders` processes share PostgreSQL and Redis; a hot order's cache entry
@@ -937,7 +980,7 @@ async fn http_stampede(protection: bool) -> u64 {
         ("ORDERFLOW_CACHE__REDIS_TIMEOUT_MS", "3000".to_owned()),
         ("ORDERFLOW_CACHE__LOCK_WAIT_MS", "3000".to_owned()),
     ];
-    let (instances, bases) = orders_instances(&prefix, &env);
+    let (instances, bases, db) = orders_instances(&prefix, &env);
     let redis_url = orderflow_testkit::redis().url();
     let (status, _, created) = post(&bases[0], "application/json", &order_body().to_string()).await;
     assert_eq!(status, 201);
@@ -950,6 +993,15 @@ async fn http_stampede(protection: bool) -> u64 {
     tokio::time::sleep(Duration::from_millis(400)).await;
     let before = cache_loads(&bases).await;
 
+    // The database answers slowly while the GETs arrive (the table is locked for a moment), so every reader
+    // is in before the first load completes, however slowly this machine schedules them: the count then
+    // shows what the protection does, not how fast the first load was.
+    let pool = sqlx::PgPool::connect(&db).await.expect("database");
+    let mut lock = pool.begin().await.expect("begin");
+    sqlx::query("LOCK TABLE orders IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .expect("lock");
     let readers = 1000;
     let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(readers));
     let mut tasks = Vec::new();
@@ -968,6 +1020,8 @@ async fn http_stampede(protection: bool) -> u64 {
             String::from_utf8_lossy(&response).into_owned()
         }));
     }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    lock.commit().await.expect("unlock");
     for task in tasks {
         let response = task.await.expect("reader");
         assert!(
@@ -1010,7 +1064,7 @@ async fn cancel(base: &str, id: &str, body: Option<&str>) -> (u16, String, Value
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancel_is_read_back_at_once_on_every_instance_and_bad_cancels_change_nothing() {
-    let (instances, bases) = orders_instances(&unique("cancel"), &[]);
+    let (instances, bases, _) = orders_instances(&unique("cancel"), &[]);
     let (a, b) = (&bases[0], &bases[1]);
     let (status, _, created) = post(a, "application/json", &order_body().to_string()).await;
     assert_eq!(status, 201);

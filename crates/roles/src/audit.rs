@@ -5,11 +5,9 @@
 //! one transaction, then the offsets are committed, so a re-delivered or re-published event (same event id)
 //! is appended once.
 
-use std::time::Duration;
-
 use chrono::Utc;
 use orderflow_consumer::effects::{DbEffects, DbHandler};
-use orderflow_consumer::{ConsumerRuntime, ConsumerSettings, Delivery, HandlerError, Record};
+use orderflow_consumer::{ConsumerRuntime, Delivery, HandlerError, Record};
 use orderflow_events::topics;
 use orderflow_store::{AuditEntry, PgStore, SqliteStore, Store, StoreError};
 use serde::Deserialize;
@@ -97,11 +95,9 @@ pub async fn run(
     let bus = backends.bus.clone();
     let group = bus.group(&settings.group);
     let inputs: Vec<String> = AUDITED.iter().map(|t| bus.topic(t)).collect();
-    let mut consumer = ConsumerSettings::new(group.clone(), inputs.clone(), Delivery::AtLeastOnce);
+    let mut consumer = crate::consumer_settings(&bus, group.clone(), inputs.clone(), Delivery::AtLeastOnce);
     // One chain: appends are serial anyway, so a few partitions at once are enough.
     consumer.concurrency = 2;
-    consumer.drain_timeout = Duration::from_secs(5);
-    consumer.close_timeout = Duration::from_secs(5);
     tracing::info!(?inputs, group, "audit recording");
     match &backends.store {
         Store::Postgres(pg) => {

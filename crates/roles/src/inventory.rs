@@ -7,12 +7,8 @@
 //! overselling impossible however many instances run. Outputs are published before the offsets are
 //! committed.
 
-use std::time::Duration;
-
 use chrono::{SubsecRound, Utc};
-use orderflow_consumer::{
-    ConsumerRuntime, ConsumerSettings, Delivery, Handler, HandlerError, Output, Record,
-};
+use orderflow_consumer::{ConsumerRuntime, Delivery, Handler, HandlerError, Output, Record};
 use orderflow_domain::{OrderId, OrderStatus};
 use orderflow_events::{
     AllocatedLine, Event, InventoryAllocated, InventoryRejected, OrderCancelled, OrderEnriched, headers,
@@ -179,10 +175,8 @@ pub async fn run(
     };
     let inputs = vec![handler.enriched_topic.clone(), handler.cancelled_topic.clone()];
     let group = bus.group(&settings.group);
-    let mut consumer = ConsumerSettings::new(group.clone(), inputs.clone(), Delivery::AtLeastOnce);
+    let mut consumer = crate::consumer_settings(&bus, group.clone(), inputs.clone(), Delivery::AtLeastOnce);
     consumer.concurrency = settings.concurrency.max(1);
-    consumer.drain_timeout = Duration::from_secs(5);
-    consumer.close_timeout = Duration::from_secs(5);
     tracing::info!(?inputs, group, "inventory reserving");
     ConsumerRuntime::new(bus, consumer, handler).run(shutdown).await?;
     Ok(())

@@ -2,9 +2,11 @@
 //!
 //! One module per role: [`orders`] (HTTP API + outbox relay + status follower), [`payments`] (charges each
 //! order with the simulated provider), [`enrichment`] (order x payment windowed join), [`inventory`] (stock
-//! reservations), [`projector`] (Redis read model) and [`audit`] (hash-chained audit trail). Roles share the process's backends
+//! reservations), [`projector`] (Redis read model), [`analytics`] (revenue, order counts, customers, products, funnel)
+//! and [`audit`] (hash-chained audit trail). Roles share the process's backends
 //! ([`Backends`]): the store, the bus and the read model.
 
+pub mod analytics;
 pub mod audit;
 pub mod enrichment;
 pub mod inventory;
@@ -44,6 +46,8 @@ pub enum Role {
     Inventory,
     /// Keeps the read model current from the order topics.
     Projector,
+    /// Folds the lifecycle into the analytics aggregates.
+    Analytics,
     /// Appends every event to the hash-chained audit trail.
     Audit,
 }
@@ -56,6 +60,7 @@ impl Role {
         Role::Enrichment,
         Role::Inventory,
         Role::Projector,
+        Role::Analytics,
         Role::Audit,
     ];
 
@@ -67,6 +72,7 @@ impl Role {
             Self::Enrichment => "enrichment",
             Self::Inventory => "inventory",
             Self::Projector => "projector",
+            Self::Analytics => "analytics",
             Self::Audit => "audit",
         }
     }
@@ -157,6 +163,30 @@ pub(crate) fn event_output(
     }
 }
 
+/// Consumer settings every role starts from: `group` (already prefixed, see [`Bus::group`]), bounded drain
+/// and close, and, when `kafka.instance_id` is set, static membership under that name (so a restarted
+/// instance takes its partitions back at once and fences its predecessor's open transaction).
+pub(crate) fn consumer_settings(
+    bus: &orderflow_bus::Bus,
+    group: String,
+    topics: Vec<String>,
+    delivery: orderflow_consumer::Delivery,
+) -> orderflow_consumer::ConsumerSettings {
+    let mut consumer = orderflow_consumer::ConsumerSettings::new(group, topics, delivery);
+    consumer.drain_timeout = Duration::from_secs(5);
+    consumer.close_timeout = Duration::from_secs(5);
+    if let Some(instance) = bus
+        .settings()
+        .instance_id
+        .as_deref()
+        .filter(|i| !i.trim().is_empty())
+    {
+        consumer.instance_id = Some(instance.to_owned());
+        consumer.static_membership = true;
+    }
+    consumer
+}
+
 /// The backends a process's roles share.
 #[derive(Clone)]
 pub struct Backends {
@@ -174,6 +204,8 @@ pub struct Backends {
     pub redis: Option<RedisConnection>,
     /// Prefix of every Redis key this deployment writes.
     pub key_prefix: String,
+    /// The analytics aggregates (in Redis when configured, else in this process).
+    pub analytics: orderflow_analytics::Analytics,
 }
 
 impl Backends {
@@ -213,6 +245,9 @@ impl Backends {
                 }
             };
         let codec = Arc::new(AvroCodec::connect(source, &settings.kafka.topic_prefix).await?);
+        let analytics = settings
+            .analytics
+            .open(redis.as_ref(), &settings.cache.key_prefix)?;
         Ok(Self {
             store,
             bus,
@@ -221,6 +256,7 @@ impl Backends {
             registry,
             redis,
             key_prefix: settings.cache.key_prefix.clone(),
+            analytics,
         })
     }
 }
@@ -266,6 +302,10 @@ impl Platform {
                 Role::Audit => {
                     let task = audit::run(settings.audit.clone(), backends.clone(), shutdown.clone());
                     tasks.spawn(async move { (Role::Audit, task.await) });
+                }
+                Role::Analytics => {
+                    let task = analytics::run(settings.analytics.clone(), backends.clone(), shutdown.clone());
+                    tasks.spawn(async move { (Role::Analytics, task.await) });
                 }
                 Role::Projector => {
                     let task = projector::run(settings.projector.clone(), backends.clone(), shutdown.clone());

@@ -8,6 +8,7 @@ use orderflow_cache::CacheSettings;
 use orderflow_outbox::RelaySettings;
 use serde::Deserialize;
 
+use crate::analytics::AnalyticsSettings;
 use crate::audit::AuditSettings;
 use crate::enrichment::EnrichmentSettings;
 use crate::inventory::InventorySettings;
@@ -41,6 +42,8 @@ pub struct Settings {
     pub inventory: InventorySettings,
     /// Projector consumer.
     pub projector: ProjectorSettings,
+    /// Analytics role and its aggregates.
+    pub analytics: AnalyticsSettings,
     /// Audit role.
     pub audit: AuditSettings,
     /// Graceful shutdown.
@@ -134,12 +137,18 @@ impl Default for OrdersSettings {
 pub struct ProjectorSettings {
     /// Kafka consumer group.
     pub group: String,
+    /// Partitions worked on at once.
+    pub concurrency: usize,
+    /// How long an order's read model stays in Redis after its last change.
+    pub ttl_secs: u64,
 }
 
 impl Default for ProjectorSettings {
     fn default() -> Self {
         Self {
             group: "orderflow-projector".into(),
+            concurrency: 4,
+            ttl_secs: 7 * 24 * 3600,
         }
     }
 }

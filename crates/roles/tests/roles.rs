@@ -61,6 +61,11 @@ async fn post_order(
     response.json().await.unwrap()
 }
 
+/// The JSON body of a GET.
+async fn get_json(client: &reqwest::Client, url: &str) -> Value {
+    client.get(url).send().await.unwrap().json().await.unwrap()
+}
+
 /// What the provider must answer for an order, computed here from the same seed and rules.
 fn expected(provider: &SimulatedProvider, order: &Value) -> Decision {
     let event = OrderCreated {
@@ -787,8 +792,10 @@ async fn many_orders_end_where_the_rules_say_and_everything_reconciles() {
         Role::Enrichment,
         Role::Inventory,
         Role::Projector,
+        Role::Analytics,
         Role::Audit,
     ];
+    let began = chrono::Utc::now();
     let platform = Platform::start(settings, &roles).await.unwrap();
     let base = format!("http://{}", platform.http_addr.unwrap());
     let client = reqwest::Client::new();
@@ -974,5 +981,185 @@ async fn many_orders_end_where_the_rules_say_and_everything_reconciles() {
         );
     };
     assert!(rows >= 2 * orders_n as u64, "{rows} audited events");
+
+    // Analytics revenue is the sum of the paid orders that were not cancelled, and the funnel counts each
+    // order once per stage, re-deliveries notwithstanding.
+    let (paid_not_cancelled,): (i64,) = sqlx::query_as(
+        "SELECT COALESCE(SUM(c.amount_minor), 0)::BIGINT FROM payment_charges c JOIN orders o ON o.id = c.order_id
+         WHERE c.outcome = 'CAPTURED' AND o.status <> 'CANCELLED'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let count = |sql: &'static str| {
+        let pool = pool.clone();
+        async move { sqlx::query_as::<_, (i64,)>(sql).fetch_one(&pool).await.unwrap().0 }
+    };
+    let captured = count("SELECT COUNT(*) FROM payment_charges WHERE outcome = 'CAPTURED'").await;
+    let cancelled = count("SELECT COUNT(*) FROM orders WHERE status = 'CANCELLED'").await;
+    let allocations =
+        count("SELECT COUNT(*) FROM inventory_reservations WHERE status IN ('ALLOCATED', 'RELEASED')").await;
+    assert!(paid_not_cancelled > 0);
+    let range = format!(
+        "from={}&to={}",
+        (began - chrono::Duration::hours(1)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    );
+    let revenue_url = format!("{base}/v1/analytics/revenue?{range}");
+    let funnel_url = format!("{base}/v1/analytics/funnel");
+    let funnel = eventually("analytics to count every order", Duration::from_secs(120), || {
+        let (client, revenue_url, funnel_url) = (client.clone(), revenue_url.clone(), funnel_url.clone());
+        async move {
+            let revenue = get_json(&client, &revenue_url).await;
+            let funnel = get_json(&client, &funnel_url).await;
+            (revenue["total_minor"]["EUR"].as_i64() == Some(paid_not_cancelled)
+                && funnel["cancelled"].as_i64() == Some(cancelled))
+            .then_some(funnel)
+        }
+    })
+    .await;
+    assert_eq!(funnel["created"].as_i64(), Some(orders_n as i64));
+    assert_eq!(funnel["paid"].as_i64(), Some(captured));
+    assert_eq!(funnel["allocated"].as_i64(), Some(allocations));
+    let customers = get_json(&client, &format!("{base}/v1/analytics/customers?{range}")).await;
+    let unique = customers["total"].as_u64().unwrap();
+    assert!(
+        (290..=310).contains(&unique),
+        "about 300 distinct customers, HyperLogLog says {unique}"
+    );
+    let top = get_json(&client, &format!("{base}/v1/analytics/top-products?limit=1")).await;
+    assert_eq!(top["products"][0]["sku"], "PLENTY");
+    platform.stop().await.unwrap();
+}
+
+/// The newest (highest version) value per order among every record of `topic` (read for 3 s), decoded as `E`.
+async fn newest_per_order<E: orderflow_events::Event>(codec: &AvroCodec, topic: &str) -> HashMap<String, E> {
+    let (bootstrap, t) = (orderflow_testkit::kafka().bootstrap_servers(), topic.to_owned());
+    let records =
+        tokio::task::spawn_blocking(move || read_topic(&bootstrap, &t, usize::MAX, Duration::from_secs(3)))
+            .await
+            .unwrap()
+            .unwrap();
+    let mut newest: HashMap<String, E> = HashMap::new();
+    for record in records {
+        let event: E = codec.decode(&record.payload).await.unwrap();
+        assert_eq!(record.key, event.order_id(), "keyed by order id");
+        if newest
+            .get(event.order_id())
+            .is_none_or(|seen| seen.order_version() <= event.order_version())
+        {
+            newest.insert(event.order_id().to_owned(), event);
+        }
+    }
+    newest
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_projector_publishes_each_orders_state_and_history_and_never_moves_back() {
+    use orderflow_events::{OrderReadModel, OrderState};
+    let settings = with_redis(real_settings("projector"));
+    let prefix = settings.kafka.topic_prefix.clone();
+    let key_prefix = settings.cache.key_prefix.clone();
+    let store = orderflow_store::Store::connect(settings.database.url.as_deref().unwrap(), 2)
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    let product = orderflow_store::Product {
+        sku: "SKU-1".into(),
+        name: "product".into(),
+        price_minor: 1_000,
+        stock: 100,
+    };
+    store.put_product(&product).await.unwrap();
+    let roles = [
+        Role::Orders,
+        Role::Payments,
+        Role::Enrichment,
+        Role::Inventory,
+        Role::Projector,
+    ];
+    let platform = Platform::start(settings, &roles).await.unwrap();
+    let codec = platform.backends.codec.clone();
+    let base = format!("http://{}", platform.http_addr.unwrap());
+    let client = reqwest::Client::new();
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        let order = post_order(&client, &base, &format!("c-{i}"), 1_000, 1).await;
+        ids.push(order["id"].as_str().unwrap().to_owned());
+    }
+    let cancelled = &ids[0];
+    let status = client
+        .post(format!("{base}/v1/orders/{cancelled}/cancel"))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status.as_u16(), 200);
+
+    // order.state ends with each order's final status (the cancelled one's, or ALLOCATED).
+    let state_topic = format!("{prefix}order.state");
+    let states = eventually(
+        "every order's final state on order.state",
+        Duration::from_secs(60),
+        || {
+            let (codec, topic, ids) = (codec.clone(), state_topic.clone(), ids.clone());
+            async move {
+                let newest = newest_per_order::<OrderState>(&codec, &topic).await;
+                ids.iter()
+                    .all(|id| {
+                        let want = if id == &ids[0] { "CANCELLED" } else { "ALLOCATED" };
+                        newest.get(id).is_some_and(|s| s.status == want)
+                    })
+                    .then_some(newest)
+            }
+        },
+    )
+    .await;
+    assert_eq!(states[&ids[1]].order_version, 3);
+    assert!(states[cancelled].order_version >= 4);
+
+    // order.read-model carries the whole order and its history, in version order.
+    let read_models = newest_per_order::<OrderReadModel>(&codec, &format!("{prefix}order.read-model")).await;
+    let allocated = &read_models[&ids[1]];
+    let history: Vec<&str> = allocated.history.iter().map(|h| h.status.as_str()).collect();
+    assert_eq!(history, ["CREATED", "PAID", "ALLOCATED"]);
+    assert!(allocated.history.windows(2).all(|w| w[0].at <= w[1].at));
+    assert_eq!((allocated.total_minor, allocated.items.len()), (1_000, 1));
+    assert_eq!(read_models[cancelled].history.last().unwrap().status, "CANCELLED");
+
+    // The read model lives in Redis under the order's hash tag.
+    let redis_url = orderflow_testkit::redis().url();
+    let redis = redis::Client::open(redis_url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let header_key = format!("{key_prefix}rm:{{{}}}", ids[1]);
+    let stored = || {
+        let (mut redis, key) = (redis.clone(), header_key.clone());
+        async move {
+            let (status, version): (String, i64) = redis::cmd("HMGET")
+                .arg(&key)
+                .arg("s")
+                .arg("v")
+                .query_async(&mut redis)
+                .await
+                .unwrap();
+            (status, version)
+        }
+    };
+    assert_eq!(stored().await, ("ALLOCATED".to_owned(), 3));
+
+    // Every order.created again (old versions): nothing moves back, in Redis or through the API.
+    assert_eq!(republish(&format!("{prefix}order.created"), 6).await, 6);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(stored().await, ("ALLOCATED".to_owned(), 3));
+    let order = get_json(&client, &format!("{base}/v1/orders/{}", ids[1])).await;
+    assert_eq!(
+        (&order["status"], &order["version"]),
+        (&json!("ALLOCATED"), &json!(3))
+    );
+    let newest = newest_per_order::<OrderState>(&codec, &state_topic).await;
+    assert_eq!(newest[&ids[1]].status, "ALLOCATED");
     platform.stop().await.unwrap();
 }

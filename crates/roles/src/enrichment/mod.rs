@@ -15,9 +15,7 @@ mod reference;
 use std::time::Duration;
 
 use chrono::Utc;
-use orderflow_consumer::{
-    ConsumerRuntime, ConsumerSettings, Delivery, Handler, HandlerError, Output, Record,
-};
+use orderflow_consumer::{ConsumerRuntime, Delivery, Handler, HandlerError, Output, Record};
 use orderflow_events::{Event, OrderCreated, OrderEnriched, OrderUnpaid, PaymentReceived, headers, topics};
 use orderflow_state::{JoinState, MemoryJoin, Put, RedisJoin, Side};
 use rdkafka::message::{Header, OwnedHeaders};
@@ -355,10 +353,8 @@ pub async fn run(
         Delivery::Transactional
     };
     let group = bus.group(&settings.group);
-    let mut consumer = ConsumerSettings::new(group.clone(), inputs.clone(), delivery);
+    let mut consumer = crate::consumer_settings(bus, group.clone(), inputs.clone(), delivery);
     consumer.concurrency = settings.concurrency.max(1);
-    consumer.drain_timeout = Duration::from_secs(5);
-    consumer.close_timeout = Duration::from_secs(5);
     tracing::info!(
         ?inputs,
         group,

@@ -44,6 +44,7 @@ pub async fn start(
         cache: backends.cache.clone(),
         codec: backends.codec.clone(),
         registry: backends.registry.clone(),
+        analytics: backends.analytics.clone(),
         relay_wakeup: Some(relay.wakeup()),
     };
     let (status_group, follower_backends) = (settings.orders.status_group.clone(), backends.clone());

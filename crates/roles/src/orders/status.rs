@@ -9,14 +9,11 @@
 //! committed, so the next read shows the new status.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use chrono::DateTime;
 use orderflow_cache::OrderCache;
 use orderflow_consumer::effects::{DbEffects, DbHandler};
-use orderflow_consumer::{
-    ConsumerRuntime, ConsumerSettings, Delivery, Handler, HandlerError, Output, Record,
-};
+use orderflow_consumer::{ConsumerRuntime, Delivery, Handler, HandlerError, Output, Record};
 use orderflow_domain::{OrderId, OrderStatus};
 use orderflow_events::{
     AvroCodec, Event, InventoryAllocated, InventoryRejected, PaymentFailed, PaymentReceived, topics,
@@ -157,9 +154,12 @@ pub async fn run(group: String, backends: Backends, shutdown: CancellationToken)
             .collect(),
     };
     let topics: Vec<String> = follower.topics.iter().map(|(t, _)| t.clone()).collect();
-    let mut consumer = ConsumerSettings::new(group.clone(), topics.clone(), Delivery::AtLeastOnce);
-    consumer.drain_timeout = Duration::from_secs(5);
-    consumer.close_timeout = Duration::from_secs(5);
+    let consumer = crate::consumer_settings(
+        &backends.bus,
+        group.clone(),
+        topics.clone(),
+        Delivery::AtLeastOnce,
+    );
     tracing::info!(?topics, group, "orders following the pipeline's outcomes");
     let cache = backends.cache.clone();
     match &backends.store {

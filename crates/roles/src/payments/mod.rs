@@ -15,9 +15,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{SubsecRound, Utc};
-use orderflow_consumer::{
-    ConsumerRuntime, ConsumerSettings, Delivery, Handler, HandlerError, Output, Record,
-};
+use orderflow_consumer::{ConsumerRuntime, Delivery, Handler, HandlerError, Output, Record};
 use orderflow_domain::OrderId;
 use orderflow_events::{Event, OrderCreated, PaymentFailed, PaymentReceived, headers, topics};
 use orderflow_store::{Charge, ChargeOutcome};
@@ -194,10 +192,8 @@ pub async fn run(
         Delivery::Transactional
     };
     let group = backends.bus.group(&settings.group);
-    let mut consumer = ConsumerSettings::new(group.clone(), vec![topic.clone()], delivery);
+    let mut consumer = crate::consumer_settings(&backends.bus, group.clone(), vec![topic.clone()], delivery);
     consumer.concurrency = settings.concurrency.max(1);
-    consumer.drain_timeout = Duration::from_secs(5);
-    consumer.close_timeout = Duration::from_secs(5);
     let handler = Payments {
         received_topic: backends.bus.topic(topics::PAYMENT_RECEIVED),
         failed_topic: backends.bus.topic(topics::PAYMENT_FAILED),

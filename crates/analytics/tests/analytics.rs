@@ -1,0 +1,159 @@
+//! The analytics aggregates behave the same in process, on a real redis-server and on a real Redis Cluster.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail by panicking
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use orderflow_analytics::{Analytics, Fact, FactKind, Hopping, MemoryAnalytics, RedisAnalytics};
+use orderflow_cache::{RedisConnection, RedisTarget};
+use orderflow_testkit::unique;
+
+/// 2026-12-01T10:00:00Z.
+const T0: i64 = 1_764_583_200;
+
+async fn redis(cluster: bool) -> Analytics {
+    let target = if cluster {
+        RedisTarget {
+            urls: orderflow_testkit::redis_cluster().urls(),
+            cluster: true,
+            ..RedisTarget::default()
+        }
+    } else {
+        RedisTarget {
+            urls: vec![orderflow_testkit::redis().url()],
+            ..RedisTarget::default()
+        }
+    };
+    let connection = RedisConnection::connect(&target).await.unwrap();
+    let prefix = format!("{}:", unique("analytics"));
+    Analytics::Redis(
+        RedisAnalytics::new(
+            connection,
+            &prefix,
+            Hopping::default(),
+            Duration::from_secs(3600),
+            Duration::from_secs(3600),
+        )
+        .unwrap(),
+    )
+}
+
+fn memory() -> Analytics {
+    Analytics::Memory(Arc::new(MemoryAnalytics::new(Hopping::default()).unwrap()))
+}
+
+fn fact(kind: FactKind, order: &str, at: i64) -> Fact {
+    Fact {
+        kind,
+        order_id: order.into(),
+        at,
+        customer: String::new(),
+        currency: String::new(),
+        amount_minor: 0,
+        items: Vec::new(),
+    }
+}
+
+fn created(order: &str, at: i64, customer: &str, items: &[(&str, i64)]) -> Fact {
+    Fact {
+        customer: customer.into(),
+        items: items.iter().map(|(s, n)| ((*s).to_owned(), *n)).collect(),
+        ..fact(FactKind::Created, order, at)
+    }
+}
+
+fn paid(order: &str, at: i64, amount: i64) -> Fact {
+    Fact {
+        currency: "EUR".into(),
+        amount_minor: amount,
+        ..fact(FactKind::Paid, order, at)
+    }
+}
+
+async fn counts_each_order_once_and_revenue_excludes_cancelled_orders(analytics: Analytics) {
+    let facts = vec![
+        created("a", T0 + 5, "alice", &[("SKU-1", 2), ("SKU-2", 1)]),
+        created("b", T0 + 15, "bob", &[("SKU-1", 1)]),
+        created("c", T0 + 65, "alice", &[("SKU-3", 7)]),
+        created("d", T0 + 3_605, "carol", &[("SKU-2", 1)]),
+        paid("a", T0 + 20, 1_000),
+        paid("b", T0 + 30, 2_000),
+        // c: cancelled before its payment arrives, d: cancelled in the next hour after it was paid.
+        fact(FactKind::Cancelled, "c", T0 + 70),
+        paid("c", T0 + 80, 4_000),
+        paid("d", T0 + 3_610, 8_000),
+        fact(FactKind::Cancelled, "d", T0 + 7_300),
+        fact(FactKind::Allocated, "a", T0 + 40),
+        fact(FactKind::Rejected, "b", T0 + 40),
+    ];
+    assert_eq!(analytics.apply(&facts).await.unwrap(), facts.len());
+    // Everything delivered again, in another order: nothing changes.
+    let mut again = facts.clone();
+    again.reverse();
+    assert_eq!(analytics.apply(&again).await.unwrap(), 0);
+
+    let revenue = analytics.revenue(T0, T0 + 7_300).await.unwrap();
+    let per_hour: Vec<(i64, i64)> = revenue.iter().map(|h| (h.hour, h.by_currency["EUR"])).collect();
+    assert_eq!(per_hour, vec![(T0, 3_000), (T0 + 3_600, 0)]);
+
+    let funnel = analytics.funnel().await.unwrap();
+    assert_eq!(
+        (
+            funnel.created,
+            funnel.paid,
+            funnel.allocated,
+            funnel.rejected,
+            funnel.cancelled
+        ),
+        (4, 4, 1, 1, 2)
+    );
+    assert_eq!(funnel.paid_rate(), 1.0);
+    assert_eq!(funnel.allocated_rate(), 0.25);
+
+    // One-minute windows every 10 s: the window starting at T0 holds a and b; at T0+10, b and c.
+    let windows = analytics.orders_per_window(T0, T0 + 30).await.unwrap();
+    let counts: Vec<(i64, u64)> = windows.iter().map(|w| (w.start - T0, w.orders)).collect();
+    assert_eq!(counts, vec![(0, 2), (10, 2), (20, 1)]);
+    assert!(windows.iter().all(|w| w.end - w.start == 60));
+
+    let customers = analytics.unique_customers(T0, T0 + 3_600).await.unwrap();
+    assert_eq!(customers.per_hour, vec![(T0, 2), (T0 + 3_600, 1)]);
+    assert_eq!(customers.total, 3);
+
+    let top = analytics.top_products(None, 2).await.unwrap();
+    assert_eq!(top, vec![("SKU-3".to_owned(), 7), ("SKU-1".to_owned(), 3)]);
+    let first_hour = analytics.top_products(Some((T0, T0 + 100)), 10).await.unwrap();
+    assert_eq!(
+        first_hour,
+        vec![
+            ("SKU-3".to_owned(), 7),
+            ("SKU-1".to_owned(), 3),
+            ("SKU-2".to_owned(), 1)
+        ]
+    );
+}
+
+#[tokio::test]
+async fn in_process() {
+    counts_each_order_once_and_revenue_excludes_cancelled_orders(memory()).await;
+}
+
+#[tokio::test]
+async fn on_redis() {
+    counts_each_order_once_and_revenue_excludes_cancelled_orders(redis(false).await).await;
+}
+
+#[tokio::test]
+async fn on_redis_cluster() {
+    counts_each_order_once_and_revenue_excludes_cancelled_orders(redis(true).await).await;
+}
+
+#[test]
+fn hopping_windows_must_tile_an_hour() {
+    let bad = Hopping {
+        size_secs: 60,
+        hop_secs: 7,
+    };
+    assert!(MemoryAnalytics::new(bad).is_err());
+}

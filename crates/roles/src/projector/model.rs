@@ -1,0 +1,248 @@
+//! The projector's read model: per order, the header and lines (from `order.created`), the current status
+//! and version (only ever forward), and the status history (one entry per version).
+//!
+//! On Redis: a hash `<prefix>rm:{<id>}` and a sorted set `<prefix>rm:{<id>}:history` (score = version), under
+//! the order's hash tag, updated by one script per change, so it holds on Redis Cluster; in process for the
+//! embedded default. Applying a change twice, or changes out of order, ends in the same state.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use orderflow_cache::RedisConnection;
+use orderflow_domain::{Order, OrderStatus};
+use redis::{Script, Value};
+
+/// Stores one change and answers with the read model, or nil while the order's header is unknown.
+const APPLY: &str = r"
+local key, hist = KEYS[1], KEYS[2]
+local version, status, at, header, ttl = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+if header ~= '' then redis.call('HSETNX', key, 'h', header) end
+redis.call('ZADD', hist, 'NX', version, status .. '@' .. at)
+local current = tonumber(redis.call('HGET', key, 'v') or '0')
+if version > current then redis.call('HSET', key, 's', status, 'v', version, 'at', at) end
+redis.call('EXPIRE', key, ttl)
+redis.call('EXPIRE', hist, ttl)
+local state = redis.call('HMGET', key, 'h', 's', 'v', 'at')
+if not state[1] then return false end
+return {state[1], state[2], state[3], state[4], redis.call('ZRANGE', hist, 0, -1)}
+";
+
+/// One status change of an order.
+#[derive(Debug, Clone)]
+pub(crate) struct Change {
+    /// The order.
+    pub order_id: String,
+    /// The status it enters.
+    pub status: OrderStatus,
+    /// The version it enters it at.
+    pub version: i64,
+    /// When, microseconds since the epoch.
+    pub at: i64,
+    /// The order as created, for the `order.created` change.
+    pub created: Option<Order>,
+}
+
+/// The read model of one order after a change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct View {
+    /// The order at its current status and version.
+    pub order: Order,
+    /// Every status it went through, oldest first: (status, microseconds since the epoch).
+    pub history: Vec<(String, i64)>,
+}
+
+/// Why the read model could not be updated.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ModelError {
+    /// Redis failed or could not be reached.
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// Stored or returned state did not parse.
+    #[error("read model state: {0}")]
+    State(String),
+}
+
+impl From<ModelError> for orderflow_consumer::HandlerError {
+    fn from(error: ModelError) -> Self {
+        match error {
+            ModelError::Redis(e) => orderflow_consumer::effects::redis_error(e),
+            state @ ModelError::State(_) => Self::permanent(state),
+        }
+    }
+}
+
+/// What the in-process model keeps per order.
+#[derive(Default)]
+pub(crate) struct Entry {
+    header: Option<Order>,
+    status: Option<(OrderStatus, i64, i64)>,
+    history: BTreeMap<i64, (String, i64)>,
+}
+
+/// The read model, on Redis or in process.
+pub(crate) enum ReadModel {
+    /// Shared by every projector instance.
+    Redis {
+        /// The connection.
+        connection: RedisConnection,
+        /// Key prefix (`orderflow:`).
+        prefix: String,
+        /// How long an order's read model is kept after its last change.
+        ttl: Duration,
+        /// The change script.
+        script: Script,
+    },
+    /// This process only.
+    Memory(Mutex<HashMap<String, Entry>>),
+}
+
+fn view(mut order: Order, status: OrderStatus, version: i64, at: i64, history: Vec<(String, i64)>) -> View {
+    order.status = status;
+    order.version = version;
+    if let Some(at) = chrono::DateTime::from_timestamp_micros(at) {
+        order.updated_at = order.updated_at.max(at);
+    }
+    View { order, history }
+}
+
+fn text(value: &Value) -> Result<String, ModelError> {
+    match value {
+        Value::BulkString(b) => String::from_utf8(b.clone()).map_err(|e| ModelError::State(e.to_string())),
+        Value::SimpleString(s) => Ok(s.clone()),
+        other => Err(ModelError::State(format!("unexpected reply {other:?}"))),
+    }
+}
+
+fn number(value: &Value) -> Result<i64, ModelError> {
+    text(value)?
+        .parse()
+        .map_err(|e| ModelError::State(format!("not a number: {e}")))
+}
+
+fn status(text: &str) -> Result<OrderStatus, ModelError> {
+    text.parse()
+        .map_err(|_| ModelError::State(format!("unknown status {text}")))
+}
+
+impl ReadModel {
+    /// A model on Redis under `prefix`, keeping each order `ttl` after its last change.
+    pub(crate) fn redis(connection: RedisConnection, prefix: &str, ttl: Duration) -> Self {
+        Self::Redis {
+            connection,
+            prefix: prefix.to_owned(),
+            ttl,
+            script: Script::new(APPLY),
+        }
+    }
+
+    /// A model in this process.
+    pub(crate) fn memory() -> Self {
+        Self::Memory(Mutex::new(HashMap::new()))
+    }
+
+    /// Applies `changes` in order; answers each one's view (`None` while its order's header is unknown).
+    pub(crate) async fn apply(&self, changes: &[Change]) -> Result<Vec<Option<View>>, ModelError> {
+        match self {
+            Self::Redis {
+                connection,
+                prefix,
+                ttl,
+                script,
+            } => {
+                let mut pipe = redis::pipe();
+                for change in changes {
+                    let key = format!("{prefix}rm:{{{}}}", change.order_id);
+                    let header = match &change.created {
+                        Some(order) => {
+                            serde_json::to_string(order).map_err(|e| ModelError::State(e.to_string()))?
+                        }
+                        None => String::new(),
+                    };
+                    pipe.invoke_script(
+                        script
+                            .key(&key)
+                            .key(format!("{key}:history"))
+                            .arg(change.version)
+                            .arg(change.status.as_str())
+                            .arg(change.at)
+                            .arg(header)
+                            .arg(ttl.as_secs().max(1)),
+                    );
+                }
+                let mut connection = connection.clone();
+                let replies: Vec<Value> = match pipe.query_async(&mut connection).await {
+                    Ok(replies) => replies,
+                    Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                        script.prepare_invoke().load_async(&mut connection).await?;
+                        pipe.query_async(&mut connection).await?
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                replies.iter().map(parse_view).collect()
+            }
+            Self::Memory(entries) => {
+                let mut entries = entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                Ok(changes
+                    .iter()
+                    .map(|change| {
+                        let entry = entries.entry(change.order_id.clone()).or_default();
+                        if entry.header.is_none() {
+                            entry.header = change.created.clone();
+                        }
+                        entry
+                            .history
+                            .entry(change.version)
+                            .or_insert_with(|| (change.status.as_str().to_owned(), change.at));
+                        if entry.status.is_none_or(|(_, v, _)| change.version > v) {
+                            entry.status = Some((change.status, change.version, change.at));
+                        }
+                        match (&entry.header, entry.status) {
+                            (Some(order), Some((status, version, at))) => Some(view(
+                                order.clone(),
+                                status,
+                                version,
+                                at,
+                                entry.history.values().cloned().collect(),
+                            )),
+                            _ => None,
+                        }
+                    })
+                    .collect())
+            }
+        }
+    }
+}
+
+/// Reads the script's answer.
+fn parse_view(reply: &Value) -> Result<Option<View>, ModelError> {
+    let parts = match reply {
+        Value::Nil | Value::Boolean(false) => return Ok(None),
+        Value::Array(parts) => parts,
+        other => return Err(ModelError::State(format!("unexpected reply {other:?}"))),
+    };
+    let [header, current, version, at, Value::Array(history)] = parts.as_slice() else {
+        return Err(ModelError::State(format!("unexpected reply {parts:?}")));
+    };
+    let order: Order = serde_json::from_str(&text(header)?).map_err(|e| ModelError::State(e.to_string()))?;
+    let history = history
+        .iter()
+        .map(|entry| {
+            let entry = text(entry)?;
+            let (status, at) = entry
+                .rsplit_once('@')
+                .ok_or_else(|| ModelError::State(format!("history entry {entry}")))?;
+            let at = at
+                .parse()
+                .map_err(|e| ModelError::State(format!("history entry {entry}: {e}")))?;
+            Ok((status.to_owned(), at))
+        })
+        .collect::<Result<_, ModelError>>()?;
+    Ok(Some(view(
+        order,
+        status(&text(current)?)?,
+        number(version)?,
+        number(at)?,
+        history,
+    )))
+}
