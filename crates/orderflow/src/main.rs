@@ -1,5 +1,6 @@
 //! `orderflow`: runs the platform (every role, or one) and its operational commands.
 
+mod bench;
 mod config;
 
 use std::path::PathBuf;
@@ -60,6 +61,8 @@ enum Command {
         #[command(subcommand)]
         command: DlqCommand,
     },
+    /// Benchmark the whole pipeline in this process: orders/s accepted and terminal, end-to-end latency
+    Bench(bench::BenchArgs),
     /// Check the audit trail
     Audit {
         #[command(subcommand)]
@@ -196,6 +199,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Dlq { command } => dead_letters(settings, command).await,
+        Command::Bench(args) => bench::run(settings, args).await,
         Command::Audit {
             command: AuditCommand::Verify,
         } => {
