@@ -21,8 +21,9 @@ pub struct SqliteStore {
 
 impl SqliteStore {
     /// Opens (creating when missing) the database at `sqlite://path`, in WAL mode with full fsync so that an
-    /// order answered with 201 survives a crash.
-    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
+    /// order answered with 201 survives a crash. The pool has one connection (see below), so
+    /// `_max_connections` is not used.
+    pub async fn connect(url: &str, _max_connections: u32) -> Result<Self, StoreError> {
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
@@ -37,8 +38,12 @@ impl SqliteStore {
             std::fs::create_dir_all(dir)
                 .map_err(|e| StoreError::BadUrl(format!("cannot create {}: {e}", dir.display())))?;
         }
+        // One connection, whatever was asked: SQLite has one writer at a time, and in WAL mode a transaction
+        // that reads and then writes fails at once with SQLITE_BUSY_SNAPSHOT (no busy timeout helps) when
+        // another connection committed in between. With every role of the embedded default sharing this
+        // file, queueing for the one connection is both correct and faster than failing and retrying.
         let pool = SqlitePoolOptions::new()
-            .max_connections(max_connections.max(1))
+            .max_connections(1)
             .connect_with(options)
             .await?;
         Ok(Self { pool })
