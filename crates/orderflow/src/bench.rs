@@ -22,8 +22,8 @@ use tokio::sync::mpsc;
 
 /// The statuses an order ends in.
 const TERMINAL: [&str; 4] = ["ALLOCATED", "REJECTED", "PAYMENT_FAILED", "CANCELLED"];
-/// The product every bench order buys.
-const SKU: &str = "BENCH-1";
+/// How many products the bench stocks; order `n` buys product `n % PRODUCTS` (a catalogue, not one hot row).
+const PRODUCTS: u64 = 1_000;
 
 /// How to run the benchmark.
 #[derive(Debug, Clone, clap::Args)]
@@ -89,16 +89,18 @@ pub async fn run(mut settings: Settings, args: BenchArgs) -> anyhow::Result<()> 
         platform.http_addr.context("the orders role has no listener")?
     );
     let backends = platform.backends.clone();
-    backends
-        .store
-        .put_product(&orderflow_store::Product {
-            sku: SKU.into(),
-            name: "bench product".into(),
-            price_minor: 1_000,
-            stock: i32::MAX / 2,
-        })
-        .await
-        .context("stocking the bench product")?;
+    for n in 0..PRODUCTS {
+        backends
+            .store
+            .put_product(&orderflow_store::Product {
+                sku: format!("BENCH-{n:04}"),
+                name: format!("bench product {n}"),
+                price_minor: 1_000,
+                stock: i32::MAX / 2,
+            })
+            .await
+            .context("stocking the bench products")?;
+    }
 
     let watch = Arc::new(Watch {
         pending: Arc::default(),
@@ -226,8 +228,9 @@ async fn load(
                     break;
                 }
                 let body = format!(
-                    r#"{{"customer_id":"c-{}","currency":"EUR","items":[{{"sku":"{SKU}","quantity":1,"unit_price_minor":1000}}]}}"#,
-                    n % 10_000
+                    r#"{{"customer_id":"c-{}","currency":"EUR","items":[{{"sku":"BENCH-{:04}","quantity":1,"unit_price_minor":1000}}]}}"#,
+                    n % 10_000,
+                    n % PRODUCTS
                 );
                 match post(&client, &url, body).await {
                     Some(id) => {

@@ -171,6 +171,53 @@ macro_rules! shared_queries {
                 row.into_order(items).map(Some)
             }
 
+            /// Reads the orders among `ids` that exist, with their lines: two queries, however many ids.
+            pub async fn get_orders(
+                &self,
+                ids: &[orderflow_domain::OrderId],
+            ) -> Result<Vec<orderflow_domain::Order>, $crate::StoreError> {
+                if ids.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let mut conn = self.pool.acquire().await?;
+                let mut orders = sqlx::QueryBuilder::<$db>::new(
+                    "SELECT id, customer_id, currency, status, version, total_minor, created_at, updated_at \
+                     FROM orders WHERE id IN (",
+                );
+                let mut list = orders.separated(", ");
+                for id in ids {
+                    list.push_bind(id.as_uuid());
+                }
+                orders.push(")");
+                let rows: Vec<$crate::rows::OrderRow> =
+                    orders.build_query_as().fetch_all(&mut *conn).await?;
+                let mut items = sqlx::QueryBuilder::<$db>::new(
+                    "SELECT order_id, sku, quantity, unit_price_minor FROM order_items WHERE order_id IN (",
+                );
+                let mut list = items.separated(", ");
+                for id in ids {
+                    list.push_bind(id.as_uuid());
+                }
+                items.push(") ORDER BY order_id, line_no");
+                let lines: Vec<(uuid::Uuid, String, i32, i64)> =
+                    items.build_query_as().fetch_all(&mut *conn).await?;
+                let mut by_order: std::collections::HashMap<uuid::Uuid, Vec<$crate::rows::ItemRow>> =
+                    std::collections::HashMap::new();
+                for (order, sku, quantity, unit_price_minor) in lines {
+                    by_order.entry(order).or_default().push($crate::rows::ItemRow {
+                        sku,
+                        quantity,
+                        unit_price_minor,
+                    });
+                }
+                rows.into_iter()
+                    .map(|row| {
+                        let lines = by_order.remove(&row.id).unwrap_or_default();
+                        row.into_order(lines)
+                    })
+                    .collect()
+            }
+
             /// The oldest unpublished outbox rows, in publication order.
             pub async fn outbox_pending(&self, limit: i64) -> Result<Vec<$crate::OutboxRecord>, $crate::StoreError> {
                 let rows: Vec<$crate::rows::OutboxRow> = sqlx::query_as(

@@ -169,6 +169,11 @@ impl Store {
         dispatch!(self, s => s.get_order(id).await)
     }
 
+    /// Reads the orders among `ids` that exist, with their lines (two queries, however many ids).
+    pub async fn get_orders(&self, ids: &[OrderId]) -> Result<Vec<Order>, StoreError> {
+        dispatch!(self, s => s.get_orders(ids).await)
+    }
+
     /// The oldest unpublished outbox rows, in publication order.
     pub async fn outbox_pending(&self, limit: i64) -> Result<Vec<OutboxRecord>, StoreError> {
         dispatch!(self, s => s.outbox_pending(limit).await)

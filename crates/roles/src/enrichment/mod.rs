@@ -175,9 +175,13 @@ impl Enrichment {
 
 impl Handler for Enrichment {
     async fn handle(&self, batch: &[Record]) -> Result<Vec<Output>, HandlerError> {
+        // The records of a batch are put concurrently (the connection pipelines them): each put is one atomic
+        // script on its own order's state, so their order across orders does not matter, and outputs keep
+        // the batch's order.
+        let puts = futures::future::join_all(batch.iter().map(|record| self.put(record))).await;
         let mut joined = Vec::new();
-        for record in batch {
-            if let Some(join) = self.put(record).await? {
+        for put in puts {
+            if let Some(join) = put? {
                 joined.push(join);
             }
         }

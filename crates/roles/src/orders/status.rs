@@ -6,7 +6,7 @@
 //! must still be where the change starts from, below the change's version) written with a
 //! `(consumer, event id)` dedup row in the same database transaction; offsets are committed after. A late
 //! outcome for a cancelled order changes nothing. Changed orders are written through the cache once
-//! committed, so the next read shows the new status.
+//! committed (read back in one batched read), so the next read shows the new status.
 
 use std::sync::Arc;
 
@@ -112,7 +112,8 @@ impl DbHandler<Sqlite> for Follower {
 }
 
 /// Writes the batch's orders through the cache once their changes are committed, as the API does after
-/// its own writes, so readers see the new status at once (the cache keeps the newer of two versions).
+/// its own writes, so readers see the new status at once (the cache keeps the newer of two versions). The
+/// changed orders are read back in one batched read.
 struct WriteThrough<H> {
     effects: H,
     store: Store,
@@ -128,15 +129,18 @@ impl<H: Handler> Handler for WriteThrough<H> {
             .collect();
         ids.sort_unstable();
         ids.dedup();
-        for id in ids {
-            // The change is committed: a failed read only leaves the cache to expire or be refreshed later.
-            match self.store.get_order(id).await {
-                Ok(Some(order)) => self.cache.refresh(&id.to_string(), &order).await,
-                Ok(None) => {}
-                Err(e) => {
-                    tracing::warn!(error = %e, order = %id, "could not re-read a changed order; dropping it from the cache");
-                    self.cache.invalidate(&id.to_string()).await;
-                }
+        // The changes are committed: a failed read only leaves the cache to expire or be refreshed later.
+        match self.store.get_orders(&ids).await {
+            Ok(orders) => {
+                let keys: Vec<(String, &orderflow_domain::Order)> =
+                    orders.iter().map(|o| (o.id.to_string(), o)).collect();
+                futures::future::join_all(keys.iter().map(|(key, order)| self.cache.refresh(key, order)))
+                    .await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not re-read changed orders; dropping them from the cache");
+                let keys: Vec<String> = ids.iter().map(OrderId::to_string).collect();
+                futures::future::join_all(keys.iter().map(|key| self.cache.invalidate(key))).await;
             }
         }
         Ok(outputs)
@@ -169,7 +173,7 @@ pub async fn run(group: String, backends: Backends, shutdown: CancellationToken)
             let handler = WriteThrough {
                 effects,
                 store: backends.store.clone(),
-                cache,
+                cache: cache.clone(),
             };
             ConsumerRuntime::new(backends.bus.clone(), consumer, handler)
                 .run(shutdown)
@@ -181,7 +185,7 @@ pub async fn run(group: String, backends: Backends, shutdown: CancellationToken)
             let handler = WriteThrough {
                 effects,
                 store: backends.store.clone(),
-                cache,
+                cache: cache.clone(),
             };
             ConsumerRuntime::new(backends.bus.clone(), consumer, handler)
                 .run(shutdown)

@@ -160,16 +160,23 @@ impl Handler for Projection {
             changes.push(self.change(record).await?);
         }
         let views = self.model.apply(&changes).await?;
+        // Version-checked: a re-delivered or late event never moves the cached order backwards. A Redis
+        // outage is absorbed by the cache (reads fall back to the database), so it does not stall here.
+        let keys: Vec<(String, &View)> = views
+            .iter()
+            .flatten()
+            .map(|v| (v.order.id.to_string(), v))
+            .collect();
+        futures::future::join_all(
+            keys.iter()
+                .map(|(key, view)| self.backends.cache.refresh(key, &view.order)),
+        )
+        .await;
         let mut outputs = Vec::with_capacity(2 * batch.len());
         for (record, view) in batch.iter().zip(&views) {
-            let Some(view) = view else { continue };
-            // Version-checked: a re-delivered or late event never moves the cached order backwards. A Redis
-            // outage is absorbed by the cache (reads fall back to the database), so it does not stall here.
-            self.backends
-                .cache
-                .refresh(&view.order.id.to_string(), &view.order)
-                .await;
-            outputs.extend(self.outputs(view, record.header_str(headers::TRACEPARENT))?);
+            if let Some(view) = view {
+                outputs.extend(self.outputs(view, record.header_str(headers::TRACEPARENT))?);
+            }
         }
         Ok(outputs)
     }

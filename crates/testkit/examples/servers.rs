@@ -1,0 +1,23 @@
+//! Starts the harness's PostgreSQL, redis-server and Kafka on 127.0.0.1, prints how to reach them, and keeps
+//! them until Enter or end of input: real servers for `orderflow bench` or a manual run, without docker.
+//!
+//! `cargo run --release -p orderflow-testkit --example servers`
+
+fn main() {
+    let database = match orderflow_testkit::postgres().fresh_database() {
+        Ok(url) => url,
+        Err(e) => {
+            eprintln!("error: cannot create a database: {e}");
+            std::process::exit(1);
+        }
+    };
+    println!("--database-url {database}");
+    println!(
+        "--kafka-bootstrap {}",
+        orderflow_testkit::kafka().bootstrap_servers()
+    );
+    println!("--redis-url {}", orderflow_testkit::redis().url());
+    println!("(Enter stops the servers)");
+    let mut line = String::new();
+    let _ = std::io::stdin().read_line(&mut line);
+}
