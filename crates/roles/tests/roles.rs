@@ -925,17 +925,27 @@ async fn many_orders_end_where_the_rules_say_and_everything_reconciles() {
     }
 
     // Stock never went negative and reconciles with the reservations; the scarce product sold out.
-    let released = late_cancels.len();
-    // Up to the retry topics' delays: a transient failure on a release goes through them.
-    eventually("the released stock", Duration::from_secs(150), || {
-        let pool = pool.clone();
+    // Every cancelled order that held stock gives it back: the 100 late cancels, and any cancel placed "at
+    // once" that still found its order allocated.
+    let late: Vec<uuid::Uuid> = allocated.iter().map(|(id,)| *id).collect();
+    eventually("the cancelled orders' stock released", Duration::from_secs(60), || {
+        let (pool, late) = (pool.clone(), late.clone());
         async move {
-            let (n,): (i64,) =
-                sqlx::query_as("SELECT COUNT(*) FROM inventory_reservations WHERE status = 'RELEASED'")
-                    .fetch_one(&pool)
-                    .await
-                    .unwrap();
-            (n as usize == released).then_some(())
+            let (held,): (i64,) = sqlx::query_as(
+                "SELECT COUNT(*) FROM inventory_reservations r JOIN orders o ON o.id = r.order_id
+                 WHERE o.status = 'CANCELLED' AND r.status = 'ALLOCATED'",
+            )
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            let (released,): (i64,) = sqlx::query_as(
+                "SELECT COUNT(*) FROM inventory_reservations WHERE status = 'RELEASED' AND order_id = ANY($1)",
+            )
+            .bind(&late)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            (held == 0 && released as usize == late.len()).then_some(())
         }
     })
     .await;

@@ -85,6 +85,15 @@ async fn round_trip_and_outbox(store: Store) {
             .expect("get")
             .is_none()
     );
+    // Many at once: each with its own lines, unknown ids left out.
+    let mut many = store
+        .get_orders(&[second.id, orderflow_domain::OrderId::new(), first.id])
+        .await
+        .expect("get many");
+    many.sort_by_key(|o| o.customer_id.to_string());
+    assert_eq!(many.len(), 2);
+    assert_eq!((&many[0].items, &many[1].items), (&first.items, &second.items));
+    assert!(store.get_orders(&[]).await.expect("none").is_empty());
 
     let pending = store.outbox_pending(10).await.expect("pending");
     assert_eq!(pending.len(), 2);
