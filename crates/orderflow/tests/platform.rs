@@ -1308,7 +1308,6 @@ async fn killing_any_role_process_mid_run_and_restarting_it_changes_no_outcome()
         }
         running.push(process);
     }
-    let client = reqwest::Client::new();
 
     // Orders in two halves; while each is placed, three roles are killed and restarted one after another,
     // and the orders role itself is killed and restarted between the halves.
@@ -1321,8 +1320,7 @@ async fn killing_any_role_process_mid_run_and_restarting_it_changes_no_outcome()
     .into_iter()
     .enumerate()
     {
-        let placing = place_orders(
-            &client,
+        let placing = orderflow_testkit::workload::place_orders(
             &base,
             round * half,
             if round == 0 { half } else { orders_n - half },
@@ -1343,7 +1341,7 @@ async fn killing_any_role_process_mid_run_and_restarting_it_changes_no_outcome()
             restarted
         };
         let (orders, restarted) = tokio::join!(placing, killing);
-        placed.extend(orders);
+        placed.extend(orders.expect("orders placed"));
         running.extend(restarted);
         if round == 0 {
             let index = running.iter().position(|p| p.role == "orders").expect("orders");
@@ -1490,66 +1488,4 @@ async fn killing_any_role_process_mid_run_and_restarting_it_changes_no_outcome()
         process.instance.terminate().await;
     }
     let _ = std::fs::remove_dir_all(dir);
-}
-
-/// Places `count` orders numbered from `first` over 8 connections; every 10th is cancelled at once (a 409
-/// is fine when its payment already failed). Answers each order with whether its cancel succeeded.
-async fn place_orders(
-    client: &reqwest::Client,
-    base: &str,
-    first: usize,
-    count: usize,
-) -> Vec<(Value, bool)> {
-    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(first));
-    let mut clients = tokio::task::JoinSet::new();
-    for _ in 0..8 {
-        let (client, base, next) = (client.clone(), base.to_owned(), next.clone());
-        clients.spawn(async move {
-            let mut placed = Vec::new();
-            loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if i >= first + count {
-                    return placed;
-                }
-                let unit = if i % 17 == 0 {
-                    50_000
-                } else {
-                    1_000 + (i % 50) as i64
-                };
-                let mut items =
-                    vec![json!({"sku": "PLENTY", "quantity": 1 + i % 3, "unit_price_minor": unit})];
-                if i % 4 == 0 {
-                    items.push(json!({"sku": "SCARCE", "quantity": 1, "unit_price_minor": 2_500}));
-                }
-                let body =
-                    json!({"customer_id": format!("c-{}", i % 300), "currency": "EUR", "items": items});
-                let response = client
-                    .post(format!("{base}/v1/orders"))
-                    .json(&body)
-                    .send()
-                    .await
-                    .expect("POST");
-                assert_eq!(response.status().as_u16(), 201);
-                let created: Value = response.json().await.expect("json");
-                let cancelled = i % 10 == 5 && {
-                    let id = created["id"].as_str().expect("id");
-                    let status = client
-                        .post(format!("{base}/v1/orders/{id}/cancel"))
-                        .send()
-                        .await
-                        .expect("cancel")
-                        .status()
-                        .as_u16();
-                    assert!(status == 200 || status == 409, "cancel answered {status}");
-                    status == 200
-                };
-                placed.push((created, cancelled));
-            }
-        });
-    }
-    let mut placed = Vec::new();
-    while let Some(done) = clients.join_next().await {
-        placed.extend(done.expect("client"));
-    }
-    placed
 }

@@ -802,60 +802,9 @@ async fn many_orders_end_where_the_rules_say_and_everything_reconciles() {
 
     // Place the orders from 8 clients; every 10th is cancelled at once (from CREATED or PAID, whichever
     // it is in by then; a 409 is fine when the payment already failed).
-    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let mut clients = tokio::task::JoinSet::new();
-    for _ in 0..8 {
-        let (client, base, next) = (client.clone(), base.clone(), next.clone());
-        clients.spawn(async move {
-            let mut placed = Vec::new();
-            loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if i >= orders_n {
-                    return placed;
-                }
-                let unit = if i % 17 == 0 {
-                    50_000
-                } else {
-                    1_000 + (i % 50) as i64
-                };
-                let mut items =
-                    vec![json!({"sku": "PLENTY", "quantity": 1 + i % 3, "unit_price_minor": unit})];
-                if i % 4 == 0 {
-                    items.push(json!({"sku": "SCARCE", "quantity": 1, "unit_price_minor": 2_500}));
-                }
-                let body =
-                    json!({"customer_id": format!("c-{}", i % 300), "currency": "EUR", "items": items});
-                let created: Value = client
-                    .post(format!("{base}/v1/orders"))
-                    .json(&body)
-                    .send()
-                    .await
-                    .unwrap()
-                    .json()
-                    .await
-                    .unwrap();
-                let cancelled = if i % 10 == 5 {
-                    let id = created["id"].as_str().unwrap();
-                    let status = client
-                        .post(format!("{base}/v1/orders/{id}/cancel"))
-                        .send()
-                        .await
-                        .unwrap()
-                        .status()
-                        .as_u16();
-                    assert!(status == 200 || status == 409, "cancel answered {status}");
-                    status == 200
-                } else {
-                    false
-                };
-                placed.push((created, cancelled));
-            }
-        });
-    }
-    let mut placed = Vec::new();
-    while let Some(done) = clients.join_next().await {
-        placed.extend(done.unwrap());
-    }
+    let placed = orderflow_testkit::workload::place_orders(&base, 0, orders_n)
+        .await
+        .unwrap();
     assert_eq!(placed.len(), orders_n);
 
     // Events delivered again on purpose: 500 order.created and 500 payment.received copies.

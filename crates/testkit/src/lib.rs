@@ -13,6 +13,7 @@ mod python;
 mod redis;
 mod redis_cluster;
 mod topic_reader;
+pub mod workload;
 
 use std::sync::OnceLock;
 

@@ -1,0 +1,86 @@
+//! The mixed order workload of the lifecycle tests, placed over the HTTP API.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use serde_json::{Value, json};
+
+use crate::HarnessError;
+
+/// One placed order: the API's answer to the POST, and whether its immediate cancel was accepted.
+pub type Placed = (Value, bool);
+
+/// Places orders `first..first + count` against `base` over 8 connections, as the lifecycle tests want them:
+/// every order buys 1 to 3 units of `PLENTY` (every 17th at a price that gets declined), every 4th also one
+/// `SCARCE`; customers `c-0` to `c-299`. Every 10th order is cancelled at once (a 409 is fine when its
+/// payment already failed). Fails on any other answer.
+pub async fn place_orders(base: &str, first: usize, count: usize) -> Result<Vec<Placed>, HarnessError> {
+    let client = reqwest::Client::new();
+    let next = Arc::new(AtomicUsize::new(first));
+    let mut clients = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let (client, base, next) = (client.clone(), base.to_owned(), next.clone());
+        clients.spawn(async move {
+            let mut placed = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= first + count {
+                    return Ok::<_, HarnessError>(placed);
+                }
+                placed.push(place(&client, &base, i).await?);
+            }
+        });
+    }
+    let mut placed = Vec::with_capacity(count);
+    while let Some(done) = clients.join_next().await {
+        placed.extend(done.map_err(|e| HarnessError::Failed(format!("order client: {e}")))??);
+    }
+    Ok(placed)
+}
+
+fn failed(what: &str) -> impl FnOnce(reqwest::Error) -> HarnessError + '_ {
+    move |e| HarnessError::Failed(format!("{what}: {e}"))
+}
+
+/// Places order `i` (and cancels it when its number says so).
+async fn place(client: &reqwest::Client, base: &str, i: usize) -> Result<Placed, HarnessError> {
+    let unit = if i.is_multiple_of(17) {
+        50_000
+    } else {
+        1_000 + (i % 50) as i64
+    };
+    let mut items = vec![json!({"sku": "PLENTY", "quantity": 1 + i % 3, "unit_price_minor": unit})];
+    if i.is_multiple_of(4) {
+        items.push(json!({"sku": "SCARCE", "quantity": 1, "unit_price_minor": 2_500}));
+    }
+    let body = json!({"customer_id": format!("c-{}", i % 300), "currency": "EUR", "items": items});
+    let response = client
+        .post(format!("{base}/v1/orders"))
+        .json(&body)
+        .send()
+        .await
+        .map_err(failed("POST /v1/orders"))?;
+    if response.status().as_u16() != 201 {
+        return Err(HarnessError::Failed(format!(
+            "POST /v1/orders answered {}",
+            response.status()
+        )));
+    }
+    let created: Value = response.json().await.map_err(failed("the created order"))?;
+    if i % 10 != 5 {
+        return Ok((created, false));
+    }
+    let id = created["id"].as_str().unwrap_or_default();
+    let status = client
+        .post(format!("{base}/v1/orders/{id}/cancel"))
+        .send()
+        .await
+        .map_err(failed("POST cancel"))?
+        .status()
+        .as_u16();
+    match status {
+        200 => Ok((created, true)),
+        409 => Ok((created, false)),
+        other => Err(HarnessError::Failed(format!("cancel answered {other}"))),
+    }
+}
