@@ -242,7 +242,8 @@ impl Analytics {
     /// Orders per hopping window, for every window starting in `[from, to)` (windows aligned to the hop).
     pub async fn orders_per_window(&self, from: i64, to: i64) -> Result<Vec<WindowCount>, AnalyticsError> {
         let hop = self.hopping();
-        let first = from - from.rem_euclid(hop.hop_secs);
+        // The first window starting at or after `from`.
+        let first = from + (hop.hop_secs - from.rem_euclid(hop.hop_secs)) % hop.hop_secs;
         // Every hop slot any of those windows covers.
         let slots: Vec<i64> = (first..to + hop.size_secs)
             .step_by(hop.hop_secs as usize)

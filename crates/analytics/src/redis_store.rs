@@ -18,38 +18,39 @@ use redis::Script;
 
 use crate::{AnalyticsError, Customers, Fact, Funnel, Hopping, RevenueHour, hours, top};
 
-/// Applies a batch of facts; per fact seven arguments: kind, order, at, customer, currency, amount, items
-/// (`sku\tunits\n`...). A kind already marked on the order is skipped.
+/// Applies a batch of facts; per fact eight arguments: kind, order, hour, hop slot, customer, currency, amount,
+/// items (`sku\tunits\n`...). A kind already marked on the order is skipped. Times and amounts arrive as
+/// decimal strings and are only ever passed on: Lua numbers turned into Redis arguments can come out in
+/// exponent notation on some Redis versions, which would name the wrong bucket.
 const APPLY: &str = r"
 local p = KEYS[1]
-local order_ttl, retention, hop = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local order_ttl, retention = ARGV[1], ARGV[2]
 local call = redis.call
 local applied = 0
 local function bump(key, field, by)
   call('HINCRBY', key, field, by)
   call('EXPIRE', key, retention)
 end
-for i = 4, #ARGV, 7 do
-  local kind, id, at = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
+for i = 3, #ARGV, 8 do
+  local kind, id, hour, slot = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local okey = p .. 'o:' .. id
-  local hour = at - at % 3600
   if call('HSETNX', okey, kind, hour) == 1 then
     call('EXPIRE', okey, order_ttl)
     applied = applied + 1
     call('HINCRBY', p .. 'funnel', kind, 1)
     if kind == 'created' then
-      bump(p .. 'slots:' .. hour, at - at % hop, 1)
+      bump(p .. 'slots:' .. hour, slot, 1)
       local cust = p .. 'cust:' .. hour
-      call('PFADD', cust, ARGV[i + 3])
+      call('PFADD', cust, ARGV[i + 4])
       call('EXPIRE', cust, retention)
       local tk = p .. 'top:' .. hour
-      for sku, units in string.gmatch(ARGV[i + 6], '([^\t\n]+)\t(%d+)') do
+      for sku, units in string.gmatch(ARGV[i + 7], '([^\t\n]+)\t(%d+)') do
         call('ZINCRBY', tk, units, sku)
         call('ZINCRBY', p .. 'top:all', units, sku)
       end
       call('EXPIRE', tk, retention)
     elseif kind == 'paid' then
-      local currency, amount = ARGV[i + 4], ARGV[i + 5]
+      local currency, amount = ARGV[i + 5], ARGV[i + 6]
       call('HSET', okey, 'currency', currency, 'amount', amount)
       if call('HEXISTS', okey, 'cancelled') == 0 then
         bump(p .. 'rev:' .. hour, currency, amount)
@@ -58,7 +59,7 @@ for i = 4, #ARGV, 7 do
       local paid = call('HGET', okey, 'paid')
       if paid then
         local currency, amount = unpack(call('HMGET', okey, 'currency', 'amount'))
-        bump(p .. 'rev:' .. paid, currency, -tonumber(amount))
+        if amount ~= '0' then bump(p .. 'rev:' .. paid, currency, '-' .. amount) end
       end
     end
   end
@@ -114,8 +115,7 @@ impl RedisAnalytics {
             let mut invocation = self.apply.key(&self.base);
             invocation
                 .arg(self.order_ttl.as_secs().max(1))
-                .arg(self.retention.as_secs().max(1))
-                .arg(self.hopping.hop_secs);
+                .arg(self.retention.as_secs().max(1));
             for fact in chunk {
                 let items: String = fact
                     .items
@@ -125,10 +125,11 @@ impl RedisAnalytics {
                 invocation
                     .arg(fact.kind.as_str())
                     .arg(&fact.order_id)
-                    .arg(fact.at)
+                    .arg(crate::hour_of(fact.at).to_string())
+                    .arg((fact.at - fact.at.rem_euclid(self.hopping.hop_secs)).to_string())
                     .arg(&fact.customer)
                     .arg(&fact.currency)
-                    .arg(fact.amount_minor)
+                    .arg(fact.amount_minor.max(0).to_string())
                     .arg(items);
             }
             let n: usize = invocation.invoke_async(&mut conn).await?;

@@ -116,6 +116,9 @@ async fn counts_each_order_once_and_revenue_excludes_cancelled_orders(analytics:
     let counts: Vec<(i64, u64)> = windows.iter().map(|w| (w.start - T0, w.orders)).collect();
     assert_eq!(counts, vec![(0, 2), (10, 2), (20, 1)]);
     assert!(windows.iter().all(|w| w.end - w.start == 60));
+    // Windows start at or after `from`, on the hop.
+    let later = analytics.orders_per_window(T0 + 5, T0 + 30).await.unwrap();
+    assert_eq!(later.first().map(|w| w.start - T0), Some(10));
 
     let customers = analytics.unique_customers(T0, T0 + 3_600).await.unwrap();
     assert_eq!(customers.per_hour, vec![(T0, 2), (T0 + 3_600, 1)]);

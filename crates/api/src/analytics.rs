@@ -39,7 +39,8 @@ fn instant(params: &BTreeMap<String, String>, name: &str) -> Result<Option<i64>,
     params
         .get(name)
         .map(|v| {
-            DateTime::parse_from_rfc3339(v)
+            // An unencoded `+` in an offset (`+02:00`) arrives as a space.
+            DateTime::parse_from_rfc3339(&v.replace(' ', "+"))
                 .map(|t| t.timestamp())
                 .map_err(|e| ApiError::BadQuery(format!("'{name}' is not an RFC 3339 time ({v}): {e}")))
         })

@@ -65,9 +65,37 @@ struct Phase {
 /// What the watcher counts for the phase under way.
 struct Watch {
     pending: Pending,
+    /// Terminal states seen before their order's 201 was recorded (lock after `pending`).
+    early: Mutex<HashMap<String, Instant>>,
     latency: Mutex<Histogram<u64>>,
     terminal: AtomicU64,
     last_terminal: Mutex<Option<Instant>>,
+}
+
+impl Watch {
+    /// Records an order answered 201 at `at`: pending, or done at once when its terminal state came first.
+    fn accepted(&self, id: String, at: Instant) {
+        let early = {
+            let mut pending = lock(&self.pending);
+            let early = lock(&self.early).remove(&id);
+            if early.is_none() {
+                pending.insert(id, at);
+            }
+            early
+        };
+        if let Some(seen) = early {
+            self.terminal_seen(at, seen);
+        }
+    }
+
+    /// Counts an order accepted at `accepted` whose terminal state was seen at `seen`.
+    fn terminal_seen(&self, accepted: Instant, seen: Instant) {
+        let micros = seen.saturating_duration_since(accepted).as_micros() as u64;
+        let _ = lock(&self.latency).record(micros.max(1));
+        self.terminal.fetch_add(1, Ordering::Relaxed);
+        let mut last = lock(&self.last_terminal);
+        *last = Some(last.map_or(seen, |l| l.max(seen)));
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -104,6 +132,7 @@ pub async fn run(mut settings: Settings, args: BenchArgs) -> anyhow::Result<()> 
 
     let watch = Arc::new(Watch {
         pending: Arc::default(),
+        early: Mutex::default(),
         latency: Mutex::new(histogram()?),
         terminal: AtomicU64::new(0),
         last_terminal: Mutex::new(None),
@@ -156,6 +185,9 @@ async fn measure(
     rate: Option<f64>,
     watch: &Arc<Watch>,
 ) -> anyhow::Result<Phase> {
+    // Orders of an earlier phase that never finished are not this phase's.
+    lock(&watch.pending).clear();
+    lock(&watch.early).clear();
     *lock(&watch.latency) = histogram()?;
     watch.terminal.store(0, Ordering::SeqCst);
     *lock(&watch.last_terminal) = None;
@@ -233,8 +265,8 @@ async fn load(
                     n % PRODUCTS
                 );
                 match post(&client, &url, body).await {
-                    Some(id) => {
-                        lock(&watch.pending).insert(id, Instant::now());
+                    Some((id, at)) => {
+                        watch.accepted(id, at);
                         accepted += 1;
                     }
                     None => errors += 1,
@@ -253,8 +285,8 @@ async fn load(
     (accepted, errors)
 }
 
-/// Posts one order; answers its id on a 201.
-async fn post(client: &reqwest::Client, url: &str, body: String) -> Option<String> {
+/// Posts one order; answers its id and when the 201 arrived.
+async fn post(client: &reqwest::Client, url: &str, body: String) -> Option<(String, Instant)> {
     let response = client
         .post(url)
         .header("content-type", "application/json")
@@ -265,8 +297,9 @@ async fn post(client: &reqwest::Client, url: &str, body: String) -> Option<Strin
     if response.status().as_u16() != 201 {
         return None;
     }
+    let at = Instant::now();
     let created: serde_json::Value = response.json().await.ok()?;
-    created["id"].as_str().map(str::to_owned)
+    created["id"].as_str().map(|id| (id.to_owned(), at))
 }
 
 /// Consumes `order.state` on a thread of its own and records every pending order that turns terminal.
@@ -319,13 +352,18 @@ fn start_watcher(
             if !TERMINAL.contains(&state.status.as_str()) {
                 continue;
             }
-            let Some(accepted) = lock(&watch.pending).remove(&state.order_id) else {
-                continue;
+            let accepted = {
+                let mut pending = lock(&watch.pending);
+                let accepted = pending.remove(&state.order_id);
+                if accepted.is_none() {
+                    // Its 201 may not be recorded yet: keep the sighting for it.
+                    lock(&watch.early).insert(state.order_id.clone(), seen);
+                }
+                accepted
             };
-            let micros = seen.saturating_duration_since(accepted).as_micros() as u64;
-            let _ = lock(&watch.latency).record(micros.max(1));
-            watch.terminal.fetch_add(1, Ordering::Relaxed);
-            *lock(&watch.last_terminal) = Some(seen);
+            if let Some(accepted) = accepted {
+                watch.terminal_seen(accepted, seen);
+            }
         }
     });
     Ok(stop)

@@ -348,6 +348,20 @@ async fn an_order_flows_through_the_embedded_default() {
         .await
         .expect("json");
     assert_eq!(revenue["total_minor"]["EUR"], 2599, "{revenue}");
+    // An offset's `+` sent unencoded in the query still reads as an offset.
+    let now = chrono::Utc::now().with_timezone(&chrono::FixedOffset::east_opt(2 * 3600).expect("offset"));
+    let offset_range = format!(
+        "{base}/v1/analytics/revenue?from={}&to={}",
+        (now - chrono::Duration::hours(1)).format("%Y-%m-%dT%H:%M:%S%:z"),
+        (now + chrono::Duration::hours(1)).format("%Y-%m-%dT%H:%M:%S%:z")
+    );
+    let revenue: Value = reqwest::get(offset_range)
+        .await
+        .expect("revenue")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(revenue["total_minor"]["EUR"], 2599, "{revenue}");
     platform.stop().await.expect("clean stop");
     assert!(
         dir.join("orderflow.db").exists(),

@@ -44,7 +44,8 @@ pub struct AnalyticsSettings {
     pub window_secs: i64,
     /// How far consecutive orders-count windows start apart, in seconds.
     pub hop_secs: i64,
-    /// How long an order's idempotence marks are kept (longer than any of its events can be re-delivered).
+    /// How long an order's idempotence marks are kept: longer than any of its events can be re-delivered,
+    /// and as long as the hourly aggregates, so a late cancel still takes back the revenue it counted.
     pub order_marks_secs: u64,
     /// How long hourly aggregates are kept after their last update.
     pub retention_secs: u64,
@@ -57,7 +58,7 @@ impl Default for AnalyticsSettings {
             concurrency: 4,
             window_secs: 60,
             hop_secs: 10,
-            order_marks_secs: 7 * 24 * 3600,
+            order_marks_secs: 30 * 24 * 3600,
             retention_secs: 30 * 24 * 3600,
         }
     }
