@@ -93,7 +93,7 @@ impl Handler for Inventory {
             .store
             .apply_inventory(&ops)
             .await
-            .map_err(store_error)?;
+            .map_err(inventory_error)?;
         let version = OrderStatus::Allocated
             .step_version()
             .unwrap_or(OrderStatus::LAST_STEP_VERSION);
@@ -157,6 +157,19 @@ impl Handler for Inventory {
         }
         Ok(outputs)
     }
+}
+
+/// Maps a store error: a reservation and a cancel of the same order, handled at once by two workers, can
+/// race to create the order's reservation row, and the loser fails on its primary key. Trying again is
+/// right: the retry sees the winner's row (an allocation to release, or a cancel marker that forbids
+/// allocating). Everything else is classified as for any store error.
+fn inventory_error(error: orderflow_store::StoreError) -> HandlerError {
+    if let orderflow_store::StoreError::Database(sqlx::Error::Database(e)) = &error
+        && e.is_unique_violation()
+    {
+        return HandlerError::transient(error);
+    }
+    store_error(error)
 }
 
 /// Reserves and releases until `shutdown` fires, then drains, commits and leaves the group (bounded).
