@@ -108,6 +108,19 @@ pub async fn run(mut settings: Settings, args: BenchArgs) -> anyhow::Result<()> 
         bail!("--duration, --connections and --rate must be positive");
     }
     settings.http.listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    // The load goes through the gateway with a key of its own, unlimited so the pipeline is what is
+    // measured.
+    let key: String = (0..4)
+        .map(|_| format!("{:016x}", rand::random::<u64>()))
+        .collect();
+    settings.gateway.api_keys.push(orderflow_gateway::ApiKeySettings {
+        id: "bench".into(),
+        key: Some(key.clone().into()),
+        scopes: vec!["orders:write".into(), "orders:read".into()],
+        requests_per_second: Some(1e9),
+        burst: Some(u32::MAX),
+        ..Default::default()
+    });
     let embedded = settings.kafka.cluster().is_none();
     let platform = Platform::start(settings.clone(), Role::ALL)
         .await
@@ -154,8 +167,11 @@ pub async fn run(mut settings: Settings, args: BenchArgs) -> anyhow::Result<()> 
         },
         args.connections
     );
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert("x-api-key", reqwest::header::HeaderValue::from_str(&key)?);
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(args.connections)
+        .default_headers(headers)
         .build()?;
     if args.warmup > 0.0 {
         load(&client, &base, &args, None, args.warmup, &watch).await;

@@ -126,6 +126,8 @@ enum TopicsCommand {
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum RoleArg {
+    /// Authenticates, checks scopes and rate limits, and forwards to orders instances
+    Gateway,
     /// REST API and outbox relay
     Orders,
     /// Charges each created order with the simulated payment provider
@@ -145,6 +147,7 @@ enum RoleArg {
 impl From<RoleArg> for Role {
     fn from(r: RoleArg) -> Self {
         match r {
+            RoleArg::Gateway => Role::Gateway,
             RoleArg::Orders => Role::Orders,
             RoleArg::Payments => Role::Payments,
             RoleArg::Enrichment => Role::Enrichment,
@@ -289,6 +292,9 @@ async fn check_schemas(
 }
 
 async fn serve(settings: Settings, roles: &[Role]) -> anyhow::Result<()> {
+    if roles == [Role::Gateway] {
+        return serve_gateway(settings).await;
+    }
     let database = redact_url(&settings.database_url());
     orderflow_api::metrics::install()?;
     let platform = Platform::start(settings.clone(), roles).await?;
@@ -304,6 +310,54 @@ async fn serve(settings: Settings, roles: &[Role]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A standalone gateway: no database, no Kafka; Redis only for shared rate limits.
+async fn serve_gateway(settings: Settings) -> anyhow::Result<()> {
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let running = orderflow_roles::gateway::start_proxy(&settings, None, shutdown.clone()).await?;
+    println!("orderflow listening on http://{}", running.addr);
+    println!("  roles:    gateway");
+    println!("  upstreams: {}", settings.gateway.upstreams.join(", "));
+    print_gateway(&settings, running.shared_limits);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown requested; finishing in-flight requests");
+        shutdown.cancel();
+    });
+    running.serve.await?;
+    Ok(())
+}
+
+fn print_gateway(settings: &Settings, shared_limits: bool) {
+    let gateway = &settings.gateway;
+    let credentials = if gateway.has_credentials() {
+        format!(
+            "{} API key(s){}",
+            gateway.api_keys.len(),
+            if gateway.jwt.is_configured() { ", JWT" } else { "" }
+        )
+    } else {
+        format!(
+            "development API key (every scope) in {}",
+            orderflow_roles::gateway::dev_key_path(settings).display()
+        )
+    };
+    let limits = if !gateway.rate_limit.enabled {
+        "off".to_owned()
+    } else {
+        format!(
+            "{}/s, burst {} per client ({})",
+            gateway.rate_limit.requests_per_second,
+            gateway.rate_limit.burst,
+            if shared_limits {
+                "shared in Redis"
+            } else {
+                "in this process"
+            }
+        )
+    };
+    println!("  gateway:  {credentials}; rate limits {limits}");
+}
+
 fn print_banner(settings: &Settings, platform: &Platform, roles: &[Role], database: &str) {
     let names: Vec<&str> = roles.iter().map(Role::name).collect();
     let backends = &platform.backends;
@@ -311,6 +365,9 @@ fn print_banner(settings: &Settings, platform: &Platform, roles: &[Role], databa
         println!("orderflow listening on http://{addr}");
     }
     println!("  roles:    {}", names.join(", "));
+    if roles.contains(&Role::Gateway) {
+        print_gateway(settings, backends.redis.is_some());
+    }
     println!("  database: {} ({database})", backends.store.backend().name());
     if backends.bus.is_embedded() {
         println!(

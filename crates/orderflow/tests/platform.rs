@@ -21,7 +21,37 @@ fn temp_dir() -> std::path::PathBuf {
     std::env::temp_dir().join(unique("orderflow-e2e"))
 }
 
+/// The API key every test calls with: written as the development key of each data dir, so the gateway of
+/// `up` (and of `Platform` with every role) accepts it.
+const TEST_KEY: &str = "ofk_platform-tests";
+
+fn write_test_key(data_dir: &std::path::Path) {
+    std::fs::create_dir_all(data_dir).expect("data dir");
+    std::fs::write(data_dir.join("api-key"), TEST_KEY).expect("api key");
+}
+
+/// `base` with [`TEST_KEY`] as the URL's password (sent as HTTP Basic, as registry clients do).
+fn with_key(base: &str) -> String {
+    base.replacen("http://", &format!("http://test:{TEST_KEY}@"), 1)
+}
+
+/// A client sending [`TEST_KEY`].
+fn client() -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert("x-api-key", reqwest::header::HeaderValue::from_static(TEST_KEY));
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .expect("client")
+}
+
+/// `GET url` with [`TEST_KEY`].
+async fn http_get(url: impl reqwest::IntoUrl) -> reqwest::Result<reqwest::Response> {
+    client().get(url).send().await
+}
+
 fn embedded_settings(data_dir: &std::path::Path) -> Settings {
+    write_test_key(data_dir);
     let mut settings = Settings {
         data_dir: Some(data_dir.to_owned()),
         ..Settings::default()
@@ -31,7 +61,7 @@ fn embedded_settings(data_dir: &std::path::Path) -> Settings {
 }
 
 async fn post(base: &str, content_type: &str, body: &str) -> (u16, String, Value) {
-    let response = reqwest::Client::new()
+    let response = client()
         .post(format!("{base}/v1/orders"))
         .header("content-type", content_type)
         .body(body.to_owned())
@@ -55,7 +85,7 @@ async fn answer(response: reqwest::Response) -> (u16, String, Value) {
 
 /// `GET /v1/orders/{id}` as JSON.
 async fn get_order(base: &str, id: &str) -> Value {
-    reqwest::get(format!("{base}/v1/orders/{id}"))
+    http_get(format!("{base}/v1/orders/{id}"))
         .await
         .expect("GET")
         .json()
@@ -121,7 +151,7 @@ async fn an_order_flows_through_postgres_kafka_and_redis() {
     stock_products(&platform.backends.store).await;
     let base = format!("http://{}", platform.http_addr.expect("http"));
     const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-    let response = reqwest::Client::new()
+    let response = client()
         .post(format!("{base}/v1/orders"))
         .header("content-type", "application/json")
         .header("traceparent", TRACEPARENT)
@@ -167,7 +197,7 @@ async fn an_order_flows_through_postgres_kafka_and_redis() {
         .expect("an order.created record keyed by the order id");
     // Decoded with a codec that fetches the writer schema over HTTP from the embedded registry.
     let remote = std::sync::Arc::new(
-        orderflow_registry::RegistryClient::new(&format!("{base}/registry")).expect("client"),
+        orderflow_registry::RegistryClient::new(&format!("{}/registry", with_key(&base))).expect("client"),
     );
     let codec = orderflow_events::AvroCodec::connect(remote, &prefix)
         .await
@@ -190,7 +220,7 @@ async fn an_order_flows_through_postgres_kafka_and_redis() {
     let (bootstrap, topic_name, registry_url, order_id) = (
         kafka.bootstrap_servers(),
         format!("{prefix}order.created"),
-        format!("{base}/registry"),
+        format!("{}/registry", with_key(&base)),
         id.clone(),
     );
     let out = tokio::task::spawn_blocking(move || {
@@ -308,7 +338,7 @@ async fn an_order_flows_through_the_embedded_default() {
     let paid = eventually("the order to be allocated", || {
         let base = base.clone();
         async move {
-            let order: Value = reqwest::get(format!("{base}/v1/orders/{id}"))
+            let order: Value = http_get(format!("{base}/v1/orders/{id}"))
                 .await
                 .ok()?
                 .json()
@@ -329,7 +359,7 @@ async fn an_order_flows_through_the_embedded_default() {
     let funnel = eventually("the order through the analytics funnel", || {
         let base = base.clone();
         async move {
-            let funnel: Value = reqwest::get(format!("{base}/v1/analytics/funnel"))
+            let funnel: Value = http_get(format!("{base}/v1/analytics/funnel"))
                 .await
                 .ok()?
                 .json()
@@ -341,7 +371,7 @@ async fn an_order_flows_through_the_embedded_default() {
     .await;
     assert_eq!((&funnel["created"], &funnel["paid"]), (&json!(1), &json!(1)));
     assert_eq!(funnel["conversion"]["created_to_allocated"], 1.0);
-    let revenue: Value = reqwest::get(format!("{base}/v1/analytics/revenue"))
+    let revenue: Value = http_get(format!("{base}/v1/analytics/revenue"))
         .await
         .expect("revenue")
         .json()
@@ -355,7 +385,7 @@ async fn an_order_flows_through_the_embedded_default() {
         (now - chrono::Duration::hours(1)).format("%Y-%m-%dT%H:%M:%S%:z"),
         (now + chrono::Duration::hours(1)).format("%Y-%m-%dT%H:%M:%S%:z")
     );
-    let revenue: Value = reqwest::get(offset_range)
+    let revenue: Value = http_get(offset_range)
         .await
         .expect("revenue")
         .json()
@@ -449,7 +479,7 @@ async fn bad_input_gets_problem_details_and_writes_nothing() {
         ("/v1/analytics/top-products?limit=ten", 400),
         ("/v1/analytics/funnel?x=1", 400),
     ] {
-        let response = reqwest::get(format!("{base}{path}")).await.expect("GET");
+        let response = http_get(format!("{base}{path}")).await.expect("GET");
         assert_eq!(response.status().as_u16(), expected, "{path}");
         assert_eq!(response.headers()["content-type"], "application/problem+json");
     }
@@ -492,6 +522,7 @@ fn spawn_until_banner(
     data_dir: &std::path::Path,
     env: &[(&str, String)],
 ) -> (std::process::Child, Vec<String>) {
+    write_test_key(data_dir);
     let mut child = Command::new(env!("CARGO_BIN_EXE_orderflow"))
         .args(args)
         .arg("--data-dir")
@@ -643,8 +674,23 @@ async fn the_binary_runs_embedded_and_stops_on_sigterm() {
     let (child, base, banner) = spawn_binary(&["up", "--listen", "127.0.0.1:0"], &dir);
     let banner = banner.join("\n");
     assert!(
-        banner.contains("roles:    orders, payments, enrichment, inventory, projector, analytics, audit"),
+        banner.contains(
+            "roles:    gateway, orders, payments, enrichment, inventory, projector, analytics, audit"
+        ),
         "{banner}"
+    );
+    assert!(banner.contains("gateway:  development API key"), "{banner}");
+    let anonymous = reqwest::Client::new()
+        .post(format!("{base}/v1/orders"))
+        .header("content-type", "application/json")
+        .body(order_body().to_string())
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(
+        anonymous.status().as_u16(),
+        401,
+        "the gateway guards the API of `up`"
     );
     assert!(banner.contains("database: sqlite"), "{banner}");
     assert!(banner.contains("kafka:    embedded mock cluster"), "{banner}");
@@ -652,7 +698,7 @@ async fn the_binary_runs_embedded_and_stops_on_sigterm() {
     let (status, _, created) = post(&base, "application/json", &order_body().to_string()).await;
     assert_eq!(status, 201);
     let id = created["id"].as_str().expect("id");
-    let fetched = reqwest::get(format!("{base}/v1/orders/{id}")).await.expect("GET");
+    let fetched = http_get(format!("{base}/v1/orders/{id}")).await.expect("GET");
     assert_eq!(fetched.status().as_u16(), 200);
     terminate(child).await;
     let _ = std::fs::remove_dir_all(dir);
@@ -918,7 +964,7 @@ async fn dlq_commands_list_show_and_replay_dead_letters() {
 async fn cache_loads(bases: &[String]) -> u64 {
     let mut total = 0;
     for base in bases {
-        let text = reqwest::get(format!("{base}/metrics"))
+        let text = http_get(format!("{base}/metrics"))
             .await
             .expect("GET /metrics")
             .text()
@@ -1077,7 +1123,7 @@ async fn without_stampede_protection_the_same_gets_load_the_database_many_times(
 }
 
 async fn cancel(base: &str, id: &str, body: Option<&str>) -> (u16, String, Value) {
-    let mut request = reqwest::Client::new().post(format!("{base}/v1/orders/{id}/cancel"));
+    let mut request = client().post(format!("{base}/v1/orders/{id}/cancel"));
     if let Some(body) = body {
         request = request
             .header("content-type", "application/json")
@@ -1459,8 +1505,8 @@ async fn killing_any_role_process_mid_run_and_restarting_it_changes_no_outcome()
     let funnel = eventually("analytics to settle", || {
         let (revenue_url, base) = (revenue_url.clone(), base.clone());
         async move {
-            let revenue: Value = reqwest::get(&revenue_url).await.ok()?.json().await.ok()?;
-            let funnel: Value = reqwest::get(format!("{base}/v1/analytics/funnel"))
+            let revenue: Value = http_get(&revenue_url).await.ok()?.json().await.ok()?;
+            let funnel: Value = http_get(format!("{base}/v1/analytics/funnel"))
                 .await
                 .ok()?
                 .json()

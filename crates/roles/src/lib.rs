@@ -9,6 +9,7 @@
 pub mod analytics;
 pub mod audit;
 pub mod enrichment;
+pub mod gateway;
 pub mod inventory;
 pub mod orders;
 pub mod payments;
@@ -36,6 +37,8 @@ pub use settings::{
 /// A role a process can run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Role {
+    /// The only door to the API: authentication, scopes, rate limits.
+    Gateway,
     /// REST API and outbox relay.
     Orders,
     /// Charges each created order and reports the payment.
@@ -55,6 +58,7 @@ pub enum Role {
 impl Role {
     /// Every role, in start-up order.
     pub const ALL: &'static [Role] = &[
+        Role::Gateway,
         Role::Orders,
         Role::Payments,
         Role::Enrichment,
@@ -67,6 +71,7 @@ impl Role {
     /// The role's name.
     pub fn name(&self) -> &'static str {
         match self {
+            Self::Gateway => "gateway",
             Self::Orders => "orders",
             Self::Payments => "payments",
             Self::Enrichment => "enrichment",
@@ -187,6 +192,17 @@ pub(crate) fn consumer_settings(
     consumer
 }
 
+/// Binds the HTTP listener; returns it with the address it got (the port, when `listen` asked for 0).
+pub(crate) async fn bind(listen: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr), RoleError> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|source| RoleError::Listen { addr: listen, source })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| RoleError::Listen { addr: listen, source })?;
+    Ok((listener, addr))
+}
+
 /// The backends a process's roles share.
 #[derive(Clone)]
 pub struct Backends {
@@ -279,10 +295,23 @@ impl Platform {
         let shutdown = CancellationToken::new();
         let mut tasks = JoinSet::new();
         let mut http_addr = None;
+        let guarded = roles.contains(&Role::Gateway);
         for role in roles {
             match role {
+                Role::Gateway if roles.contains(&Role::Orders) => {}
+                Role::Gateway => {
+                    let running =
+                        gateway::start_proxy(&settings, backends.redis.clone(), shutdown.clone()).await?;
+                    http_addr = Some(running.addr);
+                    tasks.spawn(async move { (Role::Gateway, running.serve.await) });
+                }
                 Role::Orders => {
-                    let running = orders::start(&settings, &backends, shutdown.clone()).await?;
+                    let door = if guarded {
+                        Some(gateway::build(&settings, backends.redis.clone())?)
+                    } else {
+                        None
+                    };
+                    let running = orders::start(&settings, &backends, door, shutdown.clone()).await?;
                     http_addr = Some(running.addr);
                     tasks.spawn(async move { (Role::Orders, running.serve.await) });
                 }

@@ -22,6 +22,8 @@ pub struct Settings {
     pub data_dir: Option<PathBuf>,
     /// HTTP listener.
     pub http: HttpSettings,
+    /// The gateway in front of the API.
+    pub gateway: orderflow_gateway::GatewaySettings,
     /// Source of truth.
     pub database: DatabaseSettings,
     /// Event log.

@@ -19,6 +19,7 @@ use std::sync::OnceLock;
 
 pub use kafka::{KAFKA_VERSION, KafkaServer, kafka_jars};
 pub use postgres::PostgresServer;
+pub use process::{free_port, temp_dir};
 pub use python::interop_python;
 pub use redis::RedisServer;
 pub use redis_cluster::RedisCluster;

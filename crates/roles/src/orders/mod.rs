@@ -20,19 +20,15 @@ pub struct RunningOrders {
     pub serve: BoxFuture<'static, Result<(), RoleError>>,
 }
 
-/// Binds the listener and prepares the relay; nothing is served until `serve` is polled.
+/// Binds the listener and prepares the relay; nothing is served until `serve` is polled. With a
+/// `gateway`, the API is served behind its checks.
 pub async fn start(
     settings: &Settings,
     backends: &Backends,
+    gateway: Option<orderflow_gateway::Gateway>,
     shutdown: CancellationToken,
 ) -> Result<RunningOrders, RoleError> {
-    let listen = settings.http.listen;
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|source| RoleError::Listen { addr: listen, source })?;
-    let addr = listener
-        .local_addr()
-        .map_err(|source| RoleError::Listen { addr: listen, source })?;
+    let (listener, addr) = crate::bind(settings.http.listen).await?;
 
     let relay = OutboxRelay::new(
         backends.store.clone(),
@@ -47,11 +43,16 @@ pub async fn start(
         analytics: backends.analytics.clone(),
         relay_wakeup: Some(relay.wakeup()),
     };
+    let app = orderflow_api::router(state);
+    let app = match gateway {
+        Some(gateway) => gateway.wrap(app),
+        None => app,
+    };
     let (status_group, follower_backends) = (settings.orders.status_group.clone(), backends.clone());
     let serve = async move {
         let http_shutdown = shutdown.clone();
         let http = async move {
-            orderflow_api::serve(listener, state, http_shutdown.cancelled_owned())
+            orderflow_api::serve(listener, app, http_shutdown.cancelled_owned())
                 .await
                 .map_err(|source| RoleError::Listen { addr, source })
         };

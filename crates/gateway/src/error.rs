@@ -1,0 +1,141 @@
+//! The gateway's error boundary: every refusal is an RFC 9457 `application/problem+json` answer.
+
+use std::path::PathBuf;
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+/// Why the gateway refused or could not forward a request.
+#[derive(Debug, thiserror::Error)]
+pub enum Rejection {
+    /// No credential, or one that is not valid (unknown key, bad signature, expired token).
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// A valid credential without the scope the route needs.
+    #[error("this route needs the scope '{0}'")]
+    Forbidden(&'static str),
+    /// The client spent its budget; it may retry after the given seconds.
+    #[error("rate limit exceeded; retry in {retry_after_secs} s")]
+    RateLimited {
+        /// Seconds until one more request is allowed.
+        retry_after_secs: u64,
+    },
+    /// The request body is larger than allowed.
+    #[error("the request body is larger than {0} bytes")]
+    PayloadTooLarge(usize),
+    /// The request could not be read.
+    #[error("the request body could not be read: {0}")]
+    BadRequest(String),
+    /// No upstream answered.
+    #[error("no orders instance could be reached")]
+    BadGateway(String),
+    /// The request took longer than allowed.
+    #[error("the request took longer than {0} ms")]
+    Timeout(u64),
+}
+
+#[derive(Serialize)]
+struct Problem {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    title: &'static str,
+    status: u16,
+    detail: String,
+}
+
+impl Rejection {
+    fn parts(&self) -> (StatusCode, &'static str, &'static str) {
+        match self {
+            Self::Unauthenticated(_) => (
+                StatusCode::UNAUTHORIZED,
+                "/problems/unauthenticated",
+                "Authentication required",
+            ),
+            Self::Forbidden(_) => (StatusCode::FORBIDDEN, "/problems/forbidden", "Missing scope"),
+            Self::RateLimited { .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "/problems/rate-limited",
+                "Too many requests",
+            ),
+            Self::PayloadTooLarge(_) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "/problems/payload-too-large",
+                "Request body too large",
+            ),
+            Self::BadRequest(_) => (
+                StatusCode::BAD_REQUEST,
+                "/problems/unreadable-body",
+                "Unreadable request body",
+            ),
+            Self::BadGateway(_) => (StatusCode::BAD_GATEWAY, "/problems/bad-gateway", "Bad gateway"),
+            Self::Timeout(_) => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "/problems/timeout",
+                "The request timed out",
+            ),
+        }
+    }
+}
+
+impl IntoResponse for Rejection {
+    fn into_response(self) -> Response {
+        let (status, kind, title) = self.parts();
+        if let Self::BadGateway(cause) = &self {
+            tracing::error!(cause = %cause, "no upstream answered");
+        }
+        let problem = Problem {
+            kind,
+            title,
+            status: status.as_u16(),
+            detail: self.to_string(),
+        };
+        let mut response = (status, axum::Json(problem)).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        match &self {
+            Self::Unauthenticated(_) => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"orderflow\""),
+                );
+            }
+            Self::RateLimited { retry_after_secs } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+/// Why the gateway could not be built from its settings.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// A key or secret file could not be read.
+    #[error("cannot read {what} from {path}: {source}")]
+    File {
+        /// What the file should hold.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A setting is invalid.
+    #[error("gateway settings: {0}")]
+    Settings(String),
+    /// A public key or secret is not usable.
+    #[error("gateway key {name}: {source}")]
+    Key {
+        /// Which key.
+        name: String,
+        /// Why.
+        #[source]
+        source: jsonwebtoken::errors::Error,
+    },
+}
