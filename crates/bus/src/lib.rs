@@ -16,7 +16,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::producer::FutureProducer;
 
 pub use embedded::EmbeddedCluster;
-pub use settings::KafkaSettings;
+pub use settings::{KafkaSecurity, KafkaSettings};
 pub use topics::{TopicReport, TopicSpec};
 
 /// What can go wrong setting up Kafka clients or topics.
@@ -34,6 +34,12 @@ pub enum BusError {
     /// The embedded mock cluster could not be started or used.
     #[error("embedded Kafka: {0}")]
     Embedded(String),
+    /// A security setting could not be used (a password file that cannot be read).
+    #[error("kafka security settings: {0}")]
+    Security(String),
+    /// The cluster refused the configured credentials, or could not be reached at all.
+    #[error("{0}")]
+    Unreachable(String),
     /// Topics exist with settings that differ from the topic table.
     #[error("topics differ from the topic table: {}", .0.join("; "))]
     TopicMismatch(Vec<String>),
@@ -50,6 +56,8 @@ impl BusError {
 #[derive(Clone)]
 pub struct Bus {
     settings: KafkaSettings,
+    /// librdkafka properties of [`KafkaSettings::security`], resolved once (may hold a password).
+    security: Arc<Vec<(&'static str, String)>>,
     bootstrap: String,
     embedded: Option<Arc<EmbeddedCluster>>,
 }
@@ -67,9 +75,16 @@ impl std::fmt::Debug for Bus {
 impl Bus {
     /// Uses the configured cluster, or starts the embedded mock cluster when none is configured.
     pub fn connect(settings: KafkaSettings) -> Result<Self, BusError> {
+        let security = Arc::new(
+            settings
+                .security
+                .properties()
+                .map_err(|e| BusError::Security(e.to_string()))?,
+        );
         match settings.cluster().map(str::to_owned) {
             Some(bootstrap) => Ok(Self {
                 settings,
+                security,
                 bootstrap,
                 embedded: None,
             }),
@@ -78,11 +93,57 @@ impl Bus {
                 let bootstrap = cluster.bootstrap_servers().to_owned();
                 Ok(Self {
                     settings,
+                    security,
                     bootstrap,
                     embedded: Some(Arc::new(cluster)),
                 })
             }
         }
+    }
+
+    /// Checks that the cluster answers and accepts the credentials, within `timeout`. A refused login
+    /// fails at once with librdkafka's reason (wrong password, unknown user, unsupported mechanism)
+    /// instead of every client retrying it forever.
+    pub async fn verify(&self, timeout: std::time::Duration) -> Result<(), BusError> {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        let context = check::ErrorCapture::default();
+        let consumer: BaseConsumer<check::ErrorCapture> = self
+            .client_config("orderflow-connection-check")
+            .create_with_context(context)
+            .map_err(BusError::kafka("creating a Kafka client"))?;
+        let user = self.settings.security.username.clone();
+        let bootstrap = self.bootstrap.clone();
+        let outcome = tokio::task::spawn_blocking(move || {
+            let deadline = std::time::Instant::now() + timeout;
+            loop {
+                let step = std::time::Duration::from_millis(500);
+                let result = consumer.fetch_metadata(None, step);
+                // Error callbacks (a refused login among them) are served by polling.
+                let _ = consumer.poll(std::time::Duration::ZERO);
+                if result.is_ok() {
+                    return Ok(());
+                }
+                if let Some(refused) = consumer.context().refused() {
+                    return Err(refused);
+                }
+                if std::time::Instant::now() >= deadline {
+                    let last = consumer
+                        .context()
+                        .last()
+                        .or_else(|| result.err().map(|e| e.to_string()))
+                        .unwrap_or_default();
+                    return Err(format!("no answer within {timeout:?}: {last}"));
+                }
+            }
+        })
+        .await
+        .map_err(|e| BusError::Unreachable(e.to_string()))?;
+        outcome.map_err(|why| {
+            BusError::Unreachable(match user {
+                Some(user) => format!("Kafka at {bootstrap} refused or did not answer user '{user}': {why}"),
+                None => format!("Kafka at {bootstrap} refused or did not answer: {why}"),
+            })
+        })
     }
 
     /// True when running on the in-process mock cluster.
@@ -120,6 +181,9 @@ impl Bus {
             .set("bootstrap.servers", &self.bootstrap)
             .set("client.id", client_id)
             .set("socket.nagle.disable", "true");
+        for (key, value) in self.security.iter() {
+            config.set(*key, value);
+        }
         for (key, value) in &self.settings.client {
             config.set(key, value);
         }
@@ -183,5 +247,51 @@ impl Bus {
 
     pub(crate) fn embedded(&self) -> Option<&EmbeddedCluster> {
         self.embedded.as_deref()
+    }
+}
+
+mod check {
+    //! A client context that remembers librdkafka's error callbacks, so a refused login can be reported.
+
+    use std::sync::Mutex;
+
+    use rdkafka::ClientContext;
+    use rdkafka::error::KafkaError;
+    use rdkafka::types::RDKafkaErrorCode;
+
+    /// Keeps the last error and whether the brokers refused the credentials.
+    #[derive(Default)]
+    pub(crate) struct ErrorCapture {
+        last: Mutex<Option<String>>,
+        refused: Mutex<Option<String>>,
+    }
+
+    impl ErrorCapture {
+        pub(crate) fn last(&self) -> Option<String> {
+            self.last.lock().ok().and_then(|l| l.clone())
+        }
+
+        pub(crate) fn refused(&self) -> Option<String> {
+            self.refused.lock().ok().and_then(|r| r.clone())
+        }
+    }
+
+    impl rdkafka::consumer::ConsumerContext for ErrorCapture {}
+
+    impl ClientContext for ErrorCapture {
+        fn error(&self, error: KafkaError, reason: &str) {
+            let text = format!("{error}: {reason}");
+            let auth = matches!(
+                error.rdkafka_error_code(),
+                Some(RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SaslAuthenticationFailed)
+            ) || reason.contains("Authentication failed")
+                || reason.contains("SASL authentication error");
+            if auth && let Ok(mut refused) = self.refused.lock() {
+                *refused = Some(text.clone());
+            }
+            if let Ok(mut last) = self.last.lock() {
+                *last = Some(text);
+            }
+        }
     }
 }

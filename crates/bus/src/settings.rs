@@ -1,7 +1,9 @@
 //! Kafka settings as read from configuration.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 /// How to reach Kafka and how topics are laid out.
@@ -22,7 +24,12 @@ pub struct KafkaSettings {
     /// transactional ids stay the same across restarts, so a restarted instance takes over its partitions at
     /// once and fences its killed predecessor, aborting its open transaction. Random when absent.
     pub instance_id: Option<String>,
-    /// Extra librdkafka properties for every client (security.protocol, sasl.*, ssl.*): may hold secrets.
+    /// How clients authenticate and encrypt: TLS, SASL/SCRAM or PLAIN.
+    pub security: KafkaSecurity,
+    /// Create missing topics and check existing ones when a role starts. Turn off where roles run with
+    /// least-privilege credentials and `orderflow topics apply` runs with an administrator's.
+    pub manage_topics: bool,
+    /// Extra librdkafka properties for every client: may hold secrets (prefer [`KafkaSecurity`]).
     pub client: BTreeMap<String, String>,
     /// Extra librdkafka properties for producers only.
     pub producer: BTreeMap<String, String>,
@@ -39,6 +46,8 @@ impl Default for KafkaSettings {
             replication_factor: 1,
             min_insync_replicas: 1,
             instance_id: None,
+            security: KafkaSecurity::default(),
+            manage_topics: true,
             client: BTreeMap::new(),
             producer: BTreeMap::new(),
             consumer: BTreeMap::new(),
@@ -62,9 +71,70 @@ impl std::fmt::Debug for KafkaSettings {
             .field("partitions", &self.partitions)
             .field("replication_factor", &self.replication_factor)
             .field("instance_id", &self.instance_id)
+            .field("security", &self.security)
+            .field("manage_topics", &self.manage_topics)
             .field("client", &self.client.keys().collect::<Vec<_>>())
             .field("producer", &self.producer.keys().collect::<Vec<_>>())
             .field("consumer", &self.consumer.keys().collect::<Vec<_>>())
             .finish()
+    }
+}
+
+/// Kafka client security: the protocol, SASL credentials and TLS files. Passwords are [`SecretString`]s
+/// (never printed) and may come from files.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaSecurity {
+    /// `PLAINTEXT`, `SSL`, `SASL_PLAINTEXT` or `SASL_SSL`; absent leaves librdkafka's default (plaintext).
+    pub protocol: Option<String>,
+    /// `SCRAM-SHA-512`, `SCRAM-SHA-256` or `PLAIN`.
+    pub sasl_mechanism: Option<String>,
+    /// The SASL user.
+    pub username: Option<String>,
+    /// The SASL password (better given as `ORDERFLOW_KAFKA__SECURITY__PASSWORD` or a file).
+    pub password: Option<SecretString>,
+    /// A file holding the SASL password.
+    pub password_file: Option<PathBuf>,
+    /// PEM file with the CA that signed the brokers' certificates.
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate, for brokers that authenticate clients by TLS.
+    pub certificate_file: Option<PathBuf>,
+    /// PEM private key of the client certificate.
+    pub key_file: Option<PathBuf>,
+}
+
+impl KafkaSecurity {
+    /// The librdkafka properties these settings stand for (the password read from its file when given).
+    pub fn properties(&self) -> Result<Vec<(&'static str, String)>, std::io::Error> {
+        let mut props = Vec::new();
+        if let Some(protocol) = &self.protocol {
+            props.push(("security.protocol", protocol.clone()));
+        }
+        if let Some(mechanism) = &self.sasl_mechanism {
+            props.push(("sasl.mechanisms", mechanism.clone()));
+        }
+        if let Some(user) = &self.username {
+            props.push(("sasl.username", user.clone()));
+        }
+        match (&self.password, &self.password_file) {
+            (Some(password), _) => props.push(("sasl.password", password.expose_secret().to_owned())),
+            (None, Some(path)) => {
+                let password = std::fs::read_to_string(path)
+                    .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+                props.push(("sasl.password", password.trim().to_owned()));
+            }
+            (None, None) => {}
+        }
+        let path = |p: &PathBuf| p.display().to_string();
+        if let Some(ca) = &self.ca_file {
+            props.push(("ssl.ca.location", path(ca)));
+        }
+        if let Some(cert) = &self.certificate_file {
+            props.push(("ssl.certificate.location", path(cert)));
+        }
+        if let Some(key) = &self.key_file {
+            props.push(("ssl.key.location", path(key)));
+        }
+        Ok(props)
     }
 }

@@ -33,6 +33,8 @@ pub struct CacheSettings {
     pub redis_cluster: bool,
     /// A PEM file with the CA to trust for `rediss://` when it is not in the system's store.
     pub redis_ca_file: Option<std::path::PathBuf>,
+    /// A file holding the password of the Redis (ACL) user, put into every `redis_url` at start.
+    pub redis_password_file: Option<std::path::PathBuf>,
     /// Prepended to every key (e.g. `orderflow:`), so Redis ACLs can confine the service to its keys.
     pub key_prefix: String,
     /// Logical lifetime of an entry in seconds, before jitter.
@@ -63,6 +65,7 @@ impl Default for CacheSettings {
             redis_url: None,
             redis_cluster: false,
             redis_ca_file: None,
+            redis_password_file: None,
             key_prefix: String::new(),
             ttl_secs: 3600,
             ttl_jitter: 0.1,
@@ -84,6 +87,7 @@ impl std::fmt::Debug for CacheSettings {
             .field("redis_url", &self.redis_url.as_ref().map(|_| "<set>"))
             .field("redis_cluster", &self.redis_cluster)
             .field("redis_ca_file", &self.redis_ca_file)
+            .field("redis_password_file", &self.redis_password_file)
             .field("key_prefix", &self.key_prefix)
             .field("ttl_secs", &self.ttl_secs)
             .finish()
@@ -99,6 +103,15 @@ pub enum CacheError {
     /// The CA file for TLS could not be read.
     #[error("reading the Redis CA file {path}: {source}")]
     CaFile {
+        /// The file named in the settings.
+        path: std::path::PathBuf,
+        /// Why it could not be read.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The Redis password file could not be read.
+    #[error("reading the Redis password file {path}: {source}")]
+    PasswordFile {
         /// The file named in the settings.
         path: std::path::PathBuf,
         /// Why it could not be read.
@@ -171,12 +184,36 @@ impl CacheSettings {
             })?),
             None => None,
         };
+        let password = match &self.redis_password_file {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|source| CacheError::PasswordFile {
+                        path: path.clone(),
+                        source,
+                    })?
+                    .trim()
+                    .to_owned(),
+            ),
+            None => None,
+        };
+        let with_password = |u: &str| -> String {
+            let Some(password) = &password else {
+                return u.to_owned();
+            };
+            match url::Url::parse(u) {
+                Ok(mut parsed) => match parsed.set_password(Some(password)) {
+                    Ok(()) => parsed.to_string(),
+                    Err(()) => u.to_owned(),
+                },
+                Err(_) => u.to_owned(),
+            }
+        };
         Ok(Some(RedisTarget {
             urls: url
                 .split(',')
                 .map(str::trim)
                 .filter(|u| !u.is_empty())
-                .map(str::to_owned)
+                .map(with_password)
                 .collect(),
             cluster: self.redis_cluster,
             ca_pem,

@@ -21,7 +21,8 @@ use crate::stats::ConsumerStats;
 use crate::worker::{Worker, transaction_error};
 
 /// Days retry and dead-letter records are kept.
-const ROUTING_RETENTION_DAYS: i64 = 14;
+/// Retention of retry and dead-letter topics, in days.
+pub const ROUTING_RETENTION_DAYS: i64 = 14;
 
 /// A consumer group member that feeds a [`Handler`] and commits what it finished.
 pub struct ConsumerRuntime<H> {
@@ -70,8 +71,12 @@ impl<H: Handler> ConsumerRuntime<H> {
             .collect()
     }
 
-    /// Creates the retry and dead-letter topics of the consumed topics when missing.
+    /// Creates the retry and dead-letter topics of the consumed topics when missing (unless the bus does
+    /// not manage topics: then an administrator created them, and this process may lack the rights).
     pub async fn ensure_topics(&self) -> Result<(), ConsumerError> {
+        if !self.bus.settings().manage_topics {
+            return Ok(());
+        }
         let levels = self.settings.retry.topic_delays.len();
         let cleanup = Cleanup::Delete {
             days: ROUTING_RETENTION_DAYS,

@@ -58,7 +58,9 @@ pub fn load(file: Option<&Path>, overrides: &Overrides) -> anyhow::Result<Settin
             figment = figment.merge(Serialized::default(key, value));
         }
     }
-    figment.extract().context("invalid configuration")
+    let mut settings: Settings = figment.extract().context("invalid configuration")?;
+    settings.read_secret_files().map_err(anyhow::Error::msg)?;
+    Ok(settings)
 }
 
 #[cfg(test)]

@@ -45,7 +45,11 @@ enum Command {
         role: RoleArg,
     },
     /// Apply pending database migrations
-    Migrate,
+    Migrate {
+        /// Then grant this PostgreSQL role what the running service needs (rows only, no DDL)
+        #[arg(long, value_name = "ROLE")]
+        grant_to: Option<String>,
+    },
     /// Manage Kafka topics
     Topics {
         #[command(subcommand)]
@@ -192,13 +196,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Up => serve(settings, Role::ALL).await,
         Command::Run { role } => serve(settings, &[role.into()]).await,
-        Command::Migrate => {
+        Command::Migrate { grant_to } => {
             let url = settings.database_url();
             let store = Store::connect(&url, 1)
                 .await
                 .with_context(|| format!("connecting to {}", redact_url(&url)))?;
             store.migrate().await?;
             println!("migrations applied ({})", store.backend().name());
+            if let Some(role) = grant_to {
+                store.grant_service_role(&role).await?;
+                println!("granted the service's privileges to {role}");
+            }
             Ok(())
         }
         Command::Dlq { command } => dead_letters(settings, command).await,
@@ -232,7 +240,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 );
             }
             let bus = Bus::connect(settings.kafka.clone())?;
-            for report in bus.apply_topics().await? {
+            bus.verify(std::time::Duration::from_secs(15)).await?;
+            let mut reports = bus.apply_topics().await?;
+            let cleanup = orderflow_bus::topics::Cleanup::Delete {
+                days: orderflow_consumer::ROUTING_RETENTION_DAYS,
+            };
+            let routing: Vec<(String, orderflow_bus::topics::Cleanup)> =
+                orderflow_roles::routing_topics(&settings)
+                    .into_iter()
+                    .map(|topic| (topic, cleanup))
+                    .collect();
+            reports.extend(bus.ensure_topics(&routing).await?);
+            for report in reports {
                 let action = match report.action {
                     TopicAction::Created => "created".to_owned(),
                     TopicAction::Unchanged => "ok".to_owned(),
@@ -318,6 +337,10 @@ async fn serve_gateway(settings: Settings) -> anyhow::Result<()> {
     println!("  roles:    gateway");
     println!("  upstreams: {}", settings.gateway.upstreams.join(", "));
     print_gateway(&settings, running.shared_limits);
+    match settings.cache.redis_url.as_deref().filter(|u| !u.is_empty()) {
+        Some(url) => println!("  cache:    redis ({}), for rate limits only", redact_url(url)),
+        None => println!("  cache:    none (rate limits in this process)"),
+    }
     tokio::spawn(async move {
         wait_for_signal().await;
         tracing::info!("shutdown requested; finishing in-flight requests");

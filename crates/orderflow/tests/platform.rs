@@ -522,6 +522,16 @@ fn spawn_until_banner(
     data_dir: &std::path::Path,
     env: &[(&str, String)],
 ) -> (std::process::Child, Vec<String>) {
+    spawn_with_stderr(args, data_dir, env, Stdio::null())
+}
+
+/// [`spawn_until_banner`] with the process's log (stderr) going to `stderr`.
+fn spawn_with_stderr(
+    args: &[&str],
+    data_dir: &std::path::Path,
+    env: &[(&str, String)],
+    stderr: Stdio,
+) -> (std::process::Child, Vec<String>) {
     write_test_key(data_dir);
     let mut child = Command::new(env!("CARGO_BIN_EXE_orderflow"))
         .args(args)
@@ -530,7 +540,7 @@ fn spawn_until_banner(
         .env_remove("ORDERFLOW_CONFIG")
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .expect("binary starts");
     let stdout = child.stdout.take().expect("stdout");
@@ -1380,7 +1390,9 @@ async fn killing_any_role_process_mid_run_and_restarting_it_changes_no_outcome()
     .into_iter()
     .enumerate()
     {
+        let client = client();
         let placing = orderflow_testkit::workload::place_orders(
+            &client,
             &base,
             round * half,
             if round == 0 { half } else { orders_n - half },
@@ -1548,4 +1560,409 @@ async fn killing_any_role_process_mid_run_and_restarting_it_changes_no_outcome()
         process.instance.terminate().await;
     }
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The roles that talk to Kafka, each of which gets its own Kafka user, and the gateway in front.
+const SECURED_ROLES: [Role; 7] = [
+    Role::Orders,
+    Role::Payments,
+    Role::Enrichment,
+    Role::Inventory,
+    Role::Projector,
+    Role::Analytics,
+    Role::Audit,
+];
+
+/// The least-privilege ACLs of `role`: exactly what [`Role::kafka_access`] says it needs.
+fn role_acls(role: Role, settings: &Settings) -> Vec<orderflow_testkit::Acl> {
+    use orderflow_testkit::Acl;
+    let access = role.kafka_access(settings);
+    let principal = format!("User:{}", role.name());
+    let acl = |resource: &'static str, name: &str, prefixed: bool, operation: &'static str| Acl {
+        principal: principal.clone(),
+        resource,
+        name: name.to_owned(),
+        prefixed,
+        operation,
+    };
+    let mut acls: Vec<Acl> = access
+        .read
+        .iter()
+        .map(|t| acl("TOPIC", t, false, "READ"))
+        .collect();
+    acls.extend(access.write.iter().map(|t| acl("TOPIC", t, false, "WRITE")));
+    if let Some(group) = &access.group {
+        acls.push(acl("GROUP", group, false, "READ"));
+    }
+    if let Some(prefix) = &access.transactional_id_prefix {
+        acls.push(acl("TRANSACTIONAL_ID", prefix, true, "WRITE"));
+        acls.push(acl("TRANSACTIONAL_ID", prefix, true, "DESCRIBE"));
+    }
+    acls
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_role_runs_with_least_privilege_credentials_and_no_secret_reaches_a_log() {
+    let dir = temp_dir();
+    std::fs::create_dir_all(&dir).expect("dir");
+    let secret_file = |name: &str, secret: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, format!("{secret}\n")).expect("secret file");
+        path.display().to_string()
+    };
+    // Every secret is random, so finding one in a log can only mean it was printed.
+    let kafka_users: Vec<(String, String)> = SECURED_ROLES
+        .iter()
+        .map(|r| (r.name().to_owned(), unique(&format!("kafka-pw-{}", r.name()))))
+        .collect();
+    let users = kafka_users.clone();
+    let kafka = tokio::task::spawn_blocking(move || {
+        let refs: Vec<(&str, &str)> = users.iter().map(|(u, p)| (u.as_str(), p.as_str())).collect();
+        orderflow_testkit::KafkaServer::start_secured(&refs)
+    })
+    .await
+    .expect("task")
+    .expect("secured kafka");
+    let prefix = format!("{}.", unique("sec"));
+    let key_prefix = format!("{}:", unique("sec"));
+    let redis_password = unique("redis-pw");
+    let redis = orderflow_testkit::RedisServer::start_with(&[
+        "--user",
+        "default",
+        "off",
+        "--user",
+        "orderflow",
+        "on",
+        &format!(">{redis_password}"),
+        &format!("~{key_prefix}*"),
+        &format!("~{{{key_prefix}*"),
+        &format!("&{key_prefix}*"),
+        "+@all",
+        "-@dangerous",
+    ])
+    .expect("redis with an ACL user");
+
+    // PostgreSQL: a migration role owning the database, and the service's role with rows only.
+    let pg = orderflow_testkit::postgres();
+    let db_url = pg.fresh_database().expect("database");
+    let db_name = db_url.rsplit('/').next().expect("name").to_owned();
+    let (migrator_pw, app_pw) = (unique("migrator-pw"), unique("app-pw"));
+    let (migrator, app) = (
+        unique("migrator").replace('-', "_"),
+        unique("app").replace('-', "_"),
+    );
+    for sql in [
+        format!("CREATE ROLE {migrator} LOGIN PASSWORD '{migrator_pw}'"),
+        format!("CREATE ROLE {app} LOGIN PASSWORD '{app_pw}'"),
+        format!("ALTER DATABASE {db_name} OWNER TO {migrator}"),
+    ] {
+        pg.psql("postgres", &sql).expect("roles");
+    }
+    pg.psql(&db_name, &format!("ALTER SCHEMA public OWNER TO {migrator}"))
+        .expect("schema owner");
+    let role_url = |user: &str| format!("postgres://{user}@127.0.0.1:{}/{db_name}", pg.port());
+    let migrated = run_binary(
+        &["migrate", "--grant-to", &app],
+        &[
+            ("ORDERFLOW_DATABASE__URL", &role_url(&migrator)),
+            (
+                "ORDERFLOW_DATABASE__PASSWORD_FILE",
+                &secret_file("migrator-pw", &migrator_pw),
+            ),
+        ],
+    );
+    assert!(
+        migrated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&migrated.stderr)
+    );
+
+    // The administrator creates the topics and grants each role exactly what it needs.
+    let admin_env = [
+        ("ORDERFLOW_KAFKA__SECURITY__PROTOCOL", "SASL_PLAINTEXT"),
+        ("ORDERFLOW_KAFKA__SECURITY__SASL_MECHANISM", "SCRAM-SHA-512"),
+        (
+            "ORDERFLOW_KAFKA__SECURITY__USERNAME",
+            orderflow_testkit::KAFKA_ADMIN.0,
+        ),
+        (
+            "ORDERFLOW_KAFKA__SECURITY__PASSWORD",
+            orderflow_testkit::KAFKA_ADMIN.1,
+        ),
+    ];
+    let applied = run_binary(
+        &[
+            "topics",
+            "apply",
+            "--kafka-bootstrap",
+            &kafka.bootstrap_servers(),
+            "--topic-prefix",
+            &prefix,
+        ],
+        &admin_env,
+    );
+    assert!(
+        applied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&applied.stderr)
+    );
+    let mut settings = Settings::default();
+    settings.kafka.topic_prefix = prefix.clone();
+    let acls: Vec<_> = SECURED_ROLES
+        .iter()
+        .flat_map(|r| role_acls(*r, &settings))
+        .collect();
+    let broker = &kafka;
+    tokio::task::block_in_place(|| broker.create_acls(&acls)).expect("acls");
+
+    // Each role runs as its own process with its own Kafka user, the service's database role and the Redis
+    // ACL user; every password comes from a file.
+    let redis_pw_file = secret_file("redis-pw", &redis_password);
+    let app_pw_file = secret_file("app-pw", &app_pw);
+    let config = |role: &str, kafka_password_file: &str, extra: &str| {
+        let path = dir.join(format!("{role}.toml"));
+        std::fs::write(
+            &path,
+            format!(
+                "[database]\nurl = \"{}\"\npassword_file = \"{app_pw_file}\"\nmigrate_on_start = false\n\n\
+                 [kafka]\nbootstrap_servers = \"{}\"\ntopic_prefix = \"{prefix}\"\nmanage_topics = false\n\n\
+                 [kafka.security]\nprotocol = \"SASL_PLAINTEXT\"\nsasl_mechanism = \"SCRAM-SHA-512\"\n\
+                 username = \"{role}\"\npassword_file = \"{kafka_password_file}\"\n\n\
+                 [cache]\nredis_url = \"redis://orderflow@127.0.0.1:{}/\"\nredis_password_file = \"{redis_pw_file}\"\n\
+                 key_prefix = \"{key_prefix}\"\n{extra}",
+                role_url(&app),
+                kafka.bootstrap_servers(),
+                redis.port(),
+            ),
+        )
+        .expect("config");
+        path.display().to_string()
+    };
+    let mut processes = Vec::new();
+    let mut orders_base = String::new();
+    let mut logs = Vec::new();
+    for (role, password) in &kafka_users {
+        let file = secret_file(&format!("kafka-pw-{role}"), password);
+        let config = config(role, &file, "");
+        let log = dir.join(format!("{role}.log"));
+        logs.push(log.clone());
+        let stderr = std::fs::File::create(&log).expect("log file");
+        let mut args = vec![
+            "run".to_owned(),
+            "--role".to_owned(),
+            role.clone(),
+            "--config".to_owned(),
+            config,
+        ];
+        if role == "orders" {
+            args.extend(["--listen".to_owned(), "127.0.0.1:0".to_owned()]);
+        }
+        let data = dir.join(role);
+        let (child, banner) = tokio::task::spawn_blocking(move || {
+            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+            spawn_with_stderr(&refs, &data, &[], Stdio::from(stderr))
+        })
+        .await
+        .expect("start");
+        if role == "orders" {
+            orders_base = banner
+                .iter()
+                .find_map(|l| l.strip_prefix("orderflow listening on "))
+                .expect("listening")
+                .trim()
+                .to_owned();
+        }
+        logs.push(dir.join(format!("{role}.banner")));
+        std::fs::write(dir.join(format!("{role}.banner")), banner.join("\n")).expect("banner");
+        processes.push(Instance(Some(child)));
+    }
+    // The gateway in front: a shop key read from a file, rate limits shared in Redis as the ACL user.
+    let shop_key = unique("shop-key");
+    let shop_key_file = secret_file("shop-key", &shop_key);
+    let gateway_config = dir.join("gateway.toml");
+    std::fs::write(
+        &gateway_config,
+        format!(
+            "[gateway]\nupstreams = [\"{orders_base}\"]\ndev_key = false\n\n\
+             [[gateway.api_keys]]\nid = \"shop\"\nkey_file = \"{shop_key_file}\"\n\
+             scopes = [\"orders:write\", \"orders:read\", \"analytics:read\"]\n\n\
+             [cache]\nredis_url = \"redis://orderflow@127.0.0.1:{}/\"\nredis_password_file = \"{redis_pw_file}\"\n\
+             key_prefix = \"{key_prefix}\"\n",
+            redis.port()
+        ),
+    )
+    .expect("gateway config");
+    let gateway_log = dir.join("gateway.log");
+    logs.push(gateway_log.clone());
+    let stderr = std::fs::File::create(&gateway_log).expect("log");
+    let (gateway_data, gateway_config) = (dir.join("gateway"), gateway_config.display().to_string());
+    let (child, banner) = tokio::task::spawn_blocking(move || {
+        spawn_with_stderr(
+            &[
+                "run",
+                "--role",
+                "gateway",
+                "--config",
+                &gateway_config,
+                "--listen",
+                "127.0.0.1:0",
+            ],
+            &gateway_data,
+            &[],
+            Stdio::from(stderr),
+        )
+    })
+    .await
+    .expect("gateway");
+    assert!(banner.iter().any(|l| l.contains("shared in Redis")), "{banner:?}");
+    let gateway = banner
+        .iter()
+        .find_map(|l| l.strip_prefix("orderflow listening on "))
+        .expect("listening")
+        .trim()
+        .to_owned();
+    processes.push(Instance(Some(child)));
+
+    // Orders placed through the gateway all finish, with every role confined to its grants.
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert("x-api-key", shop_key.parse().expect("header"));
+    let shop = reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .expect("client");
+    let app_pool = sqlx::PgPool::connect(&db_url).await.expect("pg");
+    for (sku, stock) in [("PLENTY", 1_000_000), ("SCARCE", 10)] {
+        sqlx::query("INSERT INTO products (sku, name, price_minor, stock) VALUES ($1, $1, 1000, $2)")
+            .bind(sku)
+            .bind(stock)
+            .execute(&app_pool)
+            .await
+            .expect("product");
+    }
+    const ORDERS: usize = 120;
+    let placed = orderflow_testkit::workload::place_orders(&shop, &gateway, 0, ORDERS)
+        .await
+        .expect("orders placed through the gateway");
+    assert_eq!(placed.len(), ORDERS);
+    let started = Instant::now();
+    loop {
+        let open: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM orders WHERE status NOT IN ('PAYMENT_FAILED', 'ALLOCATED', 'REJECTED', 'CANCELLED')",
+        )
+        .fetch_one(&app_pool)
+        .await
+        .expect("count");
+        let audited: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_log")
+            .fetch_one(&app_pool)
+            .await
+            .expect("audit");
+        if open == 0 && audited >= ORDERS as i64 * 3 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "{open} orders still open, {audited} events audited; logs in {}",
+            dir.display()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // Reads come back through the gateway from the Redis read model, and analytics counted every order.
+    let id = placed[0].0["id"].as_str().expect("id");
+    let order = shop
+        .get(format!("{gateway}/v1/orders/{id}"))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(order.status().as_u16(), 200);
+    let funnel: Value = eventually("analytics counts every order", || {
+        let (shop, url) = (shop.clone(), format!("{gateway}/v1/analytics/funnel"));
+        async move {
+            let funnel: Value = shop.get(url).send().await.ok()?.json().await.ok()?;
+            (funnel["created"].as_u64()? == ORDERS as u64).then_some(funnel)
+        }
+    })
+    .await;
+    assert!(funnel["paid"].as_u64().expect("paid") > 0, "{funnel}");
+    // The service's database role cannot change the schema or rewrite the audit trail.
+    let app_only = sqlx::PgPool::connect(&format!(
+        "postgres://{app}:{app_pw}@127.0.0.1:{}/{db_name}",
+        pg.port()
+    ))
+    .await
+    .expect("app pool");
+    for forbidden in [
+        "CREATE TABLE sneaky (id INT)",
+        "DROP TABLE orders",
+        "UPDATE audit_log SET topic = 'x'",
+        "DELETE FROM audit_log",
+    ] {
+        let refused = sqlx::query(forbidden).execute(&app_only).await;
+        assert!(refused.is_err(), "the service role may not: {forbidden}");
+    }
+    // Redis: the service user cannot touch keys outside its prefix.
+    let client = redis::Client::open(format!(
+        "redis://orderflow:{redis_password}@127.0.0.1:{}/",
+        redis.port()
+    ))
+    .expect("redis client");
+    let mut conn = client.get_multiplexed_async_connection().await.expect("redis");
+    let outside: redis::RedisResult<()> = redis::cmd("SET")
+        .arg("elsewhere")
+        .arg("1")
+        .query_async(&mut conn)
+        .await;
+    assert!(outside.is_err(), "keys outside the prefix are refused");
+    for process in &mut processes {
+        process.terminate().await;
+    }
+
+    // A wrong Kafka password fails at start, with one clear line, and the wrong password nowhere.
+    let wrong = unique("wrong-pw");
+    let wrong_file = secret_file("wrong-pw", &wrong);
+    let wrong_config = config("payments", &wrong_file, "");
+    let started = Instant::now();
+    let out = run_binary(&["run", "--role", "payments", "--config", &wrong_config], &[]);
+    assert!(!out.status.success());
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "fails fast: {:?}",
+        started.elapsed()
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let last = stderr.trim().lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("error: kafka: Kafka at")
+            && last.contains("user 'payments'")
+            && last.contains("Authentication"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(&wrong));
+
+    // No secret reached any log or banner.
+    let mut secrets: Vec<&str> = kafka_users.iter().map(|(_, p)| p.as_str()).collect();
+    secrets.extend([
+        redis_password.as_str(),
+        migrator_pw.as_str(),
+        app_pw.as_str(),
+        shop_key.as_str(),
+    ]);
+    let mut scanned = 0;
+    for log in &logs {
+        let text = std::fs::read_to_string(log).expect("log");
+        scanned += text.len();
+        for secret in &secrets {
+            assert!(!text.contains(secret), "a secret appears in {}", log.display());
+        }
+    }
+    for output in [&migrated, &applied] {
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        for secret in &secrets {
+            assert!(!text.contains(secret));
+        }
+    }
+    assert!(scanned > 1_000, "the logs were written ({scanned} bytes)");
 }

@@ -70,7 +70,8 @@ pub enum RelayError {
 pub struct OutboxRelay {
     store: Store,
     bus: Bus,
-    producer: FutureProducer,
+    /// Replaced when librdkafka declares it fatally failed (see [`OutboxRelay::heal_producer`]).
+    producer: std::sync::RwLock<FutureProducer>,
     settings: RelaySettings,
     wakeup: Arc<Notify>,
 }
@@ -113,7 +114,7 @@ impl PublishedBatch<'_> {
 impl OutboxRelay {
     /// Builds a relay with its own idempotent producer.
     pub fn new(store: Store, bus: Bus, settings: RelaySettings) -> Result<Self, RelayError> {
-        let producer = bus.producer("orderflow-relay")?;
+        let producer = std::sync::RwLock::new(bus.producer("orderflow-relay")?);
         Ok(Self {
             store,
             bus,
@@ -134,6 +135,7 @@ impl OutboxRelay {
     /// `n` fails, rows after it are published again later, after `n`, never before it.
     pub async fn publish_batch(&self) -> Result<PublishedBatch<'_>, RelayError> {
         let rows = self.store.outbox_pending(self.settings.batch_size).await?;
+        let producer = self.producer();
         let mut deliveries = Vec::with_capacity(rows.len());
         for row in &rows {
             let topic = self.bus.topic(&row.topic);
@@ -142,7 +144,7 @@ impl OutboxRelay {
                 .payload(&row.payload)
                 .headers(headers(row));
             let delivery = loop {
-                match self.producer.send_result(record) {
+                match producer.send_result(record) {
                     Ok(delivery) => break Ok(delivery),
                     // The local queue is full: let librdkafka drain it, then enqueue again.
                     Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), again)) => {
@@ -178,6 +180,30 @@ impl OutboxRelay {
             acknowledged,
             failure,
         })
+    }
+
+    fn producer(&self) -> FutureProducer {
+        match self.producer.read() {
+            Ok(producer) => producer.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// An idempotent producer that hit a fatal error (its producer id refused, say, because its ACLs
+    /// arrived after it started) never sends again: build a new one. Unacknowledged rows are still
+    /// pending, so they go out again, in order.
+    fn heal_producer(&self) {
+        let Some((code, reason)) = self.producer().client().fatal_error() else {
+            return;
+        };
+        tracing::warn!(?code, %reason, "outbox relay: the producer failed fatally; building a new one");
+        match self.bus.producer("orderflow-relay") {
+            Ok(fresh) => match self.producer.write() {
+                Ok(mut producer) => *producer = fresh,
+                Err(poisoned) => *poisoned.into_inner() = fresh,
+            },
+            Err(e) => tracing::warn!(error = %e, "outbox relay: cannot build a new producer"),
+        }
     }
 
     /// Publishes and marks one batch; returns how many rows went out.
@@ -226,6 +252,7 @@ impl OutboxRelay {
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, retry_in = ?backoff, "outbox relay: round failed");
+                        self.heal_producer();
                         sleep_or_cancel(backoff, &shutdown).await;
                         backoff = (backoff * 2).min(Duration::from_secs(5));
                     }
@@ -234,7 +261,7 @@ impl OutboxRelay {
             break;
         }
         // Hand over whatever is still queued before leaving (bounded).
-        let producer = self.producer.clone();
+        let producer = self.producer();
         let _ = tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(5))).await;
         Ok(())
     }

@@ -6,6 +6,7 @@
 //! and [`audit`] (hash-chained audit trail). Roles share the process's backends
 //! ([`Backends`]): the store, the bus and the read model.
 
+mod access;
 pub mod analytics;
 pub mod audit;
 pub mod enrichment;
@@ -28,6 +29,7 @@ use orderflow_store::{Store, StoreError};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+pub use access::{KafkaAccess, routing_topics};
 pub use payments::PaymentsSettings;
 pub use settings::{
     DatabaseSettings, HttpSettings, OrdersSettings, ProjectorSettings, RegistrySettings, Settings,
@@ -233,15 +235,20 @@ impl Backends {
             store.migrate().await?;
         }
         let bus = Bus::connect(settings.kafka.clone())?;
-        match bus.apply_topics().await {
-            Ok(_) => {}
-            Err(BusError::TopicMismatch(differences)) => {
-                tracing::warn!(
-                    ?differences,
-                    "topics differ from the topic table; run `orderflow topics apply`"
-                )
+        if !bus.is_embedded() {
+            bus.verify(Duration::from_secs(15)).await?;
+        }
+        if settings.kafka.manage_topics {
+            match bus.apply_topics().await {
+                Ok(_) => {}
+                Err(BusError::TopicMismatch(differences)) => {
+                    tracing::warn!(
+                        ?differences,
+                        "topics differ from the topic table; run `orderflow topics apply`"
+                    )
+                }
+                Err(e) => return Err(e.into()),
             }
-            Err(e) => return Err(e.into()),
         }
         let cache = settings.cache.connect().await?;
         let redis = match settings.cache.redis_target()? {

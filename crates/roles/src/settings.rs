@@ -76,8 +76,10 @@ pub struct DatabaseSettings {
     pub url: Option<String>,
     /// Pool size.
     pub max_connections: u32,
-    /// Apply pending migrations when a role starts.
+    /// Apply pending migrations when a role starts (turn off where the service's role may not run DDL).
     pub migrate_on_start: bool,
+    /// A file holding the password, put into `url` at start (so the URL in the configuration has none).
+    pub password_file: Option<PathBuf>,
 }
 
 impl Default for DatabaseSettings {
@@ -86,6 +88,7 @@ impl Default for DatabaseSettings {
             url: None,
             max_connections: 16,
             migrate_on_start: true,
+            password_file: None,
         }
     }
 }
@@ -96,6 +99,7 @@ impl std::fmt::Debug for DatabaseSettings {
             .field("url", &self.url.as_deref().map(redact_url))
             .field("max_connections", &self.max_connections)
             .field("migrate_on_start", &self.migrate_on_start)
+            .field("password_file", &self.password_file)
             .finish()
     }
 }
@@ -173,6 +177,26 @@ impl Settings {
     /// The data directory (default `./data`).
     pub fn data_dir(&self) -> PathBuf {
         self.data_dir.clone().unwrap_or_else(|| PathBuf::from("data"))
+    }
+
+    /// Reads the secrets configured as files into the settings that use them: `database.password_file`
+    /// into `database.url`. Called once after loading the configuration.
+    pub fn read_secret_files(&mut self) -> Result<(), String> {
+        if let Some(path) = &self.database.password_file {
+            let password = std::fs::read_to_string(path)
+                .map_err(|e| format!("database.password_file {}: {e}", path.display()))?;
+            let url = self
+                .database
+                .url
+                .as_deref()
+                .ok_or("database.password_file needs database.url")?;
+            let mut parsed = url::Url::parse(url).map_err(|e| format!("database.url: {e}"))?;
+            parsed
+                .set_password(Some(password.trim()))
+                .map_err(|()| "database.url cannot carry a password".to_owned())?;
+            self.database.url = Some(parsed.to_string());
+        }
+        Ok(())
     }
 
     /// The configured database URL, or the embedded SQLite file under the data directory.

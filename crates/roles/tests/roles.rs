@@ -802,7 +802,7 @@ async fn many_orders_end_where_the_rules_say_and_everything_reconciles() {
 
     // Place the orders from 8 clients; every 10th is cancelled at once (from CREATED or PAID, whichever
     // it is in by then; a 409 is fine when the payment already failed).
-    let placed = orderflow_testkit::workload::place_orders(&base, 0, orders_n)
+    let placed = orderflow_testkit::workload::place_orders(&reqwest::Client::new(), &base, 0, orders_n)
         .await
         .unwrap();
     assert_eq!(placed.len(), orders_n);

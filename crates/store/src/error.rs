@@ -12,6 +12,9 @@ pub enum StoreError {
     /// Applying the schema migrations failed.
     #[error("migration failed: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
+    /// A database role name that is not a plain lower-case identifier, or roles on SQLite.
+    #[error("cannot grant to database role '{0}': expected a lower-case identifier on PostgreSQL")]
+    BadRole(String),
     /// A stored row does not describe a valid domain value (the database was edited by hand?).
     #[error("corrupt row in {table}: {reason}")]
     Corrupt {

@@ -148,6 +148,25 @@ impl Store {
         dispatch!(self, s => s.migrate().await)
     }
 
+    /// Gives the PostgreSQL role `role` what the running service needs and nothing more: reading and
+    /// writing rows of Orderflow's tables (the audit trail only appended to and read), no DDL, no
+    /// migrations. Run by the migration role after [`Store::migrate`]. SQLite has no roles.
+    pub async fn grant_service_role(&self, role: &str) -> Result<(), StoreError> {
+        let valid = !role.is_empty()
+            && role.len() <= 63
+            && role
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+            && !role.as_bytes()[0].is_ascii_digit();
+        if !valid {
+            return Err(StoreError::BadRole(role.to_owned()));
+        }
+        let Store::Postgres(pg) = self else {
+            return Err(StoreError::BadRole(format!("{role} (SQLite has no roles)")));
+        };
+        pg.grant_service_role(role).await
+    }
+
     /// Writes the order, its lines and its event to the outbox in one transaction.
     pub async fn insert_order(&self, order: &Order, event: &EncodedEvent) -> Result<(), StoreError> {
         dispatch!(self, s => s.insert_order(order, event).await)

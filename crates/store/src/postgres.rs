@@ -41,6 +41,26 @@ impl PgStore {
         Ok(())
     }
 
+    /// See [`crate::Store::grant_service_role`]; `role` is already checked to be a plain identifier.
+    pub(crate) async fn grant_service_role(&self, role: &str) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let statements = [
+            format!("GRANT USAGE ON SCHEMA public TO {role}"),
+            format!("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}"),
+            format!("GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {role}"),
+            // The audit trail is append-only for the service: rows are never changed or removed.
+            format!("REVOKE UPDATE, DELETE, TRUNCATE ON audit_log FROM {role}"),
+            // The service reads which migrations ran, never records one.
+            format!("REVOKE INSERT, UPDATE, DELETE ON _sqlx_migrations FROM {role}"),
+            format!("REVOKE CREATE ON SCHEMA public FROM {role}"),
+        ];
+        for statement in statements {
+            sqlx::query(&statement).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Takes the relay's advisory lock on a connection of its own (waits while another process holds it).
     pub async fn acquire_relay_lease(&self) -> Result<RelayLease, StoreError> {
         let mut conn = self.pool.acquire().await?.detach();

@@ -22,10 +22,15 @@ pub const KAFKA_VERSION: &str = "4.1.1";
 
 const POM: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/kafka/pom.xml");
 
+/// The administrator of a secured broker (a super user, SCRAM-SHA-512 and PLAIN).
+pub const KAFKA_ADMIN: (&str, &str) = ("admin", "admin-secret");
+
 /// A running single-node KRaft broker owned by the test process.
 pub struct KafkaServer {
     port: u16,
     process: ServerProcess,
+    /// Whether clients must log in (SASL/SCRAM) and are held to ACLs.
+    secured: bool,
     /// How long formatting plus start-up took (jar download excluded).
     pub startup: Duration,
 }
@@ -123,6 +128,17 @@ fn cluster_id() -> String {
 impl KafkaServer {
     /// Formats a log dir and starts a broker with the default test settings plus `extra` properties.
     pub fn start_with(extra: &[(&str, &str)]) -> Result<Self, HarnessError> {
+        Self::start_inner(extra, None)
+    }
+
+    /// Starts a broker whose clients must log in with SASL (SCRAM-SHA-512, or PLAIN for the
+    /// administrator) and are held to ACLs: [`KAFKA_ADMIN`] is a super user, each of `users` (name,
+    /// password) may do nothing until ACLs are added ([`KafkaServer::create_acls`]).
+    pub fn start_secured(users: &[(&str, &str)]) -> Result<Self, HarnessError> {
+        Self::start_inner(&[], Some(users))
+    }
+
+    fn start_inner(extra: &[(&str, &str)], users: Option<&[(&str, &str)]>) -> Result<Self, HarnessError> {
         let libs = kafka_jars()?;
         let started = Instant::now();
         let dir = temp_dir("kafka")?;
@@ -162,6 +178,60 @@ impl KafkaServer {
             ("share.coordinator.state.topic.min.isr".into(), "1".into()),
             ("group.initial.rebalance.delay.ms".into(), "0".into()),
         ];
+        let (admin, admin_password) = KAFKA_ADMIN;
+        let mut scram = Vec::new();
+        if let Some(users) = users {
+            // Clients log in on SASL_PLAINTEXT with SCRAM-SHA-512 (or PLAIN); the broker itself talks to
+            // its controller and to itself with PLAIN as the administrator.
+            let plain = format!(
+                "org.apache.kafka.common.security.plain.PlainLoginModule required username=\"{admin}\" password=\"{admin_password}\" user_{admin}=\"{admin_password}\";"
+            );
+            let secured: Vec<(String, String)> = vec![
+                (
+                    "listeners".into(),
+                    format!("CLIENT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}"),
+                ),
+                (
+                    "advertised.listeners".into(),
+                    format!("CLIENT://127.0.0.1:{port}"),
+                ),
+                ("inter.broker.listener.name".into(), "CLIENT".into()),
+                (
+                    "listener.security.protocol.map".into(),
+                    "CLIENT:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT".into(),
+                ),
+                ("sasl.enabled.mechanisms".into(), "SCRAM-SHA-512,PLAIN".into()),
+                ("sasl.mechanism.inter.broker.protocol".into(), "PLAIN".into()),
+                ("sasl.mechanism.controller.protocol".into(), "PLAIN".into()),
+                (
+                    "listener.name.controller.sasl.enabled.mechanisms".into(),
+                    "PLAIN".into(),
+                ),
+                (
+                    "listener.name.controller.plain.sasl.jaas.config".into(),
+                    plain.clone(),
+                ),
+                ("listener.name.client.plain.sasl.jaas.config".into(), plain),
+                (
+                    "listener.name.client.scram-sha-512.sasl.jaas.config".into(),
+                    "org.apache.kafka.common.security.scram.ScramLoginModule required;".into(),
+                ),
+                (
+                    "authorizer.class.name".into(),
+                    "org.apache.kafka.metadata.authorizer.StandardAuthorizer".into(),
+                ),
+                ("super.users".into(), format!("User:{admin}")),
+            ];
+            for (k, v) in secured {
+                props.retain(|(key, _)| *key != k);
+                props.push((k, v));
+            }
+            for (name, password) in std::iter::once(&KAFKA_ADMIN).chain(users.iter()) {
+                scram.push(format!(
+                    "--add-scram=SCRAM-SHA-512=[name={name},password={password}]"
+                ));
+            }
+        }
         for (k, v) in extra {
             props.retain(|(key, _)| key != k);
             props.push(((*k).to_owned(), (*v).to_owned()));
@@ -175,6 +245,7 @@ impl KafkaServer {
             .arg(&config)
             // `=` form: an id may start with '-', which the tool would otherwise take for an option.
             .arg(format!("--cluster-id={}", cluster_id()))
+            .args(&scram)
             .output()
             .map_err(|e| HarnessError::io("run java (is a JDK 17+ installed?)", e))?;
         if !format.status.success() {
@@ -193,6 +264,7 @@ impl KafkaServer {
         let server = Self {
             port,
             process,
+            secured: users.is_some(),
             startup: Duration::ZERO,
         };
         server.wait_ready()?;
@@ -207,11 +279,72 @@ impl KafkaServer {
         Self::start_with(&[])
     }
 
+    /// librdkafka properties that log in as [`KAFKA_ADMIN`] on a secured broker (none otherwise).
+    pub fn admin_properties(&self) -> Vec<(&'static str, String)> {
+        if !self.secured {
+            return Vec::new();
+        }
+        vec![
+            ("security.protocol", "SASL_PLAINTEXT".into()),
+            ("sasl.mechanisms", "SCRAM-SHA-512".into()),
+            ("sasl.username", KAFKA_ADMIN.0.into()),
+            ("sasl.password", KAFKA_ADMIN.1.into()),
+        ]
+    }
+
+    /// Adds ALLOW ACLs on a secured broker, as the administrator (through the Python admin client: the
+    /// Rust client has no ACL calls).
+    pub fn create_acls(&self, acls: &[Acl]) -> Result<(), HarnessError> {
+        use std::io::Write;
+        let python = crate::interop_python()?;
+        let spec = serde_json::json!({
+            "bootstrap": self.bootstrap_servers(),
+            "username": KAFKA_ADMIN.0,
+            "password": KAFKA_ADMIN.1,
+            "acls": acls.iter().map(|a| serde_json::json!({
+                "principal": a.principal,
+                "resource": a.resource,
+                "name": a.name,
+                "pattern": if a.prefixed { "PREFIXED" } else { "LITERAL" },
+                "operation": a.operation,
+            })).collect::<Vec<_>>(),
+        });
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/create_acls.py");
+        let mut child = Command::new(python)
+            .arg(script)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| HarnessError::io("run the ACL script", e))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin
+                .write_all(spec.to_string().as_bytes())
+                .map_err(|e| HarnessError::io("send the ACLs", e))?;
+        }
+        let out = child
+            .wait_with_output()
+            .map_err(|e| HarnessError::io("wait for the ACL script", e))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(HarnessError::Failed(format!(
+                "creating ACLs failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )))
+        }
+    }
+
     /// Ready means the controller has unfenced the broker: creating a topic succeeds.
     fn wait_ready(&self) -> Result<(), HarnessError> {
-        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        let mut config = ClientConfig::new();
+        config
             .set("bootstrap.servers", self.bootstrap_servers())
-            .set("socket.timeout.ms", "2000")
+            .set("socket.timeout.ms", "2000");
+        for (k, v) in self.admin_properties() {
+            config.set(k, v);
+        }
+        let admin: AdminClient<DefaultClientContext> = config
             .create()
             .map_err(|e| HarnessError::Failed(format!("admin client: {e}")))?;
         let probe = NewTopic::new("__testkit_ready", 1, TopicReplication::Fixed(1));
@@ -250,6 +383,21 @@ impl KafkaServer {
         self.process.spawn()?;
         self.wait_ready()
     }
+}
+
+/// One ALLOW ACL for [`KafkaServer::create_acls`].
+#[derive(Debug, Clone)]
+pub struct Acl {
+    /// `User:<name>`.
+    pub principal: String,
+    /// `TOPIC`, `GROUP` or `TRANSACTIONAL_ID`.
+    pub resource: &'static str,
+    /// The resource's name, or its prefix when `prefixed`.
+    pub name: String,
+    /// Whether `name` is a prefix.
+    pub prefixed: bool,
+    /// `READ`, `WRITE`, `DESCRIBE`, ...
+    pub operation: &'static str,
 }
 
 #[cfg(test)]

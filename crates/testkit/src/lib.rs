@@ -17,7 +17,7 @@ pub mod workload;
 
 use std::sync::OnceLock;
 
-pub use kafka::{KAFKA_VERSION, KafkaServer, kafka_jars};
+pub use kafka::{Acl, KAFKA_ADMIN, KAFKA_VERSION, KafkaServer, kafka_jars};
 pub use postgres::PostgresServer;
 pub use process::{free_port, temp_dir};
 pub use python::interop_python;

@@ -13,9 +13,13 @@ pub type Placed = (Value, bool);
 /// Places orders `first..first + count` against `base` over 8 connections, as the lifecycle tests want them:
 /// every order buys 1 to 3 units of `PLENTY` (every 17th at a price that gets declined), every 4th also one
 /// `SCARCE`; customers `c-0` to `c-299`. Every 10th order is cancelled at once (a 409 is fine when its
-/// payment already failed). Fails on any other answer.
-pub async fn place_orders(base: &str, first: usize, count: usize) -> Result<Vec<Placed>, HarnessError> {
-    let client = reqwest::Client::new();
+/// payment already failed). Fails on any other answer. `client` carries the credentials, if any.
+pub async fn place_orders(
+    client: &reqwest::Client,
+    base: &str,
+    first: usize,
+    count: usize,
+) -> Result<Vec<Placed>, HarnessError> {
     let next = Arc::new(AtomicUsize::new(first));
     let mut clients = tokio::task::JoinSet::new();
     for _ in 0..8 {

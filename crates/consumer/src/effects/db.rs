@@ -82,10 +82,17 @@ fn fresh<'a>(batch: &'a [Record], ids: &[String], inserted: HashSet<String>) -> 
 impl<H: DbHandler<Postgres>> DbEffects<Postgres, H> {
     /// Creates the dedup table if missing.
     ///
-    /// `CREATE TABLE IF NOT EXISTS` is not safe against itself in PostgreSQL: two roles starting at once
-    /// can both pass the check and one fails on the catalog's unique index. A transaction-scoped advisory
-    /// lock serialises them.
+    /// An existing table is left alone without any DDL, so a service whose database role may not create
+    /// tables starts once the migrations made it. `CREATE TABLE IF NOT EXISTS` is not safe against itself
+    /// in PostgreSQL: two roles starting at once can both pass the check and one fails on the catalog's
+    /// unique index. A transaction-scoped advisory lock serialises them.
     pub async fn ensure_schema(&self) -> Result<(), sqlx::Error> {
+        let exists: bool = sqlx::query_scalar("SELECT to_regclass('consumer_dedup') IS NOT NULL")
+            .fetch_one(&self.pool)
+            .await?;
+        if exists {
+            return Ok(());
+        }
         let mut tx = self.pool.begin().await?;
         sqlx::query("SELECT pg_advisory_xact_lock(hashtext('orderflow.consumer_dedup'))")
             .execute(&mut *tx)

@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{Backends, RoleError, decode_error, store_error};
 
 /// The topics whose events move an order's status, with the status each leads to.
-const OUTCOMES: [(&str, OrderStatus); 4] = [
+pub(crate) const OUTCOMES: [(&str, OrderStatus); 4] = [
     (topics::PAYMENT_RECEIVED, OrderStatus::Paid),
     (topics::PAYMENT_FAILED, OrderStatus::PaymentFailed),
     (topics::INVENTORY_ALLOCATED, OrderStatus::Allocated),

@@ -1,0 +1,133 @@
+//! What each role needs from Kafka, so it can run with least-privilege ACLs: the topics it reads (its
+//! inputs and their retry topics), the topics it writes (its outputs, and the retry and dead-letter topics
+//! of its inputs), its consumer group and the prefix of its transactional ids. `orderflow acls` prints
+//! these; the security test grants exactly these and runs every role.
+
+use orderflow_consumer::RetryPolicy;
+use orderflow_consumer::routing::{dlq_topic, retry_topic};
+use orderflow_events::topics;
+
+use crate::{Role, Settings};
+
+/// One role's Kafka needs, with full (prefixed) names.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KafkaAccess {
+    /// Topics it reads.
+    pub read: Vec<String>,
+    /// Topics it writes.
+    pub write: Vec<String>,
+    /// Its consumer group, when it consumes.
+    pub group: Option<String>,
+    /// The prefix of its transactional ids (`<group>-<instance>`), when it consumes.
+    pub transactional_id_prefix: Option<String>,
+}
+
+/// Base names of what a role consumes and publishes.
+fn flows(role: Role) -> (Vec<&'static str>, Vec<&'static str>) {
+    match role {
+        Role::Gateway => (vec![], vec![]),
+        Role::Orders => (
+            crate::orders::FOLLOWED.to_vec(),
+            vec![topics::ORDER_CREATED, topics::ORDER_CANCELLED],
+        ),
+        Role::Payments => (
+            vec![topics::ORDER_CREATED],
+            vec![topics::PAYMENT_RECEIVED, topics::PAYMENT_FAILED],
+        ),
+        Role::Enrichment => (
+            vec![
+                topics::ORDER_CREATED,
+                topics::PAYMENT_RECEIVED,
+                topics::PAYMENT_FAILED,
+            ],
+            vec![topics::ORDER_ENRICHED, topics::ORDER_UNPAID],
+        ),
+        Role::Inventory => (
+            vec![topics::ORDER_ENRICHED, topics::ORDER_CANCELLED],
+            vec![topics::INVENTORY_ALLOCATED, topics::INVENTORY_REJECTED],
+        ),
+        Role::Projector => (
+            crate::projector::FOLLOWED.to_vec(),
+            vec![topics::ORDER_STATE, topics::ORDER_READ_MODEL],
+        ),
+        Role::Analytics => (crate::analytics::COUNTED.to_vec(), vec![]),
+        Role::Audit => (crate::audit::AUDITED.to_vec(), vec![]),
+    }
+}
+
+fn group_name(role: Role, settings: &Settings) -> Option<&str> {
+    Some(match role {
+        Role::Gateway => return None,
+        Role::Orders => &settings.orders.status_group,
+        Role::Payments => &settings.payments.group,
+        Role::Enrichment => &settings.enrichment.group,
+        Role::Inventory => &settings.inventory.group,
+        Role::Projector => &settings.projector.group,
+        Role::Analytics => &settings.analytics.group,
+        Role::Audit => &settings.audit.group,
+    })
+}
+
+impl Role {
+    /// What this role needs from Kafka under `settings` (topic prefix, group names).
+    pub fn kafka_access(&self, settings: &Settings) -> KafkaAccess {
+        let prefix = &settings.kafka.topic_prefix;
+        let full = |base: &str| format!("{prefix}{base}");
+        let levels = RetryPolicy::default().topic_delays.len();
+        let (inputs, outputs) = flows(*self);
+        let mut access = KafkaAccess::default();
+        for input in inputs {
+            let topic = full(input);
+            for level in 1..=levels {
+                access.read.push(retry_topic(&topic, level));
+                access.write.push(retry_topic(&topic, level));
+            }
+            access.write.push(dlq_topic(&topic));
+            access.read.push(topic);
+        }
+        access.write.extend(outputs.into_iter().map(full));
+        access.read.sort();
+        access.write.sort();
+        if let Some(group) = group_name(*self, settings) {
+            let group = full(group);
+            access.transactional_id_prefix = Some(group.clone());
+            access.group = Some(group);
+        }
+        access
+    }
+}
+
+/// The retry and dead-letter topics of every role under `settings`, which `orderflow topics apply` creates
+/// with the topic table (roles create them too, unless `kafka.manage_topics` is off).
+pub fn routing_topics(settings: &Settings) -> Vec<String> {
+    let mut topics: Vec<String> = Role::ALL
+        .iter()
+        .flat_map(|role| {
+            let access = role.kafka_access(settings);
+            access.read.into_iter().chain(access.write)
+        })
+        .filter(|t| t.ends_with(".dlq") || orderflow_consumer::routing::retry_level(t) > 0)
+        .collect();
+    topics.sort();
+    topics.dedup();
+    topics
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payments_reads_created_with_its_retries_and_writes_its_outcomes() {
+        let mut settings = Settings::default();
+        settings.kafka.topic_prefix = "p.".into();
+        let access = Role::Payments.kafka_access(&settings);
+        assert!(access.read.contains(&"p.order.created".to_owned()));
+        assert!(access.read.contains(&"p.order.created.retry.3".to_owned()));
+        assert!(access.write.contains(&"p.order.created.dlq".to_owned()));
+        assert!(access.write.contains(&"p.payment.received".to_owned()));
+        assert!(!access.read.contains(&"p.payment.received".to_owned()));
+        assert_eq!(access.group.as_deref(), Some("p.orderflow-payments"));
+        assert_eq!(Role::Gateway.kafka_access(&settings), KafkaAccess::default());
+    }
+}
