@@ -5,6 +5,7 @@ mod analytics;
 mod error;
 pub mod metrics;
 mod orders;
+mod tls;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +24,7 @@ use tower_http::trace::TraceLayer;
 
 pub use error::ApiError;
 pub use orders::{OrderItemView, OrderView};
+pub use tls::{TlsSettings, serve_tls};
 
 /// Largest request body accepted (bytes).
 pub const MAX_BODY_BYTES: usize = 256 * 1024;

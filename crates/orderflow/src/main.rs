@@ -333,7 +333,11 @@ async fn serve(settings: Settings, roles: &[Role]) -> anyhow::Result<()> {
 async fn serve_gateway(settings: Settings) -> anyhow::Result<()> {
     let shutdown = tokio_util::sync::CancellationToken::new();
     let running = orderflow_roles::gateway::start_proxy(&settings, None, shutdown.clone()).await?;
-    println!("orderflow listening on http://{}", running.addr);
+    println!(
+        "orderflow listening on {}://{}",
+        settings.http.scheme(),
+        running.addr
+    );
     println!("  roles:    gateway");
     println!("  upstreams: {}", settings.gateway.upstreams.join(", "));
     print_gateway(&settings, running.shared_limits);
@@ -385,7 +389,7 @@ fn print_banner(settings: &Settings, platform: &Platform, roles: &[Role], databa
     let names: Vec<&str> = roles.iter().map(Role::name).collect();
     let backends = &platform.backends;
     if let Some(addr) = platform.http_addr {
-        println!("orderflow listening on http://{addr}");
+        println!("orderflow listening on {}://{addr}", settings.http.scheme());
     }
     println!("  roles:    {}", names.join(", "));
     if roles.contains(&Role::Gateway) {

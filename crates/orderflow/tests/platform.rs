@@ -1966,3 +1966,97 @@ async fn every_role_runs_with_least_privilege_credentials_and_no_secret_reaches_
     }
     assert!(scanned > 1_000, "the logs were written ({scanned} bytes)");
 }
+
+/// A client trusting only the CA in `ca_file`.
+fn trusting(ca_file: &std::path::Path) -> reqwest::Client {
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(ca_file).expect("ca")).expect("pem");
+    reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(ca)
+        .build()
+        .expect("client")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_with_certificate_reload_on_the_listener_and_tls_to_postgres_by_sslmode() {
+    let dir = temp_dir();
+    let (first, second) = (dir.join("ca-1"), dir.join("ca-2"));
+    for folder in [&first, &second] {
+        std::fs::create_dir_all(folder).expect("dir");
+        orderflow_testkit::make_certificates(folder).expect("certificates");
+    }
+    let (cert, key) = (dir.join("live.crt"), dir.join("live.key"));
+    std::fs::copy(first.join("server.crt"), &cert).expect("cert");
+    std::fs::copy(first.join("server.key"), &key).expect("key");
+    let mut settings = embedded_settings(&dir);
+    settings.http.tls = Some(orderflow_api::TlsSettings {
+        cert_file: cert.clone(),
+        key_file: key.clone(),
+        reload_secs: 1,
+    });
+    let platform = Platform::start(settings, &[Role::Orders])
+        .await
+        .expect("platform");
+    let addr = platform.http_addr.expect("addr");
+    let url = format!("https://127.0.0.1:{}/healthz", addr.port());
+    let answer = trusting(&first.join("ca.crt"))
+        .get(&url)
+        .send()
+        .await
+        .expect("https");
+    assert_eq!(answer.status().as_u16(), 200);
+    let plain = reqwest::get(format!("http://127.0.0.1:{}/healthz", addr.port())).await;
+    assert!(
+        plain.is_err() || plain.is_ok_and(|r| r.status().as_u16() != 200),
+        "plain HTTP is not served"
+    );
+
+    // A renewed certificate (from another CA) replaces the files: new connections get it, no restart.
+    std::fs::copy(second.join("server.key"), &key).expect("key");
+    std::fs::copy(second.join("server.crt"), &cert).expect("cert");
+    let renewed = trusting(&second.join("ca.crt"));
+    eventually("the renewed certificate", || {
+        let (renewed, url) = (renewed.clone(), url.clone());
+        async move {
+            renewed
+                .get(url)
+                .send()
+                .await
+                .ok()
+                .filter(|r| r.status().is_success())
+        }
+    })
+    .await;
+    assert!(
+        trusting(&first.join("ca.crt")).get(&url).send().await.is_err(),
+        "the old certificate is no longer served"
+    );
+    platform.stop().await.expect("stop");
+
+    // PostgreSQL over TLS: the mode is the URL's `sslmode`, the CA its `sslrootcert`.
+    let pg = tokio::task::spawn_blocking(orderflow_testkit::PostgresServer::start_tls)
+        .await
+        .expect("task")
+        .expect("postgres with TLS");
+    let db = pg.fresh_database().expect("database");
+    let verified = format!("{db}?sslmode=verify-full&sslrootcert={}", pg.ca_file().display());
+    let store = orderflow_store::Store::connect(&verified, 1)
+        .await
+        .expect("verified TLS");
+    store.migrate().await.expect("migrations over TLS");
+    let wrong_ca = format!(
+        "{db}?sslmode=verify-full&sslrootcert={}",
+        second.join("ca.crt").display()
+    );
+    assert!(
+        orderflow_store::Store::connect(&wrong_ca, 1).await.is_err(),
+        "a server certificate from another CA is refused"
+    );
+    let plain = orderflow_testkit::postgres().fresh_database().expect("database");
+    assert!(
+        orderflow_store::Store::connect(&format!("{plain}?sslmode=require"), 1)
+            .await
+            .is_err(),
+        "sslmode=require refuses a server without TLS"
+    );
+}

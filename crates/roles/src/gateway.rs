@@ -102,11 +102,7 @@ pub async fn start_proxy(
     let (listener, addr) = crate::bind(settings.http.listen).await?;
     let shared_limits = gateway.shares_limits();
     let app = gateway.proxy(upstreams);
-    let serve = async move {
-        orderflow_api::serve(listener, app, shutdown.cancelled_owned())
-            .await
-            .map_err(|source| RoleError::Listen { addr, source })
-    };
+    let serve = crate::serve_http(listener, addr, app, settings.http.tls.clone(), shutdown);
     Ok(RunningGateway {
         addr,
         shared_limits,

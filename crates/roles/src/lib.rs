@@ -205,6 +205,21 @@ pub(crate) async fn bind(listen: SocketAddr) -> Result<(tokio::net::TcpListener,
     Ok((listener, addr))
 }
 
+/// Serves `app` on `listener` (HTTPS when `tls` is given) until `shutdown` fires.
+pub(crate) async fn serve_http(
+    listener: tokio::net::TcpListener,
+    addr: SocketAddr,
+    app: axum::Router,
+    tls: Option<orderflow_api::TlsSettings>,
+    shutdown: CancellationToken,
+) -> Result<(), RoleError> {
+    let served = match tls {
+        Some(tls) => orderflow_api::serve_tls(listener, app, tls, shutdown.cancelled_owned()).await,
+        None => orderflow_api::serve(listener, app, shutdown.cancelled_owned()).await,
+    };
+    served.map_err(|source| RoleError::Listen { addr, source })
+}
+
 /// The backends a process's roles share.
 #[derive(Clone)]
 pub struct Backends {

@@ -58,13 +58,23 @@ pub struct Settings {
 pub struct HttpSettings {
     /// Address to listen on.
     pub listen: SocketAddr,
+    /// Serve HTTPS with this certificate (plain HTTP when absent).
+    pub tls: Option<orderflow_api::TlsSettings>,
 }
 
 impl Default for HttpSettings {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            tls: None,
         }
+    }
+}
+
+impl HttpSettings {
+    /// `https` with a certificate, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
     }
 }
 

@@ -68,6 +68,21 @@ fn command(bin: &Path, program: &str, user: Option<(u32, u32)>, dir: &Path) -> C
 impl PostgresServer {
     /// Creates a cluster in a temp dir and starts it; returns when it accepts connections.
     pub fn start() -> Result<Self, HarnessError> {
+        Self::start_inner(false)
+    }
+
+    /// Like [`PostgresServer::start`], also accepting TLS with a certificate for 127.0.0.1 signed by a
+    /// throw-away CA ([`PostgresServer::ca_file`]).
+    pub fn start_tls() -> Result<Self, HarnessError> {
+        Self::start_inner(true)
+    }
+
+    /// The CA that signed the TLS certificate of a server from [`PostgresServer::start_tls`].
+    pub fn ca_file(&self) -> PathBuf {
+        self.process.dir().join("ca.crt")
+    }
+
+    fn start_inner(tls: bool) -> Result<Self, HarnessError> {
         let started = Instant::now();
         let bin = bin_dir()?;
         let dir = temp_dir("postgres")?;
@@ -98,6 +113,27 @@ impl PostgresServer {
                 String::from_utf8_lossy(&init.stderr).trim()
             )));
         }
+        let mut tls_args = Vec::new();
+        if tls {
+            crate::redis::make_certificates(&dir)?;
+            let key = dir.join("server.key");
+            std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                .map_err(|e| HarnessError::io("restrict the key file", e))?;
+            if let Some((uid, gid)) = user {
+                for file in ["server.key", "server.crt"] {
+                    std::os::unix::fs::chown(dir.join(file), Some(uid), Some(gid))
+                        .map_err(|e| HarnessError::io("hand the certificate to the postgres user", e))?;
+                }
+            }
+            tls_args = vec![
+                "-c".to_owned(),
+                "ssl=on".to_owned(),
+                "-c".to_owned(),
+                format!("ssl_cert_file={}", dir.join("server.crt").display()),
+                "-c".to_owned(),
+                format!("ssl_key_file={}", key.display()),
+            ];
+        }
         let port = free_port()?;
         let (b, d, s) = (bin.clone(), data.clone(), dir.clone());
         let process = ServerProcess::new("postgres", dir.clone(), move || {
@@ -119,7 +155,8 @@ impl PostgresServer {
                     "max_connections=300",
                     "-c",
                     "shared_buffers=128MB",
-                ]);
+                ])
+                .args(&tls_args);
             cmd
         });
         process.spawn()?;

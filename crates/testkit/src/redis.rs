@@ -160,7 +160,7 @@ impl RedisServer {
 
 /// Writes a CA (`ca.crt`) and a server certificate for 127.0.0.1/localhost (`server.crt`, `server.key`)
 /// into `dir` with the openssl command-line tool.
-fn make_certificates(dir: &Path) -> Result<(), HarnessError> {
+pub fn make_certificates(dir: &Path) -> Result<(), HarnessError> {
     let openssl = which("openssl").ok_or_else(|| {
         HarnessError::Missing("openssl not found: install the Debian package 'openssl'".into())
     })?;

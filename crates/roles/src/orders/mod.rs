@@ -56,14 +56,11 @@ pub async fn start(
         Some(gateway) => gateway.wrap(app),
         None => app,
     };
+    let tls = settings.http.tls.clone();
     let (status_group, follower_backends) = (settings.orders.status_group.clone(), backends.clone());
     let serve = async move {
         let http_shutdown = shutdown.clone();
-        let http = async move {
-            orderflow_api::serve(listener, app, http_shutdown.cancelled_owned())
-                .await
-                .map_err(|source| RoleError::Listen { addr, source })
-        };
+        let http = crate::serve_http(listener, addr, app, tls, http_shutdown);
         let relay_task = async { relay.run(shutdown.clone()).await.map_err(RoleError::from) };
         let follow = status::run(status_group, follower_backends, shutdown.clone());
         let (http, relayed, followed) = tokio::join!(http, relay_task, follow);
