@@ -76,6 +76,7 @@ pub fn router(state: AppState) -> Router {
             "/v1/analytics/funnel",
             get(analytics::funnel).fallback(method_not_allowed),
         )
+        .route("/openapi.json", get(openapi))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics::render))
@@ -95,6 +96,13 @@ async fn not_found(uri: Uri) -> ApiError {
 
 async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
+}
+
+/// The API's OpenAPI 3 description (kept next to the crate; the fuzzing test holds the API to it).
+pub const OPENAPI: &str = include_str!("../openapi.json");
+
+async fn openapi() -> impl IntoResponse {
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], OPENAPI)
 }
 
 async fn healthz() -> impl IntoResponse {

@@ -2060,3 +2060,51 @@ async fn https_with_certificate_reload_on_the_listener_and_tls_to_postgres_by_ss
         "sslmode=require refuses a server without TLS"
     );
 }
+
+/// Schemathesis against `/openapi.json`, through the gateway with a valid key: no 5xx, and every status,
+/// content type and body as the document says. Bounded (20 examples per operation, a fixed seed) so it
+/// stays a few seconds; raise `FUZZ_EXAMPLES` for a longer hunt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fuzzing_the_api_through_the_gateway_finds_no_server_error_or_schema_violation() {
+    let st = tokio::task::spawn_blocking(orderflow_testkit::schemathesis)
+        .await
+        .expect("task")
+        .expect("schemathesis");
+    let dir = temp_dir();
+    let mut settings = embedded_settings(&dir);
+    let key = unique("fuzz-key");
+    settings.gateway.api_keys.push(orderflow_gateway::ApiKeySettings {
+        id: "fuzz".into(),
+        key: Some(key.clone().into()),
+        scopes: vec!["admin".into()],
+        requests_per_second: Some(1e6),
+        burst: Some(1_000_000),
+        ..Default::default()
+    });
+    let platform = Platform::start(settings, Role::ALL).await.expect("platform");
+    let base = format!("http://{}", platform.http_addr.expect("http"));
+    let examples = std::env::var("FUZZ_EXAMPLES").unwrap_or_else(|_| "20".into());
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(st)
+            .args(["run", &format!("{base}/openapi.json"), "--no-color", "--seed", "1"])
+            .args(["-n", &examples, "-H", &format!("X-Api-Key: {key}")])
+            .args([
+                "-c",
+                "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance",
+            ])
+            .output()
+            .expect("st runs")
+    })
+    .await
+    .expect("task");
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && report.contains("No issues found"),
+        "{report}"
+    );
+    assert!(
+        report.contains("Tested: 10"),
+        "every operation was exercised: {report}"
+    );
+    platform.stop().await.expect("stop");
+}

@@ -12,11 +12,27 @@ const REQUIREMENTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/python/requirem
 
 /// The interpreter of the interop virtualenv, creating it (python3 -m venv, pip install) when missing.
 pub fn interop_python() -> Result<PathBuf, HarnessError> {
-    let root = cache_dir().join("python-interop");
-    let python = root.join("venv/bin/python");
+    venv("python-interop", REQUIREMENTS).map(|bin| bin.join("python"))
+}
+
+/// The `st` command of a virtualenv with Schemathesis (pinned in `python/schemathesis-requirements.txt`),
+/// the API fuzzer, creating it when missing.
+pub fn schemathesis() -> Result<PathBuf, HarnessError> {
+    const PINNED: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/python/schemathesis-requirements.txt"
+    );
+    venv("python-schemathesis", PINNED).map(|bin| bin.join("st"))
+}
+
+/// The `bin` folder of virtualenv `name` in the cache, built from `requirements` once per machine.
+fn venv(name: &str, requirements: &str) -> Result<PathBuf, HarnessError> {
+    let root = cache_dir().join(name);
+    let bin = root.join("venv/bin");
+    let python = bin.join("python");
     let done = root.join(".complete");
     if done.exists() {
-        return Ok(python);
+        return Ok(bin);
     }
     std::fs::create_dir_all(&root).map_err(|e| HarnessError::io("create the python cache folder", e))?;
     let lock =
@@ -24,7 +40,7 @@ pub fn interop_python() -> Result<PathBuf, HarnessError> {
     lock.lock()
         .map_err(|e| HarnessError::io("lock the python cache", e))?;
     if done.exists() {
-        return Ok(python);
+        return Ok(bin);
     }
     let run = |cmd: &mut Command, what: &str| -> Result<(), HarnessError> {
         let out = cmd.output().map_err(|e| HarnessError::io(what, e))?;
@@ -45,9 +61,9 @@ pub fn interop_python() -> Result<PathBuf, HarnessError> {
         "python3 -m venv (install python3-venv)",
     )?;
     run(
-        Command::new(&python).args(["-m", "pip", "install", "-q", "-r", REQUIREMENTS]),
+        Command::new(&python).args(["-m", "pip", "install", "-q", "-r", requirements]),
         "pip install",
     )?;
     File::create(&done).map_err(|e| HarnessError::io("mark the python cache complete", e))?;
-    Ok(python)
+    Ok(bin)
 }
