@@ -1592,7 +1592,7 @@ fn role_acls(role: Role, settings: &Settings) -> Vec<orderflow_testkit::Acl> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_role_runs_with_least_privilege_credentials_and_no_secret_reaches_a_log() {
+async fn every_role_runs_with_least_privilege_credentials_over_tls_and_no_secret_reaches_a_log() {
     let dir = temp_dir();
     std::fs::create_dir_all(&dir).expect("dir");
     let secret_file = |name: &str, secret: &str| {
@@ -1608,11 +1608,12 @@ async fn every_role_runs_with_least_privilege_credentials_and_no_secret_reaches_
     let users = kafka_users.clone();
     let kafka = tokio::task::spawn_blocking(move || {
         let refs: Vec<(&str, &str)> = users.iter().map(|(u, p)| (u.as_str(), p.as_str())).collect();
-        orderflow_testkit::KafkaServer::start_secured(&refs)
+        orderflow_testkit::KafkaServer::start_secured_tls(&refs)
     })
     .await
     .expect("task")
     .expect("secured kafka");
+    let kafka_ca = kafka.ca_file().expect("TLS").display().to_string();
     let prefix = format!("{}.", unique("sec"));
     let key_prefix = format!("{}:", unique("sec"));
     let redis_password = unique("redis-pw");
@@ -1670,7 +1671,8 @@ async fn every_role_runs_with_least_privilege_credentials_and_no_secret_reaches_
     // The administrator (logging in with PLAIN, the roles with SCRAM) creates the topics and grants each
     // role exactly what it needs.
     let admin_env = [
-        ("ORDERFLOW_KAFKA__SECURITY__PROTOCOL", "SASL_PLAINTEXT"),
+        ("ORDERFLOW_KAFKA__SECURITY__PROTOCOL", "SASL_SSL"),
+        ("ORDERFLOW_KAFKA__SECURITY__CA_FILE", kafka_ca.as_str()),
         ("ORDERFLOW_KAFKA__SECURITY__SASL_MECHANISM", "PLAIN"),
         (
             "ORDERFLOW_KAFKA__SECURITY__USERNAME",
@@ -1717,7 +1719,7 @@ async fn every_role_runs_with_least_privilege_credentials_and_no_secret_reaches_
             format!(
                 "[database]\nurl = \"{}\"\npassword_file = \"{app_pw_file}\"\nmigrate_on_start = false\n\n\
                  [kafka]\nbootstrap_servers = \"{}\"\ntopic_prefix = \"{prefix}\"\nmanage_topics = false\n\n\
-                 [kafka.security]\nprotocol = \"SASL_PLAINTEXT\"\nsasl_mechanism = \"SCRAM-SHA-512\"\n\
+                 [kafka.security]\nprotocol = \"SASL_SSL\"\nca_file = \"{kafka_ca}\"\nsasl_mechanism = \"SCRAM-SHA-512\"\n\
                  username = \"{role}\"\npassword_file = \"{kafka_password_file}\"\n\n\
                  [cache]\nredis_url = \"redis://orderflow@127.0.0.1:{}/\"\nredis_password_file = \"{redis_pw_file}\"\n\
                  key_prefix = \"{key_prefix}\"\n{extra}",

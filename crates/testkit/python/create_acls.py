@@ -12,13 +12,16 @@ from confluent_kafka.admin import (AclBinding, AclBindingFilter, AclOperation, A
                                    ResourcePatternType, ResourceType)
 
 spec = json.load(sys.stdin)
-admin = AdminClient({
+config = {
     "bootstrap.servers": spec["bootstrap"],
-    "security.protocol": "SASL_PLAINTEXT",
+    "security.protocol": spec["protocol"],
     "sasl.mechanisms": "SCRAM-SHA-512",
     "sasl.username": spec["username"],
     "sasl.password": spec["password"],
-})
+}
+if spec.get("ca_file"):
+    config["ssl.ca.location"] = spec["ca_file"]
+admin = AdminClient(config)
 bindings = [
     AclBinding(ResourceType[acl["resource"]], acl["name"], ResourcePatternType[acl["pattern"]],
                acl["principal"], "*", AclOperation[acl["operation"]], AclPermissionType.ALLOW)

@@ -31,6 +31,8 @@ pub struct KafkaServer {
     process: ServerProcess,
     /// Whether clients must log in (SASL/SCRAM) and are held to ACLs.
     secured: bool,
+    /// The CA of the client listener's certificate, when it speaks TLS (`SASL_SSL`).
+    ca_file: Option<PathBuf>,
     /// How long formatting plus start-up took (jar download excluded).
     pub startup: Duration,
 }
@@ -128,17 +130,41 @@ fn cluster_id() -> String {
 impl KafkaServer {
     /// Formats a log dir and starts a broker with the default test settings plus `extra` properties.
     pub fn start_with(extra: &[(&str, &str)]) -> Result<Self, HarnessError> {
-        Self::start_inner(extra, None)
+        Self::start_inner(extra, None, false)
     }
 
     /// Starts a broker whose clients must log in with SASL (SCRAM-SHA-512, or PLAIN for the
     /// administrator) and are held to ACLs: [`KAFKA_ADMIN`] is a super user, each of `users` (name,
     /// password) may do nothing until ACLs are added ([`KafkaServer::create_acls`]).
     pub fn start_secured(users: &[(&str, &str)]) -> Result<Self, HarnessError> {
-        Self::start_inner(&[], Some(users))
+        Self::start_inner(&[], Some(users), false)
     }
 
-    fn start_inner(extra: &[(&str, &str)], users: Option<&[(&str, &str)]>) -> Result<Self, HarnessError> {
+    /// [`KafkaServer::start_secured`] with TLS on the client listener (`SASL_SSL`): a certificate for
+    /// 127.0.0.1 signed by a throw-away CA ([`KafkaServer::ca_file`]).
+    pub fn start_secured_tls(users: &[(&str, &str)]) -> Result<Self, HarnessError> {
+        Self::start_inner(&[], Some(users), true)
+    }
+
+    /// The CA file clients must trust, when the listener speaks TLS.
+    pub fn ca_file(&self) -> Option<&Path> {
+        self.ca_file.as_deref()
+    }
+
+    /// The `security.protocol` of the client listener.
+    pub fn security_protocol(&self) -> &'static str {
+        match (self.secured, self.ca_file.is_some()) {
+            (false, _) => "PLAINTEXT",
+            (true, false) => "SASL_PLAINTEXT",
+            (true, true) => "SASL_SSL",
+        }
+    }
+
+    fn start_inner(
+        extra: &[(&str, &str)],
+        users: Option<&[(&str, &str)]>,
+        tls: bool,
+    ) -> Result<Self, HarnessError> {
         let libs = kafka_jars()?;
         let started = Instant::now();
         let dir = temp_dir("kafka")?;
@@ -198,7 +224,10 @@ impl KafkaServer {
                 ("inter.broker.listener.name".into(), "CLIENT".into()),
                 (
                     "listener.security.protocol.map".into(),
-                    "CLIENT:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT".into(),
+                    format!(
+                        "CLIENT:{},CONTROLLER:SASL_PLAINTEXT",
+                        if tls { "SASL_SSL" } else { "SASL_PLAINTEXT" }
+                    ),
                 ),
                 ("sasl.enabled.mechanisms".into(), "SCRAM-SHA-512,PLAIN".into()),
                 ("sasl.mechanism.inter.broker.protocol".into(), "PLAIN".into()),
@@ -222,6 +251,25 @@ impl KafkaServer {
                 ),
                 ("super.users".into(), format!("User:{admin}")),
             ];
+            let mut secured = secured;
+            if tls {
+                crate::redis::make_certificates(&dir)?;
+                // One PEM file with the key and the certificate is the broker's key store; the CA is its
+                // trust store for its own inter-broker connections.
+                let key = std::fs::read_to_string(dir.join("server.key"))
+                    .map_err(|e| HarnessError::io("read the broker key", e))?;
+                let cert = std::fs::read_to_string(dir.join("server.crt"))
+                    .map_err(|e| HarnessError::io("read the broker certificate", e))?;
+                std::fs::write(dir.join("keystore.pem"), format!("{key}{cert}"))
+                    .map_err(|e| HarnessError::io("write the broker key store", e))?;
+                let file = |name: &str| dir.join(name).display().to_string();
+                secured.extend([
+                    ("ssl.keystore.type".to_owned(), "PEM".to_owned()),
+                    ("ssl.keystore.location".to_owned(), file("keystore.pem")),
+                    ("ssl.truststore.type".to_owned(), "PEM".to_owned()),
+                    ("ssl.truststore.location".to_owned(), file("ca.crt")),
+                ]);
+            }
             for (k, v) in secured {
                 props.retain(|(key, _)| *key != k);
                 props.push((k, v));
@@ -255,6 +303,7 @@ impl KafkaServer {
                 String::from_utf8_lossy(&format.stderr)
             )));
         }
+        let ca_file = tls.then(|| dir.join("ca.crt"));
         let process = ServerProcess::new("kafka", dir, move || {
             let mut cmd = java(&libs);
             cmd.arg("kafka.Kafka").arg(&config);
@@ -265,6 +314,7 @@ impl KafkaServer {
             port,
             process,
             secured: users.is_some(),
+            ca_file,
             startup: Duration::ZERO,
         };
         server.wait_ready()?;
@@ -284,12 +334,16 @@ impl KafkaServer {
         if !self.secured {
             return Vec::new();
         }
-        vec![
-            ("security.protocol", "SASL_PLAINTEXT".into()),
+        let mut props = vec![
+            ("security.protocol", self.security_protocol().into()),
             ("sasl.mechanisms", "SCRAM-SHA-512".into()),
             ("sasl.username", KAFKA_ADMIN.0.into()),
             ("sasl.password", KAFKA_ADMIN.1.into()),
-        ]
+        ];
+        if let Some(ca) = &self.ca_file {
+            props.push(("ssl.ca.location", ca.display().to_string()));
+        }
+        props
     }
 
     /// Adds ALLOW ACLs on a secured broker, as the administrator (through the Python admin client: the
@@ -299,6 +353,8 @@ impl KafkaServer {
         let python = crate::interop_python()?;
         let spec = serde_json::json!({
             "bootstrap": self.bootstrap_servers(),
+            "protocol": self.security_protocol(),
+            "ca_file": self.ca_file.as_ref().map(|p| p.display().to_string()),
             "username": KAFKA_ADMIN.0,
             "password": KAFKA_ADMIN.1,
             "acls": acls.iter().map(|a| serde_json::json!({
