@@ -126,6 +126,12 @@ enum SchemasCommand {
 enum TopicsCommand {
     /// Create missing topics and check existing ones against the topic table
     Apply,
+    /// Print the least-privilege Kafka ACLs of each role (one line per grant, for kafka-acls or Terraform)
+    Acls {
+        /// Only this role
+        #[arg(long, value_enum)]
+        role: Option<RoleArg>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -231,6 +237,41 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Schemas {
             command: SchemasCommand::Check { dir, registry },
         } => check_schemas(dir.as_deref(), registry.as_deref(), &settings.kafka.topic_prefix).await,
+        Command::Topics {
+            command: TopicsCommand::Acls { role },
+        } => {
+            let roles: Vec<Role> = match role {
+                Some(role) => vec![role.into()],
+                None => Role::ALL.to_vec(),
+            };
+            println!(
+                "{:<11} {:<9} {:<16} {:<8} resource",
+                "role", "operation", "resource type", "pattern"
+            );
+            for role in roles {
+                let access = role.kafka_access(&settings);
+                let line = |operation: &str, kind: &str, pattern: &str, name: &str| {
+                    println!(
+                        "{:<11} {operation:<9} {kind:<16} {pattern:<8} {name}",
+                        role.name()
+                    );
+                };
+                for topic in &access.read {
+                    line("READ", "TOPIC", "LITERAL", topic);
+                }
+                for topic in &access.write {
+                    line("WRITE", "TOPIC", "LITERAL", topic);
+                }
+                if let Some(group) = &access.group {
+                    line("READ", "GROUP", "LITERAL", group);
+                }
+                if let Some(prefix) = &access.transactional_id_prefix {
+                    line("WRITE", "TRANSACTIONAL_ID", "PREFIXED", prefix);
+                    line("DESCRIBE", "TRANSACTIONAL_ID", "PREFIXED", prefix);
+                }
+            }
+            Ok(())
+        }
         Command::Topics {
             command: TopicsCommand::Apply,
         } => {
