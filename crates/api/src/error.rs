@@ -18,6 +18,9 @@ pub enum ApiError {
     /// The body could not be read (too large, connection dropped).
     #[error("the request body could not be read: {0}")]
     BadBody(String),
+    /// The body is larger than the API accepts.
+    #[error("the request body is larger than {0} bytes")]
+    PayloadTooLarge(usize),
     /// The body is JSON but some fields are missing, of the wrong type or out of range.
     #[error("{0}")]
     Validation(ValidationErrors),
@@ -75,6 +78,11 @@ impl ApiError {
                 StatusCode::BAD_REQUEST,
                 "/problems/unreadable-body",
                 "Unreadable request body",
+            ),
+            Self::PayloadTooLarge(_) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "/problems/payload-too-large",
+                "Request body too large",
             ),
             Self::Validation(_) => (
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -144,6 +152,16 @@ impl IntoResponse for ApiError {
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         response
+    }
+}
+
+impl From<axum::extract::rejection::BytesRejection> for ApiError {
+    fn from(e: axum::extract::rejection::BytesRejection) -> Self {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Self::PayloadTooLarge(crate::MAX_BODY_BYTES)
+        } else {
+            Self::BadBody(e.body_text())
+        }
     }
 }
 

@@ -117,7 +117,11 @@ async fn readyz(State(state): State<AppState>) -> Response {
             axum::Json(serde_json::json!({"status": "ready", "database": "ok", "outbox_backlog": backlog}))
                 .into_response()
         }
-        Ok(Err(e)) => not_ready(e.to_string()),
+        Ok(Err(e)) => {
+            // The cause is for the logs; an anonymous caller learns only that the database is down.
+            tracing::warn!(error = %e, "readiness: the database does not answer");
+            not_ready("unavailable".into())
+        }
         Err(_) => not_ready("timed out".into()),
     }
 }

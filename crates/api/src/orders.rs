@@ -97,7 +97,7 @@ pub async fn create(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     is_json(&headers)?;
-    let body = body.map_err(|e| ApiError::BadBody(e.body_text()))?;
+    let body = body.map_err(ApiError::from)?;
     let doc: serde_json::Value =
         serde_json::from_slice(&body).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
     let new = NewOrder::parse(&doc).map_err(ApiError::Validation)?;
@@ -214,7 +214,7 @@ pub async fn cancel(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<OrderView>, ApiError> {
     let order_id: OrderId = id.parse().map_err(|_| ApiError::InvalidOrderId(id.clone()))?;
-    let body = body.map_err(|e| ApiError::BadBody(e.body_text()))?;
+    let body = body.map_err(ApiError::from)?;
     let reason = cancel_reason(&headers, &body)?;
     let traceparent = headers
         .get("traceparent")

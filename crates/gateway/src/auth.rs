@@ -109,10 +109,20 @@ fn key_owner(entry: &ApiKeySettings) -> Result<([u8; 32], KeyOwner), GatewayErro
             entry.id
         )));
     }
-    let digest = if let Some(key) = &entry.key {
-        key_digest(key.expose_secret().trim())
-    } else if let Some(path) = &entry.key_file {
-        key_digest(&read_secret("an API key", path)?)
+    let plain = match (&entry.key, &entry.key_file) {
+        (Some(key), _) => Some(key.expose_secret().trim().to_owned()),
+        (None, Some(path)) => Some(read_secret("an API key", path)?),
+        (None, None) => None,
+    };
+    let digest = if let Some(key) = plain {
+        // An empty key (an unfilled secret mount, say) would match an empty header: refuse it.
+        if key.len() < 16 {
+            return Err(GatewayError::Settings(format!(
+                "API key '{}' is shorter than 16 characters",
+                entry.id
+            )));
+        }
+        key_digest(&key)
     } else {
         let hex = entry.key_sha256.as_deref().unwrap_or_default();
         parse_hex_digest(hex).ok_or_else(|| {
@@ -304,6 +314,9 @@ impl Authenticator {
     }
 
     fn api_key(&self, key: &str) -> Result<Principal, Rejection> {
+        if key.is_empty() {
+            return Err(unauthenticated("empty API key"));
+        }
         self.keys
             .get(&key_digest(key))
             .map(|owner| Principal {
@@ -341,7 +354,14 @@ impl Authenticator {
         let mut validation = Validation::new(header.alg);
         validation.leeway = self.jwt.leeway_secs;
         validation.validate_nbf = true;
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        let mut required = vec!["exp", "sub"];
+        if self.jwt.issuer.is_some() {
+            required.push("iss");
+        }
+        if self.jwt.audience.is_some() {
+            required.push("aud");
+        }
+        validation.set_required_spec_claims(&required);
         if let Some(issuer) = &self.jwt.issuer {
             validation.set_issuer(&[issuer]);
         }

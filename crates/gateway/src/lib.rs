@@ -128,10 +128,46 @@ async fn guard(State(gateway): State<Arc<Inner>>, mut request: Request, next: Ne
         request.headers_mut().insert(REQUEST_ID, id.clone());
         let mut decision = None;
         let access = scopes::access(request.method(), request.uri().path());
+        // Callers the gateway cannot name (public routes, failed logins) share a budget per address, so
+        // floods of probes or forged tokens are limited too. Liveness stays free: it touches nothing.
+        let peer = request
+            .extensions()
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|info| format!("ip:{}", info.0.ip()));
+        let anonymous_refused = |peer: Option<String>| {
+            let gateway = gateway.clone();
+            async move {
+                let peer = peer?;
+                if !gateway.limiter.is_enabled() {
+                    return None;
+                }
+                let limit = gateway.limiter.limit_for(None);
+                let verdict = gateway.limiter.check(&peer, limit).await;
+                (!verdict.allowed).then(|| {
+                    let mut response = Rejection::RateLimited {
+                        retry_after_secs: verdict.retry_after_secs,
+                    }
+                    .into_response();
+                    rate_headers(&mut response, &verdict);
+                    response
+                })
+            }
+        };
+        if access == Access::Public
+            && request.uri().path() != "/healthz"
+            && let Some(refused) = anonymous_refused(peer.clone()).await
+        {
+            return refused;
+        }
         if access != Access::Public {
             let principal = match gateway.auth.authenticate(request.headers()) {
                 Ok(principal) => principal,
-                Err(rejection) => return rejection.into_response(),
+                Err(rejection) => {
+                    return match anonymous_refused(peer).await {
+                        Some(refused) => refused,
+                        None => rejection.into_response(),
+                    };
+                }
             };
             tracing::Span::current().record("client", principal.client.as_str());
             if let Access::Scope(needed) = access

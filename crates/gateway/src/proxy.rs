@@ -106,12 +106,24 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// Whether `error`, or an error it wraps (the gateway's own body limit arrives wrapped), is a length limit.
+fn is_length_limit(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if e.downcast_ref::<LengthLimitError>().is_some() {
+            return true;
+        }
+        current = e.source();
+    }
+    false
+}
+
 async fn forward(State(upstreams): State<Upstreams>, request: Request) -> Response {
     let inner = &upstreams.inner;
     let (parts, body) = request.into_parts();
     let body = match Limited::new(body, inner.max_body).collect().await {
         Ok(collected) => collected.to_bytes(),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+        Err(e) if is_length_limit(e.as_ref()) => {
             return Rejection::PayloadTooLarge(inner.max_body).into_response();
         }
         Err(e) => return Rejection::BadRequest(e.to_string()).into_response(),

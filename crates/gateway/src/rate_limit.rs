@@ -29,8 +29,9 @@ pub struct Limit {
 impl Limit {
     /// A limit of `per_second` sustained requests and `burst` at once (both at least 1 request).
     pub fn new(per_second: f64, burst: u32) -> Self {
+        // Bounded so the arithmetic below cannot overflow: one request per 1,000 s up to 1e9 per second.
         let per_second = if per_second.is_finite() && per_second > 0.0 {
-            per_second
+            per_second.clamp(0.001, 1e9)
         } else {
             1.0
         };
@@ -64,7 +65,7 @@ pub struct Decision {
 /// decision. Times in microseconds.
 fn gcra(limit: Limit, stored_tat: Option<u64>, now: u64) -> (Option<u64>, Decision) {
     let tat = stored_tat.unwrap_or(now).max(now);
-    let new_tat = tat + limit.interval_us;
+    let new_tat = tat.saturating_add(limit.interval_us);
     let tolerance = limit.tolerance_us();
     if new_tat - now > tolerance {
         let wait = new_tat - now - tolerance;
@@ -116,6 +117,9 @@ pub struct RateLimiter {
     enabled: bool,
     redis: Option<(RedisConnection, Script, String)>,
     redis_timeout: Duration,
+    /// Redis is not asked again before this many microseconds after `epoch` once a call failed, so an
+    /// outage costs one timeout per second, not one per request.
+    redis_resting_until: std::sync::atomic::AtomicU64,
     local: Mutex<HashMap<String, u64>>,
     epoch: Instant,
 }
@@ -129,6 +133,7 @@ impl RateLimiter {
             enabled: settings.enabled,
             redis: redis.map(|conn| (conn, Script::new(GCRA_SCRIPT), format!("{key_prefix}ratelimit:"))),
             redis_timeout: Duration::from_millis(settings.redis_timeout_ms),
+            redis_resting_until: std::sync::atomic::AtomicU64::new(0),
             local: Mutex::new(HashMap::new()),
             epoch: Instant::now(),
         }
@@ -161,7 +166,12 @@ impl RateLimiter {
 
     /// Counts one request of `client` against `limit`.
     pub async fn check(&self, client: &str, limit: Limit) -> Decision {
-        if let Some((conn, script, prefix)) = &self.redis {
+        let now_us = u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let resting = now_us
+            < self
+                .redis_resting_until
+                .load(std::sync::atomic::Ordering::Relaxed);
+        if let Some((conn, script, prefix)) = self.redis.as_ref().filter(|_| !resting) {
             let mut conn = conn.clone();
             let mut invocation = script.prepare_invoke();
             invocation
@@ -178,6 +188,10 @@ impl RateLimiter {
                 }
                 Err(_) => tracing::warn!("rate limit in Redis timed out; limiting in this process"),
             }
+            self.redis_resting_until.store(
+                now_us.saturating_add(1_000_000),
+                std::sync::atomic::Ordering::Relaxed,
+            );
         }
         self.check_local(client, limit)
     }

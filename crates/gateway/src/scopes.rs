@@ -97,7 +97,11 @@ pub fn access(method: &Method, path: &str) -> Access {
     }
     if path == "/registry" || path.starts_with("/registry/") {
         let read = *method == Method::GET || *method == Method::HEAD;
-        return if read {
+        // Looking a schema up under a subject and testing compatibility are POSTs that change nothing.
+        let segments: Vec<&str> = path.trim_start_matches("/registry/").split('/').collect();
+        let lookup =
+            *method == Method::POST && matches!(segments.as_slice(), ["subjects", _] | ["compatibility", ..]);
+        return if read || lookup {
             Access::Authenticated
         } else {
             Access::Scope(Scope::Admin)
@@ -143,6 +147,21 @@ mod tests {
         assert_eq!(access(&Method::GET, "/registry/subjects"), Access::Authenticated);
         assert_eq!(
             access(&Method::POST, "/registry/subjects/x/versions"),
+            Access::Scope(Scope::Admin)
+        );
+        assert_eq!(
+            access(&Method::POST, "/registry/subjects/x"),
+            Access::Authenticated
+        );
+        assert_eq!(
+            access(
+                &Method::POST,
+                "/registry/compatibility/subjects/x/versions/latest"
+            ),
+            Access::Authenticated
+        );
+        assert_eq!(
+            access(&Method::DELETE, "/registry/subjects/x"),
             Access::Scope(Scope::Admin)
         );
         assert_eq!(access(&Method::GET, "/healthz"), Access::Public);

@@ -82,9 +82,9 @@ pub struct JwtSettings {
     pub keys: Vec<JwtKeySettings>,
     /// A JSON Web Key Set file (`{"keys": [...]}`) with more public keys.
     pub jwks_file: Option<PathBuf>,
-    /// The `iss` every token must carry, when set.
+    /// The `iss` every token must carry, when set (a token without one is refused).
     pub issuer: Option<String>,
-    /// The `aud` every token must carry, when set.
+    /// The `aud` every token must carry, when set (a token without one is refused).
     pub audience: Option<String>,
     /// Seconds of clock skew tolerated on `exp` and `nbf`.
     pub leeway_secs: u64,

@@ -45,7 +45,9 @@ async fn start_gateway(settings: &GatewaySettings, redis: Option<RedisConnection
     let auth = Authenticator::new(settings).unwrap();
     let gateway = Gateway::new(settings, auth, redis, prefix).unwrap();
     let upstreams = Upstreams::new(&settings.upstreams, settings.max_body_bytes).unwrap();
-    let app = gateway.proxy(upstreams);
+    let app = gateway
+        .proxy(upstreams)
+        .into_make_service_with_connect_info::<std::net::SocketAddr>();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
@@ -65,9 +67,13 @@ fn settings(upstream: &str) -> GatewaySettings {
     let mut settings = GatewaySettings {
         upstreams: vec![upstream.to_owned()],
         api_keys: vec![
-            key("writer", "writer-key", &["orders:write", "orders:read"]),
-            key("reader", "reader-key", &["orders:read"]),
-            key("admin", "admin-key", &["admin"]),
+            key(
+                "writer",
+                "writer-key-0123456789",
+                &["orders:write", "orders:read"],
+            ),
+            key("reader", "reader-key-0123456789", &["orders:read"]),
+            key("admin", "admin-key-0123456789", &["admin"]),
         ],
         timeout_ms: 1000,
         max_body_bytes: 1024,
@@ -188,7 +194,7 @@ async fn every_business_route_needs_a_credential_and_its_scope() {
 
     // A reader may read but not write; the writer both; analytics needs its own scope; admin everything.
     let order = format!("{base}/v1/orders/01890000-0000-7000-8000-000000000000");
-    let reader = [("x-api-key", "reader-key")];
+    let reader = [("x-api-key", "reader-key-0123456789")];
     assert_eq!(call("GET", &order, &reader).await.0, 200);
     let (status, headers, body) = call("POST", &format!("{base}/v1/orders"), &reader).await;
     assert_eq!(
@@ -196,7 +202,7 @@ async fn every_business_route_needs_a_credential_and_its_scope() {
         (403, Some("/problems/forbidden"))
     );
     assert_eq!(headers["content-type"], "application/problem+json");
-    let writer = [("authorization", "Bearer writer-key")];
+    let writer = [("authorization", "Bearer writer-key-0123456789")];
     assert_eq!(call("POST", &format!("{base}/v1/orders"), &writer).await.0, 200);
     assert_eq!(
         call("GET", &format!("{base}/v1/analytics/revenue"), &writer)
@@ -206,7 +212,7 @@ async fn every_business_route_needs_a_credential_and_its_scope() {
     );
     assert_eq!(call("GET", &format!("{base}/metrics"), &writer).await.0, 403);
     // HTTP Basic with the key as password (what schema-registry clients send from `http://u:key@host`).
-    let basic = [("authorization", "Basic dTpyZWFkZXIta2V5")]; // u:reader-key
+    let basic = [("authorization", "Basic dTpyZWFkZXIta2V5LTAxMjM0NTY3ODk=")]; // u:reader-key-0123456789
     assert_eq!(call("GET", &order, &basic).await.0, 200);
     assert_eq!(
         call("GET", &format!("{base}/registry/subjects"), &basic).await.0,
@@ -218,7 +224,7 @@ async fn every_business_route_needs_a_credential_and_its_scope() {
             .0,
         403
     );
-    let admin = [("x-api-key", "admin-key")];
+    let admin = [("x-api-key", "admin-key-0123456789")];
     assert_eq!(
         call("GET", &format!("{base}/v1/analytics/revenue"), &admin)
             .await
@@ -231,7 +237,7 @@ async fn every_business_route_needs_a_credential_and_its_scope() {
     let (_, headers, echoed) = call(
         "GET",
         &order,
-        &[("x-api-key", "reader-key"), ("x-request-id", "req-42")],
+        &[("x-api-key", "reader-key-0123456789"), ("x-request-id", "req-42")],
     )
     .await;
     assert_eq!(headers["x-request-id"], "req-42");
@@ -240,7 +246,12 @@ async fn every_business_route_needs_a_credential_and_its_scope() {
         echoed["headers"].get("x-api-key").is_none(),
         "credentials never reach the upstream"
     );
-    let (_, headers, echoed) = call("GET", &order, &[("authorization", "Bearer reader-key")]).await;
+    let (_, headers, echoed) = call(
+        "GET",
+        &order,
+        &[("authorization", "Bearer reader-key-0123456789")],
+    )
+    .await;
     assert!(echoed["headers"].get("authorization").is_none());
     let generated = headers["x-request-id"].to_str().unwrap().to_owned();
     assert_eq!(
@@ -338,6 +349,12 @@ async fn tokens_signed_with_hs256_rs256_and_es256_are_checked() {
         None,
         json!({"iss": "https://issuer.test", "exp": now() + 300}),
     );
+    let no_issuer = token(
+        Algorithm::HS256,
+        &hs,
+        None,
+        json!({"sub": "x", "exp": now() + 300, "scope": "admin"}),
+    );
     let other_secret = token(
         Algorithm::HS256,
         &EncodingKey::from_secret(b"another-secret-of-at-least-32-bytes!!!").unwrap(),
@@ -364,6 +381,7 @@ async fn tokens_signed_with_hs256_rs256_and_es256_are_checked() {
         ("expired", &expired),
         ("wrong issuer", &wrong_issuer),
         ("no subject", &no_subject),
+        ("no issuer while one is configured", &no_issuer),
         ("other secret", &other_secret),
         ("tampered", &tampered),
         ("algorithm confusion", &confused),
@@ -385,7 +403,7 @@ async fn over_the_limit_answers_429_with_a_retry_after_that_holds() {
     settings.rate_limit.burst = 3;
     let base = start_gateway(&settings, None, "").await;
     let url = format!("{base}/v1/orders/01890000-0000-7000-8000-000000000000");
-    let reader = [("x-api-key", "reader-key")];
+    let reader = [("x-api-key", "reader-key-0123456789")];
     for remaining in ["2", "1", "0"] {
         let (status, headers, _) = call("GET", &url, &reader).await;
         assert_eq!(status, 200);
@@ -401,8 +419,25 @@ async fn over_the_limit_answers_429_with_a_retry_after_that_holds() {
         retry_after, 1,
         "one request per second comes back within a second"
     );
+    // Callers without a valid credential share a budget per address: a flood of forged keys gets 429.
+    let mut refused = 0;
+    for _ in 0..5 {
+        if call("GET", &url, &[("x-api-key", "forged-key-0123456789")])
+            .await
+            .0
+            == 429
+        {
+            refused += 1;
+        }
+    }
+    assert!(refused >= 2, "{refused} of 5 forged calls were limited");
     // Another client has its own budget.
-    assert_eq!(call("GET", &url, &[("x-api-key", "writer-key")]).await.0, 200);
+    assert_eq!(
+        call("GET", &url, &[("x-api-key", "writer-key-0123456789")])
+            .await
+            .0,
+        200
+    );
     tokio::time::sleep(Duration::from_secs(retry_after)).await;
     assert_eq!(
         call("GET", &url, &reader).await.0,
@@ -421,7 +456,7 @@ async fn two_gateway_instances_share_one_clients_budget_through_redis() {
     let first = start_gateway(&settings, Some(redis().await), &prefix).await;
     let second = start_gateway(&settings, Some(redis().await), &prefix).await;
     let path = "/v1/orders/01890000-0000-7000-8000-000000000000";
-    let reader = [("x-api-key", "reader-key")];
+    let reader = [("x-api-key", "reader-key-0123456789")];
     let mut allowed = 0;
     for i in 0..8 {
         let base = if i % 2 == 0 { &first } else { &second };
@@ -462,14 +497,14 @@ async fn bodies_are_bounded_slow_upstreams_time_out_and_dead_ones_are_skipped() 
     let mut settings = settings(&upstream);
     settings.upstreams = vec![dead.clone(), upstream.clone()];
     let base = start_gateway(&settings, None, "").await;
-    let writer = [("x-api-key", "writer-key")];
+    let writer = [("x-api-key", "writer-key-0123456789")];
     for _ in 0..4 {
         let (status, _, _) = call("GET", &format!("{base}/v1/orders/x"), &writer).await;
         assert_eq!(status, 200, "a refused connection moves on to the next upstream");
     }
     let response = reqwest::Client::new()
         .post(format!("{base}/v1/orders"))
-        .header("x-api-key", "writer-key")
+        .header("x-api-key", "writer-key-0123456789")
         .header("content-type", "application/json")
         .body(vec![b' '; 4096])
         .send()
@@ -478,7 +513,12 @@ async fn bodies_are_bounded_slow_upstreams_time_out_and_dead_ones_are_skipped() 
     assert_eq!(response.status().as_u16(), 413);
     assert_eq!(response.headers()["content-type"], "application/problem+json");
     let started = std::time::Instant::now();
-    let (status, headers, _) = call("GET", &format!("{base}/slow"), &[("x-api-key", "admin-key")]).await;
+    let (status, headers, _) = call(
+        "GET",
+        &format!("{base}/slow"),
+        &[("x-api-key", "admin-key-0123456789")],
+    )
+    .await;
     assert_eq!(status, 504);
     assert_eq!(headers["content-type"], "application/problem+json");
     assert!(started.elapsed() < Duration::from_secs(3));
@@ -500,7 +540,9 @@ fn settings_without_a_secret_or_with_unknown_scopes_are_refused() {
         ..GatewaySettings::default()
     };
     assert!(Authenticator::new(&settings).is_err());
-    settings.api_keys = vec![key("x", "k", &["orders:delete"])];
+    settings.api_keys = vec![key("x", "", &["orders:read"])];
+    assert!(Authenticator::new(&settings).is_err(), "an empty key is refused");
+    settings.api_keys = vec![key("x", "k-0123456789abcdef", &["orders:delete"])];
     let error = Authenticator::new(&settings).err().unwrap().to_string();
     assert!(error.contains("orders:delete"), "{error}");
     settings.api_keys = vec![];

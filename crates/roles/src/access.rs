@@ -1,6 +1,6 @@
 //! What each role needs from Kafka, so it can run with least-privilege ACLs: the topics it reads (its
 //! inputs and their retry topics), the topics it writes (its outputs, and the retry and dead-letter topics
-//! of its inputs), its consumer group and the prefix of its transactional ids. `orderflow acls` prints
+//! of its inputs), its consumer group and the prefix of its transactional ids. `orderflow topics acls` prints
 //! these; the security test grants exactly these and runs every role.
 
 use orderflow_consumer::RetryPolicy;

@@ -157,7 +157,9 @@ impl Store {
             && role
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-            && !role.as_bytes()[0].is_ascii_digit();
+            && !role.as_bytes()[0].is_ascii_digit()
+            && role != "public"
+            && !role.starts_with("pg_");
         if !valid {
             return Err(StoreError::BadRole(role.to_owned()));
         }

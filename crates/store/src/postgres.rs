@@ -52,7 +52,9 @@ impl PgStore {
             format!("REVOKE UPDATE, DELETE, TRUNCATE ON audit_log FROM {role}"),
             // The service reads which migrations ran, never records one.
             format!("REVOKE INSERT, UPDATE, DELETE ON _sqlx_migrations FROM {role}"),
+            // Before PostgreSQL 15 every role may create in `public` through PUBLIC: take that away too.
             format!("REVOKE CREATE ON SCHEMA public FROM {role}"),
+            "REVOKE CREATE ON SCHEMA public FROM PUBLIC".to_owned(),
         ];
         for statement in statements {
             sqlx::query(&statement).execute(&mut *tx).await?;
