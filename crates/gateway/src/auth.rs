@@ -13,6 +13,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use crate::error::{GatewayError, Rejection};
+use crate::rate_limit::OwnLimit;
 use crate::scopes::Scopes;
 use crate::settings::{ApiKeySettings, GatewaySettings, JwtSettings};
 
@@ -24,7 +25,7 @@ pub struct Principal {
     /// What it may do.
     pub scopes: Scopes,
     /// Its own sustained rate and burst, when configured.
-    pub limit: Option<(f64, u32)>,
+    pub limit: Option<OwnLimit>,
 }
 
 /// A verified API key's owner.
@@ -32,7 +33,7 @@ pub struct Principal {
 struct KeyOwner {
     id: String,
     scopes: Scopes,
-    limit: Option<(f64, u32)>,
+    limit: Option<OwnLimit>,
 }
 
 /// A key that may verify tokens.
@@ -144,10 +145,10 @@ fn key_owner(entry: &ApiKeySettings) -> Result<([u8; 32], KeyOwner), GatewayErro
             entry.id
         )));
     }
-    let limit = match (entry.requests_per_second, entry.burst) {
-        (None, None) => None,
-        (rate, burst) => Some((rate.unwrap_or(0.0), burst.unwrap_or(0))),
-    };
+    let limit = Some(OwnLimit {
+        requests_per_second: entry.requests_per_second,
+        burst: entry.burst,
+    });
     Ok((
         digest,
         KeyOwner {
@@ -171,7 +172,7 @@ fn algorithm(name: &str) -> Result<Algorithm, GatewayError> {
 fn verifying_keys(jwt: &JwtSettings) -> Result<Vec<VerifyingKey>, GatewayError> {
     let mut keys = Vec::new();
     let secret = match (&jwt.hs256_secret, &jwt.hs256_secret_file) {
-        (Some(secret), _) => Some(SecretString::from(secret.expose_secret().to_owned())),
+        (Some(secret), _) => Some(secret.clone()),
         (None, Some(path)) => Some(SecretString::from(read_secret("the HS256 secret", path)?)),
         (None, None) => None,
     };

@@ -28,7 +28,7 @@ use tracing::Instrument;
 pub use auth::{Authenticator, Principal, key_digest};
 pub use error::{GatewayError, Rejection};
 pub use proxy::Upstreams;
-pub use rate_limit::{Decision, Limit, RateLimiter};
+pub use rate_limit::{Decision, Limit, OwnLimit, RateLimiter};
 pub use scopes::{Access, Scope, Scopes};
 pub use settings::{ApiKeySettings, GatewaySettings, JwtKeySettings, JwtSettings, RateLimitSettings};
 
@@ -113,6 +113,27 @@ fn rate_headers(response: &mut Response, decision: &Decision) {
     headers.insert("ratelimit-reset", HeaderValue::from(decision.reset_secs));
 }
 
+/// Counts one request of `client` (with its own limit, if any): the decision when limits are on, or the
+/// 429 answer when its budget is spent.
+async fn spend(gateway: &Inner, client: &str, own: Option<OwnLimit>) -> Result<Option<Decision>, Response> {
+    if !gateway.limiter.is_enabled() {
+        return Ok(None);
+    }
+    let verdict = gateway
+        .limiter
+        .check(client, gateway.limiter.limit_for(own))
+        .await;
+    if verdict.allowed {
+        return Ok(Some(verdict));
+    }
+    let mut response = Rejection::RateLimited {
+        retry_after_secs: verdict.retry_after_secs,
+    }
+    .into_response();
+    rate_headers(&mut response, &verdict);
+    Err(response)
+}
+
 /// The gateway's checks, in order: request id, authentication, scope, rate limit, body size, time.
 async fn guard(State(gateway): State<Arc<Inner>>, mut request: Request, next: Next) -> Response {
     let id = request_id(&request);
@@ -134,28 +155,10 @@ async fn guard(State(gateway): State<Arc<Inner>>, mut request: Request, next: Ne
             .extensions()
             .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
             .map(|info| format!("ip:{}", info.0.ip()));
-        let anonymous_refused = |peer: Option<String>| {
-            let gateway = gateway.clone();
-            async move {
-                let peer = peer?;
-                if !gateway.limiter.is_enabled() {
-                    return None;
-                }
-                let limit = gateway.limiter.limit_for(None);
-                let verdict = gateway.limiter.check(&peer, limit).await;
-                (!verdict.allowed).then(|| {
-                    let mut response = Rejection::RateLimited {
-                        retry_after_secs: verdict.retry_after_secs,
-                    }
-                    .into_response();
-                    rate_headers(&mut response, &verdict);
-                    response
-                })
-            }
-        };
         if access == Access::Public
             && request.uri().path() != "/healthz"
-            && let Some(refused) = anonymous_refused(peer.clone()).await
+            && let Some(peer) = &peer
+            && let Err(refused) = spend(&gateway, peer, None).await
         {
             return refused;
         }
@@ -163,10 +166,11 @@ async fn guard(State(gateway): State<Arc<Inner>>, mut request: Request, next: Ne
             let principal = match gateway.auth.authenticate(request.headers()) {
                 Ok(principal) => principal,
                 Err(rejection) => {
-                    return match anonymous_refused(peer).await {
-                        Some(refused) => refused,
-                        None => rejection.into_response(),
-                    };
+                    return match &peer {
+                        Some(peer) => spend(&gateway, peer, None).await.err(),
+                        None => None,
+                    }
+                    .unwrap_or_else(|| rejection.into_response());
                 }
             };
             tracing::Span::current().record("client", principal.client.as_str());
@@ -175,18 +179,9 @@ async fn guard(State(gateway): State<Arc<Inner>>, mut request: Request, next: Ne
             {
                 return Rejection::Forbidden(needed.as_str()).into_response();
             }
-            if gateway.limiter.is_enabled() {
-                let limit = gateway.limiter.limit_for(principal.limit);
-                let verdict = gateway.limiter.check(&principal.client, limit).await;
-                if !verdict.allowed {
-                    let mut response = Rejection::RateLimited {
-                        retry_after_secs: verdict.retry_after_secs,
-                    }
-                    .into_response();
-                    rate_headers(&mut response, &verdict);
-                    return response;
-                }
-                decision = Some(verdict);
+            match spend(&gateway, &principal.client, principal.limit).await {
+                Ok(verdict) => decision = verdict,
+                Err(refused) => return refused,
             }
         }
         // Credentials stop here: nothing behind the gateway sees them.

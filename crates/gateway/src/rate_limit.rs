@@ -46,6 +46,15 @@ impl Limit {
     }
 }
 
+/// A client's own rate and burst, each replacing the default when given.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct OwnLimit {
+    /// Sustained requests per second.
+    pub requests_per_second: Option<f64>,
+    /// Requests at once.
+    pub burst: Option<u32>,
+}
+
 /// The answer for one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Decision {
@@ -113,7 +122,8 @@ return {1, string.format('%d', new_tat - now), '0'}
 /// Limits requests per client, in Redis when configured (falling back to this process when Redis does
 /// not answer in time) or in this process.
 pub struct RateLimiter {
-    default: Limit,
+    default_rate: f64,
+    default_burst: u32,
     enabled: bool,
     redis: Option<(RedisConnection, Script, String)>,
     redis_timeout: Duration,
@@ -129,7 +139,8 @@ impl RateLimiter {
     /// when `redis` is given.
     pub fn new(settings: &RateLimitSettings, redis: Option<RedisConnection>, key_prefix: &str) -> Self {
         Self {
-            default: Limit::new(settings.requests_per_second, settings.burst),
+            default_rate: settings.requests_per_second,
+            default_burst: settings.burst,
             enabled: settings.enabled,
             redis: redis.map(|conn| (conn, Script::new(GCRA_SCRIPT), format!("{key_prefix}ratelimit:"))),
             redis_timeout: Duration::from_millis(settings.redis_timeout_ms),
@@ -150,18 +161,12 @@ impl RateLimiter {
     }
 
     /// The limit of a client with its own settings, or the default.
-    pub fn limit_for(&self, own: Option<(f64, u32)>) -> Limit {
-        match own {
-            Some((rate, burst)) => Limit::new(
-                if rate > 0.0 {
-                    rate
-                } else {
-                    1_000_000.0 / self.default.interval_us as f64
-                },
-                if burst > 0 { burst } else { self.default.burst },
-            ),
-            None => self.default,
-        }
+    pub fn limit_for(&self, own: Option<OwnLimit>) -> Limit {
+        let own = own.unwrap_or_default();
+        Limit::new(
+            own.requests_per_second.unwrap_or(self.default_rate),
+            own.burst.unwrap_or(self.default_burst),
+        )
     }
 
     /// Counts one request of `client` against `limit`.

@@ -249,25 +249,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 "role", "operation", "resource type", "pattern"
             );
             for role in roles {
-                let access = role.kafka_access(&settings);
-                let line = |operation: &str, kind: &str, pattern: &str, name: &str| {
+                for grant in role.kafka_access(&settings).grants() {
+                    let pattern = if grant.prefixed { "PREFIXED" } else { "LITERAL" };
                     println!(
-                        "{:<11} {operation:<9} {kind:<16} {pattern:<8} {name}",
-                        role.name()
+                        "{:<11} {:<9} {:<16} {pattern:<8} {}",
+                        role.name(),
+                        grant.operation,
+                        grant.resource,
+                        grant.name
                     );
-                };
-                for topic in &access.read {
-                    line("READ", "TOPIC", "LITERAL", topic);
-                }
-                for topic in &access.write {
-                    line("WRITE", "TOPIC", "LITERAL", topic);
-                }
-                if let Some(group) = &access.group {
-                    line("READ", "GROUP", "LITERAL", group);
-                }
-                if let Some(prefix) = &access.transactional_id_prefix {
-                    line("WRITE", "TRANSACTIONAL_ID", "PREFIXED", prefix);
-                    line("DESCRIBE", "TRANSACTIONAL_ID", "PREFIXED", prefix);
                 }
             }
             Ok(())

@@ -1552,43 +1552,24 @@ async fn killing_any_role_process_mid_run_and_restarting_it_changes_no_outcome()
     let _ = std::fs::remove_dir_all(dir);
 }
 
-/// The roles that talk to Kafka, each of which gets its own Kafka user, and the gateway in front.
-const SECURED_ROLES: [Role; 7] = [
-    Role::Orders,
-    Role::Payments,
-    Role::Enrichment,
-    Role::Inventory,
-    Role::Projector,
-    Role::Analytics,
-    Role::Audit,
-];
+/// The roles that talk to Kafka (all but the gateway), each of which gets its own Kafka user.
+fn secured_roles() -> impl Iterator<Item = Role> {
+    Role::ALL.iter().copied().filter(|r| *r != Role::Gateway)
+}
 
 /// The least-privilege ACLs of `role`: exactly what [`Role::kafka_access`] says it needs.
 fn role_acls(role: Role, settings: &Settings) -> Vec<orderflow_testkit::Acl> {
-    use orderflow_testkit::Acl;
-    let access = role.kafka_access(settings);
-    let principal = format!("User:{}", role.name());
-    let acl = |resource: &'static str, name: &str, prefixed: bool, operation: &'static str| Acl {
-        principal: principal.clone(),
-        resource,
-        name: name.to_owned(),
-        prefixed,
-        operation,
-    };
-    let mut acls: Vec<Acl> = access
-        .read
-        .iter()
-        .map(|t| acl("TOPIC", t, false, "READ"))
-        .collect();
-    acls.extend(access.write.iter().map(|t| acl("TOPIC", t, false, "WRITE")));
-    if let Some(group) = &access.group {
-        acls.push(acl("GROUP", group, false, "READ"));
-    }
-    if let Some(prefix) = &access.transactional_id_prefix {
-        acls.push(acl("TRANSACTIONAL_ID", prefix, true, "WRITE"));
-        acls.push(acl("TRANSACTIONAL_ID", prefix, true, "DESCRIBE"));
-    }
-    acls
+    role.kafka_access(settings)
+        .grants()
+        .into_iter()
+        .map(|grant| orderflow_testkit::Acl {
+            principal: format!("User:{}", role.name()),
+            resource: grant.resource,
+            name: grant.name,
+            prefixed: grant.prefixed,
+            operation: grant.operation,
+        })
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1601,8 +1582,7 @@ async fn every_role_runs_with_least_privilege_credentials_over_tls_and_no_secret
         path.display().to_string()
     };
     // Every secret is random, so finding one in a log can only mean it was printed.
-    let kafka_users: Vec<(String, String)> = SECURED_ROLES
-        .iter()
+    let kafka_users: Vec<(String, String)> = secured_roles()
         .map(|r| (r.name().to_owned(), unique(&format!("kafka-pw-{}", r.name()))))
         .collect();
     let users = kafka_users.clone();
@@ -1701,10 +1681,7 @@ async fn every_role_runs_with_least_privilege_credentials_over_tls_and_no_secret
     );
     let mut settings = Settings::default();
     settings.kafka.topic_prefix = prefix.clone();
-    let acls: Vec<_> = SECURED_ROLES
-        .iter()
-        .flat_map(|r| role_acls(*r, &settings))
-        .collect();
+    let acls: Vec<_> = secured_roles().flat_map(|r| role_acls(r, &settings)).collect();
     let broker = &kafka;
     tokio::task::block_in_place(|| broker.create_acls(&acls)).expect("acls");
 

@@ -22,6 +22,46 @@ pub struct KafkaAccess {
     pub transactional_id_prefix: Option<String>,
 }
 
+/// One ALLOW grant of a role's Kafka ACLs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaGrant {
+    /// `READ`, `WRITE` or `DESCRIBE`.
+    pub operation: &'static str,
+    /// `TOPIC`, `GROUP` or `TRANSACTIONAL_ID`.
+    pub resource: &'static str,
+    /// The resource's name, or its prefix when `prefixed`.
+    pub name: String,
+    /// Whether `name` is a prefix.
+    pub prefixed: bool,
+}
+
+impl KafkaAccess {
+    /// The ACL grants these needs stand for: read and write on the topics, read on the group, write and
+    /// describe on the transactional ids.
+    pub fn grants(&self) -> Vec<KafkaGrant> {
+        let grant = |operation, resource, name: &str, prefixed| KafkaGrant {
+            operation,
+            resource,
+            name: name.to_owned(),
+            prefixed,
+        };
+        let mut grants: Vec<KafkaGrant> = self
+            .read
+            .iter()
+            .map(|t| grant("READ", "TOPIC", t, false))
+            .collect();
+        grants.extend(self.write.iter().map(|t| grant("WRITE", "TOPIC", t, false)));
+        if let Some(group) = &self.group {
+            grants.push(grant("READ", "GROUP", group, false));
+        }
+        if let Some(prefix) = &self.transactional_id_prefix {
+            grants.push(grant("WRITE", "TRANSACTIONAL_ID", prefix, true));
+            grants.push(grant("DESCRIBE", "TRANSACTIONAL_ID", prefix, true));
+        }
+        grants
+    }
+}
+
 /// Base names of what a role consumes and publishes.
 fn flows(role: Role) -> (Vec<&'static str>, Vec<&'static str>) {
     match role {

@@ -29,7 +29,7 @@ use orderflow_store::{Store, StoreError};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-pub use access::{KafkaAccess, routing_topics};
+pub use access::{KafkaAccess, KafkaGrant, routing_topics};
 pub use payments::PaymentsSettings;
 pub use settings::{
     DatabaseSettings, HttpSettings, OrdersSettings, ProjectorSettings, RegistrySettings, Settings,
