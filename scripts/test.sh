@@ -22,6 +22,9 @@ command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
 pkg-config --exists openssl 2>/dev/null || missing+=(libssl-dev)
 pkg-config --exists zlib 2>/dev/null || missing+=(zlib1g-dev)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 
 if ((${#missing[@]})); then
   if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null 2>&1; then
@@ -42,4 +45,7 @@ echo "== cargo fmt";    cargo fmt --all -- --check
 echo "== cargo clippy"; cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== schemas check (each topic's newest schema against its earlier versions)"
 cargo run --quiet --locked -p orderflow -- schemas check
+echo "== promtool (alert rules and their unit tests)"
+promtool check rules deploy/observability/alerts.yml
+(cd deploy/observability && promtool test rules alerts.test.yml)
 echo "== cargo test";   cargo test --workspace --locked

@@ -8,12 +8,11 @@ mod orders;
 mod tls;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{StatusCode, Uri};
-use axum::response::{IntoResponse, Response};
+use axum::extract::DefaultBodyLimit;
+use axum::http::Uri;
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use orderflow_cache::OrderCache;
 use orderflow_events::AvroCodec;
@@ -78,16 +77,16 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/openapi.json", get(openapi))
         .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics::render))
         .fallback(not_found)
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .with_state(state);
-    match registry {
+    let app = match registry {
         Some(service) => app.nest("/registry", orderflow_registry::router(service)),
         None => app,
-    }
+    };
+    app.layer(axum::middleware::from_fn(metrics::track))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
 }
 
 async fn not_found(uri: Uri) -> ApiError {
@@ -107,28 +106,6 @@ async fn openapi() -> impl IntoResponse {
 
 async fn healthz() -> impl IntoResponse {
     axum::Json(serde_json::json!({"status": "ok"}))
-}
-
-/// Ready when the database answers within a second.
-async fn readyz(State(state): State<AppState>) -> Response {
-    let db = tokio::time::timeout(Duration::from_secs(1), state.store.outbox_backlog()).await;
-    match db {
-        Ok(Ok(backlog)) => {
-            axum::Json(serde_json::json!({"status": "ready", "database": "ok", "outbox_backlog": backlog}))
-                .into_response()
-        }
-        Ok(Err(e)) => {
-            // The cause is for the logs; an anonymous caller learns only that the database is down.
-            tracing::warn!(error = %e, "readiness: the database does not answer");
-            not_ready("unavailable".into())
-        }
-        Err(_) => not_ready("timed out".into()),
-    }
-}
-
-fn not_ready(reason: String) -> Response {
-    let body = serde_json::json!({"status": "not ready", "database": reason});
-    (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response()
 }
 
 /// Serves `app` (the API's [`router`], possibly behind the gateway) on `listener` until `shutdown`
@@ -154,10 +131,21 @@ fn request_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Spa
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    tracing::info_span!(
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| request.uri().path().to_owned(), |m| m.as_str().to_owned());
+    let span = tracing::info_span!(
         "request",
-        method = %request.method(),
+        otel.name = %format!("{} {route}", request.method()),
+        otel.kind = "server",
+        http.request.method = %request.method(),
+        http.route = %route,
         path = %request.uri().path(),
         request_id = %id,
-    )
+    );
+    if let Some(parent) = request.headers().get("traceparent").and_then(|v| v.to_str().ok()) {
+        orderflow_telemetry::set_parent(&span, parent);
+    }
+    span
 }

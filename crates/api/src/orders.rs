@@ -89,6 +89,18 @@ fn is_traceparent(v: &str) -> bool {
         && v.chars().all(|c| c == '-' || c.is_ascii_hexdigit())
 }
 
+/// The `traceparent` the request's events carry: the request span's own context when traces are exported
+/// (so consumers continue this request's trace), else the caller's header passed on unchanged.
+fn event_traceparent(headers: &HeaderMap) -> Option<String> {
+    orderflow_telemetry::traceparent(&tracing::Span::current()).or_else(|| {
+        headers
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| is_traceparent(v))
+            .map(str::to_owned)
+    })
+}
+
 /// `POST /v1/orders`: validates, then writes order, lines and `order.created` in one transaction; 201 after
 /// commit.
 pub async fn create(
@@ -103,10 +115,8 @@ pub async fn create(
     let new = NewOrder::parse(&doc).map_err(ApiError::Validation)?;
 
     let order = Order::create(new, Utc::now());
-    let traceparent = headers
-        .get("traceparent")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| is_traceparent(v));
+    let traceparent = event_traceparent(&headers);
+    let traceparent = traceparent.as_deref();
     let event = state
         .codec
         .encode(&OrderCreated::from_order(&order), traceparent)
@@ -216,10 +226,8 @@ pub async fn cancel(
     let order_id: OrderId = id.parse().map_err(|_| ApiError::InvalidOrderId(id.clone()))?;
     let body = body.map_err(ApiError::from)?;
     let reason = cancel_reason(&headers, &body)?;
-    let traceparent = headers
-        .get("traceparent")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| is_traceparent(v));
+    let traceparent = event_traceparent(&headers);
+    let traceparent = traceparent.as_deref();
     for _ in 0..CANCEL_ATTEMPTS {
         let current = state
             .store

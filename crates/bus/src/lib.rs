@@ -7,6 +7,7 @@
 
 mod embedded;
 mod settings;
+pub mod telemetry;
 pub mod topics;
 
 use std::sync::Arc;
@@ -16,6 +17,9 @@ use rdkafka::error::KafkaError;
 use rdkafka::producer::FutureProducer;
 
 pub use embedded::EmbeddedCluster;
+
+/// The producer [`Bus::producer`] builds: idempotent, with its statistics recorded as metrics.
+pub type EventProducer = FutureProducer<telemetry::StatsContext>;
 pub use settings::{KafkaSecurity, KafkaSettings};
 pub use topics::{TopicReport, TopicSpec};
 
@@ -190,10 +194,12 @@ impl Bus {
         config
     }
 
-    /// An idempotent producer (acks=all, ordered retries) for publishing events.
-    pub fn producer(&self, client_id: &str) -> Result<FutureProducer, BusError> {
+    /// An idempotent producer (acks=all, ordered retries) for publishing events; its librdkafka
+    /// statistics become metrics labelled `client_id` (see [`telemetry`]).
+    pub fn producer(&self, client_id: &str) -> Result<EventProducer, BusError> {
         self.producer_config(client_id)
-            .create()
+            .set("statistics.interval.ms", telemetry::STATISTICS_INTERVAL_MS)
+            .create_with_context(telemetry::StatsContext::new(client_id))
             .map_err(BusError::kafka("creating a Kafka producer"))
     }
 

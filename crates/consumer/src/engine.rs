@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
+use orderflow_bus::EventProducer;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::producer::{FutureProducer, Producer};
+use rdkafka::producer::Producer;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -48,7 +49,7 @@ struct BatchDone {
 pub(crate) struct Engine<H> {
     pub(crate) worker: Arc<Worker<H>>,
     pub(crate) consumer: Arc<BaseConsumer<RuntimeContext>>,
-    pub(crate) producer: Arc<FutureProducer>,
+    pub(crate) producer: Arc<EventProducer>,
     pub(crate) settings: Arc<ConsumerSettings>,
     stats: Arc<ConsumerStats>,
     parts: HashMap<Tp, Part>,
@@ -57,15 +58,19 @@ pub(crate) struct Engine<H> {
     epochs: u64,
     paused: usize,
     wakeup: Option<tokio::time::Instant>,
+    /// True while an operator holds the consumer: nothing new is dispatched (queues fill, then partitions
+    /// pause by back-pressure, and the lag grows) until released.
+    held: tokio::sync::watch::Receiver<bool>,
 }
 
 impl<H: Handler> Engine<H> {
     pub(crate) fn new(
         worker: Arc<Worker<H>>,
         consumer: Arc<BaseConsumer<RuntimeContext>>,
-        producer: Arc<FutureProducer>,
+        producer: Arc<EventProducer>,
         settings: Arc<ConsumerSettings>,
         stats: Arc<ConsumerStats>,
+        held: tokio::sync::watch::Receiver<bool>,
     ) -> Self {
         Self {
             worker,
@@ -79,6 +84,7 @@ impl<H: Handler> Engine<H> {
             epochs: 0,
             paused: 0,
             wakeup: None,
+            held,
         }
     }
 
@@ -95,6 +101,7 @@ impl<H: Handler> Engine<H> {
     ) -> Result<(), ConsumerError> {
         let mut tick = tokio::time::interval(self.settings.commit_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let (mut hold, mut hold_open) = (self.held.clone(), true);
         loop {
             self.dispatch();
             let wakeup = self.wakeup;
@@ -117,6 +124,22 @@ impl<H: Handler> Engine<H> {
                     }
                 }
                 _ = tick.tick() => self.commit().await?,
+                changed = hold.changed(), if hold_open => {
+                    if changed.is_err() {
+                        hold_open = false; // the runtime is gone; nobody can hold or release any more
+                    } else {
+                        let held = *hold.borrow_and_update();
+                        telemetry::held(&self.settings.group, held);
+                        tracing::info!(group = self.settings.group, held, "consumer hold changed");
+                        let waiting: Vec<Tp> = self.parts.iter()
+                            .filter(|(_, p)| !p.queue.is_empty())
+                            .map(|(tp, _)| tp.clone())
+                            .collect();
+                        for tp in waiting {
+                            self.mark_ready(&tp);
+                        }
+                    }
+                }
             }
         }
         self.drain().await
@@ -149,6 +172,7 @@ impl<H: Handler> Engine<H> {
                     );
                 }
                 ConsumerStats::set(&self.stats.assigned, self.parts.len() as u64);
+                telemetry::assigned(&self.settings.group, self.parts.len());
                 Ok(())
             }
             Event::Revoke {
@@ -215,7 +239,7 @@ impl<H: Handler> Engine<H> {
 
     /// Hands batches of due records to workers, one batch per partition at a time, up to the concurrency.
     fn dispatch(&mut self) {
-        while self.tasks.len() < self.settings.concurrency {
+        while self.tasks.len() < self.settings.concurrency && !*self.held.borrow() {
             let Some(tp) = self.ready.pop_front() else {
                 break;
             };
@@ -453,6 +477,7 @@ impl<H: Handler> Engine<H> {
         }
         ConsumerStats::add(&self.stats.revocations, partitions.len() as u64);
         ConsumerStats::set(&self.stats.assigned, self.parts.len() as u64);
+        telemetry::assigned(&self.settings.group, self.parts.len());
         ConsumerStats::set(&self.stats.paused, self.paused as u64);
         let _ = reply.send(offsets);
         if outcome.is_err() && self.transactional() {

@@ -35,6 +35,6 @@ pub mod routing;
 pub use error::ConsumerError;
 pub use handler::{ErrorKind, Handler, HandlerError};
 pub use record::{Output, Record};
-pub use runtime::{ConsumerRuntime, ROUTING_RETENTION_DAYS};
+pub use runtime::{ConsumerHandle, ConsumerRuntime, ROUTING_RETENTION_DAYS};
 pub use settings::{ConsumerSettings, Delivery, RetryPolicy};
 pub use stats::ConsumerStats;

@@ -13,7 +13,6 @@ use rdkafka::{ClientContext, Offset, Statistics, TopicPartitionList};
 use tokio::sync::mpsc;
 
 use crate::record::Record;
-use crate::telemetry;
 
 /// A (topic, partition) pair.
 pub(crate) type Tp = (Arc<str>, i32);
@@ -34,7 +33,7 @@ pub(crate) enum Event {
     Error(String),
 }
 
-/// Client context: forwards rebalances to the engine and turns statistics into lag gauges.
+/// Client context: forwards rebalances to the engine and turns statistics into metrics.
 pub(crate) struct RuntimeContext {
     pub(crate) events: mpsc::UnboundedSender<Event>,
     pub(crate) group: String,
@@ -50,13 +49,7 @@ fn partitions(tpl: &TopicPartitionList) -> Vec<Tp> {
 
 impl ClientContext for RuntimeContext {
     fn stats(&self, statistics: Statistics) {
-        for (name, topic) in &statistics.topics {
-            for (id, partition) in &topic.partitions {
-                if *id >= 0 && partition.consumer_lag >= 0 {
-                    telemetry::lag(&self.group, name, *id, partition.consumer_lag);
-                }
-            }
-        }
+        orderflow_bus::telemetry::record_statistics(&self.group, &statistics);
     }
 }
 

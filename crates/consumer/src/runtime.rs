@@ -5,10 +5,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use orderflow_bus::Bus;
+use orderflow_bus::EventProducer;
+use orderflow_bus::telemetry::{STATISTICS_INTERVAL_MS, StatsContext};
 use orderflow_bus::topics::Cleanup;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::producer::{FutureProducer, Producer};
-use tokio::sync::{mpsc, oneshot};
+use rdkafka::producer::Producer;
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::Engine;
@@ -30,6 +32,41 @@ pub struct ConsumerRuntime<H> {
     settings: Arc<ConsumerSettings>,
     handler: Arc<H>,
     stats: Arc<ConsumerStats>,
+    hold: Arc<watch::Sender<bool>>,
+}
+
+/// How often a running consumer measures its lag (committed offset to the end of each assigned partition).
+const LAG_EVERY: Duration = Duration::from_secs(5);
+
+/// A running consumer as operators see it: its group, live counters and a hold switch. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct ConsumerHandle {
+    group: String,
+    stats: Arc<ConsumerStats>,
+    hold: Arc<watch::Sender<bool>>,
+}
+
+impl ConsumerHandle {
+    /// The consumer group.
+    pub fn group(&self) -> &str {
+        &self.group
+    }
+
+    /// Live counters.
+    pub fn stats(&self) -> &Arc<ConsumerStats> {
+        &self.stats
+    }
+
+    /// Holds (`true`) or releases (`false`) the consumer. A held consumer keeps its partitions and commits
+    /// what it finished, but starts no new batch: its lag grows until it is released.
+    pub fn set_held(&self, held: bool) {
+        self.hold.send_replace(held);
+    }
+
+    /// Whether an operator holds the consumer.
+    pub fn is_held(&self) -> bool {
+        *self.hold.borrow()
+    }
 }
 
 impl<H: Handler> ConsumerRuntime<H> {
@@ -40,6 +77,16 @@ impl<H: Handler> ConsumerRuntime<H> {
             settings: Arc::new(settings),
             handler: Arc::new(handler),
             stats: Arc::new(ConsumerStats::default()),
+            hold: Arc::new(watch::channel(false).0),
+        }
+    }
+
+    /// A handle to watch this runtime and hold or release it.
+    pub fn handle(&self) -> ConsumerHandle {
+        ConsumerHandle {
+            group: self.settings.group.clone(),
+            stats: self.stats.clone(),
+            hold: self.hold.clone(),
         }
     }
 
@@ -136,7 +183,7 @@ impl<H: Handler> ConsumerRuntime<H> {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("isolation.level", "read_committed")
-            .set("statistics.interval.ms", "5000")
+            .set("statistics.interval.ms", STATISTICS_INTERVAL_MS)
             .set("queued.max.messages.kbytes", "16384");
         if settings.static_membership {
             config.set("group.instance.id", &instance);
@@ -153,8 +200,9 @@ impl<H: Handler> ConsumerRuntime<H> {
                 settings.transaction_timeout.as_millis().to_string(),
             );
         }
-        let producer: FutureProducer = producer_config
-            .create()
+        producer_config.set("statistics.interval.ms", STATISTICS_INTERVAL_MS);
+        let producer: EventProducer = producer_config
+            .create_with_context(StatsContext::new(&format!("{}-producer", settings.group)))
             .map_err(ConsumerError::kafka("creating the producer"))?;
         let producer = Arc::new(producer);
         if transactional {
@@ -194,8 +242,23 @@ impl<H: Handler> ConsumerRuntime<H> {
             transactional,
             stats: self.stats.clone(),
         });
-        let mut engine = Engine::new(worker, consumer, producer, settings.clone(), self.stats.clone());
+        let lag_stop = CancellationToken::new();
+        let lag = tokio::spawn(sample_lag(
+            consumer.clone(),
+            settings.group.clone(),
+            lag_stop.clone(),
+        ));
+        let mut engine = Engine::new(
+            worker,
+            consumer,
+            producer,
+            settings.clone(),
+            self.stats.clone(),
+            self.hold.subscribe(),
+        );
         let result = engine.run(&mut events, shutdown).await;
+        lag_stop.cancel();
+        let _ = tokio::time::timeout(settings.close_timeout, lag).await;
 
         // Teardown: the poller thread holds the last consumer reference and leaves the group when it stops.
         // Closing has been seen to hang, so it is bounded.
@@ -213,4 +276,84 @@ impl<H: Handler> ConsumerRuntime<H> {
         }
         result
     }
+}
+
+/// Every [`LAG_EVERY`], sets `orderflow_consumer_lag` of each assigned partition: its end (the last stable
+/// offset, as this read-committed consumer sees it) minus the group's committed offset, both asked of the
+/// broker. Measured here rather than taken from librdkafka's statistics, which neither see offsets committed
+/// through a producer's transaction nor move while a partition is paused.
+async fn sample_lag(consumer: Arc<BaseConsumer<RuntimeContext>>, group: String, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(LAG_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let consumer = consumer.clone();
+        let measured = tokio::task::spawn_blocking(move || measure_lag(&consumer)).await;
+        match measured {
+            Ok(Ok(lags)) => {
+                for (topic, partition, lag) in lags {
+                    crate::telemetry::lag(&group, &topic, partition, lag);
+                }
+            }
+            Ok(Err(e)) => tracing::debug!(group, error = %e, "measuring consumer lag failed"),
+            Err(_) => return,
+        }
+    }
+}
+
+/// Lag of every assigned partition, asked of the broker (blocking): one offset fetch for the group's
+/// committed offsets and one list-offsets request per broker for the partitions' ends, however many
+/// partitions.
+fn measure_lag(
+    consumer: &BaseConsumer<RuntimeContext>,
+) -> Result<Vec<(String, i32, i64)>, rdkafka::error::KafkaError> {
+    use rdkafka::{Offset, TopicPartitionList};
+    let timeout = Duration::from_secs(2);
+    let assignment = consumer.assignment()?;
+    if assignment.count() == 0 {
+        return Ok(Vec::new());
+    }
+    let committed = consumer.committed_offsets(assignment.clone(), timeout)?;
+    let ask =
+        |at: Offset| -> Result<std::collections::HashMap<(String, i32), i64>, rdkafka::error::KafkaError> {
+            let mut wanted = TopicPartitionList::new();
+            for element in assignment.elements() {
+                wanted.add_partition_offset(element.topic(), element.partition(), at)?;
+            }
+            let answered = consumer.offsets_for_times(wanted, timeout)?;
+            Ok(answered
+                .elements()
+                .iter()
+                .filter_map(|e| match e.offset() {
+                    Offset::Offset(offset) => Some(((e.topic().to_owned(), e.partition()), offset)),
+                    _ => None,
+                })
+                .collect())
+        };
+    let ends = ask(Offset::End)?;
+    let uncommitted = committed
+        .elements()
+        .iter()
+        .any(|e| !matches!(e.offset(), Offset::Offset(_)));
+    let starts = if uncommitted {
+        ask(Offset::Beginning)?
+    } else {
+        Default::default()
+    };
+    let mut lags = Vec::with_capacity(committed.count());
+    for element in committed.elements() {
+        let key = (element.topic().to_owned(), element.partition());
+        let Some(end) = ends.get(&key) else {
+            continue;
+        };
+        let from = match element.offset() {
+            Offset::Offset(offset) => offset,
+            _ => starts.get(&key).copied().unwrap_or(0),
+        };
+        lags.push((key.0, key.1, (end - from).max(0)));
+    }
+    Ok(lags)
 }

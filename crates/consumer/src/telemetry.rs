@@ -10,10 +10,15 @@
 //! | `orderflow_consumer_lag` | gauge | group, topic, partition |
 //! | `orderflow_consumer_batch_seconds` | histogram | group |
 //! | `orderflow_consumer_commit_seconds` | histogram | group |
+//! | `orderflow_consumer_end_to_end_seconds` | histogram | group (record timestamp, when the event occurred, to its effects done) |
+//! | `orderflow_consumer_assigned_partitions` | gauge | group |
+//! | `orderflow_consumer_held` | gauge | group (1 while an operator holds the consumer) |
 
 use std::time::Duration;
 
 use metrics::{counter, gauge, histogram};
+
+use crate::record::Record;
 
 /// Records whose effects are done.
 pub(crate) fn processed(group: &str, topic: &str, count: usize) {
@@ -64,4 +69,27 @@ pub(crate) fn batch_time(group: &str, elapsed: Duration) {
 pub(crate) fn commit_time(group: &str, elapsed: Duration) {
     histogram!("orderflow_consumer_commit_seconds", "group" => group.to_owned())
         .record(elapsed.as_secs_f64());
+}
+
+/// Time from each record's timestamp (when its event occurred) to its effects being done.
+pub(crate) fn end_to_end(group: &str, records: &[Record]) {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let histogram = histogram!("orderflow_consumer_end_to_end_seconds", "group" => group.to_owned());
+    for record in records {
+        if let Some(at) = record.timestamp_ms.filter(|at| *at > 0) {
+            histogram.record((now_ms - at).max(0) as f64 / 1000.0);
+        }
+    }
+}
+
+/// Partitions assigned to this member now.
+pub(crate) fn assigned(group: &str, partitions: usize) {
+    gauge!("orderflow_consumer_assigned_partitions", "group" => group.to_owned()).set(partitions as f64);
+}
+
+/// Whether an operator holds the consumer (1) or it runs (0).
+pub(crate) fn held(group: &str, held: bool) {
+    gauge!("orderflow_consumer_held", "group" => group.to_owned()).set(if held { 1.0 } else { 0.0 });
 }

@@ -6,10 +6,12 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
+use orderflow_bus::EventProducer;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use crate::error::ConsumerError;
 use crate::handler::{ErrorKind, Handler, HandlerError};
@@ -22,7 +24,7 @@ use crate::telemetry;
 /// What every batch of one runtime shares.
 pub(crate) struct Worker<H> {
     pub(crate) handler: Arc<H>,
-    pub(crate) producer: Arc<FutureProducer>,
+    pub(crate) producer: Arc<EventProducer>,
     pub(crate) settings: Arc<ConsumerSettings>,
     pub(crate) transactional: bool,
     pub(crate) stats: Arc<ConsumerStats>,
@@ -47,13 +49,20 @@ impl<H: Handler> Worker<H> {
             let chunk = &rest[..take];
             let mut attempts = first.attempts();
             let mut tries_here = 0u32;
+            let spans = record_spans(group, chunk);
             let split = loop {
-                match self.handler.handle(chunk).await {
-                    Ok(outputs) => {
+                let handled = match spans.as_slice() {
+                    [(_, span)] => self.handler.handle(chunk).instrument(span.clone()).await,
+                    _ => self.handler.handle(chunk).await,
+                };
+                match handled {
+                    Ok(mut outputs) => {
+                        continue_traces(&mut outputs, &spans);
                         if !self.publish(outputs, &cancel).await? {
                             return Ok(());
                         }
                         telemetry::processed(group, first.source_topic(), chunk.len());
+                        telemetry::end_to_end(group, chunk);
                         break false;
                     }
                     Err(error) if chunk.len() > 1 => {
@@ -193,7 +202,7 @@ impl<H: Handler> Worker<H> {
 ///
 /// Deliveries of a fenced producer fail with purge or local codes, so the producer's own fatal state is
 /// checked too: restarting would only fence the other instance in turn.
-pub(crate) fn transaction_error(producer: &FutureProducer, error: KafkaError) -> ConsumerError {
+pub(crate) fn transaction_error(producer: &EventProducer, error: KafkaError) -> ConsumerError {
     use rdkafka::producer::Producer;
     let fenced = match &error {
         KafkaError::Transaction(e) => e.is_fatal(),
@@ -214,5 +223,42 @@ pub(crate) fn transaction_error(producer: &FutureProducer, error: KafkaError) ->
         ConsumerError::Fenced(error.to_string())
     } else {
         ConsumerError::TransactionAborted(error.to_string())
+    }
+}
+
+/// TRACEPARENT header name (W3C trace context).
+const TRACEPARENT: &str = "traceparent";
+
+/// One span per record of `chunk` (a child of the record's `traceparent`), with the `traceparent` it came
+/// with, so outputs derived from it can continue from its span.
+fn record_spans(group: &str, chunk: &[Record]) -> Vec<(Option<String>, tracing::Span)> {
+    chunk
+        .iter()
+        .map(|record| {
+            let incoming = record.header_str(TRACEPARENT);
+            let span = orderflow_telemetry::consumer_span(
+                group,
+                record.source_topic(),
+                record.partition,
+                record.offset,
+                incoming,
+            );
+            (incoming.map(str::to_owned), span)
+        })
+        .collect()
+}
+
+/// Outputs carry the `traceparent` of the record they came from (handlers copy it); point it at that
+/// record's span instead, so the next consumer's span is a child of this one.
+fn continue_traces(outputs: &mut [Output], spans: &[(Option<String>, tracing::Span)]) {
+    for output in outputs {
+        let Some((_, value)) = output.headers.iter_mut().find(|(name, _)| name == TRACEPARENT) else {
+            continue;
+        };
+        let from = std::str::from_utf8(value).ok();
+        let span = spans.iter().find(|(incoming, _)| incoming.as_deref() == from);
+        if let Some(own) = span.and_then(|(_, span)| orderflow_telemetry::traceparent(span)) {
+            *value = own.into_bytes();
+        }
     }
 }

@@ -91,7 +91,8 @@ pub enum Access {
 pub fn access(method: &Method, path: &str) -> Access {
     let path = path.strip_suffix('/').filter(|p| !p.is_empty()).unwrap_or(path);
     match path {
-        "/healthz" | "/readyz" | "/openapi.json" => return Access::Public,
+        // The console's page is public (it holds no data; its figures come from `/console/state`).
+        "/" | "/healthz" | "/readyz" | "/openapi.json" => return Access::Public,
         "/metrics" => return Access::Scope(Scope::Admin),
         _ => {}
     }
@@ -166,6 +167,11 @@ mod tests {
         );
         assert_eq!(access(&Method::GET, "/healthz"), Access::Public);
         assert_eq!(access(&Method::GET, "/openapi.json"), Access::Public);
+        assert_eq!(access(&Method::GET, "/"), Access::Public);
+        assert_eq!(
+            access(&Method::GET, "/console/state"),
+            Access::Scope(Scope::Admin)
+        );
         assert_eq!(access(&Method::GET, "/elsewhere"), Access::Scope(Scope::Admin));
     }
 

@@ -171,7 +171,21 @@ impl From<RoleArg> for Role {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli.log);
+    let settings = match config::load(cli.config.as_deref(), &cli.overrides) {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // Before the async runtime: the OTLP exporter runs on threads of its own.
+    let _tracing = match orderflow_telemetry::init(&cli.log, &settings.tracing) {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("error: tracing: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -179,7 +193,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    match runtime.block_on(run(cli, settings)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -188,17 +202,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
-}
-
-async fn run(cli: Cli) -> anyhow::Result<()> {
-    let settings = config::load(cli.config.as_deref(), &cli.overrides)?;
+async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
     match cli.command {
         Command::Up => serve(settings, Role::ALL).await,
         Command::Run { role } => serve(settings, &[role.into()]).await,
@@ -438,6 +442,12 @@ fn print_banner(settings: &Settings, platform: &Platform, roles: &[Role], databa
     match settings.cache.redis_url.as_deref().filter(|u| !u.is_empty()) {
         Some(url) => println!("  cache:    redis ({})", redact_url(url)),
         None => println!("  cache:    {}", settings.cache.backend_name()),
+    }
+    if let (Some(addr), true) = (platform.http_addr, roles.contains(&Role::Orders)) {
+        println!("  console:  {}://{addr}/", settings.http.scheme());
+    }
+    if let Some(addr) = platform.ops_addr {
+        println!("  ops:      http://{addr} (/metrics, /healthz, /readyz)");
     }
 }
 

@@ -5,16 +5,26 @@
 //! row before it. A crash between publishing and marking republishes those rows (consumers dedupe by event
 //! id); no row is ever marked without being published, so nothing is lost. On PostgreSQL, a lease keeps a
 //! single relay active across instances.
+//!
+//! Metrics (through the `metrics` facade):
+//!
+//! | name | kind | meaning |
+//! | --- | --- | --- |
+//! | `orderflow_outbox_backlog` | gauge | rows not yet published (sampled by the active relay) |
+//! | `orderflow_outbox_relay_seconds` | histogram | from the row's commit to the broker's acknowledgement |
+//! | `orderflow_outbox_published_total` | counter | rows acknowledged by the broker |
+//! | `orderflow_outbox_publish_failures_total` | counter | rows the broker refused (they stay pending) |
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
 use orderflow_bus::Bus;
+use orderflow_bus::EventProducer;
 use orderflow_store::{OutboxRecord, Store, StoreError};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{FutureRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 use serde::Deserialize;
 use tokio::sync::Notify;
@@ -22,6 +32,9 @@ use tokio_util::sync::CancellationToken;
 
 /// How often an active relay checks that it still holds its lease (and prunes old published rows).
 const LEASE_CHECK_EVERY: Duration = Duration::from_secs(10);
+
+/// How often the active relay samples the backlog gauge.
+const BACKLOG_EVERY: Duration = Duration::from_secs(2);
 
 /// Relay tuning, as read from configuration.
 #[derive(Debug, Clone, Deserialize)]
@@ -71,7 +84,7 @@ pub struct OutboxRelay {
     store: Store,
     bus: Bus,
     /// Replaced when librdkafka declares it fatally failed (see [`OutboxRelay::heal_producer`]).
-    producer: std::sync::RwLock<FutureProducer>,
+    producer: std::sync::RwLock<EventProducer>,
     settings: RelaySettings,
     wakeup: Arc<Notify>,
 }
@@ -139,10 +152,25 @@ impl OutboxRelay {
         let mut deliveries = Vec::with_capacity(rows.len());
         for row in &rows {
             let topic = self.bus.topic(&row.topic);
+            // A child of the write that produced the event; consumers continue from this span.
+            let span = tracing::info_span!(
+                "publish",
+                otel.name = %format!("{topic} publish"),
+                otel.kind = "producer",
+                messaging.system = "kafka",
+                messaging.operation.type = "send",
+                messaging.destination.name = %topic,
+                outbox.id = row.id,
+            );
+            if let Some(parent) = header(row, TRACEPARENT) {
+                orderflow_telemetry::set_parent(&span, parent);
+            }
+            let own = orderflow_telemetry::traceparent(&span);
             let mut record = FutureRecord::to(&topic)
                 .key(&row.key)
                 .payload(&row.payload)
-                .headers(headers(row));
+                .timestamp(row.created_at.timestamp_millis())
+                .headers(headers(row, own.as_deref()));
             let delivery = loop {
                 match producer.send_result(record) {
                     Ok(delivery) => break Ok(delivery),
@@ -154,11 +182,12 @@ impl OutboxRelay {
                     Err((e, _)) => break Err(e),
                 }
             };
-            deliveries.push((row.id, topic.clone(), delivery));
+            deliveries.push((row.id, row.created_at, topic.clone(), delivery, span));
         }
         let mut acknowledged = Vec::with_capacity(rows.len());
         let mut failure = None;
-        for (id, topic, delivery) in deliveries {
+        let relay_seconds = metrics::histogram!("orderflow_outbox_relay_seconds");
+        for (id, created_at, topic, delivery, _span) in deliveries {
             let outcome = match delivery {
                 Ok(delivery) => match delivery.await {
                     Ok(Ok(_)) => Ok(()),
@@ -168,13 +197,20 @@ impl OutboxRelay {
                 Err(e) => Err(e.to_string()),
             };
             match outcome {
-                Ok(()) if failure.is_none() => acknowledged.push(id),
-                Ok(()) => {}
+                Ok(()) => {
+                    let waited = (Utc::now() - created_at).to_std().unwrap_or_default();
+                    relay_seconds.record(waited.as_secs_f64());
+                    if failure.is_none() {
+                        acknowledged.push(id);
+                    }
+                }
                 Err(reason) => {
+                    metrics::counter!("orderflow_outbox_publish_failures_total").increment(1);
                     failure.get_or_insert(RelayError::Publish { id, topic, reason });
                 }
             }
         }
+        metrics::counter!("orderflow_outbox_published_total").increment(acknowledged.len() as u64);
         Ok(PublishedBatch {
             store: &self.store,
             acknowledged,
@@ -182,7 +218,7 @@ impl OutboxRelay {
         })
     }
 
-    fn producer(&self) -> FutureProducer {
+    fn producer(&self) -> EventProducer {
         match self.producer.read() {
             Ok(producer) => producer.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
@@ -230,7 +266,14 @@ impl OutboxRelay {
             tracing::info!("outbox relay active");
             let mut backoff = Duration::from_millis(50);
             let mut last_check = std::time::Instant::now();
+            let mut last_backlog = None::<std::time::Instant>;
             while !shutdown.is_cancelled() {
+                if last_backlog.is_none_or(|at| at.elapsed() >= BACKLOG_EVERY) {
+                    last_backlog = Some(std::time::Instant::now());
+                    if let Ok(backlog) = self.store.outbox_backlog().await {
+                        metrics::gauge!("orderflow_outbox_backlog").set(backlog as f64);
+                    }
+                }
                 if last_check.elapsed() >= LEASE_CHECK_EVERY {
                     last_check = std::time::Instant::now();
                     if let Err(e) = lease.check().await {
@@ -276,16 +319,40 @@ impl OutboxRelay {
     }
 }
 
-fn headers(row: &OutboxRecord) -> OwnedHeaders {
-    row.headers.iter().fold(
-        OwnedHeaders::new_with_capacity(row.headers.len()),
+/// The W3C trace context header.
+const TRACEPARENT: &str = "traceparent";
+
+/// The value of `row`'s header `name`, when it is text.
+fn header<'r>(row: &'r OutboxRecord, name: &str) -> Option<&'r str> {
+    row.headers
+        .iter()
+        .find(|(key, _)| key == name)
+        .and_then(|(_, value)| std::str::from_utf8(value).ok())
+}
+
+/// `row`'s headers, with `traceparent` (the relay's span, when traces are exported) replacing the one the
+/// row was written with.
+fn headers(row: &OutboxRecord, traceparent: Option<&str>) -> OwnedHeaders {
+    let kept = row
+        .headers
+        .iter()
+        .filter(|(key, _)| traceparent.is_none() || key != TRACEPARENT);
+    let headers = kept.fold(
+        OwnedHeaders::new_with_capacity(row.headers.len() + 1),
         |h, (key, value)| {
             h.insert(Header {
                 key,
                 value: Some(value),
             })
         },
-    )
+    );
+    match traceparent {
+        Some(value) => headers.insert(Header {
+            key: TRACEPARENT,
+            value: Some(value),
+        }),
+        None => headers,
+    }
 }
 
 async fn sleep_or_cancel(duration: Duration, shutdown: &CancellationToken) {

@@ -224,6 +224,13 @@ pub async fn run(
         analytics: backends.analytics.clone(),
         topics: inputs,
     };
-    ConsumerRuntime::new(bus, consumer, counter).run(shutdown).await?;
+    backends
+        .consumers
+        .watch(
+            crate::Role::Analytics,
+            ConsumerRuntime::new(bus, consumer, counter),
+        )
+        .run(shutdown)
+        .await?;
     Ok(())
 }

@@ -103,12 +103,20 @@ pub async fn run(
         Store::Postgres(pg) => {
             let effects = DbEffects::new(pg.pool().clone(), group, Auditor);
             effects.ensure_schema().await.map_err(StoreError::from)?;
-            ConsumerRuntime::new(bus, consumer, effects).run(shutdown).await?;
+            backends
+                .consumers
+                .watch(crate::Role::Audit, ConsumerRuntime::new(bus, consumer, effects))
+                .run(shutdown)
+                .await?;
         }
         Store::Sqlite(sqlite) => {
             let effects = DbEffects::new(sqlite.pool().clone(), group, Auditor);
             effects.ensure_schema().await.map_err(StoreError::from)?;
-            ConsumerRuntime::new(bus, consumer, effects).run(shutdown).await?;
+            backends
+                .consumers
+                .watch(crate::Role::Audit, ConsumerRuntime::new(bus, consumer, effects))
+                .run(shutdown)
+                .await?;
         }
     }
     Ok(())

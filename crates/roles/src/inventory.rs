@@ -184,13 +184,20 @@ pub async fn run(
         cancelled_topic: bus.topic(topics::ORDER_CANCELLED),
         allocated_topic: bus.topic(topics::INVENTORY_ALLOCATED),
         rejected_topic: bus.topic(topics::INVENTORY_REJECTED),
-        backends,
+        backends: backends.clone(),
     };
     let inputs = vec![handler.enriched_topic.clone(), handler.cancelled_topic.clone()];
     let group = bus.group(&settings.group);
     let mut consumer = crate::consumer_settings(&bus, group.clone(), inputs.clone(), Delivery::AtLeastOnce);
     consumer.concurrency = settings.concurrency.max(1);
     tracing::info!(?inputs, group, "inventory reserving");
-    ConsumerRuntime::new(bus, consumer, handler).run(shutdown).await?;
+    backends
+        .consumers
+        .watch(
+            crate::Role::Inventory,
+            ConsumerRuntime::new(bus, consumer, handler),
+        )
+        .run(shutdown)
+        .await?;
     Ok(())
 }

@@ -12,6 +12,7 @@ pub mod audit;
 pub mod enrichment;
 pub mod gateway;
 pub mod inventory;
+pub mod ops;
 pub mod orders;
 pub mod payments;
 pub mod projector;
@@ -32,8 +33,8 @@ use tokio_util::sync::CancellationToken;
 pub use access::{KafkaAccess, KafkaGrant, routing_topics};
 pub use payments::PaymentsSettings;
 pub use settings::{
-    DatabaseSettings, HttpSettings, OrdersSettings, ProjectorSettings, RegistrySettings, Settings,
-    ShutdownSettings, redact_url,
+    DatabaseSettings, HttpSettings, OpsSettings, OrdersSettings, ProjectorSettings, RegistrySettings,
+    Settings, ShutdownSettings, redact_url,
 };
 
 /// A role a process can run.
@@ -239,6 +240,8 @@ pub struct Backends {
     pub key_prefix: String,
     /// The analytics aggregates (in Redis when configured, else in this process).
     pub analytics: orderflow_analytics::Analytics,
+    /// The consumers running in this process (for readiness, the console and holds).
+    pub consumers: ops::Consumers,
 }
 
 impl Backends {
@@ -295,6 +298,7 @@ impl Backends {
             redis,
             key_prefix: settings.cache.key_prefix.clone(),
             analytics,
+            consumers: ops::Consumers::default(),
         })
     }
 }
@@ -303,6 +307,8 @@ impl Backends {
 pub struct Platform {
     /// Where the HTTP API listens, when the orders role runs.
     pub http_addr: Option<SocketAddr>,
+    /// Where the ops listener (metrics and probes) listens, when `ops.listen` is set.
+    pub ops_addr: Option<SocketAddr>,
     /// The shared backends.
     pub backends: Backends,
     shutdown: CancellationToken,
@@ -318,6 +324,24 @@ impl Platform {
         let mut tasks = JoinSet::new();
         let mut http_addr = None;
         let guarded = roles.contains(&Role::Gateway);
+        let ops = ops::OpsState::new(backends.clone(), roles.to_vec(), shutdown.clone());
+        let ops_addr = match settings.ops.listen {
+            Some(listen) => {
+                let (listener, addr) = bind(listen).await?;
+                let app = ops::listener_routes(ops.clone());
+                let serve = serve_http(listener, addr, app, None, shutdown.clone());
+                tasks.spawn(async move { (Role::Orders, serve.await) });
+                Some(addr)
+            }
+            None => None,
+        };
+        {
+            let (store, shutdown) = (backends.store.clone(), shutdown.clone());
+            tasks.spawn(async move {
+                ops::sample_pool(store, shutdown).await;
+                (Role::Orders, Ok(()))
+            });
+        }
         for role in roles {
             match role {
                 Role::Gateway if roles.contains(&Role::Orders) => {}
@@ -333,7 +357,8 @@ impl Platform {
                     } else {
                         None
                     };
-                    let running = orders::start(&settings, &backends, door, shutdown.clone()).await?;
+                    let running =
+                        orders::start(&settings, &backends, door, ops.clone(), shutdown.clone()).await?;
                     http_addr = Some(running.addr);
                     tasks.spawn(async move { (Role::Orders, running.serve.await) });
                 }
@@ -367,6 +392,7 @@ impl Platform {
         let deadline = Duration::from_secs(settings.shutdown.deadline_secs);
         Ok(Self {
             http_addr,
+            ops_addr,
             backends,
             shutdown,
             tasks,

@@ -50,6 +50,19 @@ pub struct Settings {
     pub audit: AuditSettings,
     /// Graceful shutdown.
     pub shutdown: ShutdownSettings,
+    /// The ops listener.
+    pub ops: OpsSettings,
+    /// Tracing export.
+    pub tracing: orderflow_telemetry::TracingSettings,
+}
+
+/// The ops listener: `/metrics`, `/healthz` and `/readyz` on an address of their own, for every role
+/// (consumer-only processes serve no API). Unauthenticated: bind it where only the scraper reaches it.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OpsSettings {
+    /// Address to listen on; absent means no ops listener.
+    pub listen: Option<SocketAddr>,
 }
 
 /// HTTP listener settings.

@@ -218,10 +218,27 @@ macro_rules! shared_queries {
                     .collect()
             }
 
+            /// The newest orders (ids are time-ordered), without their lines: for consoles.
+            pub async fn recent_orders(&self, limit: i64) -> Result<Vec<$crate::OrderSummary>, $crate::StoreError> {
+                let rows: Vec<$crate::rows::OrderRow> = sqlx::query_as(
+                    "SELECT id, customer_id, currency, status, version, total_minor, created_at, updated_at \
+                     FROM orders ORDER BY id DESC LIMIT $1",
+                )
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows.into_iter().map($crate::rows::OrderRow::into_summary).collect())
+            }
+
+            /// Connections of the pool: (open, idle).
+            pub fn pool_usage(&self) -> (u32, usize) {
+                (self.pool.size(), self.pool.num_idle())
+            }
+
             /// The oldest unpublished outbox rows, in publication order.
             pub async fn outbox_pending(&self, limit: i64) -> Result<Vec<$crate::OutboxRecord>, $crate::StoreError> {
                 let rows: Vec<$crate::rows::OutboxRow> = sqlx::query_as(
-                    "SELECT id, event_id, topic, msg_key, event_type, payload, headers \
+                    "SELECT id, event_id, topic, msg_key, event_type, payload, headers, created_at \
                      FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT $1",
                 )
                 .bind(limit)

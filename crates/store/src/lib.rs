@@ -42,6 +42,27 @@ pub struct OutboxRecord {
     pub payload: Vec<u8>,
     /// Record headers.
     pub headers: Vec<(String, Vec<u8>)>,
+    /// When the write that produced the event committed (the record's timestamp).
+    pub created_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// One order as a console lists it: no lines, the status as stored.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct OrderSummary {
+    /// The order's id.
+    pub id: uuid::Uuid,
+    /// Who placed it.
+    pub customer_id: String,
+    /// ISO 4217 code.
+    pub currency: String,
+    /// Its status now.
+    pub status: String,
+    /// Total in minor units of `currency`.
+    pub total_minor: i64,
+    /// When it was placed.
+    pub created_at: DateTime<Utc>,
+    /// When its status last changed.
+    pub updated_at: DateTime<Utc>,
 }
 
 /// A status change the pipeline reports for an order (a payment or stock outcome).
@@ -203,6 +224,21 @@ impl Store {
     /// Stamps the given outbox rows as published at `at`.
     pub async fn outbox_mark_published(&self, ids: &[i64], at: DateTime<Utc>) -> Result<(), StoreError> {
         dispatch!(self, s => s.outbox_mark_published(ids, at).await)
+    }
+
+    /// The newest `limit` orders, newest first, without their lines.
+    pub async fn recent_orders(&self, limit: i64) -> Result<Vec<OrderSummary>, StoreError> {
+        dispatch!(self, s => s.recent_orders(limit).await)
+    }
+
+    /// Connections of the pool now: (open, idle), and the most it opens.
+    pub fn pool_usage(&self) -> (u32, usize, u32) {
+        let (open, idle) = dispatch!(self, s => s.pool_usage());
+        (
+            open,
+            idle,
+            dispatch!(self, s => s.pool().options().get_max_connections()),
+        )
     }
 
     /// Number of outbox rows not yet published.

@@ -19,6 +19,21 @@ pub(crate) struct OrderRow {
     pub updated_at: DateTime<Utc>,
 }
 
+impl OrderRow {
+    /// The row as a summary (no lines, no decoding that can fail).
+    pub(crate) fn into_summary(self) -> crate::OrderSummary {
+        crate::OrderSummary {
+            id: self.id,
+            customer_id: self.customer_id,
+            currency: self.currency,
+            status: self.status,
+            total_minor: self.total_minor,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        }
+    }
+}
+
 /// An `order_items` row.
 #[derive(sqlx::FromRow)]
 pub(crate) struct ItemRow {
@@ -37,6 +52,7 @@ pub(crate) struct OutboxRow {
     pub event_type: String,
     pub payload: Vec<u8>,
     pub headers: String,
+    pub created_at: chrono::DateTime<chrono::Utc>,
 }
 
 fn corrupt(table: &'static str) -> impl Fn(String) -> StoreError {
@@ -91,6 +107,7 @@ impl OutboxRow {
             event_type: self.event_type,
             payload: self.payload,
             headers: pairs.into_iter().map(|(k, v)| (k, v.into_bytes())).collect(),
+            created_at: self.created_at,
         })
     }
 }

@@ -20,7 +20,7 @@ use std::sync::OnceLock;
 pub use kafka::{Acl, KAFKA_ADMIN, KAFKA_VERSION, KafkaServer, kafka_jars};
 pub use postgres::PostgresServer;
 pub use process::{free_port, temp_dir};
-pub use python::{interop_python, schemathesis};
+pub use python::{console_check, interop_python, schemathesis};
 pub use redis::{RedisServer, make_certificates};
 pub use redis_cluster::RedisCluster;
 pub use topic_reader::{Record, read_topic};

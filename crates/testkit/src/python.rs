@@ -1,5 +1,6 @@
-//! A Python virtualenv with an independent Kafka + Avro client (confluent-kafka), for interoperability
-//! tests; built once per machine from `python/requirements.txt` into the harness cache folder.
+//! Python virtualenvs for tests, each built once per machine from its pinned requirements into the harness
+//! cache folder: an independent Kafka + Avro client (confluent-kafka) for interoperability tests, the
+//! Schemathesis API fuzzer, and Selenium for the console's browser check.
 
 use std::fs::File;
 use std::path::PathBuf;
@@ -23,6 +24,16 @@ pub fn schemathesis() -> Result<PathBuf, HarnessError> {
         "/python/schemathesis-requirements.txt"
     );
     venv("python-schemathesis", PINNED).map(|bin| bin.join("st"))
+}
+
+/// A browser check of the console: the interpreter of a virtualenv with Selenium (pinned in
+/// `python/selenium-requirements.txt`) and the script `python/console_check.py` it runs. The browser is
+/// Debian's Chromium with its chromedriver (`scripts/test.sh` installs both).
+pub fn console_check() -> Result<(PathBuf, PathBuf), HarnessError> {
+    const PINNED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/python/selenium-requirements.txt");
+    const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/python/console_check.py");
+    let python = venv("python-selenium", PINNED)?.join("python");
+    Ok((python, PathBuf::from(SCRIPT)))
 }
 
 /// The `bin` folder of virtualenv `name` in the cache, built from `requirements` once per machine.

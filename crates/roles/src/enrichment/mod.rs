@@ -366,7 +366,10 @@ pub async fn run(
         customers = loaded,
         "enrichment joining"
     );
-    let runtime = ConsumerRuntime::new(bus.clone(), consumer, handler);
+    let runtime = backends.consumers.watch(
+        crate::Role::Enrichment,
+        ConsumerRuntime::new(bus.clone(), consumer, handler),
+    );
     let every = Duration::from_secs(settings.reference_refresh_secs);
     let (joined, swept, refreshed) = tokio::join!(
         runtime.run(shutdown.clone()),

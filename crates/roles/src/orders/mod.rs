@@ -34,6 +34,7 @@ pub async fn start(
     settings: &Settings,
     backends: &Backends,
     gateway: Option<orderflow_gateway::Gateway>,
+    ops: crate::ops::OpsState,
     shutdown: CancellationToken,
 ) -> Result<RunningOrders, RoleError> {
     let (listener, addr) = crate::bind(settings.http.listen).await?;
@@ -51,7 +52,7 @@ pub async fn start(
         analytics: backends.analytics.clone(),
         relay_wakeup: Some(relay.wakeup()),
     };
-    let app = orderflow_api::router(state);
+    let app = orderflow_api::router(state).merge(crate::ops::api_routes(ops));
     let app = match gateway {
         Some(gateway) => gateway.wrap(app),
         None => app,

@@ -175,7 +175,12 @@ pub async fn run(group: String, backends: Backends, shutdown: CancellationToken)
                 store: backends.store.clone(),
                 cache: cache.clone(),
             };
-            ConsumerRuntime::new(backends.bus.clone(), consumer, handler)
+            backends
+                .consumers
+                .watch(
+                    crate::Role::Orders,
+                    ConsumerRuntime::new(backends.bus.clone(), consumer, handler),
+                )
                 .run(shutdown)
                 .await?;
         }
@@ -187,7 +192,12 @@ pub async fn run(group: String, backends: Backends, shutdown: CancellationToken)
                 store: backends.store.clone(),
                 cache: cache.clone(),
             };
-            ConsumerRuntime::new(backends.bus.clone(), consumer, handler)
+            backends
+                .consumers
+                .watch(
+                    crate::Role::Orders,
+                    ConsumerRuntime::new(backends.bus.clone(), consumer, handler),
+                )
                 .run(shutdown)
                 .await?;
         }

@@ -200,7 +200,10 @@ pub async fn run(
         provider: SimulatedProvider::new(settings.provider),
         backends: backends.clone(),
     };
-    let runtime = ConsumerRuntime::new(backends.bus.clone(), consumer, handler);
+    let runtime = backends.consumers.watch(
+        crate::Role::Payments,
+        ConsumerRuntime::new(backends.bus.clone(), consumer, handler),
+    );
     tracing::info!(topic, group, ?delivery, "payments consuming");
     runtime.run(shutdown).await?;
     Ok(())

@@ -205,11 +205,16 @@ pub async fn run(
     let projection = Projection {
         state_topic: bus.topic(topics::ORDER_STATE),
         read_model_topic: bus.topic(topics::ORDER_READ_MODEL),
-        backends,
+        backends: backends.clone(),
         model,
         inputs,
     };
-    ConsumerRuntime::new(bus, consumer, projection)
+    backends
+        .consumers
+        .watch(
+            crate::Role::Projector,
+            ConsumerRuntime::new(bus, consumer, projection),
+        )
         .run(shutdown)
         .await?;
     Ok(())

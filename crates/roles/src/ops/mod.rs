@@ -1,0 +1,224 @@
+//! What operators use to run the platform: readiness, the live console, holding and releasing consumers,
+//! and the ops listener that serves metrics and probes for processes without the API.
+//!
+//! | route | served on | what |
+//! | --- | --- | --- |
+//! | `GET /readyz` | API and ops listener | dependencies reachable, consumers assigned, not shutting down |
+//! | `GET /` | API | the console: one page that refreshes itself from `/console/state` |
+//! | `GET /console/state` | API | the console's figures as JSON |
+//! | `GET /admin/consumers` | API | every consumer of this process, with its live counters |
+//! | `POST /admin/consumers/{group}/hold`, `.../release` | API | stop starting new batches; start again |
+//! | `GET /metrics`, `GET /healthz` | ops listener (the API serves its own) | Prometheus text; liveness |
+
+mod console;
+mod readiness;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use orderflow_consumer::{ConsumerHandle, ConsumerRuntime};
+use tokio_util::sync::CancellationToken;
+
+use crate::{Backends, Role};
+
+pub use readiness::Readiness;
+
+/// The consumers running in this process, by role; roles register theirs as they start.
+#[derive(Clone, Default)]
+pub struct Consumers(Arc<Mutex<Vec<(Role, ConsumerHandle)>>>);
+
+impl std::fmt::Debug for Consumers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.list().iter().map(|(r, h)| (r.name(), h.group())))
+            .finish()
+    }
+}
+
+impl Consumers {
+    /// Registers `runtime` as one of `role`'s consumers and gives it back.
+    pub fn watch<H: orderflow_consumer::Handler>(
+        &self,
+        role: Role,
+        runtime: ConsumerRuntime<H>,
+    ) -> ConsumerRuntime<H> {
+        let handle = runtime.handle();
+        let mut list = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        list.retain(|(_, h)| h.group() != handle.group());
+        list.push((role, handle));
+        runtime
+    }
+
+    /// Every registered consumer, in start order.
+    pub fn list(&self) -> Vec<(Role, ConsumerHandle)> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The consumer of `group` (its full name, or its name without the deployment prefix).
+    pub fn find(&self, group: &str) -> Option<ConsumerHandle> {
+        self.list()
+            .into_iter()
+            .map(|(_, h)| h)
+            .find(|h| h.group() == group || h.group().rsplit('.').next() == Some(group))
+    }
+}
+
+/// What the operator routes need; cheap to clone.
+#[derive(Clone)]
+pub struct OpsState {
+    backends: Backends,
+    readiness: Arc<Readiness>,
+    console: Arc<console::Console>,
+}
+
+impl OpsState {
+    /// State for a process running `roles` on `backends`, not ready once `shutdown` fires.
+    pub fn new(backends: Backends, roles: Vec<Role>, shutdown: CancellationToken) -> Self {
+        let readiness = Arc::new(Readiness::new(backends.clone(), roles.clone(), shutdown));
+        let console = Arc::new(console::Console::new(roles));
+        Self {
+            backends,
+            readiness,
+            console,
+        }
+    }
+}
+
+/// The operator routes merged into the API (behind the gateway when it runs): readiness, the console
+/// and consumer holds.
+pub fn api_routes(state: OpsState) -> Router {
+    Router::new()
+        .route("/readyz", get(readyz))
+        .route("/", get(console::page))
+        .route("/console/state", get(console_state))
+        .route("/admin/consumers", get(consumers))
+        .route("/admin/consumers/{group}/hold", post(hold))
+        .route("/admin/consumers/{group}/release", post(release))
+        .with_state(state)
+}
+
+/// The ops listener's routes: metrics, liveness and readiness, for processes that serve no API.
+pub fn listener_routes(state: OpsState) -> Router {
+    Router::new()
+        .route("/readyz", get(readyz))
+        .route(
+            "/healthz",
+            get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
+        )
+        .route("/metrics", get(orderflow_api::metrics::render))
+        .with_state(state)
+}
+
+async fn readyz(State(state): State<OpsState>) -> Response {
+    let report = state.readiness.check().await;
+    let status = if report.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(report)).into_response()
+}
+
+async fn console_state(State(state): State<OpsState>) -> Response {
+    match state.console.state(&state.backends).await {
+        Ok(figures) => axum::Json(figures).into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "console: reading the recent orders failed");
+            problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The database does not answer",
+                "",
+            )
+        }
+    }
+}
+
+async fn consumers(State(state): State<OpsState>) -> Response {
+    axum::Json(consumer_views(&state.backends.consumers)).into_response()
+}
+
+async fn hold(State(state): State<OpsState>, Path(group): Path<String>) -> Response {
+    set_held(&state, &group, true)
+}
+
+async fn release(State(state): State<OpsState>, Path(group): Path<String>) -> Response {
+    set_held(&state, &group, false)
+}
+
+fn set_held(state: &OpsState, group: &str, held: bool) -> Response {
+    match state.backends.consumers.find(group) {
+        Some(handle) => {
+            handle.set_held(held);
+            tracing::info!(
+                group = handle.group(),
+                held,
+                "an operator changed a consumer's hold"
+            );
+            axum::Json(consumer_view(None, &handle)).into_response()
+        }
+        None => problem(
+            StatusCode::NOT_FOUND,
+            "No such consumer",
+            &format!("no consumer of group '{group}' runs in this process"),
+        ),
+    }
+}
+
+/// One consumer as the operator routes show it.
+fn consumer_view(role: Option<Role>, handle: &ConsumerHandle) -> serde_json::Value {
+    let stats = handle.stats();
+    serde_json::json!({
+        "role": role.map(|r| r.name()),
+        "group": handle.group(),
+        "assigned_partitions": stats.assigned(),
+        "paused_partitions": stats.paused(),
+        "in_flight_batches": stats.in_flight(),
+        "processed": stats.processed(),
+        "commits": stats.commits(),
+        "held": handle.is_held(),
+    })
+}
+
+fn consumer_views(consumers: &Consumers) -> Vec<serde_json::Value> {
+    consumers
+        .list()
+        .iter()
+        .map(|(role, handle)| consumer_view(Some(*role), handle))
+        .collect()
+}
+
+fn problem(status: StatusCode, title: &str, detail: &str) -> Response {
+    let body = serde_json::json!({"type": "about:blank", "title": title, "status": status.as_u16(), "detail": detail});
+    (
+        status,
+        [(axum::http::header::CONTENT_TYPE, "application/problem+json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+/// Samples the database pool into `orderflow_db_pool_connections{state}` and
+/// `orderflow_db_pool_max_connections` every second until `shutdown` fires.
+pub async fn sample_pool(store: orderflow_store::Store, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let (open, idle, max) = store.pool_usage();
+        let idle = idle as f64;
+        metrics::gauge!("orderflow_db_pool_connections", "state" => "idle").set(idle);
+        metrics::gauge!("orderflow_db_pool_connections", "state" => "busy")
+            .set((f64::from(open) - idle).max(0.0));
+        metrics::gauge!("orderflow_db_pool_max_connections").set(f64::from(max));
+    }
+}
