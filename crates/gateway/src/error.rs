@@ -81,6 +81,9 @@ impl Rejection {
 impl IntoResponse for Rejection {
     fn into_response(self) -> Response {
         let (status, kind, title) = self.parts();
+        // The reason is the problem type's last segment: `unauthenticated`, `forbidden`, `rate-limited`, ...
+        let reason = kind.rsplit('/').next().unwrap_or(kind);
+        metrics::counter!("orderflow_gateway_rejections_total", "reason" => reason).increment(1);
         if let Self::BadGateway(cause) = &self {
             tracing::error!(cause = %cause, "no upstream answered");
         }

@@ -366,8 +366,22 @@ async fn serve(settings: Settings, roles: &[Role]) -> anyhow::Result<()> {
 
 /// A standalone gateway: no database, no Kafka; Redis only for shared rate limits.
 async fn serve_gateway(settings: Settings) -> anyhow::Result<()> {
+    orderflow_api::metrics::install()?;
     let shutdown = tokio_util::sync::CancellationToken::new();
     let running = orderflow_roles::gateway::start_proxy(&settings, None, shutdown.clone()).await?;
+    let ops = match settings.ops.listen {
+        Some(listen) => {
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("ops listener on {listen}"))?;
+            let addr = listener.local_addr()?;
+            let app = orderflow_roles::ops::gateway_listener_routes(shutdown.clone());
+            let stop = shutdown.clone();
+            tokio::spawn(async move { orderflow_api::serve(listener, app, stop.cancelled_owned()).await });
+            Some(addr)
+        }
+        None => None,
+    };
     println!(
         "orderflow listening on {}://{}",
         settings.http.scheme(),
@@ -379,6 +393,9 @@ async fn serve_gateway(settings: Settings) -> anyhow::Result<()> {
     match settings.cache.redis_url.as_deref().filter(|u| !u.is_empty()) {
         Some(url) => println!("  cache:    redis ({}), for rate limits only", redact_url(url)),
         None => println!("  cache:    none (rate limits in this process)"),
+    }
+    if let Some(addr) = ops {
+        println!("  ops:      http://{addr} (/metrics, /healthz, /readyz)");
     }
     tokio::spawn(async move {
         wait_for_signal().await;

@@ -117,6 +117,37 @@ pub fn listener_routes(state: OpsState) -> Router {
         .with_state(state)
 }
 
+/// The ops listener of a standalone gateway (no database, no Kafka): metrics, liveness, and readiness that
+/// fails only once shutdown began.
+pub fn gateway_listener_routes(shutdown: CancellationToken) -> Router {
+    let ready = move || {
+        let shutting_down = shutdown.is_cancelled();
+        async move {
+            let status = if shutting_down {
+                StatusCode::SERVICE_UNAVAILABLE
+            } else {
+                StatusCode::OK
+            };
+            let body = serde_json::json!({
+                "status": if shutting_down { "not ready" } else { "ready" },
+                "roles": ["gateway"],
+                "shutting_down": shutting_down,
+                "dependencies": {},
+                "consumers": [],
+                "reasons": if shutting_down { vec!["shutting down"] } else { Vec::new() },
+            });
+            (status, axum::Json(body))
+        }
+    };
+    Router::new()
+        .route("/readyz", get(ready))
+        .route(
+            "/healthz",
+            get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
+        )
+        .route("/metrics", get(orderflow_api::metrics::render))
+}
+
 async fn readyz(State(state): State<OpsState>) -> Response {
     let report = state.readiness.check().await;
     let status = if report.ready {
