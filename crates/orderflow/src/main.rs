@@ -390,12 +390,12 @@ async fn serve_gateway(settings: Settings) -> anyhow::Result<()> {
     println!("  roles:    gateway");
     println!("  upstreams: {}", settings.gateway.upstreams.join(", "));
     print_gateway(&settings, running.shared_limits);
+    if let Some(addr) = ops {
+        println!("  ops:      http://{addr} (/metrics, /healthz, /readyz)");
+    }
     match settings.cache.redis_url.as_deref().filter(|u| !u.is_empty()) {
         Some(url) => println!("  cache:    redis ({}), for rate limits only", redact_url(url)),
         None => println!("  cache:    none (rate limits in this process)"),
-    }
-    if let Some(addr) = ops {
-        println!("  ops:      http://{addr} (/metrics, /healthz, /readyz)");
     }
     tokio::spawn(async move {
         wait_for_signal().await;
@@ -456,15 +456,24 @@ fn print_banner(settings: &Settings, platform: &Platform, roles: &[Role], databa
     } else {
         println!("  kafka:    {}", backends.bus.bootstrap_servers());
     }
-    match settings.cache.redis_url.as_deref().filter(|u| !u.is_empty()) {
-        Some(url) => println!("  cache:    redis ({})", redact_url(url)),
-        None => println!("  cache:    {}", settings.cache.backend_name()),
-    }
     if let (Some(addr), true) = (platform.http_addr, roles.contains(&Role::Orders)) {
         println!("  console:  {}://{addr}/", settings.http.scheme());
     }
     if let Some(addr) = platform.ops_addr {
         println!("  ops:      http://{addr} (/metrics, /healthz, /readyz)");
+    }
+    if let Some(endpoint) = settings
+        .tracing
+        .otlp_endpoint
+        .as_deref()
+        .filter(|e| !e.trim().is_empty())
+    {
+        println!("  traces:   OTLP/HTTP to {}", redact_url(endpoint));
+    }
+    // The cache line ends the banner.
+    match settings.cache.redis_url.as_deref().filter(|u| !u.is_empty()) {
+        Some(url) => println!("  cache:    redis ({})", redact_url(url)),
+        None => println!("  cache:    {}", settings.cache.backend_name()),
     }
 }
 

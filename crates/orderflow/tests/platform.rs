@@ -2501,3 +2501,100 @@ async fn the_console_shows_the_pipeline_live_in_a_headless_browser() {
     println!("console screenshot: {}", screenshot.display());
     platform.stop().await.expect("clean stop");
 }
+
+/// What an OTLP/HTTP collector received: (path, content type, body) of each export request.
+type Exports = std::sync::Arc<std::sync::Mutex<Vec<(String, String, Vec<u8>)>>>;
+
+/// An HTTP server on 127.0.0.1 that takes OTLP/HTTP exports (any path, answering 200 with an empty
+/// protobuf message, as a collector does) and keeps them.
+async fn otlp_receiver() -> (String, Exports) {
+    let exports: Exports = Default::default();
+    let app = axum::Router::new().fallback({
+        let exports = exports.clone();
+        move |request: axum::extract::Request| {
+            let exports = exports.clone();
+            async move {
+                let path = request.uri().path().to_owned();
+                let kind = request
+                    .headers()
+                    .get("content-type")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned();
+                let body = axum::body::to_bytes(request.into_body(), 16 << 20)
+                    .await
+                    .map(|b| b.to_vec())
+                    .unwrap_or_default();
+                exports.lock().expect("exports").push((path, kind, body));
+                ([("content-type", "application/x-protobuf")], Vec::<u8>::new())
+            }
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}"), exports)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_exports_its_traces_over_otlp_when_configured() {
+    let (endpoint, exports) = otlp_receiver().await;
+    let dir = temp_dir();
+    let (child, base, banner) = spawn_binary_with(
+        &["up", "--listen", "127.0.0.1:0"],
+        &dir,
+        &[
+            ("ORDERFLOW_TRACING__OTLP_ENDPOINT", endpoint.clone()),
+            (
+                "ORDERFLOW_TRACING__SERVICE_NAME",
+                "orderflow-otlp-test".to_owned(),
+            ),
+        ],
+    );
+    assert!(
+        banner
+            .iter()
+            .any(|l| l.contains(&format!("traces:   OTLP/HTTP to {endpoint}"))),
+        "{banner:?}"
+    );
+    const TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
+    let response = client()
+        .post(format!("{base}/v1/orders"))
+        .header("content-type", "application/json")
+        .header("traceparent", format!("00-{TRACE}-b7ad6b7169203331-01"))
+        .body(order_body().to_string())
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(response.status().as_u16(), 201);
+    let created: Value = response.json().await.expect("json");
+    let id = created["id"].as_str().expect("id").to_owned();
+    eventually("the order through the pipeline", || {
+        let (base, id) = (base.clone(), id.clone());
+        async move { (get_order(&base, &id).await["version"] == 3).then_some(()) }
+    })
+    .await;
+    // Stopping flushes what the batch exporter still holds.
+    terminate(child).await;
+
+    let trace_id: Vec<u8> = (0..16)
+        .map(|i| u8::from_str_radix(&TRACE[2 * i..2 * i + 2], 16).expect("hex"))
+        .collect();
+    let received = exports.lock().expect("exports").clone();
+    assert!(!received.is_empty(), "the collector received exports");
+    for (path, kind, _) in &received {
+        assert_eq!(path, "/v1/traces");
+        assert_eq!(kind, "application/x-protobuf");
+    }
+    let all: Vec<u8> = received.into_iter().flat_map(|(_, _, body)| body).collect();
+    let contains = |needle: &[u8]| all.windows(needle.len()).any(|w| w == needle);
+    assert!(contains(&trace_id), "spans of the request's trace were exported");
+    assert!(
+        contains(b"orderflow-otlp-test"),
+        "under the configured service name"
+    );
+    assert!(contains(b"POST /v1/orders"), "the HTTP handler's span");
+    assert!(contains(b"order.created publish"), "the relay's span");
+    assert!(contains(b"order.created process"), "consumers' spans");
+    let _ = std::fs::remove_dir_all(dir);
+}
