@@ -47,6 +47,12 @@ pub struct AppState {
 
 /// The API's routes with tracing, a body limit and problem+json fallbacks.
 pub fn router(state: AppState) -> Router {
+    router_with(state, Router::new())
+}
+
+/// [`router`] with `extra` routes (the operator routes of the process) served beside the API's, behind the
+/// same request metrics, tracing and body limit.
+pub fn router_with(state: AppState, extra: Router) -> Router {
     let registry = state.registry.clone();
     let app = Router::new()
         .route("/v1/orders", post(orders::create).fallback(method_not_allowed))
@@ -79,7 +85,8 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics::render))
         .fallback(not_found)
-        .with_state(state);
+        .with_state(state)
+        .merge(extra);
     let app = match registry {
         Some(service) => app.nest("/registry", orderflow_registry::router(service)),
         None => app,
@@ -89,11 +96,13 @@ pub fn router(state: AppState) -> Router {
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
 }
 
-async fn not_found(uri: Uri) -> ApiError {
+/// 404 problem+json naming the path: the fallback of every router the process serves.
+pub async fn not_found(uri: Uri) -> ApiError {
     ApiError::RouteNotFound(uri.path().to_owned())
 }
 
-async fn method_not_allowed() -> ApiError {
+/// 405 problem+json: the fallback of a route for the methods it does not serve.
+pub async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
 }
 
@@ -104,7 +113,8 @@ async fn openapi() -> impl IntoResponse {
     ([(axum::http::header::CONTENT_TYPE, "application/json")], OPENAPI)
 }
 
-async fn healthz() -> impl IntoResponse {
+/// `GET /healthz`: the process runs (nothing else is checked).
+pub async fn healthz() -> impl IntoResponse {
     axum::Json(serde_json::json!({"status": "ok"}))
 }
 
@@ -131,20 +141,28 @@ fn request_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Spa
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
+    // Span names stay few: the route pattern and a known method, never the raw path.
     let route = request
         .extensions()
         .get::<axum::extract::MatchedPath>()
-        .map_or_else(|| request.uri().path().to_owned(), |m| m.as_str().to_owned());
+        .map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
+    let method = metrics::method_label(request.method());
     let span = tracing::info_span!(
         "request",
-        otel.name = %format!("{} {route}", request.method()),
+        otel.name = %format!("{method} {route}"),
         otel.kind = "server",
-        http.request.method = %request.method(),
+        http.request.method = method,
         http.route = %route,
         path = %request.uri().path(),
         request_id = %id,
     );
-    if let Some(parent) = request.headers().get("traceparent").and_then(|v| v.to_str().ok()) {
+    // Behind an in-process gateway, the gateway's span (which continued the caller's trace) is the parent.
+    if tracing::Span::current().is_none()
+        && let Some(parent) = request
+            .headers()
+            .get(orderflow_telemetry::TRACEPARENT)
+            .and_then(|v| v.to_str().ok())
+    {
         orderflow_telemetry::set_parent(&span, parent);
     }
     span

@@ -66,6 +66,24 @@ pub async fn render() -> Response {
     }
 }
 
+/// The method as a label: one of the standard methods, or `_OTHER` (HTTP allows any token as a method, and
+/// labels must stay few whatever callers send).
+pub fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::CONNECT => "CONNECT",
+        _ => "_OTHER",
+    }
+}
+
 /// Middleware counting requests and timing them per route pattern (`/v1/orders/{id}`, never the id, so
 /// the series stay few), method and status. Requests matching no route count as `route="unmatched"`.
 pub async fn track(request: Request, next: Next) -> Response {
@@ -74,13 +92,13 @@ pub async fn track(request: Request, next: Next) -> Response {
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
-    let method = request.method().as_str().to_owned();
+    let method = method_label(request.method());
     let response = next.run(request).await;
     let status = response.status().as_u16().to_string();
     metrics::histogram!(
         "orderflow_http_request_duration_seconds",
         "route" => route.clone(),
-        "method" => method.clone()
+        "method" => method
     )
     .record(started.elapsed().as_secs_f64());
     metrics::counter!(

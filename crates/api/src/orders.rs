@@ -82,21 +82,14 @@ fn is_json(headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-/// A W3C `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`); anything else is not propagated.
-fn is_traceparent(v: &str) -> bool {
-    let parts: Vec<&str> = v.split('-').collect();
-    matches!(parts.as_slice(), [a, b, c, d] if a.len() == 2 && b.len() == 32 && c.len() == 16 && d.len() == 2)
-        && v.chars().all(|c| c == '-' || c.is_ascii_hexdigit())
-}
-
 /// The `traceparent` the request's events carry: the request span's own context when traces are exported
 /// (so consumers continue this request's trace), else the caller's header passed on unchanged.
 fn event_traceparent(headers: &HeaderMap) -> Option<String> {
     orderflow_telemetry::traceparent(&tracing::Span::current()).or_else(|| {
         headers
-            .get("traceparent")
+            .get(orderflow_telemetry::TRACEPARENT)
             .and_then(|v| v.to_str().ok())
-            .filter(|v| is_traceparent(v))
+            .filter(|v| orderflow_telemetry::is_traceparent(v))
             .map(str::to_owned)
     })
 }

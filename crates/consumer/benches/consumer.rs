@@ -3,7 +3,8 @@
 //! - Kafka -> Kafka: copy records inside Kafka transactions (outputs + offsets per transaction);
 //! - Kafka -> Redis: one dedup-checked script per record (`RedisEffects`), pipelined per batch;
 //! - Kafka -> PostgreSQL: dedup rows and effect rows per batch in one transaction (`DbEffects`);
-//! - added latency: records produced at a fixed rate, time from send to the handler seeing them.
+//! - added latency: records produced at a fixed rate, time from send to the handler seeing them;
+//! - tracing: the transactional copy without a trace subscriber, then with a span per record exported.
 //!
 //! Run: `cargo bench -p orderflow-consumer --bench consumer` (`BENCH_RECORDS` sets the records per run).
 
@@ -344,6 +345,43 @@ fn main() {
             );
             let rate = throughput(rt, n as u64).await;
             println!("Kafka -> Kafka (transactional copy): {rate:.0} records/s");
+        }
+        if run("tracing") {
+            // The cost of observability on the hot path: the same transactional copy with the metrics
+            // recorder installed, first with no trace subscriber (spans are disabled), then with every
+            // per-record span exported through OpenTelemetry's batch processor (to memory).
+            metrics_exporter_prometheus::PrometheusBuilder::new()
+                .install_recorder()
+                .unwrap();
+            let bus = bus();
+            let plain_in = topic(&bus, "plain-in").await;
+            let traced_in = topic(&bus, "traced-in").await;
+            let output = topic(&bus, "traced-out").await;
+            preload(&bus, &plain_in, n, keys).await;
+            preload(&bus, &traced_in, n, keys).await;
+            let mut plain = settings(&bus, &plain_in, Delivery::Transactional);
+            plain.group = bus.topic("bench-plain");
+            let rt = ConsumerRuntime::new(bus.clone(), plain, Copy(output.clone()));
+            let untraced = throughput(rt, n as u64).await;
+            println!("Kafka -> Kafka, metrics on, no trace subscriber: {untraced:.0} records/s");
+            let exporter = opentelemetry_sdk::trace::InMemorySpanExporter::default();
+            let provider = orderflow_telemetry::provider(exporter.clone(), "bench", 1.0);
+            {
+                use tracing_subscriber::layer::SubscriberExt as _;
+                let subscriber = tracing_subscriber::registry().with(orderflow_telemetry::otel_layer(&provider));
+                tracing::subscriber::set_global_default(subscriber).unwrap();
+            }
+            let mut traced = settings(&bus, &traced_in, Delivery::Transactional);
+            traced.group = bus.topic("bench-traced");
+            let rt = ConsumerRuntime::new(bus.clone(), traced, Copy(output));
+            let with_spans = throughput(rt, n as u64).await;
+            let _ = provider.force_flush();
+            let spans = exporter.get_finished_spans().map(|s| s.len()).unwrap_or_default();
+            println!(
+                "Kafka -> Kafka, metrics on, a span per record exported: {with_spans:.0} records/s \
+                 ({:+.1} %, {spans} spans exported)",
+                (with_spans / untraced - 1.0) * 100.0
+            );
         }
         if run("redis") {
             settle().await;

@@ -38,6 +38,8 @@ pub(crate) struct RuntimeContext {
     pub(crate) events: mpsc::UnboundedSender<Event>,
     pub(crate) group: String,
     pub(crate) revoke_timeout: Duration,
+    pub(crate) stats: Arc<crate::stats::ConsumerStats>,
+    pub(crate) kafka_stats: orderflow_bus::telemetry::StatisticsRecorder,
 }
 
 fn partitions(tpl: &TopicPartitionList) -> Vec<Tp> {
@@ -49,7 +51,11 @@ fn partitions(tpl: &TopicPartitionList) -> Vec<Tp> {
 
 impl ClientContext for RuntimeContext {
     fn stats(&self, statistics: Statistics) {
-        orderflow_bus::telemetry::record_statistics(&self.group, &statistics);
+        if let Some(group) = &statistics.cgrp {
+            self.stats
+                .set_joined(group.state == "up" && group.join_state == "steady");
+        }
+        self.kafka_stats.record(&self.group, &statistics);
     }
 }
 

@@ -1,7 +1,7 @@
 //! The public entry point: build a [`ConsumerRuntime`] and `run` it until shutdown.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use orderflow_bus::Bus;
@@ -177,6 +177,8 @@ impl<H: Handler> ConsumerRuntime<H> {
             events: events_tx.clone(),
             group: settings.group.clone(),
             revoke_timeout: settings.drain_timeout + settings.transaction_timeout,
+            stats: self.stats.clone(),
+            kafka_stats: Default::default(),
         };
         let mut config = self.bus.consumer_config(&client_id, &settings.group);
         config
@@ -244,7 +246,7 @@ impl<H: Handler> ConsumerRuntime<H> {
         });
         let lag_stop = CancellationToken::new();
         let lag = tokio::spawn(sample_lag(
-            consumer.clone(),
+            Arc::downgrade(&consumer),
             settings.group.clone(),
             lag_stop.clone(),
         ));
@@ -258,7 +260,12 @@ impl<H: Handler> ConsumerRuntime<H> {
         );
         let result = engine.run(&mut events, shutdown).await;
         lag_stop.cancel();
+        // A measurement in progress ends within its request timeouts; then the poller holds the last
+        // reference again.
         let _ = tokio::time::timeout(settings.close_timeout, lag).await;
+        ConsumerStats::set(&self.stats.assigned, 0);
+        self.stats.set_joined(false);
+        crate::telemetry::assigned(&settings.group, 0);
 
         // Teardown: the poller thread holds the last consumer reference and leaves the group when it stops.
         // Closing has been seen to hang, so it is bounded.
@@ -281,26 +288,42 @@ impl<H: Handler> ConsumerRuntime<H> {
 /// Every [`LAG_EVERY`], sets `orderflow_consumer_lag` of each assigned partition: its end (the last stable
 /// offset, as this read-committed consumer sees it) minus the group's committed offset, both asked of the
 /// broker. Measured here rather than taken from librdkafka's statistics, which neither see offsets committed
-/// through a producer's transaction nor move while a partition is paused.
-async fn sample_lag(consumer: Arc<BaseConsumer<RuntimeContext>>, group: String, stop: CancellationToken) {
+/// through a producer's transaction nor move while a partition is paused. Partitions this member no longer
+/// holds are set to 0 (their new owner reports them), and so is every partition when the run ends.
+///
+/// It holds the consumer weakly, and strongly only while measuring, so the poller thread keeps dropping
+/// (and closing) the consumer; the run waits for this task before stopping the poller.
+async fn sample_lag(consumer: Weak<BaseConsumer<RuntimeContext>>, group: String, stop: CancellationToken) {
     let mut tick = tokio::time::interval(LAG_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut reported: std::collections::HashSet<(String, i32)> = std::collections::HashSet::new();
     loop {
         tokio::select! {
-            () = stop.cancelled() => return,
+            () = stop.cancelled() => break,
             _ = tick.tick() => {}
         }
-        let consumer = consumer.clone();
-        let measured = tokio::task::spawn_blocking(move || measure_lag(&consumer)).await;
+        let weak = consumer.clone();
+        // Not raced against `stop`: a measurement ends within its request timeouts, and the run waits.
+        let measured = tokio::task::spawn_blocking(move || weak.upgrade().map(|c| measure_lag(&c))).await;
         match measured {
-            Ok(Ok(lags)) => {
+            Ok(Some(Ok(lags))) => {
+                let now: std::collections::HashSet<(String, i32)> =
+                    lags.iter().map(|(t, p, _)| (t.clone(), *p)).collect();
+                for (topic, partition) in reported.difference(&now) {
+                    crate::telemetry::lag(&group, topic, *partition, 0);
+                }
                 for (topic, partition, lag) in lags {
                     crate::telemetry::lag(&group, &topic, partition, lag);
                 }
+                reported = now;
             }
-            Ok(Err(e)) => tracing::debug!(group, error = %e, "measuring consumer lag failed"),
-            Err(_) => return,
+            Ok(Some(Err(e))) => tracing::debug!(group, error = %e, "measuring consumer lag failed"),
+            Ok(None) => break, // the consumer is gone
+            Err(e) => tracing::warn!(group, error = %e, "measuring consumer lag failed"),
         }
+    }
+    for (topic, partition) in reported {
+        crate::telemetry::lag(&group, &topic, partition, 0);
     }
 }
 
@@ -311,7 +334,7 @@ fn measure_lag(
     consumer: &BaseConsumer<RuntimeContext>,
 ) -> Result<Vec<(String, i32, i64)>, rdkafka::error::KafkaError> {
     use rdkafka::{Offset, TopicPartitionList};
-    let timeout = Duration::from_secs(2);
+    let timeout = Duration::from_secs(1);
     let assignment = consumer.assignment()?;
     if assignment.count() == 0 {
         return Ok(Vec::new());

@@ -13,6 +13,7 @@ pub struct ConsumerStats {
     pub(crate) in_flight: AtomicU64,
     pub(crate) processed: AtomicU64,
     pub(crate) commits: AtomicU64,
+    pub(crate) joined: std::sync::atomic::AtomicBool,
 }
 
 impl ConsumerStats {
@@ -44,6 +45,16 @@ impl ConsumerStats {
     pub fn processed(&self) -> u64 {
         self.processed.load(Ordering::Relaxed)
     }
+    /// Whether the member has joined its group (it has partitions, or librdkafka reports the group
+    /// up and steady; a member of a group with more members than partitions has none and is still joined).
+    pub fn joined(&self) -> bool {
+        self.assigned() > 0 || self.joined.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_joined(&self, joined: bool) {
+        self.joined.store(joined, Ordering::Relaxed);
+    }
+
     /// Commits (offset commits or transactions) so far.
     pub fn commits(&self) -> u64 {
         self.commits.load(Ordering::Relaxed)

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 use orderflow_bus::EventProducer;
+use orderflow_telemetry::TRACEPARENT;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
@@ -225,9 +226,6 @@ pub(crate) fn transaction_error(producer: &EventProducer, error: KafkaError) -> 
         ConsumerError::TransactionAborted(error.to_string())
     }
 }
-
-/// TRACEPARENT header name (W3C trace context).
-const TRACEPARENT: &str = "traceparent";
 
 /// One span per record of `chunk` (a child of the record's `traceparent`), with the `traceparent` it came
 /// with, so outputs derived from it can continue from its span.

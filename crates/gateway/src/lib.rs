@@ -23,6 +23,7 @@ use axum::http::{HeaderName, HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use orderflow_cache::RedisConnection;
+use orderflow_telemetry::TRACEPARENT;
 use tracing::Instrument;
 
 pub use auth::{Authenticator, Principal, key_digest};
@@ -145,6 +146,13 @@ async fn guard(State(gateway): State<Arc<Inner>>, mut request: Request, next: Ne
         client = tracing::field::Empty,
         status = tracing::field::Empty,
     );
+    // The gateway's span continues the caller's trace, and what it forwards continues from the gateway's.
+    if let Some(parent) = request.headers().get(TRACEPARENT).and_then(|v| v.to_str().ok()) {
+        orderflow_telemetry::set_parent(&span, parent);
+    }
+    if let Some(own) = orderflow_telemetry::traceparent(&span).and_then(|v| HeaderValue::try_from(v).ok()) {
+        request.headers_mut().insert(TRACEPARENT, own);
+    }
     let work = async {
         request.headers_mut().insert(REQUEST_ID, id.clone());
         let mut decision = None;

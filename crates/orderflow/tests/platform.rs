@@ -2056,6 +2056,12 @@ async fn fuzzing_the_api_through_the_gateway_finds_no_server_error_or_schema_vio
     });
     let platform = Platform::start(settings, Role::ALL).await.expect("platform");
     let base = format!("http://{}", platform.http_addr.expect("http"));
+    // Fuzz a ready process (a 503 before the consumers joined would be a server error to the fuzzer).
+    eventually("readiness", || async {
+        let ready = reqwest::get(format!("{base}/readyz")).await.ok()?;
+        (ready.status() == 200).then_some(())
+    })
+    .await;
     let examples = std::env::var("FUZZ_EXAMPLES").unwrap_or_else(|_| "20".into());
     let out = tokio::task::spawn_blocking(move || {
         Command::new(st)
@@ -2075,9 +2081,16 @@ async fn fuzzing_the_api_through_the_gateway_finds_no_server_error_or_schema_vio
         out.status.success() && report.contains("No issues found"),
         "{report}"
     );
+    let spec: Value = serde_json::from_str(orderflow_api::OPENAPI).expect("the OpenAPI document");
+    let operations: usize = spec["paths"]
+        .as_object()
+        .expect("paths")
+        .values()
+        .map(|path| path.as_object().map_or(0, |methods| methods.len()))
+        .sum();
     assert!(
-        report.contains("Tested: 10"),
-        "every operation was exercised: {report}"
+        report.contains(&format!("Tested: {operations}")),
+        "every one of the {operations} operations was exercised: {report}"
     );
     platform.stop().await.expect("stop");
 }
@@ -2135,38 +2148,57 @@ async fn one_request_is_one_trace_from_the_http_handler_through_the_relay_to_eve
     assert_eq!(response.status().as_u16(), 201);
 
     // Every consumer this process runs (one per consumer role, and the orders role's status follower).
-    let groups: std::collections::BTreeSet<String> = platform
-        .backends
-        .consumers
-        .list()
-        .iter()
-        .map(|(_, handle)| handle.group().to_owned())
-        .collect();
-    assert_eq!(groups.len(), 7, "{groups:?}");
-    let trace = eventually("a span of every consumer in the request's trace", || {
-        let groups = groups.clone();
+    let consumers = platform.backends.consumers.clone();
+    let groups: std::collections::BTreeSet<String> = eventually("every role's consumer", || {
+        let consumers = consumers.clone();
         async move {
-            let spans: Vec<_> = exporter
-                .get_finished_spans()
-                .ok()?
-                .into_iter()
-                .filter(|s| s.span_context.trace_id().to_string() == TRACE)
-                .collect();
-            let seen: std::collections::BTreeSet<String> = spans
+            let groups: std::collections::BTreeSet<String> = consumers
+                .list()
                 .iter()
-                .filter_map(|s| attribute(s, "messaging.consumer.group.name"))
+                .map(|(_, h)| h.group().to_owned())
                 .collect();
-            groups.is_subset(&seen).then_some(spans)
+            (groups.len() == 7).then_some(groups)
         }
     })
     .await;
+    let trace = eventually(
+        "a span of every consumer in the request's trace, with its parents",
+        || {
+            let groups = groups.clone();
+            async move {
+                let spans: Vec<_> = exporter
+                    .get_finished_spans()
+                    .ok()?
+                    .into_iter()
+                    .filter(|s| s.span_context.trace_id().to_string() == TRACE)
+                    .collect();
+                let seen: std::collections::BTreeSet<String> = spans
+                    .iter()
+                    .filter_map(|s| attribute(s, "messaging.consumer.group.name"))
+                    .collect();
+                // A span can end before its parent: wait until every parent but the caller's is there too.
+                let ids: std::collections::HashSet<_> =
+                    spans.iter().map(|s| s.span_context.span_id()).collect();
+                let whole = spans
+                    .iter()
+                    .all(|s| ids.contains(&s.parent_span_id) || s.parent_span_id.to_string() == CALLER_SPAN);
+                (groups.is_subset(&seen) && whole).then_some(spans)
+            }
+        },
+    )
+    .await;
 
-    // The chain: caller -> HTTP handler -> relay -> consumers of order.created.
+    // The chain: caller -> gateway -> HTTP handler -> relay -> consumers of order.created.
+    let gateway = trace
+        .iter()
+        .find(|s| s.name == "gateway")
+        .expect("the gateway's span");
+    assert_eq!(gateway.parent_span_id.to_string(), CALLER_SPAN);
     let request = trace
         .iter()
         .find(|s| s.name == "POST /v1/orders")
         .expect("the HTTP handler's span");
-    assert_eq!(request.parent_span_id.to_string(), CALLER_SPAN);
+    assert_eq!(request.parent_span_id, gateway.span_context.span_id());
     let relay = trace
         .iter()
         .find(|s| s.name.ends_with("order.created publish"))
@@ -2181,15 +2213,13 @@ async fn one_request_is_one_trace_from_the_http_handler_through_the_relay_to_eve
         first_hop.iter().any(|g| g.ends_with("payments")),
         "payments consumes order.created as a child of the relay's span: {first_hop:?}"
     );
-    // Later hops are children of the consumer span whose output they read (payments -> its outcome).
-    let ids: std::collections::HashSet<_> = trace.iter().map(|s| s.span_context.span_id()).collect();
-    for span in trace.iter().filter(|s| s.name != "POST /v1/orders") {
-        assert!(
-            ids.contains(&span.parent_span_id),
-            "{} has its parent in the trace",
-            span.name
-        );
-    }
+    // Later hops are children of the consumer span whose output they read (payments -> its outcome), so
+    // every span but the gateway's has its parent in the trace (the waiting above required it).
+    let later: Vec<_> = trace
+        .iter()
+        .filter(|s| s.name.starts_with("payment.") || s.name.starts_with("inventory."))
+        .collect();
+    assert!(!later.is_empty(), "consumers of the later hops are in the trace");
     platform.stop().await.expect("clean stop");
 }
 

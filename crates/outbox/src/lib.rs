@@ -22,6 +22,7 @@ use chrono::Utc;
 use orderflow_bus::Bus;
 use orderflow_bus::EventProducer;
 use orderflow_store::{OutboxRecord, Store, StoreError};
+use orderflow_telemetry::TRACEPARENT;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureRecord, Producer};
@@ -169,8 +170,10 @@ impl OutboxRelay {
             let mut record = FutureRecord::to(&topic)
                 .key(&row.key)
                 .payload(&row.payload)
-                .timestamp(row.created_at.timestamp_millis())
                 .headers(headers(row, own.as_deref()));
+            if let Some(at) = occurred_at(row) {
+                record = record.timestamp(at);
+            }
             let delivery = loop {
                 match producer.send_result(record) {
                     Ok(delivery) => break Ok(delivery),
@@ -197,13 +200,13 @@ impl OutboxRelay {
                 Err(e) => Err(e.to_string()),
             };
             match outcome {
-                Ok(()) => {
+                // After a failure, rows are published again later (in order): they count then.
+                Ok(()) if failure.is_none() => {
                     let waited = (Utc::now() - created_at).to_std().unwrap_or_default();
                     relay_seconds.record(waited.as_secs_f64());
-                    if failure.is_none() {
-                        acknowledged.push(id);
-                    }
+                    acknowledged.push(id);
                 }
+                Ok(()) => {}
                 Err(reason) => {
                     metrics::counter!("orderflow_outbox_publish_failures_total").increment(1);
                     failure.get_or_insert(RelayError::Publish { id, topic, reason });
@@ -248,8 +251,30 @@ impl OutboxRelay {
     }
 
     /// Relays until `shutdown` fires: takes the relay lease, then publishes whenever woken or every idle
-    /// poll; errors are logged and retried with backoff (rows stay pending, nothing is lost).
+    /// poll; errors are logged and retried with backoff (rows stay pending, nothing is lost). Meanwhile
+    /// samples the backlog gauge, whether or not this instance holds the lease (every instance reports the
+    /// same database).
     pub async fn run(&self, shutdown: CancellationToken) -> Result<(), RelayError> {
+        let (relayed, ()) = tokio::join!(self.relay(&shutdown), self.sample_backlog(&shutdown));
+        relayed
+    }
+
+    async fn sample_backlog(&self, shutdown: &CancellationToken) {
+        let mut tick = tokio::time::interval(BACKLOG_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            match self.store.outbox_backlog().await {
+                Ok(backlog) => metrics::gauge!("orderflow_outbox_backlog").set(backlog as f64),
+                Err(e) => tracing::debug!(error = %e, "outbox: sampling the backlog failed"),
+            }
+        }
+    }
+
+    async fn relay(&self, shutdown: &CancellationToken) -> Result<(), RelayError> {
         let idle = Duration::from_millis(self.settings.idle_poll_ms.max(1));
         'lease: loop {
             let mut lease = tokio::select! {
@@ -258,7 +283,7 @@ impl OutboxRelay {
                     Ok(lease) => lease,
                     Err(e) => {
                         tracing::warn!(error = %e, "outbox relay: cannot take the relay lease; retrying");
-                        sleep_or_cancel(Duration::from_secs(1), &shutdown).await;
+                        sleep_or_cancel(Duration::from_secs(1), shutdown).await;
                         continue 'lease;
                     }
                 },
@@ -266,14 +291,7 @@ impl OutboxRelay {
             tracing::info!("outbox relay active");
             let mut backoff = Duration::from_millis(50);
             let mut last_check = std::time::Instant::now();
-            let mut last_backlog = None::<std::time::Instant>;
             while !shutdown.is_cancelled() {
-                if last_backlog.is_none_or(|at| at.elapsed() >= BACKLOG_EVERY) {
-                    last_backlog = Some(std::time::Instant::now());
-                    if let Ok(backlog) = self.store.outbox_backlog().await {
-                        metrics::gauge!("orderflow_outbox_backlog").set(backlog as f64);
-                    }
-                }
                 if last_check.elapsed() >= LEASE_CHECK_EVERY {
                     last_check = std::time::Instant::now();
                     if let Err(e) = lease.check().await {
@@ -296,7 +314,7 @@ impl OutboxRelay {
                     Err(e) => {
                         tracing::warn!(error = %e, retry_in = ?backoff, "outbox relay: round failed");
                         self.heal_producer();
-                        sleep_or_cancel(backoff, &shutdown).await;
+                        sleep_or_cancel(backoff, shutdown).await;
                         backoff = (backoff * 2).min(Duration::from_secs(5));
                     }
                 }
@@ -319,8 +337,16 @@ impl OutboxRelay {
     }
 }
 
-/// The W3C trace context header.
-const TRACEPARENT: &str = "traceparent";
+/// The record timestamp of `row` (milliseconds): when its write committed, so consumers measure latency
+/// from the event, not from its publication. Rows older than [`MAX_STAMP_AGE`] (a backlog after an outage)
+/// get the broker's time instead, so the topic's retention counts from their publication.
+fn occurred_at(row: &OutboxRecord) -> Option<i64> {
+    let age = Utc::now() - row.created_at;
+    (age < MAX_STAMP_AGE).then(|| row.created_at.timestamp_millis())
+}
+
+/// The oldest commit time a record is stamped with (see [`occurred_at`]).
+const MAX_STAMP_AGE: chrono::TimeDelta = chrono::TimeDelta::hours(1);
 
 /// The value of `row`'s header `name`, when it is text.
 fn header<'r>(row: &'r OutboxRecord, name: &str) -> Option<&'r str> {

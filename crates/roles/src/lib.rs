@@ -71,6 +71,12 @@ impl Role {
         Role::Audit,
     ];
 
+    /// Whether the role runs a Kafka consumer (every role but the gateway; the orders role's is its status
+    /// follower).
+    pub fn consumes(&self) -> bool {
+        !matches!(self, Self::Gateway)
+    }
+
     /// The role's name.
     pub fn name(&self) -> &'static str {
         match self {

@@ -42,7 +42,7 @@ pub struct OutboxRecord {
     pub payload: Vec<u8>,
     /// Record headers.
     pub headers: Vec<(String, Vec<u8>)>,
-    /// When the write that produced the event committed (the record's timestamp).
+    /// When the write that produced the event was made (the record's timestamp, see the relay).
     pub created_at: chrono::DateTime<chrono::Utc>,
 }
 

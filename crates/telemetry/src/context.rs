@@ -25,6 +25,11 @@ pub(crate) fn parse(traceparent: &str) -> Option<SpanContext> {
     context.is_valid().then_some(context)
 }
 
+/// Whether `value` is a well-formed `traceparent` (version 00, non-zero ids).
+pub fn is_traceparent(value: &str) -> bool {
+    parse(value).is_some()
+}
+
 /// Makes the remote context in `traceparent` the parent of `span` (ignored when malformed, or when no
 /// OpenTelemetry layer is installed).
 pub fn set_parent(span: &tracing::Span, traceparent: &str) {

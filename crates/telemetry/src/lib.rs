@@ -22,7 +22,10 @@ use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer};
 
-pub use context::{consumer_span, set_parent, traceparent};
+pub use context::{consumer_span, is_traceparent, set_parent, traceparent};
+
+/// The W3C trace context header, on HTTP requests and on Kafka records.
+pub const TRACEPARENT: &str = "traceparent";
 
 /// Trace export over OTLP (off by default: spans then only feed the log).
 #[derive(Debug, Clone, Deserialize)]

@@ -95,26 +95,28 @@ impl OpsState {
 /// The operator routes merged into the API (behind the gateway when it runs): readiness, the console
 /// and consumer holds.
 pub fn api_routes(state: OpsState) -> Router {
+    use orderflow_api::method_not_allowed as other;
     Router::new()
-        .route("/readyz", get(readyz))
-        .route("/", get(console::page))
-        .route("/console/state", get(console_state))
-        .route("/admin/consumers", get(consumers))
-        .route("/admin/consumers/{group}/hold", post(hold))
-        .route("/admin/consumers/{group}/release", post(release))
+        .route("/readyz", get(readyz).fallback(other))
+        .route("/", get(console::page).fallback(other))
+        .route("/console/state", get(console_state).fallback(other))
+        .route("/admin/consumers", get(consumers).fallback(other))
+        .route("/admin/consumers/{group}/hold", post(hold).fallback(other))
+        .route("/admin/consumers/{group}/release", post(release).fallback(other))
         .with_state(state)
 }
 
 /// The ops listener's routes: metrics, liveness and readiness, for processes that serve no API.
 pub fn listener_routes(state: OpsState) -> Router {
-    Router::new()
-        .route("/readyz", get(readyz))
-        .route(
-            "/healthz",
-            get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
-        )
-        .route("/metrics", get(orderflow_api::metrics::render))
-        .with_state(state)
+    ops_routes(Router::new().route("/readyz", get(readyz)).with_state(state))
+}
+
+/// `/healthz` and `/metrics` beside `app`'s routes, with problem+json 404 and 405 answers.
+fn ops_routes(app: Router) -> Router {
+    use orderflow_api::method_not_allowed as other;
+    app.route("/healthz", get(orderflow_api::healthz).fallback(other))
+        .route("/metrics", get(orderflow_api::metrics::render).fallback(other))
+        .fallback(orderflow_api::not_found)
 }
 
 /// The ops listener of a standalone gateway (no database, no Kafka): metrics, liveness, and readiness that
@@ -139,13 +141,7 @@ pub fn gateway_listener_routes(shutdown: CancellationToken) -> Router {
             (status, axum::Json(body))
         }
     };
-    Router::new()
-        .route("/readyz", get(ready))
-        .route(
-            "/healthz",
-            get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
-        )
-        .route("/metrics", get(orderflow_api::metrics::render))
+    ops_routes(Router::new().route("/readyz", get(ready)))
 }
 
 async fn readyz(State(state): State<OpsState>) -> Response {

@@ -1,8 +1,9 @@
 //! `/readyz`: whether this process should get traffic and work now.
 //!
 //! Ready when not shutting down, the database answers, Redis answers (when configured), Kafka answers (checked
-//! at most every [`KAFKA_EVERY`], since each check is a fresh client login), and every consumer of the process
-//! has partitions assigned. The answer names each check, so an operator sees which one failed; error texts go
+//! at most every [`KAFKA_EVERY`], since each check is a fresh client login), and every role's consumer has
+//! started and joined its group. A member without partitions (during a rebalance, or in a group with more
+//! members than partitions) stays ready: it is where it should be. The answer names each check, so an operator sees which one failed; error texts go
 //! to the log only (the route is public).
 
 use std::sync::Mutex;
@@ -43,8 +44,10 @@ pub struct ConsumerCheck {
     pub role: &'static str,
     /// Its group.
     pub group: String,
-    /// Partitions it holds now (0 = not yet assigned, or lost its assignment).
+    /// Partitions it holds now.
     pub assigned_partitions: u64,
+    /// Whether it has joined its group.
+    pub joined: bool,
     /// Whether an operator holds it (it stays ready: holding is deliberate).
     pub held: bool,
 }
@@ -106,11 +109,17 @@ impl Readiness {
                 role: role.name(),
                 group: handle.group().to_owned(),
                 assigned_partitions: handle.stats().assigned(),
+                joined: handle.stats().joined(),
                 held: handle.is_held(),
             })
             .collect();
-        for consumer in consumers.iter().filter(|c| c.assigned_partitions == 0) {
-            reasons.push(format!("consumer {}: no partitions assigned", consumer.group));
+        for role in self.roles.iter().filter(|r| r.consumes()) {
+            if !consumers.iter().any(|c| c.role == role.name()) {
+                reasons.push(format!("{}: its consumer has not started", role.name()));
+            }
+        }
+        for consumer in consumers.iter().filter(|c| !c.joined) {
+            reasons.push(format!("consumer {}: not in its group yet", consumer.group));
         }
         let shutting_down = self.shutdown.is_cancelled();
         if shutting_down {

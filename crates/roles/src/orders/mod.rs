@@ -52,7 +52,7 @@ pub async fn start(
         analytics: backends.analytics.clone(),
         relay_wakeup: Some(relay.wakeup()),
     };
-    let app = orderflow_api::router(state).merge(crate::ops::api_routes(ops));
+    let app = orderflow_api::router_with(state, crate::ops::api_routes(ops));
     let app = match gateway {
         Some(gateway) => gateway.wrap(app),
         None => app,
