@@ -21,6 +21,13 @@ fn temp_dir() -> std::path::PathBuf {
     std::env::temp_dir().join(unique("orderflow-e2e"))
 }
 
+/// A new, existing [`temp_dir`].
+fn temp_dir_created() -> std::path::PathBuf {
+    let dir = temp_dir();
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
 /// The API key every test calls with: written as the development key of each data dir, so the gateway of
 /// `up` (and of `Platform` with every role) accepts it.
 const TEST_KEY: &str = "ofk_platform-tests";
@@ -2064,7 +2071,9 @@ async fn fuzzing_the_api_through_the_gateway_finds_no_server_error_or_schema_vio
     .await;
     let examples = std::env::var("FUZZ_EXAMPLES").unwrap_or_else(|_| "20".into());
     let out = tokio::task::spawn_blocking(move || {
+        // Schemathesis keeps a cache (`.schemathesis/`) in its working directory: a throw-away one.
         Command::new(st)
+            .current_dir(temp_dir_created())
             .args(["run", &format!("{base}/openapi.json"), "--no-color", "--seed", "1"])
             .args(["-n", &examples, "-H", &format!("X-Api-Key: {key}")])
             .args([
@@ -2383,6 +2392,7 @@ async fn metrics_follow_the_load_lag_rises_while_a_consumer_is_held_then_drains(
     })
     .await;
     assert!(drained < peak, "lag {peak} drained to {drained}");
+    println!("held projector: lag rose to {peak}, drained to {drained} after release");
     let page = scrape().await;
     let e2e = metric_sum(
         &page,
