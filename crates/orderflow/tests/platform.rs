@@ -130,8 +130,9 @@ async fn eventually<T, F: std::future::Future<Output = Option<T>>>(
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_order_flows_through_postgres_kafka_and_redis() {
+/// Settings on the harness's PostgreSQL (a fresh database), Kafka and Redis, with topic and key prefixes of
+/// their own (`name` and a unique suffix) and `partitions` per topic.
+fn real_server_settings(name: &str, partitions: i32) -> Settings {
     let (pg, kafka, redis_server) = (
         orderflow_testkit::postgres(),
         orderflow_testkit::kafka(),
@@ -140,10 +141,17 @@ async fn an_order_flows_through_postgres_kafka_and_redis() {
     let mut settings = embedded_settings(&temp_dir());
     settings.database.url = Some(pg.fresh_database().expect("database"));
     settings.kafka.bootstrap_servers = Some(kafka.bootstrap_servers());
-    settings.kafka.topic_prefix = format!("{}.", unique("e2e"));
-    settings.kafka.partitions = 3;
+    settings.kafka.topic_prefix = format!("{}.", unique(name));
+    settings.kafka.partitions = partitions;
     settings.cache.redis_url = Some(redis_server.url());
-    settings.cache.key_prefix = format!("{}:", unique("e2e"));
+    settings.cache.key_prefix = format!("{}:", unique(name));
+    settings
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_flows_through_postgres_kafka_and_redis() {
+    let (kafka, redis_server) = (orderflow_testkit::kafka(), orderflow_testkit::redis());
+    let mut settings = real_server_settings("e2e", 3);
     settings.projector.group = unique("projector");
     let prefix = settings.kafka.topic_prefix.clone();
     let (topic, key_prefix, db_url) = (
@@ -2248,18 +2256,7 @@ fn metric_sum(page: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_follow_the_load_lag_rises_while_a_consumer_is_held_then_drains() {
     orderflow_api::metrics::install().expect("recorder");
-    let (pg, kafka, redis_server) = (
-        orderflow_testkit::postgres(),
-        orderflow_testkit::kafka(),
-        orderflow_testkit::redis(),
-    );
-    let mut settings = embedded_settings(&temp_dir());
-    settings.database.url = Some(pg.fresh_database().expect("database"));
-    settings.kafka.bootstrap_servers = Some(kafka.bootstrap_servers());
-    settings.kafka.topic_prefix = format!("{}.", unique("metrics"));
-    settings.kafka.partitions = 2;
-    settings.cache.redis_url = Some(redis_server.url());
-    settings.cache.key_prefix = format!("{}:", unique("metrics"));
+    let mut settings = real_server_settings("metrics", 2);
     settings.ops.listen = Some("127.0.0.1:0".parse().expect("addr"));
     let platform = Platform::start(settings, Role::ALL)
         .await

@@ -154,18 +154,11 @@ impl OutboxRelay {
         for row in &rows {
             let topic = self.bus.topic(&row.topic);
             // A child of the write that produced the event; consumers continue from this span.
-            let span = tracing::info_span!(
-                "publish",
-                otel.name = %format!("{topic} publish"),
-                otel.kind = "producer",
-                messaging.system = "kafka",
-                messaging.operation.type = "send",
-                messaging.destination.name = %topic,
-                outbox.id = row.id,
+            let span = orderflow_telemetry::publish_span(
+                &topic,
+                &row.event_id.to_string(),
+                header(row, TRACEPARENT),
             );
-            if let Some(parent) = header(row, TRACEPARENT) {
-                orderflow_telemetry::set_parent(&span, parent);
-            }
             let own = orderflow_telemetry::traceparent(&span);
             let mut record = FutureRecord::to(&topic)
                 .key(&row.key)

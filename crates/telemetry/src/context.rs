@@ -54,6 +54,25 @@ pub fn traceparent(span: &tracing::Span) -> Option<String> {
     })
 }
 
+/// The span of publishing one record: a child of the write that produced it (`traceparent`), with the
+/// OpenTelemetry messaging attributes; consumers continue from it.
+pub fn publish_span(topic: &str, message_id: &str, traceparent: Option<&str>) -> tracing::Span {
+    let span = tracing::info_span!(
+        target: crate::SPANS,
+        "publish",
+        otel.name = %format!("{topic} publish"),
+        otel.kind = "producer",
+        messaging.system = "kafka",
+        messaging.operation.type = "send",
+        messaging.destination.name = %topic,
+        messaging.message.id = %message_id,
+    );
+    if let Some(parent) = traceparent {
+        set_parent(&span, parent);
+    }
+    span
+}
+
 /// The span of one consumed record: a child of the record's `traceparent`, named after what consumes it,
 /// with the OpenTelemetry messaging attributes.
 pub fn consumer_span(
@@ -64,6 +83,7 @@ pub fn consumer_span(
     traceparent: Option<&str>,
 ) -> tracing::Span {
     let span = tracing::info_span!(
+        target: crate::SPANS,
         "process",
         otel.name = %format!("{topic} process"),
         otel.kind = "consumer",

@@ -22,7 +22,11 @@ use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer};
 
-pub use context::{consumer_span, is_traceparent, set_parent, traceparent};
+pub use context::{consumer_span, is_traceparent, publish_span, set_parent, traceparent};
+
+/// The target of the spans made for export (a relay publish, a consumed record): the log leaves them out,
+/// so when nothing exports traces they are never even built (one per record would cost the hot path).
+pub const SPANS: &str = "orderflow::spans";
 
 /// The W3C trace context header, on HTTP requests and on Kafka records.
 pub const TRACEPARENT: &str = "traceparent";
@@ -106,10 +110,12 @@ where
 /// Installs the process's subscriber: the log on stderr filtered by `filter` (`info`, `orderflow=debug`, ...)
 /// and, when `settings` name an endpoint, OTLP/HTTP export of every `info` span.
 pub fn init(filter: &str, settings: &TracingSettings) -> Result<TracingGuard, TelemetryError> {
+    use tracing_subscriber::filter::FilterExt as _;
     let log_filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let not_exported_only = tracing_subscriber::filter::filter_fn(|meta| meta.target() != SPANS);
     let log = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
-        .with_filter(log_filter);
+        .with_filter(log_filter.and(not_exported_only));
     let endpoint = settings
         .otlp_endpoint
         .as_deref()
