@@ -243,9 +243,22 @@ impl PostgresServer {
 
     /// Starts it again on the same port and data after [`PostgresServer::kill`].
     pub fn restart(&self) -> Result<(), HarnessError> {
-        // A killed postmaster leaves its pid file and shared memory; PostgreSQL recovers from both.
-        let _ = std::fs::remove_file(self.process.dir().join("data").join("postmaster.pid"));
-        self.process.spawn()?;
-        self.wait_ready()
+        // A killed postmaster leaves its pid file and shared memory; PostgreSQL recovers from both, but
+        // refuses to start while the killed postmaster's backends still hold the shared memory: they exit
+        // within moments, so a start that stops at once is tried again.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let _ = std::fs::remove_file(self.process.dir().join("data").join("postmaster.pid"));
+            self.process.spawn()?;
+            let up = wait_until("PostgreSQL to start", Duration::from_secs(5), || {
+                self.psql("postgres", "SELECT 1").is_ok() || !self.process.is_running()
+            });
+            // Answering, or still starting (recovery can be slow): wait for it. Stopped: start again.
+            if up.is_err() || self.process.is_running() || Instant::now() >= deadline {
+                return self.wait_ready();
+            }
+            self.process.kill();
+            std::thread::sleep(Duration::from_millis(250));
+        }
     }
 }
