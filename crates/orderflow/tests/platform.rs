@@ -1092,10 +1092,11 @@ async fn http_stampede(protection: bool) -> u64 {
         .expect("lock");
     let readers = 1000;
     let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(readers));
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for i in 0..readers {
         let addr = bases[i % 2].trim_start_matches("http://").to_owned();
-        let (barrier, id) = (barrier.clone(), id.clone());
+        let (barrier, id, sent) = (barrier.clone(), id.clone(), sent.clone());
         tasks.push(tokio::spawn(async move {
             use tokio::io::{AsyncReadExt, AsyncWriteExt};
             let mut stream = tokio::net::TcpStream::connect(&addr).await.expect("connect");
@@ -1103,11 +1104,18 @@ async fn http_stampede(protection: bool) -> u64 {
             let request =
                 format!("GET /v1/orders/{id} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
             stream.write_all(request.as_bytes()).await.expect("send");
+            sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let mut response = Vec::new();
             stream.read_to_end(&mut response).await.expect("read");
             String::from_utf8_lossy(&response).into_owned()
         }));
     }
+    // Every request is sent, and the servers get a moment to take them in, before the database answers.
+    eventually("every GET sent", || {
+        let sent = sent.clone();
+        async move { (sent.load(std::sync::atomic::Ordering::Relaxed) == readers).then_some(()) }
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(1000)).await;
     lock.commit().await.expect("unlock");
     for task in tasks {
