@@ -33,6 +33,11 @@ pub struct MetricsError(String);
 /// Installs the Prometheus recorder as the process's metrics recorder (once; later calls are no-ops).
 /// Histograms named `*_seconds` get [`LATENCY_BUCKETS`], so quantiles can be aggregated across instances.
 pub fn install() -> Result<(), MetricsError> {
+    // Callers may race (tests of one binary do): one installs, the others find it installed.
+    static INSTALLING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = INSTALLING
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     if HANDLE.get().is_some() {
         return Ok(());
     }

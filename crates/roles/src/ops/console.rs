@@ -87,15 +87,26 @@ impl Console {
             .map(|(_, h)| h.stats().processed())
             .sum();
 
+        // Only this process's consumers (the recorder may hold series of consumers that stopped).
+        let groups: std::collections::BTreeSet<String> = backends
+            .consumers
+            .list()
+            .iter()
+            .map(|(_, h)| h.group().to_owned())
+            .collect();
+        let ours = |labels: &BTreeMap<String, String>| groups.contains(&label(labels, "group"));
         let mut lag: BTreeMap<(String, String), f64> = BTreeMap::new();
-        for (labels, value) in series("orderflow_consumer_lag") {
+        for (labels, value) in series("orderflow_consumer_lag").iter().filter(|(l, _)| ours(l)) {
             let key = (label(labels, "group"), label(labels, "topic"));
             *lag.entry(key).or_default() += value;
         }
         // Retry topics are listed only while they hold something.
         lag.retain(|(_, topic), lag| *lag > 0.0 || !topic.contains(".retry."));
         let mut dlq: BTreeMap<String, f64> = BTreeMap::new();
-        for (labels, value) in series("orderflow_consumer_dead_lettered_total") {
+        for (labels, value) in series("orderflow_consumer_dead_lettered_total")
+            .iter()
+            .filter(|(l, _)| ours(l))
+        {
             *dlq.entry(label(labels, "topic")).or_default() += value;
         }
         let hits = total("orderflow_cache_hits_total");
