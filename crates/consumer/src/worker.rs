@@ -228,8 +228,12 @@ pub(crate) fn transaction_error(producer: &EventProducer, error: KafkaError) -> 
 }
 
 /// One span per record of `chunk` (a child of the record's `traceparent`), with the `traceparent` it came
-/// with, so outputs derived from it can continue from its span.
+/// with, so outputs derived from it can continue from its span. None when nothing exports them: the hot
+/// path then allocates nothing for traces.
 fn record_spans(group: &str, chunk: &[Record]) -> Vec<(Option<String>, tracing::Span)> {
+    if !orderflow_telemetry::spans_enabled() {
+        return Vec::new();
+    }
     chunk
         .iter()
         .map(|record| {
@@ -249,6 +253,9 @@ fn record_spans(group: &str, chunk: &[Record]) -> Vec<(Option<String>, tracing::
 /// Outputs carry the `traceparent` of the record they came from (handlers copy it); point it at that
 /// record's span instead, so the next consumer's span is a child of this one.
 fn continue_traces(outputs: &mut [Output], spans: &[(Option<String>, tracing::Span)]) {
+    if spans.is_empty() {
+        return;
+    }
     for output in outputs {
         let Some((_, value)) = output.headers.iter_mut().find(|(name, _)| name == TRACEPARENT) else {
             continue;

@@ -2120,6 +2120,20 @@ async fn fuzzing_the_api_through_the_gateway_finds_no_server_error_or_schema_vio
     platform.stop().await.expect("stop");
 }
 
+/// Posts an order with the caller's trace context `traceparent`; returns the created order.
+async fn post_traced(base: &str, traceparent: &str) -> Value {
+    let response = client()
+        .post(format!("{base}/v1/orders"))
+        .header("content-type", "application/json")
+        .header("traceparent", traceparent)
+        .body(order_body().to_string())
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(response.status().as_u16(), 201);
+    response.json().await.expect("json")
+}
+
 /// The spans every test of this binary ends, kept in memory: the subscriber is process-wide, so it is
 /// installed once, by the first test that asks.
 fn finished_spans() -> &'static opentelemetry_sdk::trace::InMemorySpanExporter {
@@ -2162,15 +2176,7 @@ async fn one_request_is_one_trace_from_the_http_handler_through_the_relay_to_eve
 
     const TRACE: &str = "5e1d1b3a2f4c4d6e8a9b0c1d2e3f4a5b";
     const CALLER_SPAN: &str = "1111222233334444";
-    let response = client()
-        .post(format!("{base}/v1/orders"))
-        .header("content-type", "application/json")
-        .header("traceparent", format!("00-{TRACE}-{CALLER_SPAN}-01"))
-        .body(order_body().to_string())
-        .send()
-        .await
-        .expect("POST");
-    assert_eq!(response.status().as_u16(), 201);
+    post_traced(&base, &format!("00-{TRACE}-{CALLER_SPAN}-01")).await;
 
     // Every consumer this process runs (one per consumer role, and the orders role's status follower).
     let consumers = platform.backends.consumers.clone();
@@ -2603,16 +2609,7 @@ async fn the_binary_exports_its_traces_over_otlp_when_configured() {
         "{banner:?}"
     );
     const TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
-    let response = client()
-        .post(format!("{base}/v1/orders"))
-        .header("content-type", "application/json")
-        .header("traceparent", format!("00-{TRACE}-b7ad6b7169203331-01"))
-        .body(order_body().to_string())
-        .send()
-        .await
-        .expect("POST");
-    assert_eq!(response.status().as_u16(), 201);
-    let created: Value = response.json().await.expect("json");
+    let created = post_traced(&base, &format!("00-{TRACE}-b7ad6b7169203331-01")).await;
     let id = created["id"].as_str().expect("id").to_owned();
     eventually("the order through the pipeline", || {
         let (base, id) = (base.clone(), id.clone());

@@ -230,9 +230,9 @@ macro_rules! shared_queries {
                 Ok(rows.into_iter().map($crate::rows::OrderRow::into_summary).collect())
             }
 
-            /// Connections of the pool: (open, idle).
-            pub fn pool_usage(&self) -> (u32, usize) {
-                (self.pool.size(), self.pool.num_idle())
+            /// Connections of the pool: (open, idle, the most it opens).
+            pub fn pool_usage(&self) -> (u32, usize, u32) {
+                (self.pool.size(), self.pool.num_idle(), self.pool.options().get_max_connections())
             }
 
             /// The oldest unpublished outbox rows, in publication order.

@@ -233,12 +233,7 @@ impl Store {
 
     /// Connections of the pool now: (open, idle), and the most it opens.
     pub fn pool_usage(&self) -> (u32, usize, u32) {
-        let (open, idle) = dispatch!(self, s => s.pool_usage());
-        (
-            open,
-            idle,
-            dispatch!(self, s => s.pool().options().get_max_connections()),
-        )
+        dispatch!(self, s => s.pool_usage())
     }
 
     /// Number of outbox rows not yet published.

@@ -54,6 +54,19 @@ pub fn traceparent(span: &tracing::Span) -> Option<String> {
     })
 }
 
+/// `span`, made a child of `traceparent` when there is one.
+fn child_of(span: tracing::Span, traceparent: Option<&str>) -> tracing::Span {
+    if let Some(parent) = traceparent {
+        set_parent(&span, parent);
+    }
+    span
+}
+
+/// Whether the spans made for export ([`crate::SPANS`]) are built at all: false unless a layer exports them.
+pub fn spans_enabled() -> bool {
+    tracing::span_enabled!(target: crate::SPANS, tracing::Level::INFO)
+}
+
 /// The span of publishing one record: a child of the write that produced it (`traceparent`), with the
 /// OpenTelemetry messaging attributes; consumers continue from it.
 pub fn publish_span(topic: &str, message_id: &str, traceparent: Option<&str>) -> tracing::Span {
@@ -67,10 +80,7 @@ pub fn publish_span(topic: &str, message_id: &str, traceparent: Option<&str>) ->
         messaging.destination.name = %topic,
         messaging.message.id = %message_id,
     );
-    if let Some(parent) = traceparent {
-        set_parent(&span, parent);
-    }
-    span
+    child_of(span, traceparent)
 }
 
 /// The span of one consumed record: a child of the record's `traceparent`, named after what consumes it,
@@ -94,10 +104,7 @@ pub fn consumer_span(
         messaging.destination.partition.id = partition,
         messaging.kafka.offset = offset,
     );
-    if let Some(parent) = traceparent {
-        set_parent(&span, parent);
-    }
-    span
+    child_of(span, traceparent)
 }
 
 #[cfg(test)]

@@ -22,7 +22,7 @@ use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer};
 
-pub use context::{consumer_span, is_traceparent, publish_span, set_parent, traceparent};
+pub use context::{consumer_span, is_traceparent, publish_span, set_parent, spans_enabled, traceparent};
 
 /// The target of the spans made for export (a relay publish, a consumed record): the log leaves them out,
 /// so when nothing exports traces they are never even built (one per record would cost the hot path).

@@ -55,12 +55,10 @@ impl Console {
         let series = |name: &str| metrics.get(name).map(Vec::as_slice).unwrap_or_default();
         let total = |name: &str| series(name).iter().fold(0.0, |sum, (_, v)| sum + v);
 
-        let consumers: Vec<serde_json::Value> = backends
-            .consumers
-            .list()
+        let running = backends.consumers.list();
+        let consumers: Vec<serde_json::Value> = running
             .iter()
             .map(|(role, handle)| {
-                let stats = handle.stats();
                 let group = handle.group();
                 let sum_for = |name: &str| {
                     series(name)
@@ -68,33 +66,19 @@ impl Console {
                         .filter(|(l, _)| l.get("group").map(String::as_str) == Some(group))
                         .fold(0.0, |sum, (_, v)| sum + v)
                 };
-                serde_json::json!({
-                    "role": role.name(),
-                    "group": group,
-                    "assigned_partitions": stats.assigned(),
-                    "paused_partitions": stats.paused(),
-                    "processed": stats.processed(),
-                    "held": handle.is_held(),
-                    "lag": sum_for("orderflow_consumer_lag"),
-                    "dead_lettered": sum_for("orderflow_consumer_dead_lettered_total"),
-                })
+                let mut view = super::consumer_view(Some(*role), handle);
+                view["lag"] = sum_for("orderflow_consumer_lag").into();
+                view["dead_lettered"] = sum_for("orderflow_consumer_dead_lettered_total").into();
+                view
             })
             .collect();
-        let processed_total: u64 = backends
-            .consumers
-            .list()
-            .iter()
-            .map(|(_, h)| h.stats().processed())
-            .sum();
+        let processed_total: u64 = running.iter().map(|(_, h)| h.stats().processed()).sum();
 
         // Only this process's consumers (the recorder may hold series of consumers that stopped).
-        let groups: std::collections::BTreeSet<String> = backends
-            .consumers
-            .list()
-            .iter()
-            .map(|(_, h)| h.group().to_owned())
-            .collect();
-        let ours = |labels: &BTreeMap<String, String>| groups.contains(&label(labels, "group"));
+        let groups: std::collections::BTreeSet<&str> = running.iter().map(|(_, h)| h.group()).collect();
+        let ours = |labels: &BTreeMap<String, String>| {
+            labels.get("group").is_some_and(|g| groups.contains(g.as_str()))
+        };
         let mut lag: BTreeMap<(String, String), f64> = BTreeMap::new();
         for (labels, value) in series("orderflow_consumer_lag").iter().filter(|(l, _)| ours(l)) {
             let key = (label(labels, "group"), label(labels, "topic"));

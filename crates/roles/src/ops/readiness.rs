@@ -156,8 +156,7 @@ impl Readiness {
             .kafka
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some((at, ok)) = cached.filter(|(at, _)| at.elapsed() < KAFKA_EVERY) {
-            let _ = at;
+        if let Some((_, ok)) = cached.filter(|(at, _)| at.elapsed() < KAFKA_EVERY) {
             return Check {
                 status: if ok { "ok" } else { "unavailable" },
                 millis: 0,
