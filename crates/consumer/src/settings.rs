@@ -88,6 +88,9 @@ pub struct ConsumerSettings {
 }
 
 impl ConsumerSettings {
+    /// Partitions worked on at once unless configured otherwise.
+    pub const DEFAULT_CONCURRENCY: usize = 8;
+
     /// Defaults for `group` consuming `topics`.
     pub fn new(group: impl Into<String>, topics: Vec<String>, delivery: Delivery) -> Self {
         Self {
@@ -96,7 +99,7 @@ impl ConsumerSettings {
             delivery,
             instance_id: None,
             static_membership: false,
-            concurrency: 8,
+            concurrency: Self::DEFAULT_CONCURRENCY,
             max_batch: 500,
             high_water: 5_000,
             low_water: 1_000,

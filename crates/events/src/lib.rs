@@ -4,10 +4,12 @@
 
 pub mod check;
 mod codec;
+mod lifecycle;
 mod schemas;
 mod types;
 
 pub use codec::{AvroCodec, CONTENT_TYPE, CodecError, DecodeError};
+pub use lifecycle::{Decoded, Envelope, Lifecycle, LifecycleEvent, LifecycleTopic, LifecycleTopics};
 pub use schemas::{SchemaSet, committed_schemas, schema_versions};
 pub use types::*;
 

@@ -3,11 +3,10 @@
 //! Every event starts with the same envelope: `event_id` (UUIDv7), `event_type`, `order_id`,
 //! `order_version` and `occurred_at` (microseconds since the Unix epoch). Money is integer minor units.
 
-use chrono::{DateTime, Utc};
-use orderflow_domain::{Currency, CustomerId, EventId, MinorUnits, Order, OrderId, OrderItem, OrderStatus};
+use orderflow_domain::{Currency, CustomerId, MinorUnits, Order, OrderItem, OrderStatus};
 use serde::{Deserialize, Serialize};
 
-use crate::{DecodeError, Event};
+use crate::{DecodeError, Envelope, Event};
 
 macro_rules! event {
     ($(#[$doc:meta])* $name:ident = $topic:literal { $($(#[$fdoc:meta])* $field:ident : $ty:ty),* $(,)? }) => {
@@ -44,22 +43,6 @@ macro_rules! event {
             }
         }
     };
-}
-
-/// The envelope values of a new event about `order_id` at `version`, happening at `at`.
-pub fn envelope(
-    event_type: &str,
-    order_id: OrderId,
-    version: i64,
-    at: DateTime<Utc>,
-) -> (String, String, String, i64, i64) {
-    (
-        EventId::new().to_string(),
-        event_type.to_owned(),
-        order_id.to_string(),
-        version,
-        at.timestamp_micros(),
-    )
 }
 
 /// One line of an order in an event.
@@ -230,14 +213,13 @@ event! {
 impl OrderCancelled {
     /// Describes the cancellation that made `cancelled` (its new version) out of an order in `previous`.
     pub fn from_order(cancelled: &Order, previous: OrderStatus, reason: Option<String>) -> Self {
-        let (event_id, event_type, order_id, order_version, occurred_at) =
-            envelope(Self::TYPE, cancelled.id, cancelled.version, cancelled.updated_at);
+        let envelope = Envelope::new(cancelled.id, cancelled.version, cancelled.updated_at);
         Self {
-            event_id,
-            event_type,
-            order_id,
-            order_version,
-            occurred_at,
+            event_id: envelope.event_id_text(),
+            event_type: Self::TYPE.into(),
+            order_id: envelope.order_id_text(),
+            order_version: envelope.version,
+            occurred_at: envelope.occurred_at_micros(),
             previous_status: previous.as_str().to_owned(),
             reason,
         }
@@ -247,14 +229,13 @@ impl OrderCancelled {
 impl OrderCreated {
     /// Describes the creation of `order`.
     pub fn from_order(order: &Order) -> Self {
-        let (event_id, event_type, order_id, order_version, occurred_at) =
-            envelope(Self::TYPE, order.id, order.version, order.created_at);
+        let envelope = Envelope::new(order.id, order.version, order.created_at);
         Self {
-            event_id,
-            event_type,
-            order_id,
-            order_version,
-            occurred_at,
+            event_id: envelope.event_id_text(),
+            event_type: Self::TYPE.into(),
+            order_id: envelope.order_id_text(),
+            order_version: envelope.version,
+            occurred_at: envelope.occurred_at_micros(),
             customer_id: order.customer_id.to_string(),
             currency: order.currency.code().to_owned(),
             items: order
@@ -283,21 +264,17 @@ impl OrderCreated {
                 OrderItem::from_parts(&i.sku, i64::from(i.quantity), i.unit_price_minor).map_err(&invalid)
             })
             .collect::<Result<_, DecodeError>>()?;
-        let at = DateTime::from_timestamp_micros(self.occurred_at)
-            .ok_or_else(|| invalid(format!("occurred_at {} is out of range", self.occurred_at)))?;
+        let envelope = Envelope::parse(self)?;
         Ok(Order {
-            id: self
-                .order_id
-                .parse::<OrderId>()
-                .map_err(|e| invalid(e.to_string()))?,
+            id: envelope.order_id,
             customer_id: CustomerId::parse(&self.customer_id).map_err(&invalid)?,
             currency: Currency::parse(&self.currency).map_err(&invalid)?,
             status: OrderStatus::Created,
-            version: self.order_version,
+            version: envelope.version,
             items,
             total_minor: MinorUnits::try_from(self.total_minor).map_err(&invalid)?,
-            created_at: at,
-            updated_at: at,
+            created_at: envelope.at,
+            updated_at: envelope.at,
         })
     }
 }

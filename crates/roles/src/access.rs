@@ -62,36 +62,36 @@ impl KafkaAccess {
     }
 }
 
+fn names(topics: &[orderflow_events::LifecycleTopic]) -> Vec<&'static str> {
+    topics.iter().map(|t| t.name()).collect()
+}
+
 /// Base names of what a role consumes and publishes.
 fn flows(role: Role) -> (Vec<&'static str>, Vec<&'static str>) {
     match role {
         Role::Gateway => (vec![], vec![]),
         Role::Orders => (
-            crate::orders::FOLLOWED.to_vec(),
+            names(&crate::orders::FOLLOWED),
             vec![topics::ORDER_CREATED, topics::ORDER_CANCELLED],
         ),
         Role::Payments => (
-            vec![topics::ORDER_CREATED],
+            names(&crate::payments::INPUTS),
             vec![topics::PAYMENT_RECEIVED, topics::PAYMENT_FAILED],
         ),
         Role::Enrichment => (
-            vec![
-                topics::ORDER_CREATED,
-                topics::PAYMENT_RECEIVED,
-                topics::PAYMENT_FAILED,
-            ],
+            names(&crate::enrichment::INPUTS),
             vec![topics::ORDER_ENRICHED, topics::ORDER_UNPAID],
         ),
         Role::Inventory => (
-            vec![topics::ORDER_ENRICHED, topics::ORDER_CANCELLED],
+            names(&crate::inventory::INPUTS),
             vec![topics::INVENTORY_ALLOCATED, topics::INVENTORY_REJECTED],
         ),
         Role::Projector => (
-            crate::projector::FOLLOWED.to_vec(),
+            names(&crate::projector::FOLLOWED),
             vec![topics::ORDER_STATE, topics::ORDER_READ_MODEL],
         ),
-        Role::Analytics => (crate::analytics::COUNTED.to_vec(), vec![]),
-        Role::Audit => (crate::audit::AUDITED.to_vec(), vec![]),
+        Role::Analytics => (names(&crate::analytics::COUNTED), vec![]),
+        Role::Audit => (names(&crate::audit::AUDITED), vec![]),
     }
 }
 

@@ -12,25 +12,16 @@ use orderflow_analytics::{
     Analytics, AnalyticsError, Fact, FactKind, Hopping, MemoryAnalytics, RedisAnalytics,
 };
 use orderflow_consumer::effects::redis_error;
-use orderflow_consumer::{ConsumerRuntime, Delivery, Handler, HandlerError, Output, Record};
-use orderflow_events::{
-    AvroCodec, Event, InventoryAllocated, InventoryRejected, OrderCancelled, OrderCreated, PaymentFailed,
-    PaymentReceived, topics,
-};
+use orderflow_consumer::{Delivery, Handler, HandlerError, Output, Record};
+use orderflow_events::{AvroCodec, Lifecycle, LifecycleEvent, LifecycleTopic, LifecycleTopics};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::{Backends, RoleError, consumer_settings, decode_error};
+use crate::runner::ConsumerRole;
+use crate::{Backends, RoleError, decode_error};
 
-/// The topics analytics counts.
-pub const COUNTED: [&str; 6] = [
-    topics::ORDER_CREATED,
-    topics::PAYMENT_RECEIVED,
-    topics::PAYMENT_FAILED,
-    topics::INVENTORY_ALLOCATED,
-    topics::INVENTORY_REJECTED,
-    topics::ORDER_CANCELLED,
-];
+/// The topics analytics counts: every event that moves an order's status.
+pub const COUNTED: [LifecycleTopic; 6] = LifecycleTopic::STATUS_CHANGES;
 
 /// Settings of the analytics role and of the aggregates it keeps.
 #[derive(Debug, Clone, Deserialize)]
@@ -99,92 +90,48 @@ impl AnalyticsSettings {
 struct Counter {
     codec: std::sync::Arc<AvroCodec>,
     analytics: Analytics,
-    /// Full topic names (with the deployment prefix), in the order of [`COUNTED`].
-    topics: Vec<String>,
-}
-
-fn secs(micros: i64) -> i64 {
-    micros.div_euclid(1_000_000)
-}
-
-/// A fact with only the envelope filled in.
-fn bare<E: Event>(kind: FactKind, event: &E) -> Fact {
-    Fact {
-        kind,
-        order_id: event.order_id().to_owned(),
-        at: secs(event.occurred_at()),
-        customer: String::new(),
-        currency: String::new(),
-        amount_minor: 0,
-        items: Vec::new(),
-    }
+    /// [`COUNTED`] under their full names (with the deployment prefix).
+    topics: LifecycleTopics,
 }
 
 impl Counter {
     async fn fact(&self, record: &Record) -> Result<Fact, HandlerError> {
         let source = record.source_topic();
-        let index = self
-            .topics
-            .iter()
-            .position(|t| t == source)
-            .ok_or_else(|| HandlerError::permanent(format!("analytics does not count topic {source}")))?;
+        let not_counted = || HandlerError::permanent(format!("analytics does not count topic {source}"));
+        let topic = self.topics.get(source).ok_or_else(not_counted)?;
         let payload = record.payload.as_deref().unwrap_or_default();
-        let codec = &self.codec;
-        Ok(match COUNTED[index] {
-            topics::ORDER_CREATED => {
-                let e = codec
-                    .decode::<OrderCreated>(payload)
-                    .await
-                    .map_err(decode_error)?;
-                Fact {
-                    customer: e.customer_id.clone(),
-                    items: e
-                        .items
-                        .iter()
-                        .map(|i| (i.sku.clone(), i64::from(i.quantity)))
-                        .collect(),
-                    ..bare(FactKind::Created, &e)
-                }
-            }
-            topics::PAYMENT_RECEIVED => {
-                let e = codec
-                    .decode::<PaymentReceived>(payload)
-                    .await
-                    .map_err(decode_error)?;
-                Fact {
-                    currency: e.currency.clone(),
-                    amount_minor: e.amount_minor,
-                    ..bare(FactKind::Paid, &e)
-                }
-            }
-            topics::PAYMENT_FAILED => {
-                let e = codec
-                    .decode::<PaymentFailed>(payload)
-                    .await
-                    .map_err(decode_error)?;
-                bare(FactKind::PaymentFailed, &e)
-            }
-            topics::INVENTORY_ALLOCATED => {
-                let e = codec
-                    .decode::<InventoryAllocated>(payload)
-                    .await
-                    .map_err(decode_error)?;
-                bare(FactKind::Allocated, &e)
-            }
-            topics::INVENTORY_REJECTED => {
-                let e = codec
-                    .decode::<InventoryRejected>(payload)
-                    .await
-                    .map_err(decode_error)?;
-                bare(FactKind::Rejected, &e)
-            }
-            _ => {
-                let e = codec
-                    .decode::<OrderCancelled>(payload)
-                    .await
-                    .map_err(decode_error)?;
-                bare(FactKind::Cancelled, &e)
-            }
+        let Lifecycle { envelope, event } = Lifecycle::decode(&self.codec, topic, payload)
+            .await
+            .map_err(decode_error)?;
+        let bare = |kind| Fact {
+            kind,
+            order_id: envelope.order_id.to_string(),
+            at: envelope.at.timestamp(),
+            customer: String::new(),
+            currency: String::new(),
+            amount_minor: 0,
+            items: Vec::new(),
+        };
+        Ok(match event {
+            LifecycleEvent::OrderCreated(e) => Fact {
+                customer: e.customer_id,
+                items: e
+                    .items
+                    .into_iter()
+                    .map(|i| (i.sku, i64::from(i.quantity)))
+                    .collect(),
+                ..bare(FactKind::Created)
+            },
+            LifecycleEvent::PaymentReceived(e) => Fact {
+                currency: e.currency,
+                amount_minor: e.amount_minor,
+                ..bare(FactKind::Paid)
+            },
+            LifecycleEvent::PaymentFailed(_) => bare(FactKind::PaymentFailed),
+            LifecycleEvent::InventoryAllocated(_) => bare(FactKind::Allocated),
+            LifecycleEvent::InventoryRejected(_) => bare(FactKind::Rejected),
+            LifecycleEvent::OrderCancelled(_) => bare(FactKind::Cancelled),
+            LifecycleEvent::OrderEnriched(_) | LifecycleEvent::OrderUnpaid(_) => return Err(not_counted()),
         })
     }
 }
@@ -213,24 +160,17 @@ pub async fn run(
     backends: Backends,
     shutdown: CancellationToken,
 ) -> Result<(), RoleError> {
-    let bus = backends.bus.clone();
-    let inputs: Vec<String> = COUNTED.iter().map(|t| bus.topic(t)).collect();
-    let group = bus.group(&settings.group);
-    let mut consumer = consumer_settings(&bus, group.clone(), inputs.clone(), Delivery::AtLeastOnce);
-    consumer.concurrency = settings.concurrency.max(1);
-    tracing::info!(?inputs, group, "analytics counting");
+    let role = ConsumerRole {
+        role: crate::Role::Analytics,
+        group: &settings.group,
+        inputs: &COUNTED,
+        delivery: Delivery::AtLeastOnce,
+        concurrency: settings.concurrency,
+    };
     let counter = Counter {
         codec: backends.codec.clone(),
         analytics: backends.analytics.clone(),
-        topics: inputs,
+        topics: role.topics(&backends),
     };
-    backends
-        .consumers
-        .watch(
-            crate::Role::Analytics,
-            ConsumerRuntime::new(bus, consumer, counter),
-        )
-        .run(shutdown)
-        .await?;
-    Ok(())
+    role.run(&backends, counter, shutdown).await
 }

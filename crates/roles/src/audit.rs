@@ -6,27 +6,19 @@
 //! is appended once.
 
 use chrono::Utc;
-use orderflow_consumer::effects::{DbEffects, DbHandler};
-use orderflow_consumer::{ConsumerRuntime, Delivery, HandlerError, Record};
-use orderflow_events::topics;
-use orderflow_store::{AuditEntry, PgStore, SqliteStore, Store, StoreError};
+use orderflow_consumer::effects::DbHandler;
+use orderflow_consumer::{Delivery, HandlerError, Record};
+use orderflow_events::LifecycleTopic;
+use orderflow_store::{AuditEntry, TxStatements};
 use serde::Deserialize;
-use sqlx::{Postgres, Sqlite, Transaction};
+use sqlx::Transaction;
 use tokio_util::sync::CancellationToken;
 
+use crate::runner::{ConsumerRole, StoreEffects};
 use crate::{Backends, RoleError, store_error};
 
 /// Every topic the audit trail records.
-pub const AUDITED: [&str; 8] = [
-    topics::ORDER_CREATED,
-    topics::ORDER_CANCELLED,
-    topics::PAYMENT_RECEIVED,
-    topics::PAYMENT_FAILED,
-    topics::ORDER_ENRICHED,
-    topics::ORDER_UNPAID,
-    topics::INVENTORY_ALLOCATED,
-    topics::INVENTORY_REJECTED,
-];
+pub const AUDITED: [LifecycleTopic; 8] = LifecycleTopic::ALL;
 
 /// Settings of the audit role.
 #[derive(Debug, Clone, Deserialize)]
@@ -62,25 +54,13 @@ fn entries(records: &[&Record]) -> Vec<AuditEntry> {
         .collect()
 }
 
-impl DbHandler<Postgres> for Auditor {
+impl<DB: TxStatements> DbHandler<DB> for Auditor {
     async fn apply(
         &self,
-        tx: &mut Transaction<'static, Postgres>,
+        tx: &mut Transaction<'static, DB>,
         records: &[&Record],
     ) -> Result<(), HandlerError> {
-        PgStore::append_audit(tx, &entries(records), Utc::now())
-            .await
-            .map_err(store_error)
-    }
-}
-
-impl DbHandler<Sqlite> for Auditor {
-    async fn apply(
-        &self,
-        tx: &mut Transaction<'static, Sqlite>,
-        records: &[&Record],
-    ) -> Result<(), HandlerError> {
-        SqliteStore::append_audit(tx, &entries(records), Utc::now())
+        DB::append_audit(tx, &entries(records), Utc::now())
             .await
             .map_err(store_error)
     }
@@ -92,32 +72,14 @@ pub async fn run(
     backends: Backends,
     shutdown: CancellationToken,
 ) -> Result<(), RoleError> {
-    let bus = backends.bus.clone();
-    let group = bus.group(&settings.group);
-    let inputs: Vec<String> = AUDITED.iter().map(|t| bus.topic(t)).collect();
-    let mut consumer = crate::consumer_settings(&bus, group.clone(), inputs.clone(), Delivery::AtLeastOnce);
-    // One chain: appends are serial anyway, so a few partitions at once are enough.
-    consumer.concurrency = 2;
-    tracing::info!(?inputs, group, "audit recording");
-    match &backends.store {
-        Store::Postgres(pg) => {
-            let effects = DbEffects::new(pg.pool().clone(), group, Auditor);
-            effects.ensure_schema().await.map_err(StoreError::from)?;
-            backends
-                .consumers
-                .watch(crate::Role::Audit, ConsumerRuntime::new(bus, consumer, effects))
-                .run(shutdown)
-                .await?;
-        }
-        Store::Sqlite(sqlite) => {
-            let effects = DbEffects::new(sqlite.pool().clone(), group, Auditor);
-            effects.ensure_schema().await.map_err(StoreError::from)?;
-            backends
-                .consumers
-                .watch(crate::Role::Audit, ConsumerRuntime::new(bus, consumer, effects))
-                .run(shutdown)
-                .await?;
-        }
-    }
-    Ok(())
+    let role = ConsumerRole {
+        role: crate::Role::Audit,
+        group: &settings.group,
+        inputs: &AUDITED,
+        delivery: Delivery::AtLeastOnce,
+        // One chain: appends are serial anyway, so a few partitions at once are enough.
+        concurrency: 2,
+    };
+    let effects = StoreEffects::open(&backends.store, role.group(&backends), Auditor).await?;
+    role.run(&backends, effects, shutdown).await
 }

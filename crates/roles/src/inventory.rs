@@ -8,16 +8,17 @@
 //! committed.
 
 use chrono::{SubsecRound, Utc};
-use orderflow_consumer::{ConsumerRuntime, Delivery, Handler, HandlerError, Output, Record};
-use orderflow_domain::{OrderId, OrderStatus};
+use orderflow_consumer::{Delivery, Handler, HandlerError, Output, Record};
+use orderflow_domain::OrderStatus;
 use orderflow_events::{
-    AllocatedLine, Event, InventoryAllocated, InventoryRejected, OrderCancelled, OrderEnriched, headers,
-    topics,
+    AllocatedLine, Event, InventoryAllocated, InventoryRejected, Lifecycle, LifecycleEvent, LifecycleTopic,
+    LifecycleTopics, headers, topics,
 };
 use orderflow_store::{InventoryOp, InventoryOutcome};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
+use crate::runner::ConsumerRole;
 use crate::{Backends, RoleError, decode_error, event_output, store_error};
 
 /// Settings of the inventory role.
@@ -39,17 +40,15 @@ impl Default for InventorySettings {
     }
 }
 
+/// The topics inventory reads: paid orders to reserve, cancellations to release.
+pub const INPUTS: [LifecycleTopic; 2] = [LifecycleTopic::OrderEnriched, LifecycleTopic::OrderCancelled];
+
 struct Inventory {
     backends: Backends,
-    enriched_topic: String,
-    cancelled_topic: String,
+    /// [`INPUTS`] under their full names (with the deployment prefix).
+    inputs: LifecycleTopics,
     allocated_topic: String,
     rejected_topic: String,
-}
-
-fn order_id(text: &str, topic: &str) -> Result<OrderId, HandlerError> {
-    text.parse()
-        .map_err(|e| HandlerError::permanent(format!("{topic} record with a bad order id: {e}")))
 }
 
 impl Handler for Inventory {
@@ -60,32 +59,35 @@ impl Handler for Inventory {
         let mut traceparents = Vec::with_capacity(batch.len());
         for record in batch {
             let source = record.source_topic();
+            let not_read = || HandlerError::permanent(format!("inventory does not read {source}"));
+            let topic = self.inputs.get(source).ok_or_else(not_read)?;
             let payload = record.payload.as_deref().unwrap_or_default();
-            if source == self.enriched_topic {
-                let order: OrderEnriched = codec.decode(payload).await.map_err(decode_error)?;
-                let lines = order
-                    .items
-                    .iter()
-                    .map(|item| (item.sku.clone(), item.quantity))
-                    .collect();
-                ops.push(InventoryOp::Reserve {
-                    order_id: order_id(&order.order_id, source)?,
-                    lines,
+            let Lifecycle { envelope, event } = Lifecycle::decode(codec, topic, payload)
+                .await
+                .map_err(decode_error)?;
+            ops.push(match event {
+                LifecycleEvent::OrderEnriched(order) => InventoryOp::Reserve {
+                    order_id: envelope.order_id,
+                    lines: order
+                        .items
+                        .into_iter()
+                        .map(|item| (item.sku, item.quantity))
+                        .collect(),
                     event_id: uuid::Uuid::now_v7(),
                     at,
-                });
-            } else if source == self.cancelled_topic {
-                let cancel: OrderCancelled = codec.decode(payload).await.map_err(decode_error)?;
-                ops.push(InventoryOp::Release {
-                    order_id: order_id(&cancel.order_id, source)?,
+                },
+                LifecycleEvent::OrderCancelled(_) => InventoryOp::Release {
+                    order_id: envelope.order_id,
                     marker_id: uuid::Uuid::now_v7(),
                     at,
-                });
-            } else {
-                return Err(HandlerError::permanent(format!(
-                    "inventory does not read {source}"
-                )));
-            }
+                },
+                LifecycleEvent::OrderCreated(_)
+                | LifecycleEvent::PaymentReceived(_)
+                | LifecycleEvent::PaymentFailed(_)
+                | LifecycleEvent::OrderUnpaid(_)
+                | LifecycleEvent::InventoryAllocated(_)
+                | LifecycleEvent::InventoryRejected(_) => return Err(not_read()),
+            });
             traceparents.push(record.header_str(headers::TRACEPARENT));
         }
         let outcomes = self
@@ -99,14 +101,14 @@ impl Handler for Inventory {
             .unwrap_or(OrderStatus::LAST_STEP_VERSION);
         let mut outputs = Vec::new();
         for (outcome, traceparent) in outcomes.into_iter().zip(traceparents) {
-            let encoded = match outcome {
+            let (topic, encoded) = match outcome {
                 InventoryOutcome::Allocated {
                     order_id,
                     event_id,
                     lines,
                 } => {
                     metrics::counter!("orderflow_inventory_allocated_total").increment(1);
-                    codec.encode(
+                    let encoded = codec.encode(
                         &InventoryAllocated {
                             event_id: event_id.to_string(),
                             event_type: InventoryAllocated::TYPE.into(),
@@ -119,7 +121,8 @@ impl Handler for Inventory {
                                 .collect(),
                         },
                         traceparent,
-                    )
+                    );
+                    (&self.allocated_topic, encoded)
                 }
                 InventoryOutcome::Rejected {
                     order_id,
@@ -128,7 +131,7 @@ impl Handler for Inventory {
                     sku,
                 } => {
                     metrics::counter!("orderflow_inventory_rejected_total").increment(1);
-                    codec.encode(
+                    let encoded = codec.encode(
                         &InventoryRejected {
                             event_id: event_id.to_string(),
                             event_type: InventoryRejected::TYPE.into(),
@@ -139,21 +142,16 @@ impl Handler for Inventory {
                             sku,
                         },
                         traceparent,
-                    )
+                    );
+                    (&self.rejected_topic, encoded)
                 }
                 InventoryOutcome::Released { .. } => {
                     metrics::counter!("orderflow_inventory_released_total").increment(1);
                     continue;
                 }
                 InventoryOutcome::Cancelled { .. } | InventoryOutcome::Unchanged { .. } => continue,
-            }
-            .map_err(HandlerError::permanent)?;
-            let topic = if encoded.topic == topics::INVENTORY_ALLOCATED {
-                &self.allocated_topic
-            } else {
-                &self.rejected_topic
             };
-            outputs.push(event_output(topic, encoded));
+            outputs.push(event_output(topic, encoded.map_err(HandlerError::permanent)?));
         }
         Ok(outputs)
     }
@@ -178,26 +176,18 @@ pub async fn run(
     backends: Backends,
     shutdown: CancellationToken,
 ) -> Result<(), RoleError> {
-    let bus = backends.bus.clone();
+    let role = ConsumerRole {
+        role: crate::Role::Inventory,
+        group: &settings.group,
+        inputs: &INPUTS,
+        delivery: Delivery::AtLeastOnce,
+        concurrency: settings.concurrency,
+    };
     let handler = Inventory {
-        enriched_topic: bus.topic(topics::ORDER_ENRICHED),
-        cancelled_topic: bus.topic(topics::ORDER_CANCELLED),
-        allocated_topic: bus.topic(topics::INVENTORY_ALLOCATED),
-        rejected_topic: bus.topic(topics::INVENTORY_REJECTED),
+        inputs: role.topics(&backends),
+        allocated_topic: backends.bus.topic(topics::INVENTORY_ALLOCATED),
+        rejected_topic: backends.bus.topic(topics::INVENTORY_REJECTED),
         backends: backends.clone(),
     };
-    let inputs = vec![handler.enriched_topic.clone(), handler.cancelled_topic.clone()];
-    let group = bus.group(&settings.group);
-    let mut consumer = crate::consumer_settings(&bus, group.clone(), inputs.clone(), Delivery::AtLeastOnce);
-    consumer.concurrency = settings.concurrency.max(1);
-    tracing::info!(?inputs, group, "inventory reserving");
-    backends
-        .consumers
-        .watch(
-            crate::Role::Inventory,
-            ConsumerRuntime::new(bus, consumer, handler),
-        )
-        .run(shutdown)
-        .await?;
-    Ok(())
+    role.run(&backends, handler, shutdown).await
 }

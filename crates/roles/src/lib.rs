@@ -16,6 +16,7 @@ pub mod ops;
 pub mod orders;
 pub mod payments;
 pub mod projector;
+mod runner;
 mod settings;
 
 use std::net::SocketAddr;
@@ -368,30 +369,10 @@ impl Platform {
                     http_addr = Some(running.addr);
                     tasks.spawn(async move { (Role::Orders, running.serve.await) });
                 }
-                Role::Payments => {
-                    let task = payments::run(settings.payments.clone(), backends.clone(), shutdown.clone());
-                    tasks.spawn(async move { (Role::Payments, task.await) });
-                }
-                Role::Enrichment => {
-                    let task =
-                        enrichment::run(settings.enrichment.clone(), backends.clone(), shutdown.clone());
-                    tasks.spawn(async move { (Role::Enrichment, task.await) });
-                }
-                Role::Inventory => {
-                    let task = inventory::run(settings.inventory.clone(), backends.clone(), shutdown.clone());
-                    tasks.spawn(async move { (Role::Inventory, task.await) });
-                }
-                Role::Audit => {
-                    let task = audit::run(settings.audit.clone(), backends.clone(), shutdown.clone());
-                    tasks.spawn(async move { (Role::Audit, task.await) });
-                }
-                Role::Analytics => {
-                    let task = analytics::run(settings.analytics.clone(), backends.clone(), shutdown.clone());
-                    tasks.spawn(async move { (Role::Analytics, task.await) });
-                }
-                Role::Projector => {
-                    let task = projector::run(settings.projector.clone(), backends.clone(), shutdown.clone());
-                    tasks.spawn(async move { (Role::Projector, task.await) });
+                consumer => {
+                    let task = consumer_role(*consumer, &settings, &backends, shutdown.clone());
+                    let role = *consumer;
+                    tasks.spawn(async move { (role, task.await) });
                 }
             }
         }
@@ -445,6 +426,27 @@ impl Platform {
         }
         self.backends.store.close().await;
         first_error.map_or(Ok(()), Err)
+    }
+}
+
+/// The task of a role that only consumes (every role but the gateway and orders, which serve HTTP).
+fn consumer_role(
+    role: Role,
+    settings: &Settings,
+    backends: &Backends,
+    shutdown: CancellationToken,
+) -> futures::future::BoxFuture<'static, Result<(), RoleError>> {
+    let backends = backends.clone();
+    match role {
+        Role::Gateway | Role::Orders => {
+            Box::pin(async move { Err(RoleError::Task(format!("{} is not a consumer role", role.name()))) })
+        }
+        Role::Payments => Box::pin(payments::run(settings.payments.clone(), backends, shutdown)),
+        Role::Enrichment => Box::pin(enrichment::run(settings.enrichment.clone(), backends, shutdown)),
+        Role::Inventory => Box::pin(inventory::run(settings.inventory.clone(), backends, shutdown)),
+        Role::Projector => Box::pin(projector::run(settings.projector.clone(), backends, shutdown)),
+        Role::Analytics => Box::pin(analytics::run(settings.analytics.clone(), backends, shutdown)),
+        Role::Audit => Box::pin(audit::run(settings.audit.clone(), backends, shutdown)),
     }
 }
 

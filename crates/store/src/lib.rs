@@ -13,6 +13,7 @@ mod postgres;
 mod registry;
 mod rows;
 mod sqlite;
+mod tx;
 
 use chrono::{DateTime, Utc};
 use orderflow_domain::{Order, OrderId};
@@ -24,6 +25,7 @@ pub use error::StoreError;
 pub use inventory::{InventoryOp, InventoryOutcome, Product, StockLine};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
+pub use tx::TxStatements;
 
 /// An outbox row waiting to be (or already) published.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -15,8 +15,11 @@ mod reference;
 use std::time::Duration;
 
 use chrono::Utc;
-use orderflow_consumer::{ConsumerRuntime, Delivery, Handler, HandlerError, Output, Record};
-use orderflow_events::{Event, OrderCreated, OrderEnriched, OrderUnpaid, PaymentReceived, headers, topics};
+use orderflow_consumer::{Delivery, Handler, HandlerError, Output, Record};
+use orderflow_events::{
+    Event, Lifecycle, LifecycleEvent, LifecycleTopic, LifecycleTopics, OrderCreated, OrderEnriched,
+    OrderUnpaid, PaymentReceived, headers, topics,
+};
 use orderflow_state::{JoinState, MemoryJoin, Put, RedisJoin, Side};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
@@ -25,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use reference::{CustomerTiers, DEFAULT_TIER};
 
+use crate::runner::ConsumerRole;
 use crate::{Backends, RoleError, decode_error, event_output};
 
 /// How long state is kept after its deadline, so that late payments are recognised as late.
@@ -90,11 +94,17 @@ struct Enrichment {
     state: JoinState,
     tiers: CustomerTiers,
     waited_ms: i64,
-    created_topic: String,
-    received_topic: String,
-    failed_topic: String,
+    /// [`INPUTS`] under their full names (with the deployment prefix).
+    inputs: LifecycleTopics,
     enriched_topic: String,
 }
+
+/// The topics enrichment joins: orders with their payment outcomes.
+pub const INPUTS: [LifecycleTopic; 3] = [
+    LifecycleTopic::OrderCreated,
+    LifecycleTopic::PaymentReceived,
+    LifecycleTopic::PaymentFailed,
+];
 
 fn now_ms() -> i64 {
     Utc::now().timestamp_millis()
@@ -111,27 +121,30 @@ impl Enrichment {
         let payload = record.payload.as_deref().unwrap_or_default();
         let codec = &self.backends.codec;
         let proposed = uuid::Uuid::now_v7().to_string();
-        let (order_id, side, stored, deadline_ms) = if source == self.created_topic {
-            let order: OrderCreated = codec.decode(payload).await.map_err(decode_error)?;
-            let deadline = order.occurred_at / 1_000 + self.waited_ms;
-            (order.order_id, Side::Left, payload.to_vec(), deadline)
-        } else {
-            let tag = if source == self.received_topic {
-                let payment: PaymentReceived = codec.decode(payload).await.map_err(decode_error)?;
-                (payment.order_id, RECEIVED)
-            } else if source == self.failed_topic {
-                let payment: orderflow_events::PaymentFailed =
-                    codec.decode(payload).await.map_err(decode_error)?;
-                (payment.order_id, FAILED)
-            } else {
-                return Err(HandlerError::permanent(format!(
-                    "enrichment does not read {source}"
-                )));
-            };
+        let not_read = || HandlerError::permanent(format!("enrichment does not read {source}"));
+        let topic = self.inputs.get(source).ok_or_else(not_read)?;
+        let Lifecycle { envelope, event } = Lifecycle::decode(codec, topic, payload)
+            .await
+            .map_err(decode_error)?;
+        let order_id = envelope.order_id.to_string();
+        let payment = |tag: u8| {
             let mut stored = Vec::with_capacity(payload.len() + 1);
-            stored.push(tag.1);
+            stored.push(tag);
             stored.extend_from_slice(payload);
-            (tag.0, Side::Right, stored, 0)
+            (Side::Right, stored, 0)
+        };
+        let (side, stored, deadline_ms) = match event {
+            LifecycleEvent::OrderCreated(_) => {
+                let deadline = envelope.at.timestamp_millis() + self.waited_ms;
+                (Side::Left, payload.to_vec(), deadline)
+            }
+            LifecycleEvent::PaymentReceived(_) => payment(RECEIVED),
+            LifecycleEvent::PaymentFailed(_) => payment(FAILED),
+            LifecycleEvent::OrderCancelled(_)
+            | LifecycleEvent::OrderEnriched(_)
+            | LifecycleEvent::OrderUnpaid(_)
+            | LifecycleEvent::InventoryAllocated(_)
+            | LifecycleEvent::InventoryRejected(_) => return Err(not_read()),
         };
         // Kept until the deadline (or a full window for a payment waiting for its order), then long enough to
         // recognise late payments.
@@ -335,45 +348,26 @@ pub async fn run(
     };
     let tiers = CustomerTiers::new(backends.redis.clone(), &prefix);
     let loaded = tiers.load(&backends.store).await?;
-    let bus = &backends.bus;
+    tracing::info!(customers = loaded, "enrichment loaded the customer tiers");
+    let role = ConsumerRole {
+        role: crate::Role::Enrichment,
+        group: &settings.group,
+        inputs: &INPUTS,
+        delivery: Delivery::Transactional,
+        concurrency: settings.concurrency,
+    };
     let handler = Enrichment {
         state: state.clone(),
         tiers: tiers.clone(),
         waited_ms: settings.waited_ms(),
-        created_topic: bus.topic(topics::ORDER_CREATED),
-        received_topic: bus.topic(topics::PAYMENT_RECEIVED),
-        failed_topic: bus.topic(topics::PAYMENT_FAILED),
-        enriched_topic: bus.topic(topics::ORDER_ENRICHED),
+        inputs: role.topics(&backends),
+        enriched_topic: backends.bus.topic(topics::ORDER_ENRICHED),
         backends: backends.clone(),
     };
-    let inputs = vec![
-        handler.created_topic.clone(),
-        handler.received_topic.clone(),
-        handler.failed_topic.clone(),
-    ];
-    let delivery = if bus.is_embedded() {
-        Delivery::AtLeastOnce
-    } else {
-        Delivery::Transactional
-    };
-    let group = bus.group(&settings.group);
-    let mut consumer = crate::consumer_settings(bus, group.clone(), inputs.clone(), delivery);
-    consumer.concurrency = settings.concurrency.max(1);
-    tracing::info!(
-        ?inputs,
-        group,
-        ?delivery,
-        customers = loaded,
-        "enrichment joining"
-    );
-    let runtime = backends.consumers.watch(
-        crate::Role::Enrichment,
-        ConsumerRuntime::new(bus.clone(), consumer, handler),
-    );
     let every = Duration::from_secs(settings.reference_refresh_secs);
     let (joined, swept, refreshed) = tokio::join!(
-        runtime.run(shutdown.clone()),
-        sweep(settings, backends.clone(), state, shutdown.clone()),
+        role.run(&backends, handler, shutdown.clone()),
+        sweep(settings.clone(), backends.clone(), state, shutdown.clone()),
         refresh_reference(every, tiers, backends.clone(), shutdown),
     );
     joined?;

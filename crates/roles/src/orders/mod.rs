@@ -13,12 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{Backends, RoleError, Settings};
 
 /// The topics the status follower consumes.
-pub const FOLLOWED: [&str; 4] = [
-    status::OUTCOMES[0].0,
-    status::OUTCOMES[1].0,
-    status::OUTCOMES[2].0,
-    status::OUTCOMES[3].0,
-];
+pub const FOLLOWED: [orderflow_events::LifecycleTopic; 4] = status::OUTCOMES;
 
 /// A started orders role: its bound address and the future that serves until shutdown.
 pub struct RunningOrders {

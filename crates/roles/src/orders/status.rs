@@ -10,102 +10,67 @@
 
 use std::sync::Arc;
 
-use chrono::DateTime;
 use orderflow_cache::OrderCache;
-use orderflow_consumer::effects::{DbEffects, DbHandler};
-use orderflow_consumer::{ConsumerRuntime, Delivery, Handler, HandlerError, Output, Record};
-use orderflow_domain::{OrderId, OrderStatus};
-use orderflow_events::{
-    AvroCodec, Event, InventoryAllocated, InventoryRejected, PaymentFailed, PaymentReceived, topics,
-};
-use orderflow_store::{PgStore, SqliteStore, StatusChange, Store, StoreError};
-use sqlx::{Postgres, Sqlite, Transaction};
+use orderflow_consumer::effects::DbHandler;
+use orderflow_consumer::{ConsumerSettings, Delivery, Handler, HandlerError, Output, Record};
+use orderflow_domain::OrderId;
+use orderflow_events::{AvroCodec, Lifecycle, LifecycleTopic, LifecycleTopics};
+use orderflow_store::{StatusChange, Store, TxStatements};
+use sqlx::Transaction;
 use tokio_util::sync::CancellationToken;
 
+use crate::runner::{ConsumerRole, StoreEffects};
 use crate::{Backends, RoleError, decode_error, store_error};
 
-/// The topics whose events move an order's status, with the status each leads to.
-pub(crate) const OUTCOMES: [(&str, OrderStatus); 4] = [
-    (topics::PAYMENT_RECEIVED, OrderStatus::Paid),
-    (topics::PAYMENT_FAILED, OrderStatus::PaymentFailed),
-    (topics::INVENTORY_ALLOCATED, OrderStatus::Allocated),
-    (topics::INVENTORY_REJECTED, OrderStatus::Rejected),
+/// The topics whose events move an order's status along the pipeline.
+pub(crate) const OUTCOMES: [LifecycleTopic; 4] = [
+    LifecycleTopic::PaymentReceived,
+    LifecycleTopic::PaymentFailed,
+    LifecycleTopic::InventoryAllocated,
+    LifecycleTopic::InventoryRejected,
 ];
 
 /// Turns outcome records into status changes.
 #[derive(Clone)]
 struct Follower {
     codec: Arc<AvroCodec>,
-    /// Full topic name (with the deployment prefix) and the status its events lead to.
-    topics: Vec<(String, OrderStatus)>,
-}
-
-/// The envelope fields of `E` that a status change needs.
-async fn envelope<E: Event>(codec: &AvroCodec, payload: &[u8]) -> Result<(String, i64, i64), HandlerError> {
-    let event = codec.decode::<E>(payload).await.map_err(decode_error)?;
-    Ok((
-        event.order_id().to_owned(),
-        event.order_version(),
-        event.occurred_at(),
-    ))
+    /// [`OUTCOMES`] under their full names (with the deployment prefix).
+    topics: LifecycleTopics,
 }
 
 impl Follower {
     async fn change(&self, record: &Record) -> Result<StatusChange, HandlerError> {
         let source = record.source_topic();
-        let to = self
+        let topic = self
             .topics
-            .iter()
-            .find(|(topic, _)| topic == source)
-            .map(|(_, status)| *status)
+            .get(source)
             .ok_or_else(|| HandlerError::permanent(format!("no status follows from topic {source}")))?;
         let payload = record.payload.as_deref().unwrap_or_default();
-        let (order_id, version, at) = match to {
-            OrderStatus::Paid => envelope::<PaymentReceived>(&self.codec, payload).await?,
-            OrderStatus::PaymentFailed => envelope::<PaymentFailed>(&self.codec, payload).await?,
-            OrderStatus::Allocated => envelope::<InventoryAllocated>(&self.codec, payload).await?,
-            _ => envelope::<InventoryRejected>(&self.codec, payload).await?,
-        };
-        let invalid = |reason: String| HandlerError::permanent(format!("{source} record: {reason}"));
-        let order_id: OrderId = order_id.parse().map_err(|e| invalid(format!("order id: {e}")))?;
-        let from = to.pipeline_predecessors();
-        let at = DateTime::from_timestamp_micros(at)
-            .ok_or_else(|| invalid(format!("occurred_at {at} is out of range")))?;
+        let event = Lifecycle::decode(&self.codec, topic, payload)
+            .await
+            .map_err(decode_error)?;
+        let to = event
+            .status()
+            .ok_or_else(|| HandlerError::permanent(format!("no status follows from topic {source}")))?;
         Ok(StatusChange {
-            order_id,
-            from,
+            order_id: event.envelope.order_id,
+            from: to.pipeline_predecessors(),
             to,
-            version,
-            at,
+            version: event.envelope.version,
+            at: event.envelope.at,
         })
     }
 }
 
-impl DbHandler<Postgres> for Follower {
+impl<DB: TxStatements> DbHandler<DB> for Follower {
     async fn apply(
         &self,
-        tx: &mut Transaction<'static, Postgres>,
+        tx: &mut Transaction<'static, DB>,
         records: &[&Record],
     ) -> Result<(), HandlerError> {
         for record in records {
             let change = self.change(record).await?;
-            PgStore::advance_status(tx, &change).await.map_err(store_error)?;
-        }
-        Ok(())
-    }
-}
-
-impl DbHandler<Sqlite> for Follower {
-    async fn apply(
-        &self,
-        tx: &mut Transaction<'static, Sqlite>,
-        records: &[&Record],
-    ) -> Result<(), HandlerError> {
-        for record in records {
-            let change = self.change(record).await?;
-            SqliteStore::advance_status(tx, &change)
-                .await
-                .map_err(store_error)?;
+            DB::advance_status(tx, &change).await.map_err(store_error)?;
         }
         Ok(())
     }
@@ -149,58 +114,21 @@ impl<H: Handler> Handler for WriteThrough<H> {
 
 /// Follows the outcome topics until `shutdown` fires, then drains, commits and leaves the group (bounded).
 pub async fn run(group: String, backends: Backends, shutdown: CancellationToken) -> Result<(), RoleError> {
-    let group = backends.bus.group(&group);
+    let role = ConsumerRole {
+        role: crate::Role::Orders,
+        group: &group,
+        inputs: &OUTCOMES,
+        delivery: Delivery::AtLeastOnce,
+        concurrency: ConsumerSettings::DEFAULT_CONCURRENCY,
+    };
     let follower = Follower {
         codec: backends.codec.clone(),
-        topics: OUTCOMES
-            .iter()
-            .map(|(topic, status)| (backends.bus.topic(topic), *status))
-            .collect(),
+        topics: role.topics(&backends),
     };
-    let topics: Vec<String> = follower.topics.iter().map(|(t, _)| t.clone()).collect();
-    let consumer = crate::consumer_settings(
-        &backends.bus,
-        group.clone(),
-        topics.clone(),
-        Delivery::AtLeastOnce,
-    );
-    tracing::info!(?topics, group, "orders following the pipeline's outcomes");
-    let cache = backends.cache.clone();
-    match &backends.store {
-        Store::Postgres(pg) => {
-            let effects = DbEffects::new(pg.pool().clone(), group, follower);
-            effects.ensure_schema().await.map_err(StoreError::from)?;
-            let handler = WriteThrough {
-                effects,
-                store: backends.store.clone(),
-                cache: cache.clone(),
-            };
-            backends
-                .consumers
-                .watch(
-                    crate::Role::Orders,
-                    ConsumerRuntime::new(backends.bus.clone(), consumer, handler),
-                )
-                .run(shutdown)
-                .await?;
-        }
-        Store::Sqlite(sqlite) => {
-            let effects = DbEffects::new(sqlite.pool().clone(), group, follower);
-            effects.ensure_schema().await.map_err(StoreError::from)?;
-            let handler = WriteThrough {
-                effects,
-                store: backends.store.clone(),
-                cache: cache.clone(),
-            };
-            backends
-                .consumers
-                .watch(
-                    crate::Role::Orders,
-                    ConsumerRuntime::new(backends.bus.clone(), consumer, handler),
-                )
-                .run(shutdown)
-                .await?;
-        }
-    }
-    Ok(())
+    let handler = WriteThrough {
+        effects: StoreEffects::open(&backends.store, role.group(&backends), follower).await?,
+        store: backends.store.clone(),
+        cache: backends.cache.clone(),
+    };
+    role.run(&backends, handler, shutdown).await
 }

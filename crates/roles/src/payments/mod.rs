@@ -15,16 +15,22 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{SubsecRound, Utc};
-use orderflow_consumer::{ConsumerRuntime, Delivery, Handler, HandlerError, Output, Record};
-use orderflow_domain::OrderId;
-use orderflow_events::{Event, OrderCreated, PaymentFailed, PaymentReceived, headers, topics};
+use orderflow_consumer::{Delivery, Handler, HandlerError, Output, Record};
+use orderflow_domain::{EventId, OrderId};
+use orderflow_events::{
+    Decoded, Envelope, Event, LifecycleTopic, OrderCreated, PaymentFailed, PaymentReceived, headers, topics,
+};
 use orderflow_store::{Charge, ChargeOutcome};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 pub use provider::{Decision, ProviderSettings, SimulatedProvider};
 
+use crate::runner::ConsumerRole;
 use crate::{Backends, RoleError, decode_error, event_output, store_error};
+
+/// The topic payments charges: every created order.
+pub const INPUTS: [LifecycleTopic; 1] = [LifecycleTopic::OrderCreated];
 
 /// Settings of the payments role.
 #[derive(Debug, Clone, Deserialize)]
@@ -59,22 +65,21 @@ struct Payments {
 impl Payments {
     /// The event reporting `charge`, as a record for the transaction; `traceparent` links it to the request.
     fn output(&self, charge: &Charge, traceparent: Option<&str>) -> Result<Output, HandlerError> {
-        let order_id = charge.order_id.to_string();
-        let envelope = (
-            charge.event_id.to_string(),
-            order_id.clone(),
+        let envelope = Envelope {
+            event_id: EventId::from_uuid(charge.event_id),
+            order_id: charge.order_id,
             // The payment moves the order one step past the version that was charged.
-            charge.order_version + 1,
-            charge.charged_at.timestamp_micros(),
-        );
+            version: charge.order_version + 1,
+            at: charge.charged_at,
+        };
         let encoded = match charge.outcome {
             ChargeOutcome::Captured => self.backends.codec.encode(
                 &PaymentReceived {
-                    event_id: envelope.0,
+                    event_id: envelope.event_id_text(),
                     event_type: PaymentReceived::TYPE.into(),
-                    order_id: envelope.1,
-                    order_version: envelope.2,
-                    occurred_at: envelope.3,
+                    order_id: envelope.order_id_text(),
+                    order_version: envelope.version,
+                    occurred_at: envelope.occurred_at_micros(),
                     payment_id: charge.payment_id.to_string(),
                     amount_minor: charge.amount_minor,
                     currency: charge.currency.clone(),
@@ -83,11 +88,11 @@ impl Payments {
             ),
             ChargeOutcome::Declined | ChargeOutcome::Failed => self.backends.codec.encode(
                 &PaymentFailed {
-                    event_id: envelope.0,
+                    event_id: envelope.event_id_text(),
                     event_type: PaymentFailed::TYPE.into(),
-                    order_id: envelope.1,
-                    order_version: envelope.2,
-                    occurred_at: envelope.3,
+                    order_id: envelope.order_id_text(),
+                    order_version: envelope.version,
+                    occurred_at: envelope.occurred_at_micros(),
                     payment_id: charge.payment_id.to_string(),
                     amount_minor: charge.amount_minor,
                     currency: charge.currency.clone(),
@@ -116,16 +121,13 @@ impl Handler for Payments {
         let mut slowest = Duration::ZERO;
         for record in batch {
             let payload = record.payload.as_deref().unwrap_or_default();
-            let order = self
-                .backends
-                .codec
-                .decode::<OrderCreated>(payload)
+            let Decoded {
+                envelope,
+                event: order,
+            } = Decoded::<OrderCreated>::decode(&self.backends.codec, payload)
                 .await
                 .map_err(decode_error)?;
-            let order_id: OrderId = order
-                .order_id
-                .parse()
-                .map_err(|e| HandlerError::permanent(format!("order.created with a bad order id: {e}")))?;
+            let order_id = envelope.order_id;
             let (decision, latency) = self.provider.decide(&order);
             slowest = slowest.max(latency);
             let (outcome, reason) = match decision {
@@ -137,7 +139,7 @@ impl Handler for Payments {
                 order_id,
                 payment_id: uuid::Uuid::now_v7(),
                 event_id: uuid::Uuid::now_v7(),
-                order_version: order.order_version,
+                order_version: envelope.version,
                 amount_minor: order.total_minor,
                 currency: order.currency.clone(),
                 outcome,
@@ -183,28 +185,20 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), RoleError> {
     settings.provider.validate().map_err(RoleError::Settings)?;
-    let topic = backends.bus.topic(topics::ORDER_CREATED);
-    // The mock cluster of the embedded default has no transactions; the ledger still keeps one charge per
-    // order and one event id per charge there.
-    let delivery = if backends.bus.is_embedded() {
-        Delivery::AtLeastOnce
-    } else {
-        Delivery::Transactional
+    let role = ConsumerRole {
+        role: crate::Role::Payments,
+        group: &settings.group,
+        inputs: &INPUTS,
+        // On the mock cluster of the embedded default, which has no transactions, the ledger still keeps one
+        // charge per order and one event id per charge.
+        delivery: Delivery::Transactional,
+        concurrency: settings.concurrency,
     };
-    let group = backends.bus.group(&settings.group);
-    let mut consumer = crate::consumer_settings(&backends.bus, group.clone(), vec![topic.clone()], delivery);
-    consumer.concurrency = settings.concurrency.max(1);
     let handler = Payments {
         received_topic: backends.bus.topic(topics::PAYMENT_RECEIVED),
         failed_topic: backends.bus.topic(topics::PAYMENT_FAILED),
-        provider: SimulatedProvider::new(settings.provider),
+        provider: SimulatedProvider::new(settings.provider.clone()),
         backends: backends.clone(),
     };
-    let runtime = backends.consumers.watch(
-        crate::Role::Payments,
-        ConsumerRuntime::new(backends.bus.clone(), consumer, handler),
-    );
-    tracing::info!(topic, group, ?delivery, "payments consuming");
-    runtime.run(shutdown).await?;
-    Ok(())
+    role.run(&backends, handler, shutdown).await
 }

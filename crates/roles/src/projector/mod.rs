@@ -11,115 +11,77 @@ mod model;
 
 use std::time::Duration;
 
-use orderflow_consumer::{ConsumerRuntime, Delivery, Handler, HandlerError, Output, Record};
-use orderflow_domain::OrderStatus;
+use orderflow_consumer::{Delivery, Handler, HandlerError, Output, Record};
 use orderflow_events::{
-    AvroCodec, Event, InventoryAllocated, InventoryRejected, OrderCancelled, OrderCreated, OrderReadModel,
-    OrderState, PaymentFailed, PaymentReceived, StatusChange, envelope, headers, topics,
+    Envelope, Event, Lifecycle, LifecycleEvent, LifecycleTopic, LifecycleTopics, OrderReadModel, OrderState,
+    StatusChange, headers, topics,
 };
 use tokio_util::sync::CancellationToken;
 
+use crate::runner::ConsumerRole;
 use crate::{Backends, ProjectorSettings, RoleError, decode_error, event_output};
 use model::{Change, ReadModel, View};
 
-/// The topics the read model follows.
-pub const FOLLOWED: [&str; 6] = [
-    topics::ORDER_CREATED,
-    topics::PAYMENT_RECEIVED,
-    topics::PAYMENT_FAILED,
-    topics::INVENTORY_ALLOCATED,
-    topics::INVENTORY_REJECTED,
-    topics::ORDER_CANCELLED,
-];
+/// The topics the read model follows: every event that moves an order's status.
+pub const FOLLOWED: [LifecycleTopic; 6] = LifecycleTopic::STATUS_CHANGES;
 
 /// Applies status changes to the read model and reports the results.
 struct Projection {
     backends: Backends,
     model: ReadModel,
-    /// Full names (with the deployment prefix) of [`FOLLOWED`], in its order.
-    inputs: Vec<String>,
+    /// [`FOLLOWED`] under their full names (with the deployment prefix).
+    inputs: LifecycleTopics,
     state_topic: String,
     read_model_topic: String,
-}
-
-/// The change an event of type `E` makes: its order enters `status` at the event's version.
-async fn change<E: Event>(
-    codec: &AvroCodec,
-    payload: &[u8],
-    status: OrderStatus,
-) -> Result<Change, HandlerError> {
-    let event = codec.decode::<E>(payload).await.map_err(decode_error)?;
-    Ok(Change {
-        order_id: event.order_id().to_owned(),
-        status,
-        version: event.order_version(),
-        at: event.occurred_at(),
-        created: None,
-    })
 }
 
 impl Projection {
     async fn change(&self, record: &Record) -> Result<Change, HandlerError> {
         let source = record.source_topic();
-        let index = self.inputs.iter().position(|t| t == source).ok_or_else(|| {
-            HandlerError::permanent(format!("the projector does not follow topic {source}"))
-        })?;
+        let not_followed =
+            || HandlerError::permanent(format!("the projector does not follow topic {source}"));
+        let topic = self.inputs.get(source).ok_or_else(not_followed)?;
         let payload = record.payload.as_deref().unwrap_or_default();
-        let codec = &self.backends.codec;
-        match FOLLOWED[index] {
-            topics::ORDER_CREATED => {
-                let event = codec
-                    .decode::<OrderCreated>(payload)
-                    .await
-                    .map_err(decode_error)?;
-                let order = event.to_order().map_err(decode_error)?;
-                Ok(Change {
-                    order_id: event.order_id.clone(),
-                    status: OrderStatus::Created,
-                    version: event.order_version,
-                    at: event.occurred_at,
-                    created: Some(order),
-                })
-            }
-            topics::PAYMENT_RECEIVED => change::<PaymentReceived>(codec, payload, OrderStatus::Paid).await,
-            topics::PAYMENT_FAILED => {
-                change::<PaymentFailed>(codec, payload, OrderStatus::PaymentFailed).await
-            }
-            topics::INVENTORY_ALLOCATED => {
-                change::<InventoryAllocated>(codec, payload, OrderStatus::Allocated).await
-            }
-            topics::INVENTORY_REJECTED => {
-                change::<InventoryRejected>(codec, payload, OrderStatus::Rejected).await
-            }
-            _ => change::<OrderCancelled>(codec, payload, OrderStatus::Cancelled).await,
-        }
+        let event = Lifecycle::decode(&self.backends.codec, topic, payload)
+            .await
+            .map_err(decode_error)?;
+        let status = event.status().ok_or_else(not_followed)?;
+        let created = match &event.event {
+            LifecycleEvent::OrderCreated(created) => Some(created.to_order().map_err(decode_error)?),
+            _ => None,
+        };
+        Ok(Change {
+            order_id: event.envelope.order_id.to_string(),
+            status,
+            version: event.envelope.version,
+            at: event.envelope.occurred_at_micros(),
+            created,
+        })
     }
 
     /// `order.state` and `order.read-model` records describing `view`.
     fn outputs(&self, view: &View, traceparent: Option<&str>) -> Result<[Output; 2], HandlerError> {
         let order = &view.order;
         let at = order.updated_at;
-        let (event_id, _, order_id, order_version, occurred_at) =
-            envelope(OrderState::TYPE, order.id, order.version, at);
+        let envelope = Envelope::new(order.id, order.version, at);
         let state = OrderState {
-            event_id,
+            event_id: envelope.event_id_text(),
             event_type: OrderState::TYPE.into(),
-            order_id,
-            order_version,
-            occurred_at,
+            order_id: envelope.order_id_text(),
+            order_version: envelope.version,
+            occurred_at: envelope.occurred_at_micros(),
             customer_id: order.customer_id.to_string(),
             status: order.status.as_str().to_owned(),
             currency: order.currency.code().to_owned(),
             total_minor: order.total_minor.get(),
         };
-        let (event_id, _, order_id, order_version, occurred_at) =
-            envelope(OrderReadModel::TYPE, order.id, order.version, at);
+        let envelope = Envelope::new(order.id, order.version, at);
         let read_model = OrderReadModel {
-            event_id,
+            event_id: envelope.event_id_text(),
             event_type: OrderReadModel::TYPE.into(),
-            order_id,
-            order_version,
-            occurred_at,
+            order_id: envelope.order_id_text(),
+            order_version: envelope.version,
+            occurred_at: envelope.occurred_at_micros(),
             customer_id: state.customer_id.clone(),
             status: state.status.clone(),
             currency: state.currency.clone(),
@@ -188,11 +150,13 @@ pub async fn run(
     backends: Backends,
     shutdown: CancellationToken,
 ) -> Result<(), RoleError> {
-    let bus = backends.bus.clone();
-    let inputs: Vec<String> = FOLLOWED.iter().map(|t| bus.topic(t)).collect();
-    let group = bus.group(&settings.group);
-    let mut consumer = crate::consumer_settings(&bus, group.clone(), inputs.clone(), Delivery::AtLeastOnce);
-    consumer.concurrency = settings.concurrency.max(1);
+    let role = ConsumerRole {
+        role: crate::Role::Projector,
+        group: &settings.group,
+        inputs: &FOLLOWED,
+        delivery: Delivery::AtLeastOnce,
+        concurrency: settings.concurrency,
+    };
     let model = match &backends.redis {
         Some(connection) => ReadModel::redis(
             connection.clone(),
@@ -201,21 +165,12 @@ pub async fn run(
         ),
         None => ReadModel::memory(),
     };
-    tracing::info!(?inputs, group, "projector following the order lifecycle");
     let projection = Projection {
-        state_topic: bus.topic(topics::ORDER_STATE),
-        read_model_topic: bus.topic(topics::ORDER_READ_MODEL),
+        state_topic: backends.bus.topic(topics::ORDER_STATE),
+        read_model_topic: backends.bus.topic(topics::ORDER_READ_MODEL),
+        inputs: role.topics(&backends),
         backends: backends.clone(),
         model,
-        inputs,
     };
-    backends
-        .consumers
-        .watch(
-            crate::Role::Projector,
-            ConsumerRuntime::new(bus, consumer, projection),
-        )
-        .run(shutdown)
-        .await?;
-    Ok(())
+    role.run(&backends, projection, shutdown).await
 }
