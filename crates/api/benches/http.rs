@@ -217,6 +217,7 @@ async fn router_alone(router: &Router, paths: &Arc<Vec<String>>, n: usize, tasks
 fn state(store: &Store, codec: &Arc<AvroCodec>, cache: OrderCache) -> AppState {
     AppState {
         store: store.clone(),
+        orders: orderflow_store::OrderWriter::spawn(store.clone(), Default::default()),
         cache,
         codec: codec.clone(),
         registry: None,

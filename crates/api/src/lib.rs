@@ -33,6 +33,8 @@ pub const MAX_BODY_BYTES: usize = 256 * 1024;
 pub struct AppState {
     /// The source of truth.
     pub store: Store,
+    /// Writes new orders through group commits (concurrent POSTs share one transaction).
+    pub orders: orderflow_store::OrderWriter,
     /// The order cache (in-process and Redis tiers).
     pub cache: OrderCache,
     /// Encodes events for the outbox.

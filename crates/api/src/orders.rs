@@ -94,8 +94,8 @@ fn event_traceparent(headers: &HeaderMap) -> Option<String> {
     })
 }
 
-/// `POST /v1/orders`: validates, then writes order, lines and `order.created` in one transaction; 201 after
-/// commit.
+/// `POST /v1/orders`: validates, then writes order, lines and `order.created` in one transaction (shared with
+/// the POSTs arriving meanwhile: a group commit); 201 after commit.
 pub async fn create(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -114,7 +114,7 @@ pub async fn create(
         .codec
         .encode(&OrderCreated::from_order(&order), traceparent)
         .map_err(|e| ApiError::Unavailable(e.to_string()))?;
-    state.store.insert_order(&order, &event).await?;
+    state.orders.insert(order.clone(), event).await?;
     if let Some(relay) = &state.relay_wakeup {
         relay.notify_one();
     }

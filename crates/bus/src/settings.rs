@@ -14,8 +14,9 @@ pub struct KafkaSettings {
     pub bootstrap_servers: Option<String>,
     /// Prepended to every topic name (e.g. `staging.`), so several deployments can share a cluster.
     pub topic_prefix: String,
-    /// Partitions per topic created by `topics apply`.
-    pub partitions: i32,
+    /// Partitions per topic created by `topics apply`; when absent, 12 on a real cluster and 2 on the
+    /// embedded mock cluster (one process polls every partition of every topic there).
+    pub partitions: Option<i32>,
     /// Replication factor of created topics (3 in production).
     pub replication_factor: i32,
     /// `min.insync.replicas` of created topics (2 in production; ignored when replication is 1).
@@ -42,7 +43,7 @@ impl Default for KafkaSettings {
         Self {
             bootstrap_servers: None,
             topic_prefix: String::new(),
-            partitions: 12,
+            partitions: None,
             replication_factor: 1,
             min_insync_replicas: 1,
             instance_id: None,
@@ -56,6 +57,19 @@ impl Default for KafkaSettings {
 }
 
 impl KafkaSettings {
+    /// Partitions of a topic on a real cluster unless configured.
+    pub const CLUSTER_PARTITIONS: i32 = 12;
+    /// Partitions of a topic on the embedded mock cluster unless configured.
+    pub const EMBEDDED_PARTITIONS: i32 = 2;
+
+    /// Partitions per created topic: as configured, else the default for the kind of cluster.
+    pub fn partitions(&self) -> i32 {
+        self.partitions.unwrap_or(match self.cluster() {
+            Some(_) => Self::CLUSTER_PARTITIONS,
+            None => Self::EMBEDDED_PARTITIONS,
+        })
+    }
+
     /// The configured cluster's bootstrap servers, or `None` when the embedded mock cluster is meant.
     pub fn cluster(&self) -> Option<&str> {
         self.bootstrap_servers.as_deref().filter(|s| !s.trim().is_empty())

@@ -158,7 +158,7 @@ pub async fn ensure(bus: &Bus, wanted: &[(String, Cleanup)]) -> Result<Vec<Topic
             .iter()
             .map(|(topic, _)| {
                 let topic = topic.clone();
-                cluster.create_topic(&topic, settings.partitions)?;
+                cluster.create_topic(&topic, settings.partitions())?;
                 Ok(TopicReport {
                     topic,
                     action: TopicAction::Created,
@@ -191,7 +191,7 @@ pub async fn ensure(bus: &Bus, wanted: &[(String, Cleanup)]) -> Result<Vec<Topic
             configs.iter().fold(
                 NewTopic::new(
                     topic,
-                    settings.partitions,
+                    settings.partitions(),
                     TopicReplication::Fixed(settings.replication_factor),
                 ),
                 |t, (k, v)| t.set(k, v),
@@ -228,10 +228,10 @@ pub async fn ensure(bus: &Bus, wanted: &[(String, Cleanup)]) -> Result<Vec<Topic
             continue;
         };
         let mut problems = Vec::new();
-        if partitions < settings.partitions {
+        if partitions < settings.partitions() {
             problems.push(format!(
                 "{partitions} partitions, expected at least {}",
-                settings.partitions
+                settings.partitions()
             ));
         }
         let described = admin

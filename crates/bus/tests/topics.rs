@@ -14,7 +14,7 @@ fn real_bus(prefix: &str) -> Bus {
     Bus::connect(KafkaSettings {
         bootstrap_servers: Some(orderflow_testkit::kafka().bootstrap_servers()),
         topic_prefix: prefix.to_owned(),
-        partitions: 4,
+        partitions: Some(4),
         ..KafkaSettings::default()
     })
     .expect("bus")

@@ -34,7 +34,7 @@ fn bus() -> Bus {
     Bus::connect(KafkaSettings {
         bootstrap_servers: Some(orderflow_testkit::kafka().bootstrap_servers()),
         topic_prefix: format!("{}.", orderflow_testkit::unique("bench")),
-        partitions: PARTITIONS,
+        partitions: Some(PARTITIONS),
         consumer: std::env::var("BENCH_CONSUMER")
             .ok()
             .map(|v| {

@@ -465,7 +465,7 @@ mod effects {
         let consumer: rdkafka::consumer::BaseConsumer =
             bench.bus.consumer_config("rewinder", group).create().unwrap();
         let mut tpl = rdkafka::TopicPartitionList::new();
-        for p in 0..bench.bus.settings().partitions {
+        for p in 0..bench.bus.settings().partitions() {
             tpl.add_partition_offset(topic, p, rdkafka::Offset::Offset(0))
                 .unwrap();
         }

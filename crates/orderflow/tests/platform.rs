@@ -142,7 +142,7 @@ fn real_server_settings(name: &str, partitions: i32) -> Settings {
     settings.database.url = Some(pg.fresh_database().expect("database"));
     settings.kafka.bootstrap_servers = Some(kafka.bootstrap_servers());
     settings.kafka.topic_prefix = format!("{}.", unique(name));
-    settings.kafka.partitions = partitions;
+    settings.kafka.partitions = Some(partitions);
     settings.cache.redis_url = Some(redis_server.url());
     settings.cache.key_prefix = format!("{}:", unique(name));
     settings

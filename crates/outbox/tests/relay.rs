@@ -25,7 +25,7 @@ async fn bus(bootstrap: String, producer: BTreeMap<String, String>) -> Bus {
     let settings = KafkaSettings {
         bootstrap_servers: Some(bootstrap),
         topic_prefix: format!("{}.", unique("relay")),
-        partitions: 3,
+        partitions: Some(3),
         producer,
         ..KafkaSettings::default()
     };

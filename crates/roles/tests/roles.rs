@@ -38,7 +38,7 @@ fn real_settings(tag: &str) -> Settings {
     settings.database.url = Some(orderflow_testkit::postgres().fresh_database().unwrap());
     settings.kafka.bootstrap_servers = Some(orderflow_testkit::kafka().bootstrap_servers());
     settings.kafka.topic_prefix = format!("{}.", unique(tag));
-    settings.kafka.partitions = 3;
+    settings.kafka.partitions = Some(3);
     settings
 }
 

@@ -7,42 +7,66 @@
 macro_rules! shared_queries {
     ($store:ident, $db:ty) => {
         impl $store {
-            /// Writes the order, its lines and its event to the outbox in one transaction.
-            pub async fn insert_order(
+            /// Writes orders, their lines and their events to the outbox in one transaction (a group commit:
+            /// one round of statements and one durable commit for the whole batch).
+            pub async fn insert_orders(
                 &self,
-                order: &orderflow_domain::Order,
-                event: &orderflow_events::EncodedEvent,
+                orders: &[(&orderflow_domain::Order, &orderflow_events::EncodedEvent)],
             ) -> Result<(), $crate::StoreError> {
+                if orders.is_empty() {
+                    return Ok(());
+                }
                 let mut tx = self.pool.begin().await?;
-                sqlx::query(
-                    "INSERT INTO orders (id, customer_id, currency, status, version, total_minor, created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-                )
-                .bind(order.id.as_uuid())
-                .bind(order.customer_id.as_str())
-                .bind(order.currency.code())
-                .bind(order.status.as_str())
-                .bind(order.version)
-                .bind(order.total_minor.get())
-                .bind(order.created_at)
-                .bind(order.updated_at)
-                .execute(&mut *tx)
-                .await?;
-
-                let mut items = sqlx::QueryBuilder::<$db>::new(
-                    "INSERT INTO order_items (order_id, line_no, sku, quantity, unit_price_minor) ",
-                );
-                items.push_values(order.items.iter().enumerate(), |mut row, (line, item)| {
-                    // Both fit: at most NewOrder::MAX_ITEMS lines and Quantity::MAX units.
-                    row.push_bind(order.id.as_uuid())
-                        .push_bind(line as i32)
-                        .push_bind(item.sku.as_str())
-                        .push_bind(item.quantity.get() as i32)
-                        .push_bind(item.unit_price_minor.get());
-                });
-                items.build().execute(&mut *tx).await?;
-
-                Self::insert_outbox(&mut tx, event, order.updated_at).await?;
+                // Chunks stay under both backends' limit on bound parameters (SQLite: 32,766).
+                for chunk in orders.chunks(500) {
+                    let mut insert = sqlx::QueryBuilder::<$db>::new(
+                        "INSERT INTO orders (id, customer_id, currency, status, version, total_minor, created_at, updated_at) ",
+                    );
+                    insert.push_values(chunk, |mut row, (order, _)| {
+                        row.push_bind(order.id.as_uuid())
+                            .push_bind(order.customer_id.as_str())
+                            .push_bind(order.currency.code())
+                            .push_bind(order.status.as_str())
+                            .push_bind(order.version)
+                            .push_bind(order.total_minor.get())
+                            .push_bind(order.created_at)
+                            .push_bind(order.updated_at);
+                    });
+                    insert.build().execute(&mut *tx).await?;
+                }
+                let lines: Vec<_> = orders
+                    .iter()
+                    .flat_map(|(order, _)| order.items.iter().enumerate().map(move |(line, item)| (order, line, item)))
+                    .collect();
+                for chunk in lines.chunks(2_000) {
+                    let mut items = sqlx::QueryBuilder::<$db>::new(
+                        "INSERT INTO order_items (order_id, line_no, sku, quantity, unit_price_minor) ",
+                    );
+                    items.push_values(chunk, |mut row, (order, line, item)| {
+                        // Both fit: at most NewOrder::MAX_ITEMS lines and Quantity::MAX units.
+                        row.push_bind(order.id.as_uuid())
+                            .push_bind(*line as i32)
+                            .push_bind(item.sku.as_str())
+                            .push_bind(item.quantity.get() as i32)
+                            .push_bind(item.unit_price_minor.get());
+                    });
+                    items.build().execute(&mut *tx).await?;
+                }
+                for chunk in orders.chunks(500) {
+                    let mut outbox = sqlx::QueryBuilder::<$db>::new(
+                        "INSERT INTO outbox (event_id, topic, msg_key, event_type, payload, headers, created_at) ",
+                    );
+                    outbox.push_values(chunk, |mut row, (order, event)| {
+                        row.push_bind(event.event_id)
+                            .push_bind(event.topic)
+                            .push_bind(event.key.as_str())
+                            .push_bind(event.event_type)
+                            .push_bind(event.payload.as_slice())
+                            .push_bind($crate::rows::headers_to_json(&event.headers))
+                            .push_bind(order.updated_at);
+                    });
+                    outbox.build().execute(&mut *tx).await?;
+                }
                 tx.commit().await?;
                 Ok(())
             }

@@ -8,6 +8,7 @@ pub mod audit;
 mod backend;
 mod charges;
 mod error;
+mod group_commit;
 mod inventory;
 mod postgres;
 mod registry;
@@ -22,6 +23,7 @@ use orderflow_events::EncodedEvent;
 pub use audit::{AuditEntry, AuditVerdict};
 pub use charges::{Charge, ChargeOutcome, ChargeTotals};
 pub use error::StoreError;
+pub use group_commit::{GroupCommitSettings, OrderWriter};
 pub use inventory::{InventoryOp, InventoryOutcome, Product, StockLine};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
@@ -194,7 +196,12 @@ impl Store {
 
     /// Writes the order, its lines and its event to the outbox in one transaction.
     pub async fn insert_order(&self, order: &Order, event: &EncodedEvent) -> Result<(), StoreError> {
-        dispatch!(self, s => s.insert_order(order, event).await)
+        self.insert_orders(&[(order, event)]).await
+    }
+
+    /// Writes orders, their lines and their events to the outbox in one transaction (all or none).
+    pub async fn insert_orders(&self, orders: &[(&Order, &EncodedEvent)]) -> Result<(), StoreError> {
+        dispatch!(self, s => s.insert_orders(orders).await)
     }
 
     /// Moves an order from `before` to `after` with `event` in the outbox, in one transaction; `false` when a

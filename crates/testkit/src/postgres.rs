@@ -67,14 +67,21 @@ fn command(bin: &Path, program: &str, user: Option<(u32, u32)>, dir: &Path) -> C
 
 impl PostgresServer {
     /// Creates a cluster in a temp dir and starts it; returns when it accepts connections.
+    /// Tests trade durability for speed (`fsync`, `synchronous_commit` and `full_page_writes` off).
     pub fn start() -> Result<Self, HarnessError> {
-        Self::start_inner(false)
+        Self::start_inner(false, false)
+    }
+
+    /// Like [`PostgresServer::start`] with production durability: `fsync`, `synchronous_commit` and
+    /// `full_page_writes` on, as benchmarks measure.
+    pub fn start_durable() -> Result<Self, HarnessError> {
+        Self::start_inner(false, true)
     }
 
     /// Like [`PostgresServer::start`], also accepting TLS with a certificate for 127.0.0.1 signed by a
     /// throw-away CA ([`PostgresServer::ca_file`]).
     pub fn start_tls() -> Result<Self, HarnessError> {
-        Self::start_inner(true)
+        Self::start_inner(true, false)
     }
 
     /// The CA that signed the TLS certificate of a server from [`PostgresServer::start_tls`].
@@ -82,7 +89,7 @@ impl PostgresServer {
         self.process.dir().join("ca.crt")
     }
 
-    fn start_inner(tls: bool) -> Result<Self, HarnessError> {
+    fn start_inner(tls: bool, durable: bool) -> Result<Self, HarnessError> {
         let started = Instant::now();
         let bin = bin_dir()?;
         let dir = temp_dir("postgres")?;
@@ -146,11 +153,19 @@ impl PostgresServer {
                     "-c",
                     "listen_addresses=127.0.0.1",
                     "-c",
-                    "fsync=off",
+                    if durable { "fsync=on" } else { "fsync=off" },
                     "-c",
-                    "synchronous_commit=off",
+                    if durable {
+                        "synchronous_commit=on"
+                    } else {
+                        "synchronous_commit=off"
+                    },
                     "-c",
-                    "full_page_writes=off",
+                    if durable {
+                        "full_page_writes=on"
+                    } else {
+                        "full_page_writes=off"
+                    },
                     "-c",
                     "max_connections=300",
                     "-c",

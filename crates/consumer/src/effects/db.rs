@@ -164,19 +164,21 @@ impl<H: DbHandler<Sqlite>> Handler for DbEffects<Sqlite, H> {
     async fn handle(&self, batch: &[Record]) -> Result<Vec<Output>, HandlerError> {
         let ids: Vec<String> = batch.iter().map(Record::event_id).collect();
         let mut tx = self.pool.begin().await.map_err(db_error)?;
+        // One statement per chunk (SQLite allows 32,766 bound parameters) instead of one per record.
         let mut inserted = HashSet::new();
-        for id in &ids {
-            let done = sqlx::query(
-                "INSERT INTO consumer_dedup (consumer, event_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
-            )
-            .bind(&self.consumer)
-            .bind(id)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_error)?;
-            if done.rows_affected() == 1 {
-                inserted.insert(id.clone());
-            }
+        for chunk in ids.chunks(1_000) {
+            let mut insert =
+                sqlx::QueryBuilder::<Sqlite>::new("INSERT INTO consumer_dedup (consumer, event_id) ");
+            insert.push_values(chunk, |mut row, id| {
+                row.push_bind(&self.consumer).push_bind(id);
+            });
+            insert.push(" ON CONFLICT DO NOTHING RETURNING event_id");
+            let rows: Vec<(String,)> = insert
+                .build_query_as()
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db_error)?;
+            inserted.extend(rows.into_iter().map(|(id,)| id));
         }
         let records = fresh(batch, &ids, inserted);
         if !records.is_empty() {

@@ -28,7 +28,7 @@ impl Bench {
         let settings = KafkaSettings {
             bootstrap_servers: Some(orderflow_testkit::kafka().bootstrap_servers()),
             topic_prefix: format!("{prefix}."),
-            partitions,
+            partitions: Some(partitions),
             consumer: consumer
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
@@ -174,7 +174,7 @@ impl Bench {
     }
 
     async fn partitions(&self, _topic: &str) -> i32 {
-        self.bus.settings().partitions
+        self.bus.settings().partitions()
     }
 }
 

@@ -41,6 +41,7 @@ pub async fn start(
     )?;
     let state = AppState {
         store: backends.store.clone(),
+        orders: orderflow_store::OrderWriter::spawn(backends.store.clone(), Default::default()),
         cache: backends.cache.clone(),
         codec: backends.codec.clone(),
         registry: backends.registry.clone(),
