@@ -17,6 +17,10 @@ pub struct KafkaSettings {
     /// Partitions per topic created by `topics apply`; when absent, 12 on a real cluster and 2 on the
     /// embedded mock cluster (one process polls every partition of every topic there).
     pub partitions: Option<i32>,
+    /// Partitions of each retry and dead-letter topic; when absent, 3 on a real cluster (at most
+    /// [`KafkaSettings::partitions`]) and 1 embedded.
+    /// They carry only failures, and every member of a group polls them beside its live topics.
+    pub retry_partitions: Option<i32>,
     /// Replication factor of created topics (3 in production).
     pub replication_factor: i32,
     /// `min.insync.replicas` of created topics (2 in production; ignored when replication is 1).
@@ -44,6 +48,7 @@ impl Default for KafkaSettings {
             bootstrap_servers: None,
             topic_prefix: String::new(),
             partitions: None,
+            retry_partitions: None,
             replication_factor: 1,
             min_insync_replicas: 1,
             instance_id: None,
@@ -61,6 +66,17 @@ impl KafkaSettings {
     pub const CLUSTER_PARTITIONS: i32 = 12;
     /// Partitions of a topic on the embedded mock cluster unless configured.
     pub const EMBEDDED_PARTITIONS: i32 = 2;
+
+    /// Partitions of a retry or dead-letter topic on a real cluster unless configured.
+    pub const CLUSTER_RETRY_PARTITIONS: i32 = 3;
+
+    /// Partitions per retry or dead-letter topic: as configured, else the default for the kind of cluster.
+    pub fn retry_partitions(&self) -> i32 {
+        self.retry_partitions.unwrap_or(match self.cluster() {
+            Some(_) => Self::CLUSTER_RETRY_PARTITIONS.min(self.partitions()),
+            None => 1,
+        })
+    }
 
     /// Partitions per created topic: as configured, else the default for the kind of cluster.
     pub fn partitions(&self) -> i32 {
@@ -83,6 +99,7 @@ impl std::fmt::Debug for KafkaSettings {
             .field("bootstrap_servers", &self.bootstrap_servers)
             .field("topic_prefix", &self.topic_prefix)
             .field("partitions", &self.partitions)
+            .field("retry_partitions", &self.retry_partitions)
             .field("replication_factor", &self.replication_factor)
             .field("instance_id", &self.instance_id)
             .field("security", &self.security)

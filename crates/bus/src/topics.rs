@@ -152,13 +152,22 @@ async fn wait_until_visible<'a>(bus: &Bus, created: impl Iterator<Item = &'a str
 /// Creates the missing topics of `wanted` (full names with their cleanup) with the configured partitions and
 /// replication, and checks existing ones the same way [`apply`] does.
 pub async fn ensure(bus: &Bus, wanted: &[(String, Cleanup)]) -> Result<Vec<TopicReport>, BusError> {
+    ensure_with(bus, wanted, bus.settings().partitions()).await
+}
+
+/// Like [`ensure`], with `partitions` per topic (retry and dead-letter topics have fewer).
+pub async fn ensure_with(
+    bus: &Bus,
+    wanted: &[(String, Cleanup)],
+    partitions: i32,
+) -> Result<Vec<TopicReport>, BusError> {
     let settings = bus.settings();
     if let Some(cluster) = bus.embedded() {
         return wanted
             .iter()
             .map(|(topic, _)| {
                 let topic = topic.clone();
-                cluster.create_topic(&topic, settings.partitions())?;
+                cluster.create_topic(&topic, partitions)?;
                 Ok(TopicReport {
                     topic,
                     action: TopicAction::Created,
@@ -191,7 +200,7 @@ pub async fn ensure(bus: &Bus, wanted: &[(String, Cleanup)]) -> Result<Vec<Topic
             configs.iter().fold(
                 NewTopic::new(
                     topic,
-                    settings.partitions(),
+                    partitions,
                     TopicReplication::Fixed(settings.replication_factor),
                 ),
                 |t, (k, v)| t.set(k, v),
@@ -224,15 +233,12 @@ pub async fn ensure(bus: &Bus, wanted: &[(String, Cleanup)]) -> Result<Vec<Topic
     let mut differences = Vec::new();
     for (topic, cleanup) in wanted {
         let topic = topic.clone();
-        let Some(&partitions) = existing.get(&topic) else {
+        let Some(&found) = existing.get(&topic) else {
             continue;
         };
         let mut problems = Vec::new();
-        if partitions < settings.partitions() {
-            problems.push(format!(
-                "{partitions} partitions, expected at least {}",
-                settings.partitions()
-            ));
+        if found < partitions {
+            problems.push(format!("{found} partitions, expected at least {partitions}"));
         }
         let described = admin
             .describe_configs([&ResourceSpecifier::Topic(&topic)], &options)

@@ -108,15 +108,7 @@ impl<H: Handler> Engine<H> {
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,
-                Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => {
-                    self.on_done(done)?;
-                    // A transaction's outputs are invisible to read-committed readers until it commits, so
-                    // commit as soon as the work is done rather than on the timer; records arriving
-                    // meanwhile wait and make the next batches larger.
-                    if self.transactional() {
-                        self.commit().await?;
-                    }
-                }
+                Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => self.on_done(done)?,
                 event = events.recv() => match event {
                     Some(event) => self.on_event(event).await?,
                     None => return Err(ConsumerError::Poller("stopped unexpectedly".into())),

@@ -139,7 +139,7 @@ impl<H: Handler> ConsumerRuntime<H> {
             })
             .map(|name| (name, cleanup))
             .collect();
-        self.bus.ensure_topics(&wanted).await?;
+        self.bus.ensure_routing_topics(&wanted).await?;
         Ok(())
     }
 

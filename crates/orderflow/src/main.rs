@@ -285,7 +285,7 @@ async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
                     .into_iter()
                     .map(|topic| (topic, cleanup))
                     .collect();
-            reports.extend(bus.ensure_topics(&routing).await?);
+            reports.extend(bus.ensure_routing_topics(&routing).await?);
             for report in reports {
                 let action = match report.action {
                     TopicAction::Created => "created".to_owned(),

@@ -173,8 +173,12 @@ impl Bench {
         .unwrap()
     }
 
-    async fn partitions(&self, _topic: &str) -> i32 {
-        self.bus.settings().partitions()
+    async fn partitions(&self, topic: &str) -> i32 {
+        if orderflow_consumer::routing::retry_level(topic) > 0 || topic.ends_with(".dlq") {
+            self.bus.settings().retry_partitions()
+        } else {
+            self.bus.settings().partitions()
+        }
     }
 }
 

@@ -224,52 +224,43 @@ pub async fn run(mut settings: Settings, args: BenchArgs) -> anyhow::Result<()> 
         .pool_max_idle_per_host(args.connections)
         .default_headers(headers)
         .build()?;
+    let driver = Driver {
+        client: &client,
+        base: &base,
+        args: &args,
+        watch: &watch,
+    };
     if args.warmup > 0.0 {
         let bar = progress("warm-up", args.warmup);
-        load(&client, &base, &args, None, args.warmup, &watch).await;
+        driver.load(None, args.warmup).await;
         bar.finish_and_clear();
         drain(&watch, args.drain).await;
     }
     let mut phases = Vec::new();
-    let first = measure(
-        "flat out",
-        &client,
-        &base,
-        &args,
-        args.rate,
-        args.duration,
-        &watch,
-    )
-    .await?;
+    let first = driver.measure("flat out", args.rate, args.duration).await?;
     report(&first);
     let flat_out = first.terminal as f64 / first.terminal_secs.max(f64::EPSILON);
     phases.push(first);
     if args.rate.is_none() && !args.no_half {
-        let half = measure(
-            "half load",
-            &client,
-            &base,
-            &args,
-            Some(flat_out / 2.0),
-            args.duration,
-            &watch,
-        )
-        .await?;
+        let half = driver
+            .measure("half load", Some(flat_out / 2.0), args.duration)
+            .await?;
         report(&half);
         phases.push(half);
         if args.trickle > 0.0 {
             let secs = args.duration.min(15.0);
-            let trickle = measure("trickle", &client, &base, &args, Some(args.trickle), secs, &watch).await?;
+            let trickle = driver.measure("trickle", Some(args.trickle), secs).await?;
             report(&trickle);
             phases.push(trickle);
         }
     }
+    // The pipeline's peak, before the ceilings (the mock cluster keeps their records in this process).
+    let peak_rss = resources::peak_rss_bytes();
     let mut measured = Vec::new();
     if args.ceiling_secs > 0.0 {
         measured = measure_ceilings(&backends, &client, &args).await;
         print_ceilings(&measured, flat_out);
     }
-    let peak_rss = resources::peak_rss_bytes();
     if let Some(bytes) = peak_rss {
         println!("peak RSS of this process: {:.0} MB", bytes as f64 / 1e6);
     }
@@ -423,8 +414,7 @@ fn markdown(
     if let Some(bytes) = peak_rss {
         let _ = writeln!(
             md,
-            "
-Peak RSS of the process: {:.0} MB.",
+            "\nPeak RSS of the process while the pipeline ran: {:.0} MB.",
             bytes as f64 / 1e6
         );
     }
@@ -492,67 +482,124 @@ fn histogram() -> anyhow::Result<Histogram<u64>> {
     Histogram::new_with_bounds(1, 600_000_000, 3).context("latency histogram")
 }
 
-/// Runs one measured phase of `secs` and waits for its orders to finish.
-async fn measure(
-    name: &'static str,
-    client: &reqwest::Client,
-    base: &str,
-    args: &BenchArgs,
-    rate: Option<f64>,
-    secs: f64,
-    watch: &Arc<Watch>,
-) -> anyhow::Result<Phase> {
-    // Orders of an earlier phase that never finished are not this phase's.
-    lock(&watch.pending).clear();
-    lock(&watch.early).clear();
-    *lock(&watch.latency) = histogram()?;
-    watch.terminal.store(0, Ordering::SeqCst);
-    *lock(&watch.last_terminal) = None;
-    *lock(&watch.hops) = Hops::new()?;
-    let records = || {
-        orderflow_api::metrics::snapshot().map_or((0.0, 0.0), |text| {
-            (
-                resources::metric_sum(&text, "orderflow_kafka_tx_messages_total"),
-                resources::metric_sum(&text, "orderflow_kafka_rx_messages_total"),
-            )
+/// Drives the load of every phase: the client, the API's address, the arguments and the watcher.
+struct Driver<'a> {
+    client: &'a reqwest::Client,
+    base: &'a str,
+    args: &'a BenchArgs,
+    watch: &'a Arc<Watch>,
+}
+
+impl Driver<'_> {
+    /// Runs one measured phase of `secs` and waits for its orders to finish.
+    async fn measure(&self, name: &'static str, rate: Option<f64>, secs: f64) -> anyhow::Result<Phase> {
+        let (args, watch) = (self.args, self.watch);
+        // Orders of an earlier phase that never finished are not this phase's.
+        lock(&watch.pending).clear();
+        lock(&watch.early).clear();
+        *lock(&watch.latency) = histogram()?;
+        watch.terminal.store(0, Ordering::SeqCst);
+        *lock(&watch.last_terminal) = None;
+        *lock(&watch.hops) = Hops::new()?;
+        let records = || {
+            orderflow_api::metrics::snapshot().map_or((0.0, 0.0), |text| {
+                (
+                    resources::metric_sum(&text, "orderflow_kafka_tx_messages_total"),
+                    resources::metric_sum(&text, "orderflow_kafka_rx_messages_total"),
+                )
+            })
+        };
+        let (cpu_before, records_before) = (resources::machine_busy_secs(), records());
+        let bar = progress(name, secs);
+        let started = Instant::now();
+        let (accepted, errors) = self.load(rate, secs).await;
+        let load_secs = started.elapsed().as_secs_f64();
+        bar.set_message("draining");
+        let left = drain(watch, args.drain).await;
+        bar.finish_and_clear();
+        // librdkafka reports its counters every 5 s: let the last report of the phase arrive.
+        tokio::time::sleep(Duration::from_millis(5_500)).await;
+        let (cpu_after, records_after) = (resources::machine_busy_secs(), records());
+        let terminal = watch.terminal.load(Ordering::SeqCst);
+        let per_order = |total: f64| total / terminal.max(1) as f64;
+        if left > 0 {
+            eprintln!(
+                "warning: {left} accepted orders did not reach a terminal state within {} s",
+                args.drain
+            );
+        }
+        let last = lock(&watch.last_terminal).unwrap_or(started);
+        Ok(Phase {
+            name,
+            offered: rate,
+            accepted,
+            errors,
+            load_secs,
+            terminal,
+            terminal_secs: last.duration_since(started).as_secs_f64(),
+            latency: lock(&watch.latency).clone(),
+            cpu_per_order: cpu_before
+                .zip(cpu_after)
+                .map(|(before, after)| per_order(after - before)),
+            records_out_per_order: per_order(records_after.0 - records_before.0),
+            records_in_per_order: per_order(records_after.1 - records_before.1),
+            hops: lock(&watch.hops).summary(),
         })
-    };
-    let (cpu_before, records_before) = (resources::machine_busy_secs(), records());
-    let bar = progress(name, secs);
-    let started = Instant::now();
-    let (accepted, errors) = load(client, base, args, rate, secs, watch).await;
-    let load_secs = started.elapsed().as_secs_f64();
-    bar.set_message("draining");
-    let left = drain(watch, args.drain).await;
-    bar.finish_and_clear();
-    // librdkafka reports its counters every 5 s: let the last report of the phase arrive.
-    tokio::time::sleep(Duration::from_millis(5_500)).await;
-    let (cpu_after, records_after) = (resources::machine_busy_secs(), records());
-    let terminal = watch.terminal.load(Ordering::SeqCst);
-    let per_order = |total: f64| total / terminal.max(1) as f64;
-    if left > 0 {
-        eprintln!(
-            "warning: {left} accepted orders did not reach a terminal state within {} s",
-            args.drain
-        );
     }
-    let last = lock(&watch.last_terminal).unwrap_or(started);
-    Ok(Phase {
-        name,
-        offered: rate,
-        accepted,
-        errors,
-        load_secs,
-        terminal,
-        terminal_secs: last.duration_since(started).as_secs_f64(),
-        latency: lock(&watch.latency).clone(),
-        cpu_per_order: cpu_before
-            .zip(cpu_after)
-            .map(|(before, after)| per_order(after - before)),
-        records_out_per_order: per_order(records_after.0 - records_before.0),
-        records_in_per_order: per_order(records_after.1 - records_before.1),
-        hops: lock(&watch.hops).summary(),
-    })
+
+    /// Posts orders for `secs`, flat out or at `rate` per second; answers (accepted, errors).
+    async fn load(&self, rate: Option<f64>, secs: f64) -> (u64, u64) {
+        let (client, base, args, watch) = (self.client, self.base, self.args, self.watch);
+        let started = tokio::time::Instant::now();
+        let until = started + Duration::from_secs_f64(secs);
+        let next = Arc::new(AtomicU64::new(0));
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..args.connections {
+            let (client, url, watch, next) = (
+                client.clone(),
+                format!("{base}/v1/orders"),
+                watch.clone(),
+                next.clone(),
+            );
+            tasks.spawn(async move {
+                let (mut accepted, mut errors) = (0u64, 0u64);
+                loop {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    if let Some(rate) = rate {
+                        // Open loop: order n is due at n / rate, whatever happened to the ones before.
+                        let due = started + Duration::from_secs_f64(n as f64 / rate);
+                        if due >= until {
+                            break;
+                        }
+                        tokio::time::sleep_until(due).await;
+                    } else if tokio::time::Instant::now() >= until {
+                        break;
+                    }
+                    let body = format!(
+                        r#"{{"customer_id":"c-{}","currency":"EUR","items":[{{"sku":"BENCH-{:04}","quantity":1,"unit_price_minor":1000}}]}}"#,
+                        n % 10_000,
+                        n % PRODUCTS
+                    );
+                    match post(&client, &url, body).await {
+                        Some((id, at)) => {
+                            watch.accepted(id, at);
+                            accepted += 1;
+                        }
+                        None => errors += 1,
+                    }
+                }
+                (accepted, errors)
+            });
+        }
+        let (mut accepted, mut errors) = (0, 0);
+        while let Some(done) = tasks.join_next().await {
+            if let Ok((a, e)) = done {
+                accepted += a;
+                errors += e;
+            }
+        }
+        (accepted, errors)
+    }
 }
 
 /// Waits until every accepted order was seen terminal or `secs` passed; answers how many are left.
@@ -565,66 +612,6 @@ async fn drain(watch: &Watch, secs: f64) -> usize {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-/// Posts orders for `secs`, flat out or at `rate` per second; answers (accepted, errors).
-async fn load(
-    client: &reqwest::Client,
-    base: &str,
-    args: &BenchArgs,
-    rate: Option<f64>,
-    secs: f64,
-    watch: &Arc<Watch>,
-) -> (u64, u64) {
-    let started = tokio::time::Instant::now();
-    let until = started + Duration::from_secs_f64(secs);
-    let next = Arc::new(AtomicU64::new(0));
-    let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..args.connections {
-        let (client, url, watch, next) = (
-            client.clone(),
-            format!("{base}/v1/orders"),
-            watch.clone(),
-            next.clone(),
-        );
-        tasks.spawn(async move {
-            let (mut accepted, mut errors) = (0u64, 0u64);
-            loop {
-                let n = next.fetch_add(1, Ordering::Relaxed);
-                if let Some(rate) = rate {
-                    // Open loop: order n is due at n / rate, whatever happened to the ones before.
-                    let due = started + Duration::from_secs_f64(n as f64 / rate);
-                    if due >= until {
-                        break;
-                    }
-                    tokio::time::sleep_until(due).await;
-                } else if tokio::time::Instant::now() >= until {
-                    break;
-                }
-                let body = format!(
-                    r#"{{"customer_id":"c-{}","currency":"EUR","items":[{{"sku":"BENCH-{:04}","quantity":1,"unit_price_minor":1000}}]}}"#,
-                    n % 10_000,
-                    n % PRODUCTS
-                );
-                match post(&client, &url, body).await {
-                    Some((id, at)) => {
-                        watch.accepted(id, at);
-                        accepted += 1;
-                    }
-                    None => errors += 1,
-                }
-            }
-            (accepted, errors)
-        });
-    }
-    let (mut accepted, mut errors) = (0, 0);
-    while let Some(done) = tasks.join_next().await {
-        if let Ok((a, e)) = done {
-            accepted += a;
-            errors += e;
-        }
-    }
-    (accepted, errors)
 }
 
 /// Posts one order; answers its id and when the 201 arrived.
