@@ -11,7 +11,7 @@ use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
 use rdkafka::{Message, Offset, TopicPartitionList};
 
-use crate::routing::headers as h;
+use crate::naming::headers as h;
 
 /// What can go wrong reading or replaying dead letters.
 #[derive(Debug, thiserror::Error)]

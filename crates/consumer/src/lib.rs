@@ -20,6 +20,7 @@
 mod engine;
 mod error;
 mod handler;
+mod naming;
 mod poller;
 mod record;
 mod runtime;

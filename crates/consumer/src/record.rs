@@ -5,7 +5,7 @@ use std::sync::Arc;
 use rdkafka::Message;
 use rdkafka::message::{BorrowedMessage, Headers};
 
-use crate::routing::headers as h;
+use crate::naming::{self, headers as h};
 
 /// One consumed record, owned, so batches can move between tasks.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,10 +69,7 @@ impl Record {
     /// The topic the record was first published to: itself, or the original of a retried record.
     pub fn source_topic(&self) -> &str {
         self.header_str(h::ORIGINAL_TOPIC)
-            .unwrap_or_else(|| match self.topic.rsplit_once(".retry.") {
-                Some((base, level)) if level.parse::<usize>().is_ok() => base,
-                _ => &self.topic,
-            })
+            .unwrap_or_else(|| naming::source_of(&self.topic))
     }
 
     /// Where the record was first published: topic, partition and offset (the original for a retried record).

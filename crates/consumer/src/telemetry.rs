@@ -81,7 +81,7 @@ pub(crate) fn end_to_end(group: &str, records: &[Record]) {
     let histogram = histogram!("orderflow_consumer_end_to_end_seconds", "group" => group.to_owned());
     for record in records {
         let original = record
-            .header_str(crate::routing::headers::ORIGINAL_TIMESTAMP)
+            .header_str(crate::naming::headers::ORIGINAL_TIMESTAMP)
             .and_then(|v| v.parse::<i64>().ok());
         if let Some(at) = original.or(record.timestamp_ms).filter(|at| *at > 0) {
             histogram.record((now_ms - at).max(0) as f64 / 1000.0);
