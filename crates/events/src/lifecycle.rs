@@ -239,10 +239,9 @@ impl<E: Event> Decoded<E> {
     }
 }
 
-/// Decodes `payload` as `E` and parses its envelope.
-async fn typed<E: Event>(codec: &AvroCodec, payload: &[u8]) -> Result<(Envelope, E), DecodeError> {
-    let Decoded { envelope, event } = Decoded::decode(codec, payload).await?;
-    Ok((envelope, event))
+/// A decoded event as its [`LifecycleEvent`] variant.
+fn wrap<E>(decoded: Decoded<E>, variant: fn(E) -> LifecycleEvent) -> (Envelope, LifecycleEvent) {
+    (decoded.envelope, variant(decoded.event))
 }
 
 impl Lifecycle {
@@ -254,37 +253,19 @@ impl Lifecycle {
     ) -> Result<Self, DecodeError> {
         use LifecycleEvent as L;
         let (envelope, event) = match topic {
-            LifecycleTopic::OrderCreated => {
-                let (envelope, e) = typed(codec, payload).await?;
-                (envelope, L::OrderCreated(e))
-            }
-            LifecycleTopic::OrderCancelled => {
-                let (envelope, e) = typed(codec, payload).await?;
-                (envelope, L::OrderCancelled(e))
-            }
+            LifecycleTopic::OrderCreated => wrap(Decoded::decode(codec, payload).await?, L::OrderCreated),
+            LifecycleTopic::OrderCancelled => wrap(Decoded::decode(codec, payload).await?, L::OrderCancelled),
             LifecycleTopic::PaymentReceived => {
-                let (envelope, e) = typed(codec, payload).await?;
-                (envelope, L::PaymentReceived(e))
+                wrap(Decoded::decode(codec, payload).await?, L::PaymentReceived)
             }
-            LifecycleTopic::PaymentFailed => {
-                let (envelope, e) = typed(codec, payload).await?;
-                (envelope, L::PaymentFailed(e))
-            }
-            LifecycleTopic::OrderEnriched => {
-                let (envelope, e) = typed(codec, payload).await?;
-                (envelope, L::OrderEnriched(e))
-            }
-            LifecycleTopic::OrderUnpaid => {
-                let (envelope, e) = typed(codec, payload).await?;
-                (envelope, L::OrderUnpaid(e))
-            }
+            LifecycleTopic::PaymentFailed => wrap(Decoded::decode(codec, payload).await?, L::PaymentFailed),
+            LifecycleTopic::OrderEnriched => wrap(Decoded::decode(codec, payload).await?, L::OrderEnriched),
+            LifecycleTopic::OrderUnpaid => wrap(Decoded::decode(codec, payload).await?, L::OrderUnpaid),
             LifecycleTopic::InventoryAllocated => {
-                let (envelope, e) = typed(codec, payload).await?;
-                (envelope, L::InventoryAllocated(e))
+                wrap(Decoded::decode(codec, payload).await?, L::InventoryAllocated)
             }
             LifecycleTopic::InventoryRejected => {
-                let (envelope, e) = typed(codec, payload).await?;
-                (envelope, L::InventoryRejected(e))
+                wrap(Decoded::decode(codec, payload).await?, L::InventoryRejected)
             }
         };
         Ok(Self { envelope, event })

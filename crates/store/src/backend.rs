@@ -52,44 +52,33 @@ macro_rules! shared_queries {
                     });
                     items.build().execute(&mut *tx).await?;
                 }
-                for chunk in orders.chunks(500) {
+                let events: Vec<_> = orders.iter().map(|(order, event)| (*event, order.updated_at)).collect();
+                Self::insert_outbox(&mut tx, &events).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            /// Adds `events` to the outbox inside `tx`, each stamped with the time of the change it describes;
+            /// one statement per chunk (under both backends' limit on bound parameters).
+            async fn insert_outbox(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                events: &[(&orderflow_events::EncodedEvent, chrono::DateTime<chrono::Utc>)],
+            ) -> Result<(), $crate::StoreError> {
+                for chunk in events.chunks(500) {
                     let mut outbox = sqlx::QueryBuilder::<$db>::new(
                         "INSERT INTO outbox (event_id, topic, msg_key, event_type, payload, headers, created_at) ",
                     );
-                    outbox.push_values(chunk, |mut row, (order, event)| {
+                    outbox.push_values(chunk, |mut row, (event, at)| {
                         row.push_bind(event.event_id)
                             .push_bind(event.topic)
                             .push_bind(event.key.as_str())
                             .push_bind(event.event_type)
                             .push_bind(event.payload.as_slice())
                             .push_bind($crate::rows::headers_to_json(&event.headers))
-                            .push_bind(order.updated_at);
+                            .push_bind(*at);
                     });
-                    outbox.build().execute(&mut *tx).await?;
+                    outbox.build().execute(&mut **tx).await?;
                 }
-                tx.commit().await?;
-                Ok(())
-            }
-
-            /// Adds `event` to the outbox inside `tx`, stamped `at` (the change it describes).
-            async fn insert_outbox(
-                tx: &mut sqlx::Transaction<'_, $db>,
-                event: &orderflow_events::EncodedEvent,
-                at: chrono::DateTime<chrono::Utc>,
-            ) -> Result<(), $crate::StoreError> {
-                sqlx::query(
-                    "INSERT INTO outbox (event_id, topic, msg_key, event_type, payload, headers, created_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                )
-                .bind(event.event_id)
-                .bind(event.topic)
-                .bind(event.key.as_str())
-                .bind(event.event_type)
-                .bind(event.payload.as_slice())
-                .bind($crate::rows::headers_to_json(&event.headers))
-                .bind(at)
-                .execute(&mut **tx)
-                .await?;
                 Ok(())
             }
 
@@ -118,7 +107,7 @@ macro_rules! shared_queries {
                     tx.rollback().await?;
                     return Ok(false);
                 }
-                Self::insert_outbox(&mut tx, event, after.updated_at).await?;
+                Self::insert_outbox(&mut tx, &[(event, after.updated_at)]).await?;
                 tx.commit().await?;
                 Ok(true)
             }
