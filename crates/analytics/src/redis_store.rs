@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use orderflow_cache::RedisConnection;
+use orderflow_redis::RedisConnection;
 use redis::Script;
 
 use crate::{AnalyticsError, Customers, Fact, Funnel, Hopping, RevenueHour, hours, top};

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use orderflow_analytics::{Analytics, Fact, FactKind, Hopping, MemoryAnalytics, RedisAnalytics};
-use orderflow_cache::{RedisConnection, RedisTarget};
+use orderflow_redis::{RedisConnection, RedisTarget};
 use orderflow_testkit::unique;
 
 /// 2026-12-01T10:00:00Z.

@@ -5,7 +5,6 @@
 //! circuit breaker) and nothing errors; when it comes back, the cache heals by itself.
 
 mod breaker;
-mod connection;
 mod telemetry;
 mod tiered;
 
@@ -15,7 +14,7 @@ use orderflow_domain::Order;
 use serde::Deserialize;
 
 pub use breaker::{Breaker, BreakerState};
-pub use connection::{RedisConnection, RedisTarget};
+pub use orderflow_redis::{RedisConnection, RedisTarget, TargetError};
 pub use tiered::{CacheStats, LoadError, TieredCache, TieredSettings, Versioned};
 
 /// The order cache: keys are order ids, Redis keys `<prefix>order:{<id>}`.
@@ -98,26 +97,11 @@ impl std::fmt::Debug for CacheSettings {
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
     /// Redis could not be reached or refused the connection.
-    #[error("redis: {0}")]
+    #[error("connecting to Redis")]
     Redis(#[from] redis::RedisError),
-    /// The CA file for TLS could not be read.
-    #[error("reading the Redis CA file {path}: {source}")]
-    CaFile {
-        /// The file named in the settings.
-        path: std::path::PathBuf,
-        /// Why it could not be read.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The Redis password file could not be read.
-    #[error("reading the Redis password file {path}: {source}")]
-    PasswordFile {
-        /// The file named in the settings.
-        path: std::path::PathBuf,
-        /// Why it could not be read.
-        #[source]
-        source: std::io::Error,
-    },
+    /// The Redis settings name a file that could not be read.
+    #[error("resolving the Redis settings")]
+    Target(#[from] TargetError),
 }
 
 impl CacheSettings {
@@ -172,52 +156,13 @@ impl CacheSettings {
         Ok(cache)
     }
 
-    /// Where Redis is, when configured: the URL(s), Cluster or not, and the CA to trust.
-    pub fn redis_target(&self) -> Result<Option<RedisTarget>, CacheError> {
-        let Some(url) = self.redis_url() else {
-            return Ok(None);
-        };
-        let ca_pem = match &self.redis_ca_file {
-            Some(path) => Some(std::fs::read(path).map_err(|source| CacheError::CaFile {
-                path: path.clone(),
-                source,
-            })?),
-            None => None,
-        };
-        let password = match &self.redis_password_file {
-            Some(path) => Some(
-                std::fs::read_to_string(path)
-                    .map_err(|source| CacheError::PasswordFile {
-                        path: path.clone(),
-                        source,
-                    })?
-                    .trim()
-                    .to_owned(),
-            ),
-            None => None,
-        };
-        let with_password = |u: &str| -> String {
-            let Some(password) = &password else {
-                return u.to_owned();
-            };
-            match url::Url::parse(u) {
-                Ok(mut parsed) => match parsed.set_password(Some(password)) {
-                    Ok(()) => parsed.to_string(),
-                    Err(()) => u.to_owned(),
-                },
-                Err(_) => u.to_owned(),
-            }
-        };
-        Ok(Some(RedisTarget {
-            urls: url
-                .split(',')
-                .map(str::trim)
-                .filter(|u| !u.is_empty())
-                .map(with_password)
-                .collect(),
-            cluster: self.redis_cluster,
-            ca_pem,
-            connect_timeout: std::time::Duration::from_secs(2),
-        }))
+    /// Where Redis is, when configured: the URL(s), Cluster or not, the CA to trust and the password.
+    pub fn redis_target(&self) -> Result<Option<RedisTarget>, TargetError> {
+        RedisTarget::resolve(
+            self.redis_url.as_deref().unwrap_or_default(),
+            self.redis_cluster,
+            self.redis_ca_file.as_deref(),
+            self.redis_password_file.as_deref(),
+        )
     }
 }

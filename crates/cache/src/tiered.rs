@@ -26,8 +26,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::breaker::{Breaker, BreakerState};
-use crate::connection::{RedisConnection, RedisTarget, subscribe};
 use crate::telemetry::CacheMetrics;
+use orderflow_redis::{RedisConnection, RedisTarget, subscribe};
 
 /// Values that carry a version: a cached value is only ever replaced by one at least as new.
 pub trait Versioned {

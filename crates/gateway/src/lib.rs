@@ -22,7 +22,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderName, HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use orderflow_cache::RedisConnection;
+use orderflow_redis::RedisConnection;
 use orderflow_telemetry::TRACEPARENT;
 use tracing::Instrument;
 

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use orderflow_cache::RedisConnection;
+use orderflow_redis::RedisConnection;
 use redis::Script;
 
 use crate::settings::RateLimitSettings;

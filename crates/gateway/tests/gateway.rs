@@ -10,8 +10,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use axum::extract::Request;
 use axum::response::IntoResponse;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use orderflow_cache::{RedisConnection, RedisTarget};
 use orderflow_gateway::{ApiKeySettings, Authenticator, Gateway, GatewaySettings, JwtKeySettings, Upstreams};
+use orderflow_redis::{RedisConnection, RedisTarget};
 use serde_json::{Value, json};
 
 const HS_SECRET: &str = "a-shared-secret-of-at-least-32-bytes!!";

@@ -59,7 +59,7 @@ impl AnalyticsSettings {
     /// The aggregates these settings describe: in Redis when the deployment has one, else in this process.
     pub fn open(
         &self,
-        redis: Option<&orderflow_cache::RedisConnection>,
+        redis: Option<&orderflow_redis::RedisConnection>,
         key_prefix: &str,
     ) -> Result<Analytics, RoleError> {
         let hopping = Hopping {

@@ -8,8 +8,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use futures::future::BoxFuture;
-use orderflow_cache::{CacheError, RedisConnection};
+use orderflow_cache::CacheError;
 use orderflow_gateway::{Authenticator, Gateway, Scopes, Upstreams};
+use orderflow_redis::RedisConnection;
 use tokio_util::sync::CancellationToken;
 
 use crate::{RoleError, Settings};

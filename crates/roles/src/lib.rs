@@ -24,8 +24,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use orderflow_bus::{Bus, BusError};
-use orderflow_cache::{CacheError, OrderCache, RedisConnection};
+use orderflow_cache::{CacheError, OrderCache};
 use orderflow_events::AvroCodec;
+use orderflow_redis::RedisConnection;
 use orderflow_registry::{RegistryClient, RegistryService, SchemaSource};
 use orderflow_store::{Store, StoreError};
 use tokio::task::JoinSet;
@@ -105,6 +106,9 @@ pub enum RoleError {
     /// The read model.
     #[error("read model: {0}")]
     Cache(#[from] CacheError),
+    /// The Redis settings.
+    #[error("redis settings: {0}")]
+    Redis(#[from] orderflow_redis::TargetError),
     /// The outbox relay.
     #[error("outbox relay: {0}")]
     Relay(#[from] orderflow_outbox::RelayError),

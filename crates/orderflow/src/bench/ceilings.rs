@@ -10,7 +10,7 @@ use anyhow::Context;
 use futures::stream::{FuturesUnordered, StreamExt};
 use orderflow_bus::Bus;
 use orderflow_bus::topics::Cleanup;
-use orderflow_cache::RedisConnection;
+use orderflow_redis::RedisConnection;
 use orderflow_store::Store;
 use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer};

@@ -3,7 +3,7 @@
 //! as `order.unpaid`.
 //!
 //! Both inputs are keyed by order id. The join state lives in Redis when configured (see
-//! `orderflow_state`), shared by every instance, so it survives restarts and rebalances whatever partitions
+//! `orderflow_join`), shared by every instance, so it survives restarts and rebalances whatever partitions
 //! an instance is given; in the embedded default it lives in this process. The window is event time: a
 //! payment counts when it occurred within `window + grace` of its order. Output and consumed offsets commit
 //! in one Kafka transaction (at-least-once on the mock cluster); the join fixes the output's event id on the
@@ -20,7 +20,7 @@ use orderflow_events::{
     Event, Lifecycle, LifecycleEvent, LifecycleTopic, LifecycleTopics, OrderCreated, OrderEnriched,
     OrderUnpaid, PaymentReceived, headers, topics,
 };
-use orderflow_state::{JoinState, MemoryJoin, Put, RedisJoin, Side};
+use orderflow_join::{JoinState, MemoryJoin, Put, RedisJoin, Side};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
 use serde::Deserialize;
@@ -110,7 +110,7 @@ fn now_ms() -> i64 {
     Utc::now().timestamp_millis()
 }
 
-fn state_error(error: orderflow_state::StateError) -> HandlerError {
+fn state_error(error: orderflow_join::StateError) -> HandlerError {
     HandlerError::transient(error)
 }
 

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use orderflow_cache::RedisConnection;
+use orderflow_redis::RedisConnection;
 use orderflow_store::Store;
 
 use crate::RoleError;

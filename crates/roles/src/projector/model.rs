@@ -9,8 +9,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use orderflow_cache::RedisConnection;
 use orderflow_domain::{Order, OrderStatus};
+use orderflow_redis::RedisConnection;
 use redis::{Script, Value};
 
 /// Stores one change and answers with the read model, or nil while the order's header is unknown.

@@ -1,7 +1,7 @@
 //! Join state on Redis: one hash per key (`<prefix>join:{<key>}`, the braces a Cluster hash tag) updated by
 //! atomic scripts, and a sorted set of deadlines (`<prefix>join:deadlines`) for waiting left sides.
 
-use orderflow_cache::RedisConnection;
+use orderflow_redis::RedisConnection;
 use redis::{Script, Value};
 
 use crate::{Expired, Put, Side, StateError};

@@ -4,8 +4,8 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use orderflow_cache::{RedisConnection, RedisTarget};
-use orderflow_state::{JoinState, MemoryJoin, Put, RedisJoin, Side};
+use orderflow_join::{JoinState, MemoryJoin, Put, RedisJoin, Side};
+use orderflow_redis::{RedisConnection, RedisTarget};
 use orderflow_testkit::unique;
 
 const KEEP: i64 = 60_000;

@@ -1,5 +1,5 @@
-//! The Redis connection behind the L2 tier: one server or a Redis Cluster, plain or TLS (`rediss://`),
-//! with ACL user and password taken from the URL (`redis://user:password@host:port`).
+//! The connection: one server or a Redis Cluster, plain or TLS (`rediss://`), with ACL user and password
+//! taken from the URL (`redis://user:password@host:port`).
 
 use std::time::Duration;
 
@@ -127,7 +127,7 @@ impl ConnectionLike for RedisConnection {
 }
 
 /// A pub/sub connection to the server at `url` (TLS and CA as in `target`), subscribed to `channel`.
-pub(crate) async fn subscribe(
+pub async fn subscribe(
     url: &str,
     target: &RedisTarget,
     channel: &str,
