@@ -39,8 +39,8 @@ pub use settings::{
     Settings, ShutdownSettings, redact_url,
 };
 
-/// A role a process can run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// A role a process can run (`orderflow run --role <name>`; the variants' docs are the command line's help).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum)]
 pub enum Role {
     /// The only door to the API: authentication, scopes, rate limits.
     Gateway,

@@ -9,25 +9,11 @@ use orderflow_domain::{OrderId, OrderStatus};
 use orderflow_events::{AvroCodec, OrderCreated, PaymentFailed, PaymentReceived};
 use orderflow_roles::payments::{Decision, ProviderSettings, SimulatedProvider};
 use orderflow_roles::{Platform, Role, Settings};
+use orderflow_testkit::checks::{StockLine, assert_stock_reconciles, eventually, paid_not_cancelled_minor};
 use orderflow_testkit::{read_topic, unique};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::{Value, json};
-
-async fn eventually<T, F: std::future::Future<Output = Option<T>>>(
-    what: &str,
-    timeout: Duration,
-    mut check: impl FnMut() -> F,
-) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 fn real_settings(tag: &str) -> Settings {
     let mut settings = Settings {
@@ -898,20 +884,21 @@ async fn many_orders_end_where_the_rules_say_and_everything_reconciles() {
         }
     })
     .await;
-    for line in store.stock_lines().await.unwrap() {
-        let initial = if line.sku == "SCARCE" {
-            i64::from(scarce_stock)
-        } else {
-            1_000_000
-        };
-        assert!(line.stock >= 0);
-        assert_eq!(
-            i64::from(line.stock) + line.allocated,
-            initial,
-            "{} reconciles",
-            line.sku
-        );
-    }
+    let lines = store.stock_lines().await.unwrap();
+    assert_stock_reconciles(
+        lines.iter().map(|l| StockLine {
+            sku: &l.sku,
+            stock: l.stock.into(),
+            allocated: l.allocated,
+        }),
+        |sku| {
+            if sku == "SCARCE" {
+                scarce_stock.into()
+            } else {
+                1_000_000
+            }
+        },
+    );
     let (rejected,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM orders WHERE status = 'REJECTED'")
         .fetch_one(&pool)
         .await
@@ -944,13 +931,7 @@ async fn many_orders_end_where_the_rules_say_and_everything_reconciles() {
 
     // Analytics revenue is the sum of the paid orders that were not cancelled, and the funnel counts each
     // order once per stage, re-deliveries notwithstanding.
-    let (paid_not_cancelled,): (i64,) = sqlx::query_as(
-        "SELECT COALESCE(SUM(c.amount_minor), 0)::BIGINT FROM payment_charges c JOIN orders o ON o.id = c.order_id
-         WHERE c.outcome = 'CAPTURED' AND o.status <> 'CANCELLED'",
-    )
-    .fetch_one(&pool)
-    .await
-    .unwrap();
+    let paid_not_cancelled = paid_not_cancelled_minor(&pool).await.unwrap();
     let count = |sql: &'static str| {
         let pool = pool.clone();
         async move { sqlx::query_as::<_, (i64,)>(sql).fetch_one(&pool).await.unwrap().0 }

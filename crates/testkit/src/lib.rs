@@ -6,6 +6,7 @@
 //! Servers and their directories are removed when the test binary exits, even when it crashes or a test
 //! fails: a watchdog process outlives the binary for that purpose. No docker involved.
 
+pub mod checks;
 mod kafka;
 mod postgres;
 mod process;

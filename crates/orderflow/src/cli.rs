@@ -1,0 +1,141 @@
+//! The command line: global flags, the commands and their arguments (clap).
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use orderflow_roles::Role;
+
+use crate::commands::bench::BenchArgs;
+use crate::config::Overrides;
+
+/// Event-driven order platform: HTTP orders, a PostgreSQL outbox, Kafka consumers and a Redis read model.
+#[derive(Debug, Parser)]
+#[command(name = "orderflow", version)]
+pub struct Cli {
+    /// TOML configuration file
+    #[arg(long, short, global = true, env = "ORDERFLOW_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Log filter, e.g. `info` or `orderflow=debug,rdkafka=warn`
+    #[arg(
+        long,
+        global = true,
+        env = "ORDERFLOW_LOG",
+        default_value = "info,sqlx=warn,rdkafka=warn"
+    )]
+    pub log: String,
+    /// Flags that override the configuration file and environment.
+    #[command(flatten)]
+    pub overrides: Overrides,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run every role in this process
+    Up,
+    /// Run one role
+    Run {
+        /// The role to run
+        #[arg(long, value_enum)]
+        role: Role,
+    },
+    /// Apply pending database migrations
+    Migrate {
+        /// Then grant this PostgreSQL role what the running service needs (rows only, no DDL)
+        #[arg(long, value_name = "ROLE")]
+        grant_to: Option<String>,
+    },
+    /// Manage Kafka topics
+    Topics {
+        /// The topics command.
+        #[command(subcommand)]
+        command: TopicsCommand,
+    },
+    /// Work with the event schemas
+    Schemas {
+        /// The schemas command.
+        #[command(subcommand)]
+        command: SchemasCommand,
+    },
+    /// Inspect and replay dead letters (records consumers gave up on)
+    Dlq {
+        /// The dead-letter command.
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
+    /// Benchmark the whole pipeline in this process: orders/s accepted and terminal, end-to-end latency
+    Bench(BenchArgs),
+    /// Check the audit trail
+    Audit {
+        /// The audit command.
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+/// `orderflow audit …`
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Recompute the hash chain; fails naming the first row that was changed, removed or moved
+    Verify,
+}
+
+/// `orderflow dlq …`
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// List dead letters: of one topic, or of every dead-letter topic
+    List {
+        /// The topic (`order.created`) or its dead-letter topic (`order.created.dlq`)
+        topic: Option<String>,
+    },
+    /// Show one dead letter with its headers and value
+    Show {
+        /// The topic (`order.created`) or its dead-letter topic (`order.created.dlq`)
+        topic: String,
+        /// Partition of the dead letter
+        partition: i32,
+        /// Offset of the dead letter
+        offset: i64,
+    },
+    /// Republish dead letters to their original topic (every one of the topic, or one)
+    Replay {
+        /// The topic (`order.created`) or its dead-letter topic (`order.created.dlq`)
+        topic: String,
+        /// Only the dead letter in this partition (with --offset)
+        #[arg(long, requires = "offset")]
+        partition: Option<i32>,
+        /// Only the dead letter at this offset (with --partition)
+        #[arg(long, requires = "partition")]
+        offset: Option<i64>,
+    },
+}
+
+/// `orderflow schemas …`
+#[derive(Debug, Subcommand)]
+pub enum SchemasCommand {
+    /// Check each topic's newest schema against its earlier versions (and a registry's, with --registry)
+    Check {
+        /// Check the schema folders under DIR instead of the schemas built into this binary
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// Also ask this Confluent-compatible registry whether each newest schema is compatible
+        #[arg(long, value_name = "URL")]
+        registry: Option<String>,
+    },
+}
+
+/// `orderflow topics …`
+#[derive(Debug, Subcommand)]
+pub enum TopicsCommand {
+    /// Create missing topics and check existing ones against the topic table
+    Apply,
+    /// Print the least-privilege Kafka ACLs of each role (one line per grant, for kafka-acls or Terraform)
+    Acls {
+        /// Only this role
+        #[arg(long, value_enum)]
+        role: Option<Role>,
+    },
+}

@@ -1,0 +1,164 @@
+//! The `orderflow` binary: real servers when configured, the embedded default, SIGTERM, and clear one-line
+//! errors for bad configuration and arguments.
+
+use orderflow_roles::Settings;
+use orderflow_testkit::unique;
+use serde_json::Value;
+
+use crate::support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_uses_real_servers_when_configured() {
+    let db = orderflow_testkit::postgres().fresh_database().expect("database");
+    let kafka = orderflow_testkit::kafka().bootstrap_servers();
+    let redis_url = orderflow_testkit::redis().url();
+    let prefix = format!("{}.", unique("cli"));
+
+    let migrated = run_binary(&["migrate", "--database-url", &db], &[]);
+    assert!(
+        migrated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&migrated.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&migrated.stdout).trim(),
+        "migrations applied (postgresql)"
+    );
+
+    let topics = [
+        "topics",
+        "apply",
+        "--kafka-bootstrap",
+        &kafka,
+        "--topic-prefix",
+        &prefix,
+    ];
+    let first = run_binary(&topics, &[]);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let report = String::from_utf8_lossy(&first.stdout).into_owned();
+    // The topic table, and the retry and dead-letter topics of every role.
+    let mut prefixed = Settings::default();
+    prefixed.kafka.topic_prefix = prefix.clone();
+    let expected = orderflow_bus::topics::TOPICS.len() + orderflow_roles::routing_topics(&prefixed).len();
+    assert_eq!(
+        report.lines().filter(|l| l.ends_with("created")).count(),
+        expected,
+        "{report}"
+    );
+    let again = String::from_utf8_lossy(&run_binary(&topics, &[]).stdout).into_owned();
+    assert_eq!(
+        again.lines().filter(|l| l.ends_with(" ok")).count(),
+        expected,
+        "{again}"
+    );
+
+    let dir = temp_dir();
+    let args = [
+        "run",
+        "--role",
+        "orders",
+        "--listen",
+        "127.0.0.1:0",
+        "--database-url",
+        &db,
+        "--kafka-bootstrap",
+        &kafka,
+    ];
+    let (child, base, banner) = spawn_binary(
+        &[&args[..], &["--topic-prefix", &prefix, "--redis-url", &redis_url]].concat(),
+        &dir,
+    );
+    let banner = banner.join("\n");
+    assert!(banner.contains("roles:    orders"), "{banner}");
+    assert!(
+        banner.contains("database: postgresql (postgres://postgres@127.0.0.1:"),
+        "{banner}"
+    );
+    assert!(banner.contains(&format!("kafka:    {kafka}")), "{banner}");
+    assert!(banner.contains("cache:    redis (redis://127.0.0.1:"), "{banner}");
+
+    let (status, _, created) = post(&base, "application/json", &order_body().to_string()).await;
+    assert_eq!(status, 201);
+    let id = created["id"].as_str().expect("id");
+    let fetched: Value = get_order(&base, id).await;
+    assert_eq!(fetched, created);
+    terminate(child).await;
+    assert!(
+        !dir.join("orderflow.db").exists(),
+        "no SQLite file when PostgreSQL is configured"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_runs_embedded_and_stops_on_sigterm() {
+    let dir = temp_dir();
+    let (child, base, banner) = spawn_binary(&["up", "--listen", "127.0.0.1:0"], &dir);
+    let banner = banner.join("\n");
+    assert!(
+        banner.contains(
+            "roles:    gateway, orders, payments, enrichment, inventory, projector, analytics, audit"
+        ),
+        "{banner}"
+    );
+    assert!(banner.contains("gateway:  development API key"), "{banner}");
+    let anonymous = reqwest::Client::new()
+        .post(format!("{base}/v1/orders"))
+        .header("content-type", "application/json")
+        .body(order_body().to_string())
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(
+        anonymous.status().as_u16(),
+        401,
+        "the gateway guards the API of `up`"
+    );
+    assert!(banner.contains("database: sqlite"), "{banner}");
+    assert!(banner.contains("kafka:    embedded mock cluster"), "{banner}");
+    assert!(banner.contains("cache:    in-process"), "{banner}");
+    let (status, _, created) = post(&base, "application/json", &order_body().to_string()).await;
+    assert_eq!(status, 201);
+    let id = created["id"].as_str().expect("id");
+    let fetched = http_get(format!("{base}/v1/orders/{id}")).await.expect("GET");
+    assert_eq!(fetched.status().as_u16(), 200);
+    terminate(child).await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn bad_configuration_and_arguments_fail_with_a_clear_message() {
+    let run = run_binary;
+    let out = run(&["migrate"], &[("ORDERFLOW_HTTP__LISTEN", "not-an-address")]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.starts_with("error: invalid configuration"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+
+    let out = run(&["run", "--role", "nope"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid value 'nope'"));
+
+    let out = run(
+        &[
+            "migrate",
+            "--database-url",
+            "postgres://orderflow:s3cret@127.0.0.1:1/none",
+        ],
+        &[],
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with("error: connecting to postgres://orderflow:***@127.0.0.1:1/none"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("s3cret"), "secrets are never printed: {stderr}");
+
+    let out = run(&["topics", "apply"], &[]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("needs a Kafka cluster"));
+}

@@ -1,0 +1,268 @@
+//! The operational commands: `schemas check`, `dlq list|show|replay` and `audit verify`.
+
+use std::time::Duration;
+
+use orderflow_roles::{Platform, Role};
+use orderflow_testkit::unique;
+use serde_json::{Value, json};
+
+use crate::support::*;
+
+/// A schema folder holding the committed `order.created` v1 and the given v2 (edited from v1 by `edit`).
+fn schema_dir_with_v2(edit: impl FnOnce(&mut Vec<Value>)) -> std::path::PathBuf {
+    let v1_path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../events/schemas/order.created/v1.avsc"
+    );
+    let v1 = std::fs::read_to_string(v1_path).expect("committed v1");
+    let mut v2: Value = serde_json::from_str(&v1).expect("json");
+    let mut fields = v2["fields"].as_array().expect("fields").clone();
+    edit(&mut fields);
+    v2["fields"] = Value::Array(fields);
+    let dir = temp_dir().join("schemas");
+    let topic = dir.join("order.created");
+    std::fs::create_dir_all(&topic).expect("dir");
+    std::fs::write(topic.join("v1.avsc"), v1).expect("v1");
+    std::fs::write(topic.join("v2.avsc"), v2.to_string()).expect("v2");
+    std::fs::write(topic.join("COMPATIBILITY"), "FULL_TRANSITIVE\n").expect("level");
+    dir
+}
+
+fn check_output(dir: &std::path::Path, extra: &[&str]) -> (bool, String) {
+    let dir = dir.display().to_string();
+    let out = run_binary(&[&["schemas", "check", "--dir", &dir][..], extra].concat(), &[]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schemas_check_rejects_breaking_changes_naming_the_field_and_rule() {
+    let (ok, text) = check_output(
+        &schema_dir_with_v2(|f| f.push(json!({"name": "channel", "type": "string", "default": "web"}))),
+        &[],
+    );
+    assert!(ok, "adding a field with a default is compatible: {text}");
+    assert!(
+        text.contains("order.created") && text.contains("v2") && text.contains("ok"),
+        "{text}"
+    );
+
+    let removed = schema_dir_with_v2(|f| f.retain(|field| field["name"] != "currency"));
+    let (ok, text) = check_output(&removed, &[]);
+    assert!(!ok, "removing a field without default must fail: {text}");
+    assert!(
+        text.contains("FORWARD rule broken") && text.contains("'currency'"),
+        "{text}"
+    );
+
+    let retyped = schema_dir_with_v2(|f| {
+        for field in f.iter_mut().filter(|field| field["name"] == "total_minor") {
+            field["type"] = json!("string");
+        }
+    });
+    let (ok, text) = check_output(&retyped, &[]);
+    assert!(!ok, "an incompatible type change must fail: {text}");
+    assert!(
+        text.contains("BACKWARD rule broken") && text.contains("'total_minor'"),
+        "{text}"
+    );
+
+    let added = schema_dir_with_v2(|f| f.push(json!({"name": "channel", "type": "string"})));
+    let (ok, text) = check_output(&added, &[]);
+    assert!(
+        !ok && text.contains("BACKWARD rule broken") && text.contains("'channel'"),
+        "{text}"
+    );
+
+    // The registry's compatibility endpoint (the embedded one, served by the orders role) says the same.
+    let platform = Platform::start(embedded_settings(&temp_dir()), &[Role::Orders])
+        .await
+        .expect("platform");
+    let registry = format!("http://{}/registry", platform.http_addr.expect("http"));
+    let only_registry = schema_dir_with_v2(|f| f.retain(|field| field["name"] != "currency"));
+    std::fs::remove_file(only_registry.join("order.created/v1.avsc")).expect("leave only v2 locally");
+    let (ok, text) =
+        tokio::task::spawn_blocking(move || check_output(&only_registry, &["--registry", &registry]))
+            .await
+            .expect("check");
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("registry order.created-value") && text.contains("'currency'"),
+        "{text}"
+    );
+    platform.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dlq_commands_list_show_and_replay_dead_letters() {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+
+    let kafka = orderflow_testkit::kafka().bootstrap_servers();
+    let prefix = format!("{}.", unique("dlq"));
+    let cluster = ["--kafka-bootstrap", &kafka, "--topic-prefix", &prefix];
+    let applied = run_binary(&[&["topics", "apply"][..], &cluster].concat(), &[]);
+    assert!(
+        applied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&applied.stderr)
+    );
+
+    // A dead letter as the consumer runtime writes it, in the dead-letter topic `topics apply` created.
+    let created = format!("{prefix}order.created");
+    let dead = format!("{created}.dlq");
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &kafka)
+        .create()
+        .expect("producer");
+    let headers = [
+        ("event-id", "ev-1"),
+        ("original-topic", created.as_str()),
+        ("original-partition", "2"),
+        ("original-offset", "17"),
+        ("original-timestamp", "1700000000000"),
+        ("consumer-group", "payments"),
+        ("error-kind", "permanent"),
+        ("error-message", "cannot decode"),
+        ("attempts", "1"),
+    ]
+    .iter()
+    .fold(OwnedHeaders::new(), |h, (k, v)| {
+        h.insert(Header {
+            key: k,
+            value: Some(v.as_bytes()),
+        })
+    });
+    producer
+        .send(
+            FutureRecord::to(&dead)
+                .partition(0)
+                .key("order-1")
+                .payload("not avro")
+                .headers(headers),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .expect("produce");
+
+    let listed = run_binary(&[&["dlq", "list"][..], &cluster].concat(), &[]);
+    assert!(
+        listed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    let text = String::from_utf8_lossy(&listed.stdout).into_owned();
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(
+        text.contains(&format!(
+            "{dead} 0:0 from {created}/2/17 group=payments kind=permanent attempts=1 error=\"cannot decode\""
+        )),
+        "{text}"
+    );
+
+    let shown = run_binary(
+        &[&["dlq", "show", "order.created", "0", "0"][..], &cluster].concat(),
+        &[],
+    );
+    let text = String::from_utf8_lossy(&shown.stdout).into_owned();
+    assert!(
+        shown.status.success(),
+        "{}",
+        String::from_utf8_lossy(&shown.stderr)
+    );
+    assert!(text.contains("key: order-1"), "{text}");
+    assert!(text.contains("header error-message: cannot decode"), "{text}");
+    assert!(text.contains("value: not avro"), "{text}");
+
+    let missing = run_binary(
+        &[&["dlq", "show", "order.created", "0", "5"][..], &cluster].concat(),
+        &[],
+    );
+    assert!(!missing.status.success());
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert!(stderr.contains("no dead letter at"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+
+    let replayed = run_binary(
+        &[&["dlq", "replay", "order.created.dlq"][..], &cluster].concat(),
+        &[],
+    );
+    assert!(
+        replayed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&replayed.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&replayed.stdout).trim(),
+        "replayed 1 dead letter(s)"
+    );
+    let back = orderflow_testkit::read_topic(&kafka, &created, 1, Duration::from_secs(30)).expect("read");
+    assert_eq!(back.len(), 1);
+    assert_eq!(back[0].key, "order-1");
+    assert_eq!(back[0].payload, b"not avro");
+    assert_eq!(back[0].headers.get("event-id").map(String::as_str), Some("ev-1"));
+    assert!(
+        !back[0].headers.contains_key("error-kind"),
+        "routing headers are dropped"
+    );
+
+    let out = run_binary(&["dlq", "list"], &[]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("dead letters live in a Kafka cluster"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_verify_passes_on_an_intact_trail_and_names_the_tampered_row() {
+    let db = orderflow_testkit::postgres().fresh_database().expect("database");
+    let verify = || run_binary(&["audit", "verify", "--database-url", &db], &[]);
+    assert!(
+        run_binary(&["migrate", "--database-url", &db], &[])
+            .status
+            .success()
+    );
+    let out = verify();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "audit trail intact: 0 rows"
+    );
+
+    let store = orderflow_store::Store::connect(&db, 2).await.expect("store");
+    let orderflow_store::Store::Postgres(pg) = &store else {
+        panic!("postgres")
+    };
+    let entries: Vec<orderflow_store::AuditEntry> = (0..3)
+        .map(|i| orderflow_store::AuditEntry {
+            event_id: uuid::Uuid::now_v7().to_string(),
+            topic: "order.created".into(),
+            key: Some(format!("order-{i}")),
+            payload: vec![i; 8],
+        })
+        .collect();
+    let mut tx = pg.pool().begin().await.expect("tx");
+    orderflow_store::PgStore::append_audit(&mut tx, &entries, chrono::Utc::now())
+        .await
+        .expect("append");
+    tx.commit().await.expect("commit");
+    let out = verify();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "audit trail intact: 3 rows"
+    );
+
+    let pool = sqlx::PgPool::connect(&db).await.expect("pg");
+    sqlx::query("UPDATE audit_log SET msg_key = 'order-x' WHERE seq = 2")
+        .execute(&pool)
+        .await
+        .expect("tamper");
+    let out = verify();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("audit trail broken at row 2"), "{stderr}");
+}

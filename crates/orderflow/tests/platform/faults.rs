@@ -1,0 +1,314 @@
+//! Faults: killing any role's process mid-run and restarting it changes no outcome.
+
+use std::time::{Duration, Instant};
+
+use orderflow_testkit::checks::{StockLine, assert_stock_reconciles, paid_not_cancelled_minor};
+use orderflow_testkit::unique;
+use serde_json::Value;
+
+use crate::support::*;
+
+/// Orders for the kill test (a few thousand keep it within a minute in a debug build).
+fn kill_test_orders() -> usize {
+    std::env::var("KILL_TEST_ORDERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3_000)
+}
+
+/// One role running as its own `orderflow run --role <role>` process.
+struct RoleProcess {
+    role: &'static str,
+    instance: Instance,
+}
+
+/// Starts `role` with `args` (the shared backends) under the stable instance id `role`, so a restart takes
+/// the killed process's place in its groups at once and fences its open transactions.
+async fn start_role(
+    role: &'static str,
+    args: Vec<String>,
+    dir: std::path::PathBuf,
+) -> (RoleProcess, Vec<String>) {
+    tokio::task::spawn_blocking(move || {
+        let mut all = vec!["run".to_owned(), "--role".to_owned(), role.to_owned()];
+        all.extend(args);
+        if role == "orders" {
+            all.extend(["--listen".to_owned(), "127.0.0.1:0".to_owned()]);
+        }
+        let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+        let env = [("ORDERFLOW_KAFKA__INSTANCE_ID", role.to_owned())];
+        let (child, banner) = spawn_until_banner(&refs, &dir, &env);
+        (
+            RoleProcess {
+                role,
+                instance: Instance(Some(child)),
+            },
+            banner,
+        )
+    })
+    .await
+    .expect("start role")
+}
+
+impl RoleProcess {
+    /// SIGKILL: no drain, no commit, no goodbye to the group.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.instance.0.take() {
+            child.kill().expect("SIGKILL");
+            child.wait().expect("reaped");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_any_role_process_mid_run_and_restarting_it_changes_no_outcome() {
+    use orderflow_roles::payments::{Decision, ProviderSettings, SimulatedProvider};
+    let orders_n = kill_test_orders();
+    let scarce_stock = (orders_n / 10) as i32;
+    let prefix = unique("kill");
+    let dir = temp_dir();
+    std::fs::create_dir_all(&dir).expect("dir");
+    let db = orderflow_testkit::postgres().fresh_database().expect("database");
+    let migrated = run_binary(&["migrate", "--database-url", &db], &[]);
+    assert!(migrated.status.success());
+    let store = orderflow_store::Store::connect(&db, 2).await.expect("store");
+    for (sku, stock) in [("PLENTY", 1_000_000), ("SCARCE", scarce_stock)] {
+        let product = orderflow_store::Product {
+            sku: sku.into(),
+            name: sku.into(),
+            price_minor: 1_000,
+            stock,
+        };
+        store.put_product(&product).await.expect("product");
+    }
+    // A short session timeout so a killed member without a static id would be noticed soon; the provider
+    // declines and fails some charges, deterministically.
+    let config = dir.join("kill.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[cache]\nkey_prefix = \"{prefix}:\"\n\n[kafka.consumer]\n\"session.timeout.ms\" = \"6000\"\n\n\
+             [payments.provider]\nseed = 3\nfailure_rate = 0.05\ndecline_above_minor = 40000\n"
+        ),
+    )
+    .expect("config");
+    let provider = SimulatedProvider::new(ProviderSettings {
+        seed: 3,
+        failure_rate: 0.05,
+        decline_above_minor: Some(40_000),
+        ..ProviderSettings::default()
+    });
+    let args: Vec<String> = [
+        "--config",
+        config.to_str().expect("path"),
+        "--database-url",
+        &db,
+        "--kafka-bootstrap",
+        &orderflow_testkit::kafka().bootstrap_servers(),
+        "--topic-prefix",
+        &format!("{prefix}."),
+        "--redis-url",
+        &orderflow_testkit::redis().url(),
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    let roles = [
+        "orders",
+        "payments",
+        "enrichment",
+        "inventory",
+        "projector",
+        "analytics",
+        "audit",
+    ];
+    let mut running = Vec::new();
+    let mut base = String::new();
+    for role in roles {
+        let (process, banner) = start_role(role, args.clone(), dir.clone()).await;
+        if let Some(url) = banner
+            .iter()
+            .find_map(|l| l.strip_prefix("orderflow listening on "))
+        {
+            base = url.trim().to_owned();
+        }
+        running.push(process);
+    }
+
+    // Orders in two halves; while each is placed, three roles are killed and restarted one after another,
+    // and the orders role itself is killed and restarted between the halves.
+    let mut placed: Vec<(Value, bool)> = Vec::new();
+    let half = orders_n / 2;
+    for (round, victims) in [
+        ["payments", "enrichment", "inventory"],
+        ["projector", "analytics", "audit"],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let client = client();
+        let placing = orderflow_testkit::workload::place_orders(
+            &client,
+            &base,
+            round * half,
+            if round == 0 { half } else { orders_n - half },
+        );
+        let killing = async {
+            let mut restarted = Vec::new();
+            for victim in victims {
+                tokio::time::sleep(Duration::from_millis(700)).await;
+                let index = running
+                    .iter()
+                    .position(|p: &RoleProcess| p.role == victim)
+                    .expect("running");
+                let mut process = running.remove(index);
+                process.kill();
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                restarted.push(start_role(victim, args.clone(), dir.clone()).await.0);
+            }
+            restarted
+        };
+        let (orders, restarted) = tokio::join!(placing, killing);
+        placed.extend(orders.expect("orders placed"));
+        running.extend(restarted);
+        if round == 0 {
+            let index = running.iter().position(|p| p.role == "orders").expect("orders");
+            running.remove(index).kill();
+            let (process, banner) = start_role("orders", args.clone(), dir.clone()).await;
+            base = banner
+                .iter()
+                .find_map(|l| l.strip_prefix("orderflow listening on "))
+                .expect("listening")
+                .trim()
+                .to_owned();
+            running.push(process);
+        }
+    }
+    assert_eq!(placed.len(), orders_n);
+
+    // Every order ends where the rules say.
+    let pool = sqlx::PgPool::connect(&db).await.expect("pg");
+    let started = Instant::now();
+    let statuses = loop {
+        let rows: Vec<(uuid::Uuid, String)> = sqlx::query_as("SELECT id, status FROM orders")
+            .fetch_all(&pool)
+            .await
+            .expect("orders");
+        let terminal = ["PAYMENT_FAILED", "ALLOCATED", "REJECTED", "CANCELLED"];
+        if rows
+            .iter()
+            .filter(|(_, s)| terminal.contains(&s.as_str()))
+            .count()
+            == orders_n
+        {
+            break rows
+                .into_iter()
+                .map(|(id, s)| (id.to_string(), s))
+                .collect::<std::collections::HashMap<_, _>>();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "orders did not all finish"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    for (order, cancelled) in &placed {
+        let id = order["id"].as_str().expect("id");
+        let event = orderflow_events::OrderCreated {
+            event_id: String::new(),
+            event_type: "order.created".into(),
+            order_id: id.into(),
+            order_version: 1,
+            occurred_at: 0,
+            customer_id: order["customer_id"].as_str().expect("customer").into(),
+            currency: "EUR".into(),
+            items: Vec::new(),
+            total_minor: order["total_minor"].as_i64().expect("total"),
+        };
+        let expected: &[&str] = match (*cancelled, provider.decide(&event).0) {
+            (true, _) => &["CANCELLED"],
+            (false, Decision::Captured) => &["ALLOCATED", "REJECTED"],
+            (false, _) => &["PAYMENT_FAILED"],
+        };
+        let status = statuses[id].as_str();
+        assert!(
+            expected.contains(&status),
+            "order {id} is {status}, expected {expected:?}"
+        );
+    }
+
+    // Stock reconciles and never went negative; one charge per order.
+    let lines = store.stock_lines().await.expect("stock");
+    assert_stock_reconciles(
+        lines.iter().map(|l| StockLine {
+            sku: &l.sku,
+            stock: l.stock.into(),
+            allocated: l.allocated,
+        }),
+        |sku| {
+            if sku == "SCARCE" {
+                scarce_stock.into()
+            } else {
+                1_000_000
+            }
+        },
+    );
+    assert_eq!(
+        store.charge_totals().await.expect("charges").charges,
+        orders_n as i64
+    );
+
+    // Analytics revenue is the paid, non-cancelled orders' sum; each order was counted created once.
+    let paid_not_cancelled = paid_not_cancelled_minor(&pool).await.expect("revenue");
+    let revenue_url = format!(
+        "{base}/v1/analytics/revenue?from={}&to={}",
+        (chrono::Utc::now() - chrono::Duration::hours(2)).format("%Y-%m-%dT%H:%M:%SZ"),
+        (chrono::Utc::now() + chrono::Duration::hours(1)).format("%Y-%m-%dT%H:%M:%SZ")
+    );
+    let funnel = eventually("analytics to settle", || {
+        let (revenue_url, base) = (revenue_url.clone(), base.clone());
+        async move {
+            let revenue: Value = http_get(&revenue_url).await.ok()?.json().await.ok()?;
+            let funnel: Value = http_get(format!("{base}/v1/analytics/funnel"))
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            (revenue["total_minor"]["EUR"].as_i64() == Some(paid_not_cancelled)).then_some(funnel)
+        }
+    })
+    .await;
+    assert_eq!(funnel["created"].as_u64(), Some(orders_n as u64));
+
+    // The audit trail holds each event once, and its chain verifies.
+    let audited = eventually("the audit trail to hold every order", || {
+        let pool = pool.clone();
+        async move {
+            let (created,): (i64,) =
+                sqlx::query_as("SELECT COUNT(*) FROM audit_log WHERE topic LIKE '%order.created'")
+                    .fetch_one(&pool)
+                    .await
+                    .ok()?;
+            (created as usize == orders_n).then_some(())
+        }
+    });
+    audited.await;
+    let (rows, distinct): (i64, i64) =
+        sqlx::query_as("SELECT COUNT(*), COUNT(DISTINCT event_id) FROM audit_log")
+            .fetch_one(&pool)
+            .await
+            .expect("audit rows");
+    assert_eq!(rows, distinct, "an event was appended twice");
+    let verified = run_binary(&["audit", "verify", "--database-url", &db], &[]);
+    assert!(
+        verified.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verified.stderr)
+    );
+
+    for mut process in running {
+        process.instance.terminate().await;
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
