@@ -6,6 +6,8 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use crate::telemetry::GatewayEvent;
+
 /// Why the gateway refused or could not forward a request.
 #[derive(Debug, thiserror::Error)]
 pub enum Rejection {
@@ -83,7 +85,7 @@ impl IntoResponse for Rejection {
         let (status, kind, title) = self.parts();
         // The reason is the problem type's last segment: `unauthenticated`, `forbidden`, `rate-limited`, ...
         let reason = kind.rsplit('/').next().unwrap_or(kind);
-        metrics::counter!("orderflow_gateway_rejections_total", "reason" => reason).increment(1);
+        GatewayEvent::Rejected { reason }.emit();
         if let Self::BadGateway(cause) = &self {
             tracing::error!(cause = %cause, "no upstream answered");
         }

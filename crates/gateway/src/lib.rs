@@ -12,6 +12,7 @@ mod proxy;
 mod rate_limit;
 pub mod scopes;
 pub mod settings;
+mod telemetry;
 
 use std::sync::Arc;
 use std::time::Duration;

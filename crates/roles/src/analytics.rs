@@ -18,6 +18,7 @@ use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::runner::ConsumerRole;
+use crate::telemetry::RoleEvent;
 use crate::{Backends, RoleError, decode_error};
 
 /// The topics analytics counts: every event that moves an order's status.
@@ -146,10 +147,11 @@ impl Handler for Counter {
             AnalyticsError::Redis(e) => redis_error(e),
             other => HandlerError::permanent(other),
         })?;
-        metrics::counter!("orderflow_analytics_facts_total", "outcome" => "applied")
-            .increment(applied as u64);
-        metrics::counter!("orderflow_analytics_facts_total", "outcome" => "seen_before")
-            .increment((facts.len() - applied) as u64);
+        RoleEvent::AnalyticsApplied {
+            applied,
+            seen_before: facts.len() - applied,
+        }
+        .emit();
         Ok(Vec::new())
     }
 }

@@ -19,6 +19,7 @@ use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::runner::ConsumerRole;
+use crate::telemetry::RoleEvent;
 use crate::{Backends, RoleError, decode_error, event_output, store_error};
 
 /// Settings of the inventory role.
@@ -107,7 +108,7 @@ impl Handler for Inventory {
                     event_id,
                     lines,
                 } => {
-                    metrics::counter!("orderflow_inventory_allocated_total").increment(1);
+                    RoleEvent::StockAllocated.emit();
                     let encoded = codec.encode(
                         &InventoryAllocated {
                             event_id: event_id.to_string(),
@@ -130,7 +131,7 @@ impl Handler for Inventory {
                     reason,
                     sku,
                 } => {
-                    metrics::counter!("orderflow_inventory_rejected_total").increment(1);
+                    RoleEvent::StockRejected.emit();
                     let encoded = codec.encode(
                         &InventoryRejected {
                             event_id: event_id.to_string(),
@@ -146,7 +147,7 @@ impl Handler for Inventory {
                     (&self.rejected_topic, encoded)
                 }
                 InventoryOutcome::Released { .. } => {
-                    metrics::counter!("orderflow_inventory_released_total").increment(1);
+                    RoleEvent::StockReleased.emit();
                     continue;
                 }
                 InventoryOutcome::Cancelled { .. } | InventoryOutcome::Unchanged { .. } => continue,

@@ -18,6 +18,7 @@ pub mod payments;
 pub mod projector;
 mod runner;
 mod settings;
+mod telemetry;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

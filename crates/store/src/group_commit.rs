@@ -16,6 +16,7 @@ use orderflow_domain::Order;
 use orderflow_events::EncodedEvent;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
+use crate::telemetry::StoreEvent;
 use crate::{Store, StoreError};
 
 /// One order waiting for its batch to commit.
@@ -101,7 +102,7 @@ async fn commit(store: &Store, batch: Vec<Pending>) {
     drop(rows);
     match result {
         Ok(()) => {
-            metrics::histogram!("orderflow_group_commit_orders").record(batch.len() as f64);
+            StoreEvent::GroupCommitted { orders: batch.len() }.emit();
             for pending in batch {
                 let _ = pending.done.send(Ok(()));
             }

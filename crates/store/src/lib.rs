@@ -14,6 +14,7 @@ mod postgres;
 mod registry;
 mod rows;
 mod sqlite;
+mod telemetry;
 mod tx;
 
 use chrono::{DateTime, Utc};

@@ -29,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 pub use reference::{CustomerTiers, DEFAULT_TIER};
 
 use crate::runner::ConsumerRole;
+use crate::telemetry::RoleEvent;
 use crate::{Backends, RoleError, decode_error, event_output};
 
 /// How long state is kept after its deadline, so that late payments are recognised as late.
@@ -157,7 +158,7 @@ impl Enrichment {
         let (left, right, join_id) = match put {
             Put::Waiting => return Ok(None),
             Put::Late { .. } => {
-                metrics::counter!("orderflow_enrichment_late_payments_total").increment(1);
+                RoleEvent::LatePayment.emit();
                 tracing::info!(
                     order = order_id,
                     "payment arrived after its order was reported unpaid"
@@ -173,7 +174,7 @@ impl Enrichment {
         };
         let payment: PaymentReceived = codec.decode(payment).await.map_err(decode_error)?;
         if payment.occurred_at - order.occurred_at > self.waited_ms * 1_000 {
-            metrics::counter!("orderflow_enrichment_late_payments_total").increment(1);
+            RoleEvent::LatePayment.emit();
             tracing::info!(order = order_id, "payment occurred outside the join window");
             return Ok(None);
         }
@@ -227,7 +228,7 @@ impl Handler for Enrichment {
                 .codec
                 .encode(&enriched, join.traceparent.as_deref())
                 .map_err(HandlerError::permanent)?;
-            metrics::counter!("orderflow_enrichment_joined_total").increment(1);
+            RoleEvent::PaymentJoined.emit();
             outputs.push(event_output(&self.enriched_topic, encoded));
         }
         Ok(outputs)
@@ -302,7 +303,7 @@ async fn sweep(
                 .headers(record_headers);
             match producer.send(record, Duration::from_secs(10)).await {
                 Ok(_) => {
-                    metrics::counter!("orderflow_enrichment_unpaid_total").increment(1);
+                    RoleEvent::Unpaid.emit();
                     reported.push(entry.key);
                 }
                 // Not taken off the index: the next sweep sends it again, with the same event id.

@@ -24,6 +24,7 @@ use axum::routing::{get, post};
 use orderflow_consumer::{ConsumerHandle, ConsumerRuntime};
 use tokio_util::sync::CancellationToken;
 
+use crate::telemetry::RoleEvent;
 use crate::{Backends, Role};
 
 pub use readiness::Readiness;
@@ -242,10 +243,6 @@ pub async fn sample_pool(store: orderflow_store::Store, shutdown: CancellationTo
             _ = tick.tick() => {}
         }
         let (open, idle, max) = store.pool_usage();
-        let idle = idle as f64;
-        metrics::gauge!("orderflow_db_pool_connections", "state" => "idle").set(idle);
-        metrics::gauge!("orderflow_db_pool_connections", "state" => "busy")
-            .set((f64::from(open) - idle).max(0.0));
-        metrics::gauge!("orderflow_db_pool_max_connections").set(f64::from(max));
+        RoleEvent::DbPool { open, idle, max }.emit();
     }
 }
