@@ -20,8 +20,7 @@ use crate::poller::{self, Event, Offsets, RuntimeContext, Tp};
 use crate::record::Record;
 use crate::routing;
 use crate::settings::ConsumerSettings;
-use crate::stats::ConsumerStats;
-use crate::telemetry;
+use crate::telemetry::{ConsumerEvent, Telemetry};
 use crate::worker::{Worker, transaction_error};
 
 /// No offset stored yet.
@@ -51,7 +50,7 @@ pub(crate) struct Engine<H> {
     pub(crate) consumer: Arc<BaseConsumer<RuntimeContext>>,
     pub(crate) producer: Arc<EventProducer>,
     pub(crate) settings: Arc<ConsumerSettings>,
-    stats: Arc<ConsumerStats>,
+    telemetry: Arc<Telemetry>,
     parts: HashMap<Tp, Part>,
     ready: VecDeque<Tp>,
     tasks: JoinSet<BatchDone>,
@@ -69,7 +68,7 @@ impl<H: Handler> Engine<H> {
         consumer: Arc<BaseConsumer<RuntimeContext>>,
         producer: Arc<EventProducer>,
         settings: Arc<ConsumerSettings>,
-        stats: Arc<ConsumerStats>,
+        telemetry: Arc<Telemetry>,
         held: tokio::sync::watch::Receiver<bool>,
     ) -> Self {
         Self {
@@ -77,7 +76,7 @@ impl<H: Handler> Engine<H> {
             consumer,
             producer,
             settings,
-            stats,
+            telemetry,
             parts: HashMap::new(),
             ready: VecDeque::new(),
             tasks: JoinSet::new(),
@@ -129,7 +128,7 @@ impl<H: Handler> Engine<H> {
                         hold_open = false; // the runtime is gone; nobody can hold or release any more
                     } else {
                         let held = *hold.borrow_and_update();
-                        telemetry::held(&self.settings.group, held);
+                        self.telemetry.emit(ConsumerEvent::Held(held));
                         tracing::info!(group = self.settings.group, held, "consumer hold changed");
                         let waiting: Vec<Tp> = self.parts.iter()
                             .filter(|(_, p)| !p.queue.is_empty())
@@ -171,8 +170,10 @@ impl<H: Handler> Engine<H> {
                         },
                     );
                 }
-                ConsumerStats::set(&self.stats.assigned, self.parts.len() as u64);
-                telemetry::assigned(&self.settings.group, self.parts.len());
+                self.telemetry.emit(ConsumerEvent::Assignment {
+                    partitions: self.parts.len(),
+                    revoked: 0,
+                });
                 Ok(())
             }
             Event::Revoke {
@@ -202,9 +203,7 @@ impl<H: Handler> Engine<H> {
                 if let Err(e) = pause_or_resume(&self.consumer, &tp, true) {
                     tracing::warn!(error = %e, "pausing a partition failed");
                 }
-                telemetry::paused(&self.settings.group, self.paused);
-                ConsumerStats::add(&self.stats.pauses, 1);
-                ConsumerStats::set(&self.stats.paused, self.paused as u64);
+                self.telemetry.emit(ConsumerEvent::Paused { paused: self.paused });
             }
             if ready {
                 self.mark_ready(&tp);
@@ -231,9 +230,8 @@ impl<H: Handler> Engine<H> {
             if let Err(e) = pause_or_resume(&self.consumer, tp, false) {
                 tracing::warn!(error = %e, "resuming a partition failed");
             }
-            telemetry::paused(&self.settings.group, self.paused);
-            ConsumerStats::add(&self.stats.resumes, 1);
-            ConsumerStats::set(&self.stats.paused, self.paused as u64);
+            self.telemetry
+                .emit(ConsumerEvent::Resumed { paused: self.paused });
         }
     }
 
@@ -283,8 +281,7 @@ impl<H: Handler> Engine<H> {
             });
             self.maybe_resume(&tp);
         }
-        telemetry::in_flight(&self.settings.group, self.tasks.len());
-        ConsumerStats::set(&self.stats.in_flight, self.tasks.len() as u64);
+        self.telemetry.emit(ConsumerEvent::InFlight(self.tasks.len()));
     }
 
     fn on_done(&mut self, done: Result<BatchDone, tokio::task::JoinError>) -> Result<(), ConsumerError> {
@@ -315,8 +312,8 @@ impl<H: Handler> Engine<H> {
             .collect()
     }
 
-    fn mark_committed(&mut self, offsets: &Offsets) {
-        ConsumerStats::add(&self.stats.commits, 1);
+    fn mark_committed(&mut self, offsets: &Offsets, elapsed: std::time::Duration) {
+        self.telemetry.emit(ConsumerEvent::Committed { elapsed });
         for (topic, partition, offset) in offsets {
             if let Some(part) = self.parts.get_mut(&(topic.clone(), *partition)) {
                 part.committed = part.committed.max(*offset);
@@ -338,8 +335,7 @@ impl<H: Handler> Engine<H> {
         let started = Instant::now();
         poller::commit(&self.consumer, &offsets, CommitMode::Async)
             .map_err(ConsumerError::kafka("committing offsets"))?;
-        telemetry::commit_time(&self.settings.group, started.elapsed());
-        self.mark_committed(&offsets);
+        self.mark_committed(&offsets, started.elapsed());
         Ok(())
     }
 
@@ -414,8 +410,7 @@ impl<H: Handler> Engine<H> {
         .await
         .map_err(|e| ConsumerError::TransactionAborted(format!("commit task failed: {e}")))?;
         result?;
-        telemetry::commit_time(&self.settings.group, started.elapsed());
-        self.mark_committed(&offsets);
+        self.mark_committed(&offsets, started.elapsed());
         Ok(())
     }
 
@@ -450,7 +445,8 @@ impl<H: Handler> Engine<H> {
                 }
             }
         }
-        telemetry::paused(&self.settings.group, self.paused);
+        self.telemetry
+            .emit(ConsumerEvent::PausesDropped { paused: self.paused });
         let mut offsets = Vec::new();
         let mut outcome = Ok(());
         if lost {
@@ -475,10 +471,10 @@ impl<H: Handler> Engine<H> {
                 part.cancel.cancel();
             }
         }
-        ConsumerStats::add(&self.stats.revocations, partitions.len() as u64);
-        ConsumerStats::set(&self.stats.assigned, self.parts.len() as u64);
-        telemetry::assigned(&self.settings.group, self.parts.len());
-        ConsumerStats::set(&self.stats.paused, self.paused as u64);
+        self.telemetry.emit(ConsumerEvent::Assignment {
+            partitions: self.parts.len(),
+            revoked: partitions.len(),
+        });
         let _ = reply.send(offsets);
         if outcome.is_err() && self.transactional() {
             self.abort_transaction().await;

@@ -38,7 +38,7 @@ pub(crate) struct RuntimeContext {
     pub(crate) events: mpsc::UnboundedSender<Event>,
     pub(crate) group: String,
     pub(crate) revoke_timeout: Duration,
-    pub(crate) stats: Arc<crate::stats::ConsumerStats>,
+    pub(crate) telemetry: Arc<crate::telemetry::Telemetry>,
     pub(crate) kafka_stats: orderflow_bus::telemetry::StatisticsRecorder,
 }
 
@@ -52,8 +52,9 @@ fn partitions(tpl: &TopicPartitionList) -> Vec<Tp> {
 impl ClientContext for RuntimeContext {
     fn stats(&self, statistics: Statistics) {
         if let Some(group) = &statistics.cgrp {
-            self.stats
-                .set_joined(group.state == "up" && group.join_state == "steady");
+            self.telemetry.emit(crate::telemetry::ConsumerEvent::Joined(
+                group.state == "up" && group.join_state == "steady",
+            ));
         }
         self.kafka_stats.record(&self.group, &statistics);
     }

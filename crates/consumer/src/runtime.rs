@@ -20,6 +20,7 @@ use crate::poller::{self, RuntimeContext};
 use crate::routing;
 use crate::settings::{ConsumerSettings, Delivery};
 use crate::stats::ConsumerStats;
+use crate::telemetry::{ConsumerEvent, Telemetry};
 use crate::worker::{Worker, transaction_error};
 
 /// Days retry and dead-letter records are kept.
@@ -172,12 +173,13 @@ impl<H: Handler> ConsumerRuntime<H> {
         let client_id = format!("{}-{instance}", settings.group);
         let transactional = settings.delivery == Delivery::Transactional;
 
+        let telemetry = Arc::new(Telemetry::new(&settings.group, self.stats.clone()));
         let (events_tx, mut events) = mpsc::unbounded_channel();
         let context = RuntimeContext {
             events: events_tx.clone(),
             group: settings.group.clone(),
             revoke_timeout: settings.drain_timeout + settings.transaction_timeout,
-            stats: self.stats.clone(),
+            telemetry: telemetry.clone(),
             kafka_stats: Default::default(),
         };
         let mut config = self.bus.consumer_config(&client_id, &settings.group);
@@ -242,12 +244,12 @@ impl<H: Handler> ConsumerRuntime<H> {
             producer: producer.clone(),
             settings: settings.clone(),
             transactional,
-            stats: self.stats.clone(),
+            telemetry: telemetry.clone(),
         });
         let lag_stop = CancellationToken::new();
         let lag = tokio::spawn(sample_lag(
             Arc::downgrade(&consumer),
-            settings.group.clone(),
+            telemetry.clone(),
             lag_stop.clone(),
         ));
         let mut engine = Engine::new(
@@ -255,7 +257,7 @@ impl<H: Handler> ConsumerRuntime<H> {
             consumer,
             producer,
             settings.clone(),
-            self.stats.clone(),
+            telemetry.clone(),
             self.hold.subscribe(),
         );
         let result = engine.run(&mut events, shutdown).await;
@@ -263,9 +265,11 @@ impl<H: Handler> ConsumerRuntime<H> {
         // A measurement in progress ends within its request timeouts; then the poller holds the last
         // reference again.
         let _ = tokio::time::timeout(settings.close_timeout, lag).await;
-        ConsumerStats::set(&self.stats.assigned, 0);
-        self.stats.set_joined(false);
-        crate::telemetry::assigned(&settings.group, 0);
+        telemetry.emit(ConsumerEvent::Assignment {
+            partitions: 0,
+            revoked: 0,
+        });
+        telemetry.emit(ConsumerEvent::Joined(false));
 
         // Teardown: the poller thread holds the last consumer reference and leaves the group when it stops.
         // Closing has been seen to hang, so it is bounded.
@@ -293,7 +297,18 @@ impl<H: Handler> ConsumerRuntime<H> {
 ///
 /// It holds the consumer weakly, and strongly only while measuring, so the poller thread keeps dropping
 /// (and closing) the consumer; the run waits for this task before stopping the poller.
-async fn sample_lag(consumer: Weak<BaseConsumer<RuntimeContext>>, group: String, stop: CancellationToken) {
+async fn sample_lag(
+    consumer: Weak<BaseConsumer<RuntimeContext>>,
+    telemetry: Arc<Telemetry>,
+    stop: CancellationToken,
+) {
+    let lag = |topic: &str, partition: i32, lag: i64| {
+        telemetry.emit(ConsumerEvent::Lag {
+            topic,
+            partition,
+            lag,
+        })
+    };
     let mut tick = tokio::time::interval(LAG_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut reported: std::collections::HashSet<(String, i32)> = std::collections::HashSet::new();
@@ -310,20 +325,22 @@ async fn sample_lag(consumer: Weak<BaseConsumer<RuntimeContext>>, group: String,
                 let now: std::collections::HashSet<(String, i32)> =
                     lags.iter().map(|(t, p, _)| (t.clone(), *p)).collect();
                 for (topic, partition) in reported.difference(&now) {
-                    crate::telemetry::lag(&group, topic, *partition, 0);
+                    lag(topic, *partition, 0);
                 }
-                for (topic, partition, lag) in lags {
-                    crate::telemetry::lag(&group, &topic, partition, lag);
+                for (topic, partition, behind) in lags {
+                    lag(&topic, partition, behind);
                 }
                 reported = now;
             }
-            Ok(Some(Err(e))) => tracing::debug!(group, error = %e, "measuring consumer lag failed"),
+            Ok(Some(Err(e))) => {
+                tracing::debug!(group = telemetry.group(), error = %e, "measuring consumer lag failed")
+            }
             Ok(None) => break, // the consumer is gone
-            Err(e) => tracing::warn!(group, error = %e, "measuring consumer lag failed"),
+            Err(e) => tracing::warn!(group = telemetry.group(), error = %e, "measuring consumer lag failed"),
         }
     }
     for (topic, partition) in reported {
-        crate::telemetry::lag(&group, &topic, partition, 0);
+        lag(&topic, partition, 0);
     }
 }
 

@@ -1,4 +1,5 @@
-//! Live counters of one runtime, for probes, consoles and tests (the same figures also go to `metrics`).
+//! Live counters of one runtime, for probes, consoles and tests. Only [`crate::telemetry::Telemetry`]
+//! writes them, together with the metrics of the same figures.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -51,20 +52,8 @@ impl ConsumerStats {
         self.assigned() > 0 || self.joined.load(Ordering::Relaxed)
     }
 
-    pub(crate) fn set_joined(&self, joined: bool) {
-        self.joined.store(joined, Ordering::Relaxed);
-    }
-
     /// Commits (offset commits or transactions) so far.
     pub fn commits(&self) -> u64 {
         self.commits.load(Ordering::Relaxed)
-    }
-
-    pub(crate) fn add(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Ordering::Relaxed);
-    }
-
-    pub(crate) fn set(counter: &AtomicU64, n: u64) {
-        counter.store(n, Ordering::Relaxed);
     }
 }

@@ -19,8 +19,7 @@ use crate::handler::{ErrorKind, Handler, HandlerError};
 use crate::record::{Output, Record};
 use crate::routing::{self, Route};
 use crate::settings::ConsumerSettings;
-use crate::stats::ConsumerStats;
-use crate::telemetry;
+use crate::telemetry::{ConsumerEvent, RetryStage, Telemetry};
 
 /// What every batch of one runtime shares.
 pub(crate) struct Worker<H> {
@@ -28,7 +27,7 @@ pub(crate) struct Worker<H> {
     pub(crate) producer: Arc<EventProducer>,
     pub(crate) settings: Arc<ConsumerSettings>,
     pub(crate) transactional: bool,
-    pub(crate) stats: Arc<ConsumerStats>,
+    pub(crate) telemetry: Arc<Telemetry>,
 }
 
 impl<H: Handler> Worker<H> {
@@ -62,8 +61,10 @@ impl<H: Handler> Worker<H> {
                         if !self.publish(outputs, &cancel).await? {
                             return Ok(());
                         }
-                        telemetry::processed(group, first.source_topic(), chunk.len());
-                        telemetry::end_to_end(group, chunk);
+                        self.telemetry.emit(ConsumerEvent::Processed {
+                            topic: first.source_topic(),
+                            records: chunk,
+                        });
                         break false;
                     }
                     Err(error) if chunk.len() > 1 => {
@@ -73,13 +74,18 @@ impl<H: Handler> Worker<H> {
                     Err(error) => {
                         attempts += 1;
                         tries_here += 1;
-                        telemetry::failed(group, first.source_topic());
+                        self.telemetry.emit(ConsumerEvent::Failed {
+                            topic: first.source_topic(),
+                        });
                         if error.kind == ErrorKind::Transient
                             && tries_here < self.settings.retry.in_place_attempts
                         {
                             let wait = self.settings.retry.backoff(tries_here);
                             tracing::debug!(%error, ?wait, offset = first.offset, "retrying in place");
-                            telemetry::retried(group, first.source_topic(), "in_place");
+                            self.telemetry.emit(ConsumerEvent::Retried {
+                                topic: first.source_topic(),
+                                stage: RetryStage::InPlace,
+                            });
                             tokio::select! {
                                 () = cancel.cancelled() => return Ok(()),
                                 () = tokio::time::sleep(wait) => continue,
@@ -99,11 +105,13 @@ impl<H: Handler> Worker<H> {
             if let Some(last) = chunk.last() {
                 progress.store(last.offset + 1, Ordering::Release);
             }
-            ConsumerStats::add(&self.stats.processed, take as u64);
+            self.telemetry.emit(ConsumerEvent::Done { records: take });
             rest = &rest[take..];
             isolate = isolate.saturating_sub(take);
         }
-        telemetry::batch_time(group, started.elapsed());
+        self.telemetry.emit(ConsumerEvent::BatchHandled {
+            elapsed: started.elapsed(),
+        });
         Ok(())
     }
 
@@ -121,11 +129,16 @@ impl<H: Handler> Worker<H> {
         match &route {
             Route::Retry { topic, .. } => {
                 tracing::info!(%error, from = %record.topic, to = topic, offset = record.offset, "moving a record to a retry topic");
-                telemetry::retried(group, record.source_topic(), "topic");
+                self.telemetry.emit(ConsumerEvent::Retried {
+                    topic: record.source_topic(),
+                    stage: RetryStage::Topic,
+                });
             }
             Route::DeadLetter { topic } => {
                 tracing::warn!(%error, from = %record.topic, to = topic, offset = record.offset, "dead-lettering a record");
-                telemetry::dead_lettered(group, record.source_topic());
+                self.telemetry.emit(ConsumerEvent::DeadLettered {
+                    topic: record.source_topic(),
+                });
             }
         }
         self.publish(vec![output], cancel).await

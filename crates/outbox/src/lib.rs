@@ -6,14 +6,7 @@
 //! id); no row is ever marked without being published, so nothing is lost. On PostgreSQL, a lease keeps a
 //! single relay active across instances.
 //!
-//! Metrics (through the `metrics` facade):
-//!
-//! | name | kind | meaning |
-//! | --- | --- | --- |
-//! | `orderflow_outbox_backlog` | gauge | rows not yet published (sampled by the active relay) |
-//! | `orderflow_outbox_relay_seconds` | histogram | from the row's commit to the broker's acknowledgement |
-//! | `orderflow_outbox_published_total` | counter | rows acknowledged by the broker |
-//! | `orderflow_outbox_publish_failures_total` | counter | rows the broker refused (they stay pending) |
+//! Metrics: see the `telemetry` module.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,6 +21,10 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 use serde::Deserialize;
+
+use telemetry::RelayEvent;
+
+mod telemetry;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -182,7 +179,6 @@ impl OutboxRelay {
         }
         let mut acknowledged = Vec::with_capacity(rows.len());
         let mut failure = None;
-        let relay_seconds = metrics::histogram!("orderflow_outbox_relay_seconds");
         for (id, created_at, topic, delivery, _span) in deliveries {
             let outcome = match delivery {
                 Ok(delivery) => match delivery.await {
@@ -196,17 +192,20 @@ impl OutboxRelay {
                 // After a failure, rows are published again later (in order): they count then.
                 Ok(()) if failure.is_none() => {
                     let waited = (Utc::now() - created_at).to_std().unwrap_or_default();
-                    relay_seconds.record(waited.as_secs_f64());
+                    RelayEvent::Acknowledged { waited }.emit();
                     acknowledged.push(id);
                 }
                 Ok(()) => {}
                 Err(reason) => {
-                    metrics::counter!("orderflow_outbox_publish_failures_total").increment(1);
+                    RelayEvent::PublishFailed.emit();
                     failure.get_or_insert(RelayError::Publish { id, topic, reason });
                 }
             }
         }
-        metrics::counter!("orderflow_outbox_published_total").increment(acknowledged.len() as u64);
+        RelayEvent::Published {
+            rows: acknowledged.len(),
+        }
+        .emit();
         Ok(PublishedBatch {
             store: &self.store,
             acknowledged,
@@ -261,7 +260,7 @@ impl OutboxRelay {
                 _ = tick.tick() => {}
             }
             match self.store.outbox_backlog().await {
-                Ok(backlog) => metrics::gauge!("orderflow_outbox_backlog").set(backlog as f64),
+                Ok(backlog) => RelayEvent::Backlog { rows: backlog as u64 }.emit(),
                 Err(e) => tracing::debug!(error = %e, "outbox: sampling the backlog failed"),
             }
         }
