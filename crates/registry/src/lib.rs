@@ -22,7 +22,7 @@ pub use storage::{MemoryStorage, RegisteredVersion, RegistryStorage, StorageErro
 /// What can go wrong with a registry call; `error_code` values follow the Confluent API.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
-    /// The schema text is not a valid Avro schema (42201).
+    /// The schema text is not a valid Avro schema (42201); the message says why, for the client that sent it.
     #[error("invalid schema: {0}")]
     InvalidSchema(String),
     /// The schema is incompatible with earlier versions of the subject (409).
@@ -51,11 +51,20 @@ pub enum RegistryError {
     #[error("invalid compatibility level '{0}'")]
     InvalidCompatibility(String),
     /// The storage behind the registry failed (50001).
-    #[error("registry storage: {0}")]
+    #[error("registry storage")]
     Storage(#[from] StorageError),
-    /// The registry could not be reached or answered something unexpected.
-    #[error("registry unavailable: {0}")]
-    Unavailable(String),
+    /// The registry could not be reached (or the HTTP client not built).
+    #[error("schema registry unavailable")]
+    Unavailable(#[source] reqwest::Error),
+    /// The registry answered something that is not an answer of its API.
+    #[error("unexpected answer from the schema registry: {what}")]
+    BadAnswer {
+        /// What was wrong with the answer.
+        what: String,
+        /// Why the answer could not be read, when it is not JSON of the expected shape.
+        #[source]
+        source: Option<serde_json::Error>,
+    },
     /// The registry answered with an error not listed above.
     #[error("registry error {error_code}: {message}")]
     Other {
@@ -84,7 +93,7 @@ impl RegistryError {
             Self::VersionNotFound { .. } => 40402,
             Self::SchemaNotFound(_) => 40403,
             Self::InvalidCompatibility(_) => 42203,
-            Self::Storage(_) | Self::Unavailable(_) => 50001,
+            Self::Storage(_) | Self::Unavailable(_) | Self::BadAnswer { .. } => 50001,
             Self::Other { error_code, .. } => *error_code,
         }
     }

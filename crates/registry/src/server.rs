@@ -54,7 +54,11 @@ impl IntoResponse for RegistryError {
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         if status.is_server_error() {
-            tracing::error!(error = %self, "schema registry request failed");
+            // The cause stays in the log; the client gets the context only.
+            tracing::error!(
+                error = &self as &dyn std::error::Error,
+                "schema registry request failed"
+            );
         }
         reply(status, json!({"error_code": code, "message": self.to_string()}))
     }
