@@ -42,7 +42,11 @@ fn instant(params: &BTreeMap<String, String>, name: &str) -> Result<Option<i64>,
             // An unencoded `+` in an offset (`+02:00`) arrives as a space.
             DateTime::parse_from_rfc3339(&v.replace(' ', "+"))
                 .map(|t| t.timestamp())
-                .map_err(|e| ApiError::BadQuery(format!("'{name}' is not an RFC 3339 time ({v}): {e}")))
+                .map_err(|source| ApiError::BadTime {
+                    name: name.to_owned(),
+                    value: v.clone(),
+                    source,
+                })
         })
         .transpose()
 }
@@ -71,8 +75,12 @@ fn rfc3339(secs: i64) -> Value {
     DateTime::<Utc>::from_timestamp(secs, 0).map_or(Value::Null, |t| json!(t.to_rfc3339()))
 }
 
+/// Redis trouble is unavailability (503); anything else the analytics refuse is a fault of the service (500).
 fn unavailable(error: AnalyticsError) -> ApiError {
-    ApiError::Unavailable(format!("analytics: {error}"))
+    match error {
+        AnalyticsError::Redis(_) => ApiError::Unavailable(std::sync::Arc::new(error)),
+        other => ApiError::Internal(std::sync::Arc::new(other)),
+    }
 }
 
 /// Revenue per hour and per currency over the range (default: the last 24 hours), and its total.
