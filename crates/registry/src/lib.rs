@@ -22,9 +22,15 @@ pub use storage::{MemoryStorage, RegisteredVersion, RegistryStorage, StorageErro
 /// What can go wrong with a registry call; `error_code` values follow the Confluent API.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
-    /// The schema text is not a valid Avro schema (42201); the message says why, for the client that sent it.
-    #[error("invalid schema: {0}")]
-    InvalidSchema(String),
+    /// The schema text is not a valid Avro schema (42201).
+    #[error("invalid schema: {reason}")]
+    InvalidSchema {
+        /// What is wrong with it.
+        reason: String,
+        /// The parser's error, when the text did not parse.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
     /// The schema is incompatible with earlier versions of the subject (409).
     #[error("schema being registered is incompatible with an earlier schema for subject {subject}: {}", details(.reasons))]
     Incompatible {
@@ -87,7 +93,7 @@ impl RegistryError {
     /// The Confluent `error_code` of this error.
     pub fn error_code(&self) -> u32 {
         match self {
-            Self::InvalidSchema(_) => 42201,
+            Self::InvalidSchema { .. } => 42201,
             Self::Incompatible { .. } => 409,
             Self::SubjectNotFound(_) => 40401,
             Self::VersionNotFound { .. } => 40402,
