@@ -185,7 +185,7 @@ fn ratio(part: u64, whole: u64) -> f64 {
 #[derive(Debug, thiserror::Error)]
 pub enum AnalyticsError {
     /// Redis answered with an error or could not be reached.
-    #[error("redis: {0}")]
+    #[error("analytics in Redis")]
     Redis(#[from] redis::RedisError),
     /// Redis answered something the store did not expect.
     #[error("unexpected reply from redis: {0}")]

@@ -42,7 +42,11 @@ fn instant(params: &BTreeMap<String, String>, name: &str) -> Result<Option<i64>,
             // An unencoded `+` in an offset (`+02:00`) arrives as a space.
             DateTime::parse_from_rfc3339(&v.replace(' ', "+"))
                 .map(|t| t.timestamp())
-                .map_err(|e| ApiError::BadQuery(format!("'{name}' is not an RFC 3339 time ({v}): {e}")))
+                .map_err(|source| ApiError::BadTime {
+                    name: name.to_owned(),
+                    value: v.clone(),
+                    source,
+                })
         })
         .transpose()
 }
@@ -71,8 +75,12 @@ fn rfc3339(secs: i64) -> Value {
     DateTime::<Utc>::from_timestamp(secs, 0).map_or(Value::Null, |t| json!(t.to_rfc3339()))
 }
 
-fn unavailable(error: AnalyticsError) -> ApiError {
-    ApiError::Unavailable(format!("analytics: {error}"))
+/// Redis trouble is unavailability (503); anything else the analytics refuse is a fault of the service (500).
+fn analytics_error(error: AnalyticsError) -> ApiError {
+    match error {
+        AnalyticsError::Redis(_) => ApiError::Unavailable(std::sync::Arc::new(error)),
+        other => ApiError::Internal(std::sync::Arc::new(other)),
+    }
 }
 
 /// Revenue per hour and per currency over the range (default: the last 24 hours), and its total.
@@ -82,7 +90,7 @@ pub(crate) async fn revenue(
 ) -> Result<Json<Value>, ApiError> {
     let params = params(query, &["from", "to"])?;
     let (from, to) = range(&params, 24 * 3600, MAX_HOURLY_SECS)?;
-    let hours = state.analytics.revenue(from, to).await.map_err(unavailable)?;
+    let hours = state.analytics.revenue(from, to).await.map_err(analytics_error)?;
     let mut total: BTreeMap<String, i64> = BTreeMap::new();
     for hour in &hours {
         for (currency, minor) in &hour.by_currency {
@@ -111,7 +119,7 @@ pub(crate) async fn orders_per_minute(
         .analytics
         .orders_per_window(from, to)
         .await
-        .map_err(unavailable)?;
+        .map_err(analytics_error)?;
     let hopping = state.analytics.hopping();
     Ok(Json(json!({
         "window_secs": hopping.size_secs,
@@ -134,7 +142,7 @@ pub(crate) async fn customers(
         .analytics
         .unique_customers(from, to)
         .await
-        .map_err(unavailable)?;
+        .map_err(analytics_error)?;
     Ok(Json(json!({
         "from": rfc3339(from),
         "to": rfc3339(to),
@@ -173,7 +181,7 @@ pub(crate) async fn top_products(
         .analytics
         .top_products(range, limit)
         .await
-        .map_err(unavailable)?;
+        .map_err(analytics_error)?;
     Ok(Json(json!({
         "products": products
             .iter()
@@ -188,7 +196,7 @@ pub(crate) async fn funnel(
     RawQuery(query): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
     params(query, &[])?;
-    let funnel = state.analytics.funnel().await.map_err(unavailable)?;
+    let funnel = state.analytics.funnel().await.map_err(analytics_error)?;
     Ok(Json(json!({
         "created": funnel.created,
         "paid": funnel.paid,

@@ -27,8 +27,8 @@ pub const LATENCY_BUCKETS: &[f64] = &[
 
 /// Why the Prometheus recorder could not be installed.
 #[derive(Debug, thiserror::Error)]
-#[error("installing the metrics recorder: {0}")]
-pub struct MetricsError(String);
+#[error("installing the metrics recorder")]
+pub struct MetricsError(#[source] metrics_exporter_prometheus::BuildError);
 
 /// Installs the Prometheus recorder as the process's metrics recorder (once; later calls are no-ops).
 /// Histograms named `*_seconds` get [`LATENCY_BUCKETS`], so quantiles can be aggregated across instances.
@@ -43,9 +43,9 @@ pub fn install() -> Result<(), MetricsError> {
     }
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
-        .map_err(|e| MetricsError(e.to_string()))?
+        .map_err(MetricsError)?
         .install_recorder()
-        .map_err(|e| MetricsError(e.to_string()))?;
+        .map_err(MetricsError)?;
     let _ = HANDLE.set(handle);
     Ok(())
 }

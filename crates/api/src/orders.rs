@@ -103,8 +103,7 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     is_json(&headers)?;
     let body = body.map_err(ApiError::from)?;
-    let doc: serde_json::Value =
-        serde_json::from_slice(&body).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+    let doc: serde_json::Value = serde_json::from_slice(&body).map_err(ApiError::MalformedJson)?;
     let new = NewOrder::parse(&doc).map_err(ApiError::Validation)?;
 
     let order = Order::create(new, Utc::now());
@@ -112,8 +111,7 @@ pub async fn create(
     let traceparent = traceparent.as_deref();
     let event = state
         .codec
-        .encode(&OrderCreated::from_order(&order), traceparent)
-        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+        .encode(&OrderCreated::from_order(&order), traceparent)?;
     state.orders.insert(order.clone(), event).await?;
     if let Some(relay) = &state.relay_wakeup {
         relay.notify_one();
@@ -145,7 +143,7 @@ pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Resul
             render_order,
         )
         .await
-        .map_err(|e| ApiError::Unavailable(e.to_string()))?
+        .map_err(ApiError::load)?
         .ok_or(ApiError::OrderNotFound(id))?;
     Ok((
         [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
@@ -171,8 +169,7 @@ fn cancel_reason(headers: &HeaderMap, body: &[u8]) -> Result<Option<String>, Api
         return Ok(None);
     }
     is_json(headers)?;
-    let doc: serde_json::Value =
-        serde_json::from_slice(body).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+    let doc: serde_json::Value = serde_json::from_slice(body).map_err(ApiError::MalformedJson)?;
     let mut errors = ValidationErrors::default();
     let reason = match &doc {
         serde_json::Value::Object(fields) => {
@@ -228,13 +225,10 @@ pub async fn cancel(
             .await?
             .ok_or_else(|| ApiError::OrderNotFound(id.clone()))?;
         let cancelled = current.cancel(Utc::now()).map_err(ApiError::Transition)?;
-        let event = state
-            .codec
-            .encode(
-                &OrderCancelled::from_order(&cancelled, current.status, reason.clone()),
-                traceparent,
-            )
-            .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+        let event = state.codec.encode(
+            &OrderCancelled::from_order(&cancelled, current.status, reason.clone()),
+            traceparent,
+        )?;
         if state.store.update_order(&current, &cancelled, &event).await? {
             if let Some(relay) = &state.relay_wakeup {
                 relay.notify_one();

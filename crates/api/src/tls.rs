@@ -61,7 +61,10 @@ pub async fn serve_tls(
                         seen = now;
                     }
                     // A half-written pair fails to load: keep serving the old one and try again next tick.
-                    Err(e) => tracing::warn!(error = %e, "the new TLS certificate could not be loaded"),
+                    Err(e) => tracing::warn!(
+                        error = &e as &dyn std::error::Error,
+                        "the new TLS certificate could not be loaded"
+                    ),
                 }
             }
         });

@@ -6,6 +6,7 @@
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
+use rdkafka::error::KafkaError;
 use rdkafka::mocking::MockCluster;
 
 use crate::BusError;
@@ -14,7 +15,7 @@ enum Request {
     CreateTopic {
         name: String,
         partitions: i32,
-        reply: mpsc::Sender<Result<(), String>>,
+        reply: mpsc::Sender<Result<(), KafkaError>>,
     },
 }
 
@@ -28,7 +29,7 @@ pub struct EmbeddedCluster {
 impl EmbeddedCluster {
     /// Starts the mock cluster and returns once it listens.
     pub fn start() -> Result<Self, BusError> {
-        let (ready_tx, ready_rx) = mpsc::channel::<Result<String, String>>();
+        let (ready_tx, ready_rx) = mpsc::channel::<Result<String, KafkaError>>();
         let (requests, inbox) = mpsc::channel::<Request>();
         let thread = std::thread::Builder::new()
             .name("embedded-kafka".into())
@@ -36,7 +37,7 @@ impl EmbeddedCluster {
                 let cluster = match MockCluster::new(1) {
                     Ok(c) => c,
                     Err(e) => {
-                        let _ = ready_tx.send(Err(e.to_string()));
+                        let _ = ready_tx.send(Err(e));
                         return;
                     }
                 };
@@ -58,18 +59,18 @@ impl EmbeddedCluster {
                                 {
                                     Ok(())
                                 }
-                                other => other.map_err(|e| e.to_string()),
+                                other => other,
                             };
                             let _ = reply.send(created);
                         }
                     }
                 }
             })
-            .map_err(|e| BusError::Embedded(format!("cannot start its thread: {e}")))?;
+            .map_err(|e| BusError::embedded("starting its thread", Some(e.into())))?;
         let bootstrap = ready_rx
             .recv()
-            .map_err(|_| BusError::Embedded("its thread stopped while starting".into()))?
-            .map_err(BusError::Embedded)?;
+            .map_err(|_| BusError::embedded("its thread stopped while starting", None))?
+            .map_err(|e| BusError::embedded("starting the mock cluster", Some(e.into())))?;
         Ok(Self {
             bootstrap,
             requests: Some(requests),
@@ -88,18 +89,18 @@ impl EmbeddedCluster {
         let sender = self
             .requests
             .as_ref()
-            .ok_or_else(|| BusError::Embedded("already stopped".into()))?;
+            .ok_or_else(|| BusError::embedded("already stopped", None))?;
         sender
             .send(Request::CreateTopic {
                 name: name.to_owned(),
                 partitions,
                 reply,
             })
-            .map_err(|_| BusError::Embedded("its thread has stopped".into()))?;
+            .map_err(|_| BusError::embedded("its thread has stopped", None))?;
         answer
             .recv()
-            .map_err(|_| BusError::Embedded("its thread has stopped".into()))?
-            .map_err(|e| BusError::Embedded(format!("creating topic {name}: {e}")))
+            .map_err(|_| BusError::embedded("its thread has stopped", None))?
+            .map_err(|e| BusError::embedded(format!("creating topic {name}"), Some(e.into())))
     }
 }
 

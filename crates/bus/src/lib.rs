@@ -10,7 +10,9 @@ mod settings;
 pub mod telemetry;
 pub mod topics;
 
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use rdkafka::ClientConfig;
 use rdkafka::error::KafkaError;
@@ -23,11 +25,14 @@ pub type EventProducer = FutureProducer<telemetry::StatsContext>;
 pub use settings::{KafkaSecurity, KafkaSettings};
 pub use topics::{TopicReport, TopicSpec};
 
+/// Any error, as the source of another.
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// What can go wrong setting up Kafka clients or topics.
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
     /// librdkafka refused a configuration or an operation.
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Kafka {
         /// What was being done.
         context: String,
@@ -36,23 +41,85 @@ pub enum BusError {
         source: KafkaError,
     },
     /// The embedded mock cluster could not be started or used.
-    #[error("embedded Kafka: {0}")]
-    Embedded(String),
+    #[error("embedded Kafka: {context}")]
+    Embedded {
+        /// What was being done, or what went wrong when nothing else says.
+        context: String,
+        /// The underlying error, when there is one.
+        #[source]
+        source: Option<BoxError>,
+    },
     /// A security setting could not be used (a password file that cannot be read).
-    #[error("kafka security settings: {0}")]
-    Security(String),
+    #[error("reading the Kafka password file {path}")]
+    Security {
+        /// The file named in the settings.
+        path: PathBuf,
+        /// Why it could not be read.
+        #[source]
+        source: std::io::Error,
+    },
     /// The cluster refused the configured credentials, or could not be reached at all.
-    #[error("{0}")]
-    Unreachable(String),
+    #[error("Kafka at {bootstrap} refused or did not answer{}", as_user(user.as_deref()))]
+    Unreachable {
+        /// The bootstrap servers.
+        bootstrap: String,
+        /// The SASL user, when one is configured.
+        user: Option<String>,
+        /// What librdkafka reported ([`ClientReport`]), or that nothing answered in time ([`NoAnswer`]).
+        #[source]
+        source: BoxError,
+    },
+    /// A blocking Kafka call's task failed (it panicked or was cancelled).
+    #[error("{context}")]
+    Task {
+        /// What the task was doing.
+        context: &'static str,
+        /// The task's failure.
+        #[source]
+        source: tokio::task::JoinError,
+    },
     /// Topics exist with settings that differ from the topic table.
     #[error("topics differ from the topic table: {}", .0.join("; "))]
     TopicMismatch(Vec<String>),
+}
+
+fn as_user(user: Option<&str>) -> String {
+    user.map(|u| format!(" user '{u}'")).unwrap_or_default()
+}
+
+/// An error librdkafka reported through a client's error callback: its reason, with the error code.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{reason}")]
+pub struct ClientReport {
+    /// librdkafka's description of what happened.
+    pub reason: String,
+    /// The error it reported.
+    #[source]
+    pub error: KafkaError,
+}
+
+/// No broker answered a connection check in time.
+#[derive(Debug, thiserror::Error)]
+#[error("no answer within {timeout:?}")]
+pub struct NoAnswer {
+    /// How long the check waited.
+    pub timeout: Duration,
+    /// The last error seen while waiting, if any.
+    #[source]
+    pub last: Option<BoxError>,
 }
 
 impl BusError {
     pub(crate) fn kafka(context: impl Into<String>) -> impl FnOnce(KafkaError) -> Self {
         let context = context.into();
         move |source| Self::Kafka { context, source }
+    }
+
+    pub(crate) fn embedded(context: impl Into<String>, source: Option<BoxError>) -> Self {
+        Self::Embedded {
+            context: context.into(),
+            source,
+        }
     }
 }
 
@@ -79,12 +146,7 @@ impl std::fmt::Debug for Bus {
 impl Bus {
     /// Uses the configured cluster, or starts the embedded mock cluster when none is configured.
     pub fn connect(settings: KafkaSettings) -> Result<Self, BusError> {
-        let security = Arc::new(
-            settings
-                .security
-                .properties()
-                .map_err(|e| BusError::Security(e.to_string()))?,
-        );
+        let security = Arc::new(settings.security.properties()?);
         match settings.cluster().map(str::to_owned) {
             Some(bootstrap) => Ok(Self {
                 settings,
@@ -117,36 +179,37 @@ impl Bus {
             .map_err(BusError::kafka("creating a Kafka client"))?;
         let user = self.settings.security.username.clone();
         let bootstrap = self.bootstrap.clone();
-        let outcome = tokio::task::spawn_blocking(move || {
+        let outcome = tokio::task::spawn_blocking(move || -> Result<(), BoxError> {
             let deadline = std::time::Instant::now() + timeout;
             loop {
-                let step = std::time::Duration::from_millis(500);
+                let step = Duration::from_millis(500);
                 let result = consumer.fetch_metadata(None, step);
                 // Error callbacks (a refused login among them) are served by polling.
-                let _ = consumer.poll(std::time::Duration::ZERO);
+                let _ = consumer.poll(Duration::ZERO);
                 if result.is_ok() {
                     return Ok(());
                 }
                 if let Some(refused) = consumer.context().refused() {
-                    return Err(refused);
+                    return Err(refused.into());
                 }
                 if std::time::Instant::now() >= deadline {
-                    let last = consumer
-                        .context()
-                        .last()
-                        .or_else(|| result.err().map(|e| e.to_string()))
-                        .unwrap_or_default();
-                    return Err(format!("no answer within {timeout:?}: {last}"));
+                    let last: Option<BoxError> = match consumer.context().last() {
+                        Some(report) => Some(report.into()),
+                        None => result.err().map(Into::into),
+                    };
+                    return Err(NoAnswer { timeout, last }.into());
                 }
             }
         })
         .await
-        .map_err(|e| BusError::Unreachable(e.to_string()))?;
-        outcome.map_err(|why| {
-            BusError::Unreachable(match user {
-                Some(user) => format!("Kafka at {bootstrap} refused or did not answer user '{user}': {why}"),
-                None => format!("Kafka at {bootstrap} refused or did not answer: {why}"),
-            })
+        .map_err(|source| BusError::Task {
+            context: "checking the Kafka connection",
+            source,
+        })?;
+        outcome.map_err(|source| BusError::Unreachable {
+            bootstrap,
+            user,
+            source,
         })
     }
 
@@ -282,19 +345,21 @@ mod check {
     use rdkafka::error::KafkaError;
     use rdkafka::types::RDKafkaErrorCode;
 
+    use crate::ClientReport;
+
     /// Keeps the last error and whether the brokers refused the credentials.
     #[derive(Default)]
     pub(crate) struct ErrorCapture {
-        last: Mutex<Option<String>>,
-        refused: Mutex<Option<String>>,
+        last: Mutex<Option<ClientReport>>,
+        refused: Mutex<Option<ClientReport>>,
     }
 
     impl ErrorCapture {
-        pub(crate) fn last(&self) -> Option<String> {
+        pub(crate) fn last(&self) -> Option<ClientReport> {
             self.last.lock().ok().and_then(|l| l.clone())
         }
 
-        pub(crate) fn refused(&self) -> Option<String> {
+        pub(crate) fn refused(&self) -> Option<ClientReport> {
             self.refused.lock().ok().and_then(|r| r.clone())
         }
     }
@@ -303,18 +368,54 @@ mod check {
 
     impl ClientContext for ErrorCapture {
         fn error(&self, error: KafkaError, reason: &str) {
-            let text = format!("{error}: {reason}");
             let auth = matches!(
                 error.rdkafka_error_code(),
                 Some(RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SaslAuthenticationFailed)
             ) || reason.contains("Authentication failed")
                 || reason.contains("SASL authentication error");
+            let report = ClientReport {
+                reason: reason.to_owned(),
+                error,
+            };
             if auth && let Ok(mut refused) = self.refused.lock() {
-                *refused = Some(text.clone());
+                *refused = Some(report.clone());
             }
             if let Ok(mut last) = self.last.lock() {
-                *last = Some(text);
+                *last = Some(report);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use rdkafka::types::RDKafkaErrorCode;
+
+    use super::*;
+
+    #[test]
+    fn a_refused_login_names_the_user_and_keeps_librdkafkas_report() {
+        let report = ClientReport {
+            reason: "SASL authentication error: Authentication failed".into(),
+            error: KafkaError::Global(RDKafkaErrorCode::Authentication),
+        };
+        let error = BusError::Unreachable {
+            bootstrap: "127.0.0.1:9092".into(),
+            user: Some("payments".into()),
+            source: report.into(),
+        };
+        assert_eq!(
+            error.to_string(),
+            "Kafka at 127.0.0.1:9092 refused or did not answer user 'payments'"
+        );
+        let reason = error.source().map(ToString::to_string);
+        assert_eq!(
+            reason.as_deref(),
+            Some("SASL authentication error: Authentication failed")
+        );
+        let code = error.source().and_then(|r| r.source()).map(ToString::to_string);
+        assert!(code.is_some_and(|c| c.contains("Authentication")));
     }
 }

@@ -136,7 +136,7 @@ pub struct KafkaSecurity {
 
 impl KafkaSecurity {
     /// The librdkafka properties these settings stand for (the password read from its file when given).
-    pub fn properties(&self) -> Result<Vec<(&'static str, String)>, std::io::Error> {
+    pub fn properties(&self) -> Result<Vec<(&'static str, String)>, crate::BusError> {
         let mut props = Vec::new();
         if let Some(protocol) = &self.protocol {
             props.push(("security.protocol", protocol.clone()));
@@ -150,8 +150,10 @@ impl KafkaSecurity {
         match (&self.password, &self.password_file) {
             (Some(password), _) => props.push(("sasl.password", password.expose_secret().to_owned())),
             (None, Some(path)) => {
-                let password = std::fs::read_to_string(path)
-                    .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+                let password = std::fs::read_to_string(path).map_err(|source| crate::BusError::Security {
+                    path: path.clone(),
+                    source,
+                })?;
                 props.push(("sasl.password", password.trim().to_owned()));
             }
             (None, None) => {}

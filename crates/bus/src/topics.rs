@@ -288,6 +288,8 @@ async fn partition_counts(bus: &Bus) -> Result<HashMap<String, i32>, BusError> {
             .map(|t| (t.name().to_owned(), t.partitions().len() as i32))
             .collect())
     });
-    task.await
-        .map_err(|e| BusError::Embedded(format!("metadata task failed: {e}")))?
+    task.await.map_err(|source| BusError::Task {
+        context: "fetching cluster metadata",
+        source,
+    })?
 }

@@ -448,7 +448,11 @@ where
                 _ => return,
             };
             if let Err(e) = this.load_and_store(&key, &loader).await {
-                tracing::warn!(error = %e, key, "cache refresh failed; the cached value stays");
+                tracing::warn!(
+                    error = &*e as &dyn std::error::Error,
+                    key,
+                    "cache refresh failed; the cached value stays"
+                );
             }
             this.unlock(&key, &token).await;
         });
@@ -532,7 +536,10 @@ where
                         }
                         tracing::debug!("cache invalidation subscription ended; reconnecting");
                     }
-                    Err(e) => tracing::debug!(error = %e, "cache invalidation subscription failed"),
+                    Err(e) => tracing::debug!(
+                        error = &e as &dyn std::error::Error,
+                        "cache invalidation subscription failed"
+                    ),
                 }
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
@@ -628,7 +635,7 @@ where
                 Some(value)
             }
             Ok(Err(e)) => {
-                tracing::debug!(error = %e, "redis call failed");
+                tracing::debug!(error = &e as &dyn std::error::Error, "redis call failed");
                 self.redis_failed();
                 None
             }

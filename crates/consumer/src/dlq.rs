@@ -17,7 +17,7 @@ use crate::naming::headers as h;
 #[derive(Debug, thiserror::Error)]
 pub enum DlqError {
     /// A Kafka call failed.
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Kafka {
         /// What was being done.
         context: String,
@@ -52,6 +52,9 @@ pub enum DlqError {
     /// Reading did not reach the end of the topic in time.
     #[error("timed out reading {0}")]
     Timeout(String),
+    /// The blocking reader's task failed (it panicked or was cancelled).
+    #[error("the dead-letter reader's task failed")]
+    Task(#[source] tokio::task::JoinError),
 }
 
 fn kafka(context: impl Into<String>) -> impl FnOnce(KafkaError) -> DlqError {
@@ -206,7 +209,11 @@ struct Reader;
 impl rdkafka::ClientContext for Reader {
     fn error(&self, error: KafkaError, reason: &str) {
         if !matches!(error, KafkaError::PartitionEOF(_)) {
-            tracing::warn!(%error, reason, "dead-letter reader");
+            tracing::warn!(
+                error = &error as &dyn std::error::Error,
+                reason,
+                "dead-letter reader"
+            );
         }
     }
 }
@@ -216,9 +223,7 @@ impl rdkafka::consumer::ConsumerContext for Reader {}
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, DlqError> + Send + 'static,
 ) -> Result<T, DlqError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| DlqError::Timeout(format!("reader task failed: {e}")))?
+    tokio::task::spawn_blocking(f).await.map_err(DlqError::Task)?
 }
 
 /// Reads `topic` from the start of every partition (or from `at` in its partition) to the current end.

@@ -181,8 +181,13 @@ impl<H: Handler> Engine<H> {
                 lost,
                 reply,
             } => self.on_revoke(partitions, lost, reply).await,
-            Event::Error(message) => {
-                tracing::warn!(group = self.settings.group, error = message, "consumer error");
+            Event::Error { during, error } => {
+                tracing::warn!(
+                    group = self.settings.group,
+                    during,
+                    error = &error as &dyn std::error::Error,
+                    "consumer error"
+                );
                 Ok(())
             }
         }
@@ -201,7 +206,7 @@ impl<H: Handler> Engine<H> {
                 part.paused = true;
                 self.paused += 1;
                 if let Err(e) = pause_or_resume(&self.consumer, &tp, true) {
-                    tracing::warn!(error = %e, "pausing a partition failed");
+                    tracing::warn!(error = &e as &dyn std::error::Error, "pausing a partition failed");
                 }
                 self.telemetry.emit(ConsumerEvent::Paused { paused: self.paused });
             }
@@ -228,7 +233,10 @@ impl<H: Handler> Engine<H> {
             part.paused = false;
             self.paused -= 1;
             if let Err(e) = pause_or_resume(&self.consumer, tp, false) {
-                tracing::warn!(error = %e, "resuming a partition failed");
+                tracing::warn!(
+                    error = &e as &dyn std::error::Error,
+                    "resuming a partition failed"
+                );
             }
             self.telemetry
                 .emit(ConsumerEvent::Resumed { paused: self.paused });
@@ -285,7 +293,7 @@ impl<H: Handler> Engine<H> {
     }
 
     fn on_done(&mut self, done: Result<BatchDone, tokio::task::JoinError>) -> Result<(), ConsumerError> {
-        let done = done.map_err(|e| ConsumerError::HandlerPanicked(e.to_string()))?;
+        let done = done.map_err(ConsumerError::HandlerPanicked)?;
         let Some(part) = self.parts.get_mut(&done.tp) else {
             return done.result;
         };
@@ -401,14 +409,17 @@ impl<H: Handler> Engine<H> {
                 Err(ConsumerError::Fenced(e)) => Err(ConsumerError::Fenced(e)),
                 Err(e) => {
                     if let Err(abort) = producer.abort_transaction(timeout) {
-                        tracing::warn!(error = %abort, "aborting the transaction failed");
+                        tracing::warn!(
+                            error = &abort as &dyn std::error::Error,
+                            "aborting the transaction failed"
+                        );
                     }
                     Err(e)
                 }
             }
         })
         .await
-        .map_err(|e| ConsumerError::TransactionAborted(format!("commit task failed: {e}")))?;
+        .map_err(|e| ConsumerError::TransactionAborted(e.into()))?;
         result?;
         self.mark_committed(&offsets, started.elapsed());
         Ok(())
@@ -419,7 +430,10 @@ impl<H: Handler> Engine<H> {
         let timeout = self.settings.transaction_timeout;
         let aborted = tokio::task::spawn_blocking(move || producer.abort_transaction(timeout)).await;
         if let Ok(Err(e)) = aborted {
-            tracing::warn!(error = %e, "aborting the transaction failed");
+            tracing::warn!(
+                error = &e as &dyn std::error::Error,
+                "aborting the transaction failed"
+            );
         }
     }
 
@@ -520,8 +534,8 @@ impl<H: Handler> Engine<H> {
                     .await;
             match committed {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::warn!(error = %e, "final commit failed"),
-                Err(e) => tracing::warn!(error = %e, "final commit task failed"),
+                Ok(Err(e)) => tracing::warn!(error = &e as &dyn std::error::Error, "final commit failed"),
+                Err(e) => tracing::warn!(error = &e as &dyn std::error::Error, "final commit task failed"),
             }
         }
         finished.map(|_| ())

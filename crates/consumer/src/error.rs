@@ -2,11 +2,14 @@
 
 use rdkafka::error::KafkaError;
 
+/// Any error, as the source of another.
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Why a consumer runtime stopped or could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ConsumerError {
     /// A Kafka client call failed.
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Kafka {
         /// What was being done.
         context: String,
@@ -18,17 +21,17 @@ pub enum ConsumerError {
     #[error(transparent)]
     Bus(#[from] orderflow_bus::BusError),
     /// Another instance took over this instance's transactional id; this one must stop and never commit.
-    #[error("fenced by another instance: {0}")]
-    Fenced(String),
+    #[error("fenced by another instance")]
+    Fenced(#[source] BoxError),
     /// The open transaction was aborted; the runtime restarts from the committed offsets.
-    #[error("transaction aborted: {0}")]
-    TransactionAborted(String),
+    #[error("transaction aborted")]
+    TransactionAborted(#[source] BoxError),
     /// A handler panicked.
-    #[error("handler panicked: {0}")]
-    HandlerPanicked(String),
+    #[error("handler panicked")]
+    HandlerPanicked(#[source] tokio::task::JoinError),
     /// The polling thread could not be started or stopped unexpectedly.
-    #[error("polling thread: {0}")]
-    Poller(String),
+    #[error("polling thread")]
+    Poller(#[source] BoxError),
 }
 
 impl ConsumerError {

@@ -30,31 +30,52 @@ impl fmt::Display for ErrorKind {
     }
 }
 
+/// Any error, as the cause of a [`HandlerError`].
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Why a handler could not apply a batch; nothing of the batch may have taken effect.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{kind} error: {message}")]
+///
+/// The cause is kept as the error's source (the log prints the whole chain); [`HandlerError::message`] is
+/// that chain as one line, written to the dead-letter headers. Where nothing underlies the failure, a plain
+/// message is the cause: `HandlerError::permanent("unknown field")`.
+#[derive(Debug, thiserror::Error)]
+#[error("{kind} error")]
 pub struct HandlerError {
     /// Transient or permanent.
     pub kind: ErrorKind,
-    /// What went wrong, for logs and the dead-letter headers.
-    pub message: String,
+    /// What went wrong.
+    #[source]
+    source: BoxError,
 }
 
 impl HandlerError {
-    /// A failure that may clear by retrying.
-    pub fn transient(message: impl fmt::Display) -> Self {
+    /// A failure of `kind` caused by `cause` (an error, or a message when there is none).
+    pub fn new(kind: ErrorKind, cause: impl Into<BoxError>) -> Self {
         Self {
-            kind: ErrorKind::Transient,
-            message: message.to_string(),
+            kind,
+            source: cause.into(),
         }
     }
 
+    /// A failure that may clear by retrying.
+    pub fn transient(cause: impl Into<BoxError>) -> Self {
+        Self::new(ErrorKind::Transient, cause)
+    }
+
     /// A failure that retrying cannot fix.
-    pub fn permanent(message: impl fmt::Display) -> Self {
-        Self {
-            kind: ErrorKind::Permanent,
-            message: message.to_string(),
-        }
+    pub fn permanent(cause: impl Into<BoxError>) -> Self {
+        Self::new(ErrorKind::Permanent, cause)
+    }
+
+    /// The cause.
+    pub fn cause(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        &*self.source
+    }
+
+    /// The cause and its own sources on one line (`corrupt order.created body (schema 3): ...`), for the
+    /// dead-letter headers.
+    pub fn message(&self) -> String {
+        orderflow_telemetry::ErrorChain(self.cause()).to_string()
     }
 }
 
@@ -67,4 +88,36 @@ impl HandlerError {
 pub trait Handler: Send + Sync + 'static {
     /// Applies `batch` and returns the records to publish.
     fn handle(&self, batch: &[Record]) -> impl Future<Output = Result<Vec<Output>, HandlerError>> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("corrupt order.created body (schema 3)")]
+    struct Corrupt(#[source] std::num::ParseIntError);
+
+    #[test]
+    fn the_cause_is_the_source_and_the_message_its_chain() {
+        let cause = Corrupt("x".parse::<u32>().unwrap_err());
+        let error = HandlerError::permanent(cause);
+        assert_eq!(error.kind, ErrorKind::Permanent);
+        assert_eq!(error.to_string(), "permanent error");
+        assert_eq!(
+            error.message(),
+            "corrupt order.created body (schema 3): invalid digit found in string"
+        );
+        assert!(error.source().and_then(|s| s.downcast_ref::<Corrupt>()).is_some());
+    }
+
+    #[test]
+    fn a_plain_message_is_a_cause_of_its_own() {
+        let error = HandlerError::transient("database busy");
+        assert_eq!(error.kind, ErrorKind::Transient);
+        assert_eq!(error.message(), "database busy");
+        assert_eq!(error.cause().to_string(), "database busy");
+    }
 }

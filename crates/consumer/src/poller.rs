@@ -8,7 +8,7 @@ use std::sync::mpsc as std_mpsc;
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
-use rdkafka::error::KafkaResult;
+use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::{ClientContext, Offset, Statistics, TopicPartitionList};
 use tokio::sync::mpsc;
 
@@ -30,7 +30,11 @@ pub(crate) enum Event {
         lost: bool,
         reply: std_mpsc::SyncSender<Offsets>,
     },
-    Error(String),
+    /// librdkafka reported an error while `during` (the run goes on).
+    Error {
+        during: &'static str,
+        error: KafkaError,
+    },
 }
 
 /// Client context: forwards rebalances to the engine and turns statistics into metrics.
@@ -80,7 +84,10 @@ impl ConsumerContext for RuntimeContext {
                 match answer.recv_timeout(self.revoke_timeout) {
                     Ok(offsets) if !lost && !offsets.is_empty() => {
                         if let Err(e) = commit(consumer, &offsets, CommitMode::Sync) {
-                            tracing::warn!(error = %e, "commit on revocation failed");
+                            tracing::warn!(
+                                error = &e as &dyn std::error::Error,
+                                "commit on revocation failed"
+                            );
                         }
                     }
                     Ok(_) => {}
@@ -88,7 +95,10 @@ impl ConsumerContext for RuntimeContext {
                 }
             }
             Rebalance::Error(e) => {
-                let _ = self.events.send(Event::Error(format!("rebalance: {e}")));
+                let _ = self.events.send(Event::Error {
+                    during: "rebalance",
+                    error: e.clone(),
+                });
             }
         }
     }
@@ -144,7 +154,11 @@ pub(crate) fn spawn(
                             batch.push(Record::from_message(&message, topic));
                         }
                         Some(Err(e)) => {
-                            if events.send(Event::Error(e.to_string())).is_err() {
+                            let event = Event::Error {
+                                during: "polling",
+                                error: e,
+                            };
+                            if events.send(event).is_err() {
                                 break 'polling;
                             }
                             break;

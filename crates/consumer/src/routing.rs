@@ -73,7 +73,7 @@ pub(crate) fn routed_output(
     add(headers::ORIGINAL_TIMESTAMP, timestamp);
     add(headers::CONSUMER_GROUP, group.to_owned());
     add(headers::ERROR_KIND, error.kind.as_str().to_owned());
-    add(headers::ERROR_MESSAGE, error.message.clone());
+    add(headers::ERROR_MESSAGE, error.message());
     add(headers::ATTEMPTS, attempts.to_string());
     let target = match route {
         Route::Retry { topic, delay } => {

@@ -153,7 +153,11 @@ impl<H: Handler> ConsumerRuntime<H> {
             match self.run_once(&shutdown).await {
                 Ok(()) => return Ok(()),
                 Err(e) if e.is_restartable() && !shutdown.is_cancelled() => {
-                    tracing::warn!(group = self.settings.group, error = %e, "consumer restarting from committed offsets");
+                    tracing::warn!(
+                        group = self.settings.group,
+                        error = &e as &dyn std::error::Error,
+                        "consumer restarting from committed offsets"
+                    );
                     tokio::select! {
                         () = shutdown.cancelled() => return Ok(()),
                         () = tokio::time::sleep(Duration::from_secs(1)) => {}
@@ -217,7 +221,7 @@ impl<H: Handler> ConsumerRuntime<H> {
                 p.begin_transaction()
             })
             .await
-            .map_err(|e| ConsumerError::TransactionAborted(e.to_string()))?
+            .map_err(|e| ConsumerError::TransactionAborted(e.into()))?
             .map_err(|e| transaction_error(&producer, e))?;
         }
 
@@ -237,7 +241,7 @@ impl<H: Handler> ConsumerRuntime<H> {
         let stop = Arc::new(AtomicBool::new(false));
         let (closed_tx, closed) = oneshot::channel();
         poller::spawn(consumer.clone(), stop.clone(), events_tx, closed_tx)
-            .map_err(|e| ConsumerError::Poller(e.to_string()))?;
+            .map_err(|e| ConsumerError::Poller(e.into()))?;
 
         let worker = Arc::new(Worker {
             handler: self.handler.clone(),
@@ -333,10 +337,18 @@ async fn sample_lag(
                 reported = now;
             }
             Ok(Some(Err(e))) => {
-                tracing::debug!(group = telemetry.group(), error = %e, "measuring consumer lag failed")
+                tracing::debug!(
+                    group = telemetry.group(),
+                    error = &e as &dyn std::error::Error,
+                    "measuring consumer lag failed"
+                )
             }
             Ok(None) => break, // the consumer is gone
-            Err(e) => tracing::warn!(group = telemetry.group(), error = %e, "measuring consumer lag failed"),
+            Err(e) => tracing::warn!(
+                group = telemetry.group(),
+                error = &e as &dyn std::error::Error,
+                "measuring consumer lag failed"
+            ),
         }
     }
     for (topic, partition) in reported {

@@ -68,7 +68,11 @@ impl<H: Handler> Worker<H> {
                         break false;
                     }
                     Err(error) if chunk.len() > 1 => {
-                        tracing::debug!(%error, records = chunk.len(), "batch failed; isolating the failing record");
+                        tracing::debug!(
+                            error = &error as &dyn std::error::Error,
+                            records = chunk.len(),
+                            "batch failed; isolating the failing record"
+                        );
                         break true;
                     }
                     Err(error) => {
@@ -81,7 +85,12 @@ impl<H: Handler> Worker<H> {
                             && tries_here < self.settings.retry.in_place_attempts
                         {
                             let wait = self.settings.retry.backoff(tries_here);
-                            tracing::debug!(%error, ?wait, offset = first.offset, "retrying in place");
+                            tracing::debug!(
+                                error = &error as &dyn std::error::Error,
+                                ?wait,
+                                offset = first.offset,
+                                "retrying in place"
+                            );
                             self.telemetry.emit(ConsumerEvent::Retried {
                                 topic: first.source_topic(),
                                 stage: RetryStage::InPlace,
@@ -128,14 +137,14 @@ impl<H: Handler> Worker<H> {
         let output = routing::routed_output(record, &route, error, attempts, group);
         match &route {
             Route::Retry { topic, .. } => {
-                tracing::info!(%error, from = %record.topic, to = topic, offset = record.offset, "moving a record to a retry topic");
+                tracing::info!(error = error as &dyn std::error::Error, from = %record.topic, to = topic, offset = record.offset, "moving a record to a retry topic");
                 self.telemetry.emit(ConsumerEvent::Retried {
                     topic: record.source_topic(),
                     stage: RetryStage::Topic,
                 });
             }
             Route::DeadLetter { topic } => {
-                tracing::warn!(%error, from = %record.topic, to = topic, offset = record.offset, "dead-lettering a record");
+                tracing::warn!(error = error as &dyn std::error::Error, from = %record.topic, to = topic, offset = record.offset, "dead-lettering a record");
                 self.telemetry.emit(ConsumerEvent::DeadLettered {
                     topic: record.source_topic(),
                 });
@@ -174,7 +183,11 @@ impl<H: Handler> Worker<H> {
             }
             attempt += 1;
             let wait = self.settings.retry.backoff(attempt.min(8));
-            tracing::warn!(%error, ?wait, "publishing failed; retrying");
+            tracing::warn!(
+                error = &error as &dyn std::error::Error,
+                ?wait,
+                "publishing failed; retrying"
+            );
             tokio::select! {
                 () = cancel.cancelled() => return Ok(false),
                 () = tokio::time::sleep(wait) => {}
@@ -231,12 +244,18 @@ pub(crate) fn transaction_error(producer: &EventProducer, error: KafkaError) -> 
         ),
     };
     if let Some((code, reason)) = producer.client().fatal_error() {
-        return ConsumerError::Fenced(format!("{code:?}: {reason}"));
+        return ConsumerError::Fenced(
+            orderflow_bus::ClientReport {
+                reason,
+                error: KafkaError::Global(code),
+            }
+            .into(),
+        );
     }
     if fenced {
-        ConsumerError::Fenced(error.to_string())
+        ConsumerError::Fenced(error.into())
     } else {
-        ConsumerError::TransactionAborted(error.to_string())
+        ConsumerError::TransactionAborted(error.into())
     }
 }
 

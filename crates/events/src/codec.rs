@@ -26,11 +26,29 @@ const MAX_ALLOCATION_BYTES: usize = 16 * 1024 * 1024;
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
     /// The registry refused or could not be reached.
-    #[error("schema registry: {0}")]
+    #[error("registering the event schemas")]
     Registry(#[from] RegistryError),
     /// A committed schema is invalid, or an event does not fit its schema.
-    #[error("{0}")]
-    Schema(String),
+    #[error("{context}")]
+    Schema {
+        /// Which schema or event, and what was wrong.
+        context: String,
+        /// The schema library's error, when there is one.
+        #[source]
+        source: Option<BoxError>,
+    },
+}
+
+/// Any error, as the source of another.
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl CodecError {
+    fn schema(context: String, source: impl Into<BoxError>) -> Self {
+        Self::Schema {
+            context,
+            source: Some(source.into()),
+        }
+    }
 }
 
 /// Why a record could not be decoded; every variant but [`DecodeError::RegistryUnavailable`] is permanent
@@ -47,27 +65,38 @@ pub enum DecodeError {
     #[error("unknown schema id {0}")]
     UnknownSchemaId(u32),
     /// The registry could not be asked (transient: retry later).
-    #[error("schema registry unavailable: {0}")]
-    RegistryUnavailable(String),
+    #[error("fetching a writer schema")]
+    RegistryUnavailable(#[source] RegistryError),
+    /// The registry's schema with this id is not a valid Avro schema.
+    #[error("the registry's schema {id} does not parse")]
+    UnreadableSchema {
+        /// Writer schema id.
+        id: u32,
+        /// The parser's error.
+        #[source]
+        source: apache_avro::Error,
+    },
     /// The writer schema cannot be resolved to this event's schema.
-    #[error("schema {id} cannot be read as {event_type}: {reason}")]
+    #[error("schema {id} cannot be read as {event_type}")]
     WrongSchema {
         /// Writer schema id.
         id: u32,
         /// The event type expected.
         event_type: &'static str,
         /// Why.
-        reason: String,
+        #[source]
+        source: BoxError,
     },
     /// The body does not decode with its writer schema (truncated, corrupt, trailing bytes).
-    #[error("corrupt {event_type} body (schema {id}): {reason}")]
+    #[error("corrupt {event_type} body (schema {id})")]
     Corrupt {
         /// Writer schema id.
         id: u32,
         /// The event type expected.
         event_type: &'static str,
         /// Why.
-        reason: String,
+        #[source]
+        source: BoxError,
     },
     /// The body decodes but holds values no valid event has.
     #[error("invalid {event_type}: {reason}")]
@@ -76,6 +105,9 @@ pub enum DecodeError {
         event_type: &'static str,
         /// What is wrong.
         reason: String,
+        /// The parser's error, when a value failed to parse.
+        #[source]
+        source: Option<BoxError>,
     },
 }
 
@@ -113,7 +145,8 @@ impl AvroCodec {
         Self::connect_with(
             source,
             topic_prefix,
-            SchemaSet::get().map_err(CodecError::Schema)?,
+            SchemaSet::get()
+                .map_err(|e| CodecError::schema("the committed event schemas".to_owned(), e.as_str()))?,
         )
         .await
     }
@@ -137,7 +170,7 @@ impl AvroCodec {
             // The subject enforces the rule the repository's schema check applies.
             source.set_level(&subject, set.level(topic)).await?;
             let id = source.register(&subject, text).await?;
-            let bad = |e: apache_avro::Error| CodecError::Schema(format!("schema {topic} v{version}: {e}"));
+            let bad = |e: apache_avro::Error| CodecError::schema(format!("schema {topic} v{version}"), e);
             let writer = GenericDatumWriter::builder(schema).build().map_err(bad)?;
             let own_reader = GenericDatumReader::builder(schema).build().map_err(bad)?;
             topics.insert(
@@ -158,9 +191,10 @@ impl AvroCodec {
     }
 
     fn topic<E: Event>(&self) -> Result<&TopicCodec, CodecError> {
-        self.topics
-            .get(E::TOPIC)
-            .ok_or_else(|| CodecError::Schema(format!("no schema for topic {}", E::TOPIC)))
+        self.topics.get(E::TOPIC).ok_or_else(|| CodecError::Schema {
+            context: format!("no schema for topic {}", E::TOPIC),
+            source: None,
+        })
     }
 
     /// The registry id of the schema this codec writes `E` with.
@@ -178,9 +212,9 @@ impl AvroCodec {
         topic
             .writer
             .write_ser(&mut payload, event)
-            .map_err(|e| CodecError::Schema(format!("{} does not fit its schema: {e}", E::TYPE)))?;
+            .map_err(|e| CodecError::schema(format!("{} does not fit its schema", E::TYPE), e))?;
         let event_id = uuid::Uuid::parse_str(event.event_id())
-            .map_err(|e| CodecError::Schema(format!("event id {}: {e}", event.event_id())))?;
+            .map_err(|e| CodecError::schema(format!("event id {} is not a UUID", event.event_id()), e))?;
         let mut headers = vec![
             (headers::EVENT_ID, event.event_id().as_bytes().to_vec()),
             (headers::EVENT_TYPE, E::TYPE.as_bytes().to_vec()),
@@ -223,17 +257,18 @@ impl AvroCodec {
             return Some(Err(DecodeError::Invalid {
                 event_type: E::TYPE,
                 reason: "no schema for this event type".into(),
+                source: None,
             }));
         };
-        let corrupt = |reason: String| DecodeError::Corrupt {
+        let corrupt = |source: BoxError| DecodeError::Corrupt {
             id,
             event_type: E::TYPE,
-            reason,
+            source,
         };
         let decoded = if id == own.id {
             own.own_reader
                 .read_deser::<E>(&mut body)
-                .map_err(|e| corrupt(e.to_string()))
+                .map_err(|e| corrupt(e.into()))
         } else {
             let writer = self
                 .writer_schemas
@@ -241,22 +276,23 @@ impl AvroCodec {
                 .unwrap_or_else(|p| p.into_inner())
                 .get(&id)
                 .cloned()?;
-            let wrong = |reason: String| DecodeError::WrongSchema {
+            let wrong = |source: BoxError| DecodeError::WrongSchema {
                 id,
                 event_type: E::TYPE,
-                reason,
+                source,
             };
             orderflow_registry::compat::can_read(&writer, own.schema)
-                .map_err(&wrong)
+                .map_err(|reason| wrong(reason.into()))
                 .and_then(|()| {
                     let reader = GenericDatumReader::builder(&writer)
                         .reader_schema(own.schema)
                         .build()
-                        .map_err(|e| wrong(e.to_string()))?;
-                    let value = reader.read_value(&mut body).map_err(|e| corrupt(e.to_string()))?;
+                        .map_err(|e| wrong(e.into()))?;
+                    let value = reader.read_value(&mut body).map_err(|e| corrupt(e.into()))?;
                     apache_avro::from_value::<E>(&value).map_err(|e| DecodeError::Invalid {
                         event_type: E::TYPE,
-                        reason: e.to_string(),
+                        reason: "the record does not map to the event".into(),
+                        source: Some(e.into()),
                     })
                 })
         };
@@ -264,7 +300,9 @@ impl AvroCodec {
             if body.is_empty() {
                 Ok(event)
             } else {
-                Err(corrupt(format!("{} trailing bytes after the record", body.len())))
+                Err(corrupt(
+                    format!("{} trailing bytes after the record", body.len()).into(),
+                ))
             }
         }))
     }
@@ -285,13 +323,11 @@ impl AvroCodec {
             RegistryError::Other {
                 error_code: 40403, ..
             } => DecodeError::UnknownSchemaId(id),
-            other => DecodeError::RegistryUnavailable(other.to_string()),
+            other => DecodeError::RegistryUnavailable(other),
         })?;
-        let schema = Arc::new(Schema::parse_str(&text).map_err(|e| DecodeError::WrongSchema {
-            id,
-            event_type: "?",
-            reason: format!("the registry's schema does not parse: {e}"),
-        })?);
+        let schema = Arc::new(
+            Schema::parse_str(&text).map_err(|source| DecodeError::UnreadableSchema { id, source })?,
+        );
         self.writer_schemas
             .write()
             .unwrap_or_else(|p| p.into_inner())

@@ -151,19 +151,25 @@ impl Envelope {
 
     /// Parses the envelope fields of `event`; fails on an id that is not a UUID or a time out of range.
     pub fn parse<E: Event>(event: &E) -> Result<Self, DecodeError> {
-        let invalid = |reason: String| DecodeError::Invalid {
-            event_type: E::TYPE,
-            reason,
-        };
+        let invalid =
+            |reason: String, source: Option<Box<dyn std::error::Error + Send + Sync>>| DecodeError::Invalid {
+                event_type: E::TYPE,
+                reason,
+                source,
+            };
         let event_id = uuid::Uuid::try_parse(event.event_id())
             .map(EventId::from_uuid)
-            .map_err(|e| invalid(format!("event id {:?}: {e}", event.event_id())))?;
+            .map_err(|e| invalid(format!("event id {:?}", event.event_id()), Some(e.into())))?;
         let order_id = event
             .order_id()
             .parse::<OrderId>()
-            .map_err(|e| invalid(format!("order id {:?}: {e}", event.order_id())))?;
-        let at = DateTime::from_timestamp_micros(event.occurred_at())
-            .ok_or_else(|| invalid(format!("occurred_at {} is out of range", event.occurred_at())))?;
+            .map_err(|e| invalid(format!("order id {:?}", event.order_id()), Some(e.into())))?;
+        let at = DateTime::from_timestamp_micros(event.occurred_at()).ok_or_else(|| {
+            invalid(
+                format!("occurred_at {} is out of range", event.occurred_at()),
+                None,
+            )
+        })?;
         Ok(Self {
             event_id,
             order_id,

@@ -256,6 +256,7 @@ impl OrderCreated {
         let invalid = |reason: String| DecodeError::Invalid {
             event_type: Self::TYPE,
             reason,
+            source: None,
         };
         let items = self
             .items

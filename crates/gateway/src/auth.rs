@@ -216,8 +216,10 @@ fn verifying_keys(jwt: &JwtSettings) -> Result<Vec<VerifyingKey>, GatewayError> 
     }
     if let Some(path) = &jwt.jwks_file {
         let text = read_secret("a JWKS", path)?;
-        let set: JwkSet = serde_json::from_str(&text)
-            .map_err(|e| GatewayError::Settings(format!("{}: not a JWK set: {e}", path.display())))?;
+        let set: JwkSet = serde_json::from_str(&text).map_err(|source| GatewayError::Jwks {
+            path: path.clone(),
+            source,
+        })?;
         for jwk in &set.keys {
             let algorithm = jwk
                 .common

@@ -26,15 +26,26 @@ pub enum Rejection {
     /// The request body is larger than allowed.
     #[error("the request body is larger than {0} bytes")]
     PayloadTooLarge(usize),
-    /// The request could not be read.
-    #[error("the request body could not be read: {0}")]
-    BadRequest(String),
-    /// No upstream answered.
+    /// The request could not be read (the detail adds why).
+    #[error("the request body could not be read")]
+    BadRequest(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// No upstream answered; the last upstream's failure is kept for the log, never sent.
     #[error("no orders instance could be reached")]
-    BadGateway(String),
+    BadGateway(#[source] Option<UpstreamError>),
     /// The request took longer than allowed.
     #[error("the request took longer than {0} ms")]
     Timeout(u64),
+}
+
+/// An upstream that could not be reached or failed mid-request.
+#[derive(Debug, thiserror::Error)]
+#[error("upstream {upstream}")]
+pub struct UpstreamError {
+    /// Which upstream.
+    pub upstream: String,
+    /// The HTTP client's error.
+    #[source]
+    pub source: hyper_util::client::legacy::Error,
 }
 
 #[derive(Serialize)]
@@ -86,14 +97,20 @@ impl IntoResponse for Rejection {
         // The reason is the problem type's last segment: `unauthenticated`, `forbidden`, `rate-limited`, ...
         let reason = kind.rsplit('/').next().unwrap_or(kind);
         GatewayEvent::Rejected { reason }.emit();
-        if let Self::BadGateway(cause) = &self {
-            tracing::error!(cause = %cause, "no upstream answered");
+        if let Self::BadGateway(_) = &self {
+            tracing::error!(error = &self as &dyn std::error::Error, "no upstream answered");
         }
+        // A client error's detail says why (its cause included); a server error's says only what happened.
+        let detail = if status.is_server_error() {
+            self.to_string()
+        } else {
+            orderflow_telemetry::ErrorChain(&self).to_string()
+        };
         let problem = Problem {
             kind,
             title,
             status: status.as_u16(),
-            detail: self.to_string(),
+            detail,
         };
         let mut response = (status, axum::Json(problem)).into_response();
         let headers = response.headers_mut();
@@ -121,7 +138,7 @@ impl IntoResponse for Rejection {
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
     /// A key or secret file could not be read.
-    #[error("cannot read {what} from {path}: {source}")]
+    #[error("cannot read {what} from {path}")]
     File {
         /// What the file should hold.
         what: &'static str,
@@ -134,8 +151,26 @@ pub enum GatewayError {
     /// A setting is invalid.
     #[error("gateway settings: {0}")]
     Settings(String),
+    /// An upstream URL does not parse.
+    #[error("gateway settings: upstream '{url}' is not a URL")]
+    Upstream {
+        /// The URL as configured.
+        url: String,
+        /// Why it does not parse.
+        #[source]
+        source: axum::http::uri::InvalidUri,
+    },
+    /// The JWKS file is not a JWK set.
+    #[error("gateway settings: {path} is not a JWK set")]
+    Jwks {
+        /// The file.
+        path: PathBuf,
+        /// Why it does not parse.
+        #[source]
+        source: serde_json::Error,
+    },
     /// A public key or secret is not usable.
-    #[error("gateway key {name}: {source}")]
+    #[error("gateway key {name}")]
     Key {
         /// Which key.
         name: String,

@@ -28,7 +28,7 @@ use orderflow_telemetry::TRACEPARENT;
 use tracing::Instrument;
 
 pub use auth::{Authenticator, Principal, key_digest};
-pub use error::{GatewayError, Rejection};
+pub use error::{GatewayError, Rejection, UpstreamError};
 pub use proxy::Upstreams;
 pub use rate_limit::{Decision, Limit, OwnLimit, RateLimiter};
 pub use scopes::{Access, Scope, Scopes};

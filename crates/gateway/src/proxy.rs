@@ -16,7 +16,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-use crate::error::{GatewayError, Rejection};
+use crate::error::{GatewayError, Rejection, UpstreamError};
 
 /// The orders instances a gateway forwards to.
 #[derive(Clone)]
@@ -53,9 +53,10 @@ impl Upstreams {
         }
         let mut targets = Vec::new();
         for url in urls {
-            let uri: Uri = url
-                .parse()
-                .map_err(|e| GatewayError::Settings(format!("upstream '{url}': {e}")))?;
+            let uri: Uri = url.parse().map_err(|source| GatewayError::Upstream {
+                url: url.clone(),
+                source,
+            })?;
             if uri.scheme() != Some(&Scheme::HTTP) {
                 return Err(GatewayError::Settings(format!(
                     "upstream '{url}': only http:// upstreams are supported (the hop stays inside the deployment's network)"
@@ -126,7 +127,7 @@ async fn forward(State(upstreams): State<Upstreams>, request: Request) -> Respon
         Err(e) if is_length_limit(e.as_ref()) => {
             return Rejection::PayloadTooLarge(inner.max_body).into_response();
         }
-        Err(e) => return Rejection::BadRequest(e.to_string()).into_response(),
+        Err(e) => return Rejection::BadRequest(e).into_response(),
     };
     let mut headers = parts.headers.clone();
     strip_hop_by_hop(&mut headers);
@@ -134,7 +135,7 @@ async fn forward(State(upstreams): State<Upstreams>, request: Request) -> Respon
     headers.remove(header::CONTENT_LENGTH);
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let start = inner.next.fetch_add(1, Ordering::Relaxed);
-    let mut last_error = String::new();
+    let mut last_error = None;
     for attempt in 0..inner.targets.len() {
         let target = &inner.targets[(start + attempt) % inner.targets.len()];
         let uri = match Uri::builder()
@@ -144,7 +145,7 @@ async fn forward(State(upstreams): State<Upstreams>, request: Request) -> Respon
             .build()
         {
             Ok(uri) => uri,
-            Err(e) => return Rejection::BadRequest(e.to_string()).into_response(),
+            Err(e) => return Rejection::BadRequest(e.into()).into_response(),
         };
         let mut outgoing = axum::http::Request::new(Full::new(body.clone()));
         *outgoing.method_mut() = parts.method.clone();
@@ -156,11 +157,23 @@ async fn forward(State(upstreams): State<Upstreams>, request: Request) -> Respon
                 strip_hop_by_hop(&mut parts.headers);
                 return Response::from_parts(parts, Body::new(body));
             }
-            Err(e) if e.is_connect() => {
-                tracing::warn!(upstream = %target, error = %e, "upstream refused the connection; trying the next");
-                last_error = format!("{target}: {e}");
+            Err(e) => {
+                let failed = UpstreamError {
+                    upstream: target.to_string(),
+                    source: e,
+                };
+                if !failed.source.is_connect() {
+                    return Rejection::BadGateway(Some(failed)).into_response();
+                }
+                // The last refusal is logged with the answer's error, not here too.
+                if attempt + 1 < inner.targets.len() {
+                    tracing::warn!(
+                        error = &failed as &dyn std::error::Error,
+                        "upstream refused the connection; trying the next"
+                    );
+                }
+                last_error = Some(failed);
             }
-            Err(e) => return Rejection::BadGateway(format!("{target}: {e}")).into_response(),
         }
     }
     Rejection::BadGateway(last_error).into_response()

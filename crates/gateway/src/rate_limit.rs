@@ -189,7 +189,10 @@ impl RateLimiter {
                     return redis_decision(limit, allowed == 1, &ahead, &wait);
                 }
                 Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "rate limit in Redis failed; limiting in this process")
+                    tracing::warn!(
+                        error = &e as &dyn std::error::Error,
+                        "rate limit in Redis failed; limiting in this process"
+                    )
                 }
                 Err(_) => tracing::warn!("rate limit in Redis timed out; limiting in this process"),
             }

@@ -62,11 +62,17 @@ pub struct Expired {
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     /// Redis refused the command or could not be reached.
-    #[error("join state in redis: {0}")]
+    #[error("join state in Redis")]
     Redis(#[from] redis::RedisError),
     /// Redis answered something the scripts never return.
-    #[error("join state: unexpected reply {0}")]
-    Reply(String),
+    #[error("join state: unexpected reply {reply}")]
+    Reply {
+        /// The reply, as received.
+        reply: String,
+        /// Why it could not be read, when it is text that is not UTF-8.
+        #[source]
+        source: Option<std::string::FromUtf8Error>,
+    },
 }
 
 /// Join state on Redis or in process.

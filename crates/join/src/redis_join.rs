@@ -48,16 +48,26 @@ pub struct RedisJoin {
     expire: Script,
 }
 
+fn unexpected(reply: &impl std::fmt::Debug) -> StateError {
+    StateError::Reply {
+        reply: format!("{reply:?}"),
+        source: None,
+    }
+}
+
 fn bytes(value: &Value) -> Result<Vec<u8>, StateError> {
     match value {
         Value::BulkString(b) => Ok(b.clone()),
         Value::SimpleString(s) => Ok(s.clone().into_bytes()),
-        other => Err(StateError::Reply(format!("{other:?}"))),
+        other => Err(unexpected(&other)),
     }
 }
 
 fn text(value: &Value) -> Result<String, StateError> {
-    String::from_utf8(bytes(value)?).map_err(|e| StateError::Reply(e.to_string()))
+    String::from_utf8(bytes(value)?).map_err(|e| StateError::Reply {
+        reply: "text that is not UTF-8".into(),
+        source: Some(e),
+    })
 }
 
 impl RedisJoin {
@@ -115,7 +125,7 @@ impl RedisJoin {
             .invoke_async(&mut conn)
             .await?;
         let Value::Array(parts) = reply else {
-            return Err(StateError::Reply(format!("{reply:?}")));
+            return Err(unexpected(&reply));
         };
         match (parts.first().map(text).transpose()?.as_deref(), parts.as_slice()) {
             (Some("waiting"), _) => Ok(Put::Waiting),
@@ -125,7 +135,7 @@ impl RedisJoin {
                 right: bytes(right)?,
                 join_id: text(id)?,
             }),
-            _ => Err(StateError::Reply(format!("{parts:?}"))),
+            _ => Err(unexpected(&parts)),
         }
     }
 
@@ -162,7 +172,7 @@ impl RedisJoin {
                     key,
                 }),
                 Value::Nil => settled.push(key),
-                other => return Err(StateError::Reply(format!("{other:?}"))),
+                other => return Err(unexpected(&other)),
             }
         }
         self.forget_expired(&settled).await?;

@@ -66,14 +66,15 @@ pub enum RelayError {
     #[error(transparent)]
     Bus(#[from] orderflow_bus::BusError),
     /// The broker did not acknowledge a record (it stays pending and is retried).
-    #[error("publishing outbox row {id} to {topic} failed: {reason}")]
+    #[error("publishing outbox row {id} to {topic}")]
     Publish {
         /// Outbox row id.
         id: i64,
         /// Destination topic.
         topic: String,
-        /// librdkafka's reason.
-        reason: String,
+        /// librdkafka's error.
+        #[source]
+        source: KafkaError,
     },
 }
 
@@ -183,10 +184,11 @@ impl OutboxRelay {
             let outcome = match delivery {
                 Ok(delivery) => match delivery.await {
                     Ok(Ok(_)) => Ok(()),
-                    Ok(Err((e, _))) => Err(e.to_string()),
-                    Err(_) => Err("the producer was dropped".to_owned()),
+                    Ok(Err((e, _))) => Err(e),
+                    // The producer was dropped before it answered.
+                    Err(_) => Err(KafkaError::Canceled),
                 },
-                Err(e) => Err(e.to_string()),
+                Err(e) => Err(e),
             };
             match outcome {
                 // After a failure, rows are published again later (in order): they count then.
@@ -196,9 +198,9 @@ impl OutboxRelay {
                     acknowledged.push(id);
                 }
                 Ok(()) => {}
-                Err(reason) => {
+                Err(source) => {
                     RelayEvent::PublishFailed.emit();
-                    failure.get_or_insert(RelayError::Publish { id, topic, reason });
+                    failure.get_or_insert(RelayError::Publish { id, topic, source });
                 }
             }
         }
@@ -233,7 +235,10 @@ impl OutboxRelay {
                 Ok(mut producer) => *producer = fresh,
                 Err(poisoned) => *poisoned.into_inner() = fresh,
             },
-            Err(e) => tracing::warn!(error = %e, "outbox relay: cannot build a new producer"),
+            Err(e) => tracing::warn!(
+                error = &e as &dyn std::error::Error,
+                "outbox relay: cannot build a new producer"
+            ),
         }
     }
 
@@ -261,7 +266,10 @@ impl OutboxRelay {
             }
             match self.store.outbox_backlog().await {
                 Ok(backlog) => RelayEvent::Backlog { rows: backlog as u64 }.emit(),
-                Err(e) => tracing::debug!(error = %e, "outbox: sampling the backlog failed"),
+                Err(e) => tracing::debug!(
+                    error = &e as &dyn std::error::Error,
+                    "outbox: sampling the backlog failed"
+                ),
             }
         }
     }
@@ -274,7 +282,7 @@ impl OutboxRelay {
                 lease = self.store.acquire_relay_lease() => match lease {
                     Ok(lease) => lease,
                     Err(e) => {
-                        tracing::warn!(error = %e, "outbox relay: cannot take the relay lease; retrying");
+                        tracing::warn!(error = &e as &dyn std::error::Error, "outbox relay: cannot take the relay lease; retrying");
                         sleep_or_cancel(Duration::from_secs(1), shutdown).await;
                         continue 'lease;
                     }
@@ -287,7 +295,10 @@ impl OutboxRelay {
                 if last_check.elapsed() >= LEASE_CHECK_EVERY {
                     last_check = std::time::Instant::now();
                     if let Err(e) = lease.check().await {
-                        tracing::warn!(error = %e, "outbox relay: lost the relay lease");
+                        tracing::warn!(
+                            error = &e as &dyn std::error::Error,
+                            "outbox relay: lost the relay lease"
+                        );
                         continue 'lease;
                     }
                     self.prune().await;
@@ -304,7 +315,7 @@ impl OutboxRelay {
                         }
                     }
                     Err(e) => {
-                        tracing::warn!(error = %e, retry_in = ?backoff, "outbox relay: round failed");
+                        tracing::warn!(error = &e as &dyn std::error::Error, retry_in = ?backoff, "outbox relay: round failed");
                         self.heal_producer();
                         sleep_or_cancel(backoff, shutdown).await;
                         backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -324,7 +335,10 @@ impl OutboxRelay {
         match self.store.outbox_prune(before).await {
             Ok(0) => {}
             Ok(n) => tracing::debug!(rows = n, "outbox relay: pruned published rows"),
-            Err(e) => tracing::warn!(error = %e, "outbox relay: pruning failed"),
+            Err(e) => tracing::warn!(
+                error = &e as &dyn std::error::Error,
+                "outbox relay: pruning failed"
+            ),
         }
     }
 }

@@ -18,6 +18,13 @@ pub struct RegistryClient {
     ids: RwLock<HashMap<(String, String), u32>>,
 }
 
+fn bad_answer(what: &str, source: Option<serde_json::Error>) -> RegistryError {
+    RegistryError::BadAnswer {
+        what: what.to_owned(),
+        source,
+    }
+}
+
 #[derive(Deserialize)]
 struct ErrorBody {
     error_code: u32,
@@ -30,7 +37,7 @@ impl RegistryClient {
         let http = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(10))
             .build()
-            .map_err(|e| RegistryError::Unavailable(e.to_string()))?;
+            .map_err(RegistryError::Unavailable)?;
         Ok(Self {
             base: base_url.trim_end_matches('/').to_owned(),
             http,
@@ -54,21 +61,18 @@ impl RegistryClient {
                 .header("content-type", CONTENT_TYPE)
                 .body(body.to_string());
         }
-        let response = request
-            .send()
-            .await
-            .map_err(|e| RegistryError::Unavailable(e.to_string()))?;
+        let response = request.send().await.map_err(RegistryError::Unavailable)?;
         let status = response.status();
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| RegistryError::Unavailable(e.to_string()))?;
+        let bytes = response.bytes().await.map_err(RegistryError::Unavailable)?;
         if status.is_success() {
             return serde_json::from_slice(&bytes)
-                .map_err(|e| RegistryError::Unavailable(format!("bad answer: {e}")));
+                .map_err(|e| bad_answer("a body that is not JSON", Some(e)));
         }
         let error: ErrorBody = serde_json::from_slice(&bytes).map_err(|_| {
-            RegistryError::Unavailable(format!("HTTP {status}: {}", String::from_utf8_lossy(&bytes)))
+            bad_answer(
+                &format!("HTTP {status}: {}", String::from_utf8_lossy(&bytes)),
+                None,
+            )
         })?;
         Err(RegistryError::Other {
             error_code: error.error_code,
@@ -100,7 +104,7 @@ impl RegistryClient {
         let id = answer["id"]
             .as_u64()
             .and_then(|id| u32::try_from(id).ok())
-            .ok_or_else(|| RegistryError::Unavailable("no id in answer".into()))?;
+            .ok_or_else(|| bad_answer("no id", None))?;
         self.ids
             .write()
             .unwrap_or_else(|p| p.into_inner())
@@ -118,7 +122,7 @@ impl RegistryClient {
             .await?;
         let schema = answer["schema"]
             .as_str()
-            .ok_or_else(|| RegistryError::Unavailable("no schema in answer".into()))?
+            .ok_or_else(|| bad_answer("no schema", None))?
             .to_owned();
         self.schemas
             .write()
@@ -131,7 +135,7 @@ impl RegistryClient {
     pub async fn versions(&self, subject: &str) -> Result<Vec<u32>, RegistryError> {
         let path = format!("/subjects/{}/versions", Self::path_segment(subject));
         let answer = self.call(reqwest::Method::GET, &path, None).await?;
-        serde_json::from_value(answer).map_err(|e| RegistryError::Unavailable(e.to_string()))
+        serde_json::from_value(answer).map_err(|e| bad_answer("not a list of versions", Some(e)))
     }
 
     /// The schema text of version `version` (a number or `latest`) of `subject`.
@@ -141,7 +145,7 @@ impl RegistryClient {
         answer["schema"]
             .as_str()
             .map(str::to_owned)
-            .ok_or_else(|| RegistryError::Unavailable("no schema in answer".into()))
+            .ok_or_else(|| bad_answer("no schema", None))
     }
 
     /// Asks whether `schema` could be registered under `subject`; returns the registry's reasons if not.

@@ -23,8 +23,14 @@ pub use storage::{MemoryStorage, RegisteredVersion, RegistryStorage, StorageErro
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
     /// The schema text is not a valid Avro schema (42201).
-    #[error("invalid schema: {0}")]
-    InvalidSchema(String),
+    #[error("invalid schema: {reason}")]
+    InvalidSchema {
+        /// What is wrong with it.
+        reason: String,
+        /// The parser's error, when the text did not parse.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
     /// The schema is incompatible with earlier versions of the subject (409).
     #[error("schema being registered is incompatible with an earlier schema for subject {subject}: {}", details(.reasons))]
     Incompatible {
@@ -51,11 +57,20 @@ pub enum RegistryError {
     #[error("invalid compatibility level '{0}'")]
     InvalidCompatibility(String),
     /// The storage behind the registry failed (50001).
-    #[error("registry storage: {0}")]
+    #[error("registry storage")]
     Storage(#[from] StorageError),
-    /// The registry could not be reached or answered something unexpected.
-    #[error("registry unavailable: {0}")]
-    Unavailable(String),
+    /// The registry could not be reached (or the HTTP client not built).
+    #[error("schema registry unavailable")]
+    Unavailable(#[source] reqwest::Error),
+    /// The registry answered something that is not an answer of its API.
+    #[error("unexpected answer from the schema registry: {what}")]
+    BadAnswer {
+        /// What was wrong with the answer.
+        what: String,
+        /// Why the answer could not be read, when it is not JSON of the expected shape.
+        #[source]
+        source: Option<serde_json::Error>,
+    },
     /// The registry answered with an error not listed above.
     #[error("registry error {error_code}: {message}")]
     Other {
@@ -78,13 +93,13 @@ impl RegistryError {
     /// The Confluent `error_code` of this error.
     pub fn error_code(&self) -> u32 {
         match self {
-            Self::InvalidSchema(_) => 42201,
+            Self::InvalidSchema { .. } => 42201,
             Self::Incompatible { .. } => 409,
             Self::SubjectNotFound(_) => 40401,
             Self::VersionNotFound { .. } => 40402,
             Self::SchemaNotFound(_) => 40403,
             Self::InvalidCompatibility(_) => 42203,
-            Self::Storage(_) | Self::Unavailable(_) => 50001,
+            Self::Storage(_) | Self::Unavailable(_) | Self::BadAnswer { .. } => 50001,
             Self::Other { error_code, .. } => *error_code,
         }
     }

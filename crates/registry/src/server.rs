@@ -53,10 +53,20 @@ impl IntoResponse for RegistryError {
             42200..=42299 => StatusCode::UNPROCESSABLE_ENTITY,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        if status.is_server_error() {
-            tracing::error!(error = %self, "schema registry request failed");
-        }
-        reply(status, json!({"error_code": code, "message": self.to_string()}))
+        // A server error's cause stays in the log; a client error's message says why, its cause included.
+        let message = if status.is_server_error() {
+            tracing::error!(
+                error = &self as &dyn std::error::Error,
+                "schema registry request failed"
+            );
+            self.to_string()
+        } else {
+            std::iter::successors(Some(&self as &dyn std::error::Error), |e| e.source())
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(": ")
+        };
+        reply(status, json!({"error_code": code, "message": message}))
     }
 }
 
@@ -85,9 +95,10 @@ fn schema_body(bytes: &[u8]) -> Result<String, RegistryError> {
     let parsed: SchemaBody = body(bytes)?;
     match parsed.schema_type.as_deref() {
         None | Some("AVRO") => Ok(parsed.schema),
-        Some(other) => Err(RegistryError::InvalidSchema(format!(
-            "schema type {other} is not supported (AVRO only)"
-        ))),
+        Some(other) => Err(RegistryError::InvalidSchema {
+            reason: format!("schema type {other} is not supported (AVRO only)"),
+            source: None,
+        }),
     }
 }
 

@@ -23,11 +23,20 @@ struct Normalised {
     fingerprint: String,
 }
 
+fn invalid(
+    reason: impl Into<String>,
+    source: impl std::error::Error + Send + Sync + 'static,
+) -> RegistryError {
+    RegistryError::InvalidSchema {
+        reason: reason.into(),
+        source: Some(Box::new(source)),
+    }
+}
+
 fn normalise(text: &str) -> Result<Normalised, RegistryError> {
-    let json: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| RegistryError::InvalidSchema(format!("not JSON: {e}")))?;
+    let json: serde_json::Value = serde_json::from_str(text).map_err(|e| invalid("not JSON", e))?;
     let text = json.to_string();
-    let schema = Schema::parse_str(&text).map_err(|e| RegistryError::InvalidSchema(e.to_string()))?;
+    let schema = Schema::parse_str(&text).map_err(|e| invalid("not an Avro schema", e))?;
     let fingerprint = Sha256::digest(text.as_bytes())
         .iter()
         .map(|b| format!("{b:02x}"))
@@ -41,10 +50,13 @@ fn normalise(text: &str) -> Result<Normalised, RegistryError> {
 
 fn parse_stored(version: &RegisteredVersion) -> Result<Schema, RegistryError> {
     Schema::parse_str(&version.schema).map_err(|e| {
-        RegistryError::InvalidSchema(format!(
-            "stored version {} of {} is invalid: {e}",
-            version.version, version.subject
-        ))
+        invalid(
+            format!(
+                "stored version {} of {} is invalid",
+                version.version, version.subject
+            ),
+            e,
+        )
     })
 }
 

@@ -18,10 +18,17 @@ pub struct RegisteredVersion {
     pub schema: String,
 }
 
-/// A storage failure, with the backend's own message.
+/// A storage failure: the backend's own error.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct StorageError(pub String);
+#[error(transparent)]
+pub struct StorageError(Box<dyn std::error::Error + Send + Sync>);
+
+impl StorageError {
+    /// Wraps the backend's error.
+    pub fn new(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self(error.into())
+    }
+}
 
 /// Persistence behind a [`crate::RegistryService`]; object-safe so services can share any backend.
 pub trait RegistryStorage: Send + Sync {

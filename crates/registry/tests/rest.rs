@@ -171,6 +171,19 @@ async fn errors_carry_confluent_codes() {
         );
         assert!(error["message"].as_str().is_some_and(|m| !m.is_empty()));
     }
+    // A client error's message says why, the parser's error included.
+    let (_, error) = call(
+        reqwest::Method::POST,
+        format!("{base}/subjects/x-value/versions"),
+        Some(json!({"schema": "{not json"})),
+    )
+    .await;
+    let message = error["message"].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with("invalid schema: not JSON: ")
+            && message.len() > "invalid schema: not JSON: ".len(),
+        "{message}"
+    );
     call(
         reqwest::Method::POST,
         format!("{base}/subjects/x-value/versions"),

@@ -67,8 +67,7 @@ impl AnalyticsSettings {
             size_secs: self.window_secs,
             hop_secs: self.hop_secs,
         };
-        let settings =
-            |e: orderflow_analytics::AnalyticsError| RoleError::Settings(format!("analytics: {e}"));
+        let settings = RoleError::Analytics;
         Ok(match redis {
             Some(connection) => Analytics::Redis(
                 RedisAnalytics::new(

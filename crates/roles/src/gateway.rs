@@ -30,14 +30,12 @@ pub fn dev_key_path(settings: &Settings) -> PathBuf {
     settings.data_dir().join("api-key")
 }
 
-fn gateway_error(e: orderflow_gateway::GatewayError) -> RoleError {
-    RoleError::Settings(e.to_string())
-}
-
 /// Reads the development key, creating it (owner-only permissions) when missing.
 fn dev_key(path: &Path) -> Result<String, RoleError> {
-    let io = |what: &str, e: std::io::Error| {
-        RoleError::Settings(format!("development API key {}: {what}: {e}", path.display()))
+    let io = |what: &'static str, source: std::io::Error| RoleError::DevKey {
+        path: path.to_owned(),
+        what,
+        source,
     };
     match std::fs::read_to_string(path) {
         Ok(key) if !key.trim().is_empty() => return Ok(key.trim().to_owned()),
@@ -65,7 +63,7 @@ fn dev_key(path: &Path) -> Result<String, RoleError> {
 /// Builds the gateway from `settings`, limiting rates in `redis` when given.
 pub fn build(settings: &Settings, redis: Option<RedisConnection>) -> Result<Gateway, RoleError> {
     let gateway = &settings.gateway;
-    let mut auth = Authenticator::new(gateway).map_err(gateway_error)?;
+    let mut auth = Authenticator::new(gateway)?;
     if !gateway.has_credentials() {
         if !gateway.dev_key {
             return Err(RoleError::Settings(
@@ -76,7 +74,7 @@ pub fn build(settings: &Settings, redis: Option<RedisConnection>) -> Result<Gate
         let key = dev_key(&dev_key_path(settings))?;
         auth.add_key("dev", &key, Scopes::all());
     }
-    Gateway::new(gateway, auth, redis, &settings.cache.key_prefix).map_err(gateway_error)
+    Ok(Gateway::new(gateway, auth, redis, &settings.cache.key_prefix)?)
 }
 
 /// Binds `http.listen` and forwards what passes the gateway's checks to `gateway.upstreams`. Connects to
@@ -98,8 +96,7 @@ pub async fn start_proxy(
         },
     };
     let gateway = build(settings, redis)?;
-    let upstreams = Upstreams::new(&settings.gateway.upstreams, settings.gateway.max_body_bytes)
-        .map_err(gateway_error)?;
+    let upstreams = Upstreams::new(&settings.gateway.upstreams, settings.gateway.max_body_bytes)?;
     let (listener, addr) = crate::bind(settings.http.listen).await?;
     let shared_limits = gateway.shares_limits();
     let app = gateway.proxy(upstreams);

@@ -99,28 +99,28 @@ impl Role {
 #[derive(Debug, thiserror::Error)]
 pub enum RoleError {
     /// The database.
-    #[error("database: {0}")]
+    #[error("database")]
     Store(#[from] StoreError),
     /// Kafka.
-    #[error("kafka: {0}")]
+    #[error("kafka")]
     Bus(#[from] BusError),
     /// The read model.
-    #[error("read model: {0}")]
+    #[error("read model")]
     Cache(#[from] CacheError),
     /// The Redis settings.
-    #[error("redis settings: {0}")]
+    #[error("redis settings")]
     Redis(#[from] orderflow_redis::TargetError),
     /// The outbox relay.
-    #[error("outbox relay: {0}")]
+    #[error("outbox relay")]
     Relay(#[from] orderflow_outbox::RelayError),
     /// A Kafka client call.
-    #[error("kafka: {0}")]
+    #[error("kafka")]
     Kafka(#[from] rdkafka::error::KafkaError),
     /// A consumer runtime stopped.
-    #[error("consumer: {0}")]
+    #[error("consumer")]
     Consumer(#[from] orderflow_consumer::ConsumerError),
     /// Binding or serving the HTTP listener.
-    #[error("http listener on {addr}: {source}")]
+    #[error("http listener on {addr}")]
     Listen {
         /// The address.
         addr: SocketAddr,
@@ -129,20 +129,46 @@ pub enum RoleError {
         source: std::io::Error,
     },
     /// The event codec (schema registration).
-    #[error("event contracts: {0}")]
+    #[error("event contracts")]
     Codec(#[from] orderflow_events::CodecError),
     /// The schema registry client.
-    #[error("schema registry: {0}")]
+    #[error("schema registry")]
     Registry(#[from] orderflow_registry::RegistryError),
     /// Reference data could not be loaded or read.
-    #[error("reference data: {0}")]
-    Reference(String),
+    #[error("reference data: {context}")]
+    Reference {
+        /// What was being done.
+        context: &'static str,
+        /// Redis's error.
+        #[source]
+        source: redis::RedisError,
+    },
     /// A role's settings hold a value it cannot run with.
     #[error("settings: {0}")]
     Settings(String),
-    /// A role's task ended abnormally.
-    #[error("role task failed: {0}")]
-    Task(String),
+    /// The gateway's settings (keys, upstreams, limits) cannot be used.
+    #[error("settings")]
+    Gateway(#[from] orderflow_gateway::GatewayError),
+    /// The analytics settings cannot be used.
+    #[error("settings: analytics")]
+    Analytics(#[source] orderflow_analytics::AnalyticsError),
+    /// The development API key file could not be read or written.
+    #[error("settings: development API key {}: cannot {what}", path.display())]
+    DevKey {
+        /// The key file.
+        path: std::path::PathBuf,
+        /// What could not be done (`read`, `create its folder`, `create`, `write`).
+        what: &'static str,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A role that serves HTTP was started as a consumer (a bug).
+    #[error("{0} is not a consumer role")]
+    NotConsumer(&'static str),
+    /// A role's task ended abnormally (it panicked or was cancelled).
+    #[error("role task failed")]
+    Task(#[source] tokio::task::JoinError),
 }
 
 /// Maps an event that cannot be decoded to a handler error: a registry outage may clear (retried), a
@@ -443,9 +469,7 @@ fn consumer_role(
 ) -> futures::future::BoxFuture<'static, Result<(), RoleError>> {
     let backends = backends.clone();
     match role {
-        Role::Gateway | Role::Orders => {
-            Box::pin(async move { Err(RoleError::Task(format!("{} is not a consumer role", role.name()))) })
-        }
+        Role::Gateway | Role::Orders => Box::pin(async move { Err(RoleError::NotConsumer(role.name())) }),
         Role::Payments => Box::pin(payments::run(settings.payments.clone(), backends, shutdown)),
         Role::Enrichment => Box::pin(enrichment::run(settings.enrichment.clone(), backends, shutdown)),
         Role::Inventory => Box::pin(inventory::run(settings.inventory.clone(), backends, shutdown)),
@@ -459,9 +483,13 @@ fn role_result(done: Result<(Role, Result<(), RoleError>), tokio::task::JoinErro
     match done {
         Ok((_, Ok(()))) => Ok(()),
         Ok((role, Err(e))) => {
-            tracing::error!(role = role.name(), error = %e, "role stopped with an error");
+            tracing::error!(
+                role = role.name(),
+                error = &e as &dyn std::error::Error,
+                "role stopped with an error"
+            );
             Err(e)
         }
-        Err(e) => Err(RoleError::Task(e.to_string())),
+        Err(e) => Err(RoleError::Task(e)),
     }
 }

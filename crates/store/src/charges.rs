@@ -39,6 +39,7 @@ impl ChargeOutcome {
             other => Err(StoreError::Corrupt {
                 table: "payment_charges",
                 reason: format!("unknown outcome '{other}'"),
+                source: None,
             }),
         }
     }

@@ -6,7 +6,7 @@ use orderflow_registry::{RegisteredVersion, RegistryStorage, StorageError};
 use crate::{Store, StoreError};
 
 fn storage(e: StoreError) -> StorageError {
-    StorageError(e.to_string())
+    StorageError::new(e)
 }
 
 macro_rules! dispatch {

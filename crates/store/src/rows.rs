@@ -56,7 +56,11 @@ pub(crate) struct OutboxRow {
 }
 
 fn corrupt(table: &'static str) -> impl Fn(String) -> StoreError {
-    move |reason| StoreError::Corrupt { table, reason }
+    move |reason| StoreError::Corrupt {
+        table,
+        reason,
+        source: None,
+    }
 }
 
 impl OrderRow {
@@ -70,7 +74,11 @@ impl OrderRow {
             status: self
                 .status
                 .parse()
-                .map_err(|e: orderflow_domain::UnknownStatus| bad(e.to_string()))?,
+                .map_err(|e: orderflow_domain::UnknownStatus| StoreError::Corrupt {
+                    table: "orders",
+                    reason: "status".into(),
+                    source: Some(e.into()),
+                })?,
             version: self.version,
             items: items
                 .into_iter()
@@ -98,7 +106,11 @@ pub(crate) fn headers_to_json(headers: &[(&str, Vec<u8>)]) -> String {
 impl OutboxRow {
     pub(crate) fn into_record(self) -> Result<OutboxRecord, StoreError> {
         let pairs: Vec<(String, String)> =
-            serde_json::from_str(&self.headers).map_err(|e| corrupt("outbox")(e.to_string()))?;
+            serde_json::from_str(&self.headers).map_err(|e| StoreError::Corrupt {
+                table: "outbox",
+                reason: "headers".into(),
+                source: Some(e.into()),
+            })?;
         Ok(OutboxRecord {
             id: self.id,
             event_id: self.event_id,

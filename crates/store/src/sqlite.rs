@@ -35,8 +35,10 @@ impl SqliteStore {
             .parent()
             .filter(|d| !d.as_os_str().is_empty())
         {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| StoreError::BadUrl(format!("cannot create {}: {e}", dir.display())))?;
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::DataDir {
+                path: dir.to_owned(),
+                source,
+            })?;
         }
         // One connection, whatever was asked: SQLite has one writer at a time, and in WAL mode a transaction
         // that reads and then writes fails at once with SQLITE_BUSY_SNAPSHOT (no busy timeout helps) when

@@ -13,6 +13,7 @@
 //! a trace of its own (links suit a span with many causes; a consumer's batch span would be one, which is
 //! why batches get no span of their own here: the per-record spans are the unit of work).
 
+mod chain;
 mod context;
 
 use opentelemetry::trace::TracerProvider as _;
@@ -22,6 +23,7 @@ use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer};
 
+pub use chain::ErrorChain;
 pub use context::{consumer_span, is_traceparent, publish_span, set_parent, spans_enabled, traceparent};
 
 /// The target of the spans made for export (a relay publish, a consumed record): the log leaves them out,
@@ -57,19 +59,20 @@ impl Default for TracingSettings {
 #[derive(Debug, thiserror::Error)]
 pub enum TelemetryError {
     /// The OTLP exporter could not be built (a malformed endpoint, say).
-    #[error("OTLP exporter for {endpoint}: {reason}")]
+    #[error("building the OTLP exporter for {endpoint}")]
     Exporter {
         /// The configured endpoint.
         endpoint: String,
-        /// What went wrong.
-        reason: String,
+        /// Why the exporter could not be built.
+        #[source]
+        source: opentelemetry_otlp::ExporterBuildError,
     },
     /// A sample ratio outside 0..=1.
     #[error("tracing.sample_ratio must be between 0 and 1, not {0}")]
     SampleRatio(f64),
     /// A global subscriber was already installed.
-    #[error("installing the tracing subscriber: {0}")]
-    Install(String),
+    #[error("installing the tracing subscriber")]
+    Install(#[source] tracing_subscriber::util::TryInitError),
 }
 
 /// Keeps the exporter running; dropping it flushes and stops the export (bounded by the SDK's timeout).
@@ -81,7 +84,7 @@ impl Drop for TracingGuard {
         if let Some(provider) = self.0.take()
             && let Err(e) = provider.shutdown()
         {
-            eprintln!("warning: flushing traces failed: {e}");
+            eprintln!("warning: flushing traces failed: {}", ErrorChain(&e));
         }
     }
 }
@@ -125,7 +128,7 @@ pub fn init(filter: &str, settings: &TracingSettings) -> Result<TracingGuard, Te
         tracing_subscriber::registry()
             .with(log)
             .try_init()
-            .map_err(|e| TelemetryError::Install(e.to_string()))?;
+            .map_err(TelemetryError::Install)?;
         return Ok(TracingGuard(None));
     };
     if !(0.0..=1.0).contains(&settings.sample_ratio) {
@@ -137,15 +140,15 @@ pub fn init(filter: &str, settings: &TracingSettings) -> Result<TracingGuard, Te
         .with_http()
         .with_endpoint(url)
         .build()
-        .map_err(|e| TelemetryError::Exporter {
+        .map_err(|source| TelemetryError::Exporter {
             endpoint: endpoint.to_owned(),
-            reason: e.to_string(),
+            source,
         })?;
     let provider = provider(exporter, &settings.service_name, settings.sample_ratio);
     tracing_subscriber::registry()
         .with(log)
         .with(otel_layer(&provider).with_filter(EnvFilter::new("info,h2=off,hyper=off,reqwest=off")))
         .try_init()
-        .map_err(|e| TelemetryError::Install(e.to_string()))?;
+        .map_err(TelemetryError::Install)?;
     Ok(TracingGuard(Some(provider)))
 }

@@ -8,14 +8,14 @@ fn main() {
     let postgres = match orderflow_testkit::PostgresServer::start_durable() {
         Ok(server) => server,
         Err(e) => {
-            eprintln!("error: cannot start PostgreSQL: {e}");
+            eprintln!("error: cannot start PostgreSQL: {:#}", anyhow::Error::new(e));
             std::process::exit(1);
         }
     };
     let database = match postgres.fresh_database() {
         Ok(url) => url,
         Err(e) => {
-            eprintln!("error: cannot create a database: {e}");
+            eprintln!("error: cannot create a database: {:#}", anyhow::Error::new(e));
             std::process::exit(1);
         }
     };

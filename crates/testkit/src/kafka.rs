@@ -402,7 +402,7 @@ impl KafkaServer {
         }
         let admin: AdminClient<DefaultClientContext> = config
             .create()
-            .map_err(|e| HarnessError::Failed(format!("admin client: {e}")))?;
+            .map_err(|e| HarnessError::step("admin client")(e.into()))?;
         let probe = NewTopic::new("__testkit_ready", 1, TopicReplication::Fixed(1));
         let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(2)));
         wait_until("Kafka to accept a topic", Duration::from_secs(90), || {
@@ -416,7 +416,7 @@ impl KafkaServer {
             )
         })
         .map(|_| ())
-        .map_err(|e| HarnessError::Failed(format!("{e}\n{}", log_tail(&self.process.log_path(), 30))))
+        .map_err(|e| HarnessError::not_ready(log_tail(&self.process.log_path(), 30))(e))
     }
 
     /// The broker's port on 127.0.0.1.

@@ -33,7 +33,7 @@ pub enum HarnessError {
     #[error("{0}")]
     Missing(String),
     /// A system call failed.
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Io {
         /// What was being done.
         what: String,
@@ -47,6 +47,24 @@ pub enum HarnessError {
     /// The server or a setup step reported an error.
     #[error("{0}")]
     Failed(String),
+    /// A setup step failed with an error of its own.
+    #[error("{what}")]
+    Step {
+        /// What was being done.
+        what: String,
+        /// The error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A server did not become ready; the end of its log says more.
+    #[error("the server did not become ready (the end of its log:\n{log}\n)")]
+    NotReady {
+        /// The last lines of the server's log.
+        log: String,
+        /// Why waiting ended (a timeout).
+        #[source]
+        source: Box<HarnessError>,
+    },
 }
 
 impl HarnessError {
@@ -54,6 +72,20 @@ impl HarnessError {
         Self::Io {
             what: what.to_owned(),
             source,
+        }
+    }
+
+    pub(crate) fn step(
+        what: impl Into<String>,
+    ) -> impl FnOnce(Box<dyn std::error::Error + Send + Sync>) -> Self {
+        let what = what.into();
+        move |source| Self::Step { what, source }
+    }
+
+    pub(crate) fn not_ready(log: String) -> impl FnOnce(HarnessError) -> Self {
+        move |source| Self::NotReady {
+            log,
+            source: Box::new(source),
         }
     }
 }
@@ -68,7 +100,7 @@ fn shared<T>(
         Ok(server) => server,
         // The harness is test-only: a test without its server cannot run, so stop it with the reason.
         #[allow(clippy::panic)]
-        Err(e) => panic!("test harness could not start {name}: {e}"),
+        Err(e) => panic!("test harness could not start {name}: {:#}", anyhow::Error::new(e)),
     })
 }
 

@@ -196,7 +196,7 @@ impl PostgresServer {
             || self.psql("postgres", "SELECT 1").is_ok(),
         )
         .map(|_| ())
-        .map_err(|e| HarnessError::Failed(format!("{e}\n{}", log_tail(&self.process.log_path(), 20))))
+        .map_err(|e| HarnessError::not_ready(log_tail(&self.process.log_path(), 20))(e))
     }
 
     /// The port it listens on (127.0.0.1).

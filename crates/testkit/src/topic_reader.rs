@@ -38,7 +38,7 @@ pub fn read_topic(
         .set("isolation.level", "read_committed")
         .set("fetch.wait.max.ms", "50")
         .create()
-        .map_err(|e| HarnessError::Failed(format!("reader: {e}")))?;
+        .map_err(|e| HarnessError::step("creating the reader")(e.into()))?;
     let start = Instant::now();
     // A topic just created may not have its partitions (or their leaders) in metadata yet: wait for them,
     // or the reader would be assigned nothing and read nothing.
@@ -58,7 +58,7 @@ pub fn read_topic(
             for (id, _) in partitions {
                 assignment
                     .add_partition_offset(topic, id, Offset::Beginning)
-                    .map_err(|e| HarnessError::Failed(format!("reader assignment: {e}")))?;
+                    .map_err(|e| HarnessError::step("reader assignment")(e.into()))?;
             }
             break;
         }
@@ -71,7 +71,7 @@ pub fn read_topic(
     }
     consumer
         .assign(&assignment)
-        .map_err(|e| HarnessError::Failed(format!("reader assign: {e}")))?;
+        .map_err(|e| HarnessError::step("assigning the reader")(e.into()))?;
     let mut records = Vec::new();
     while records.len() < expected && start.elapsed() < timeout {
         let Some(message) = consumer.poll(Duration::from_millis(100)) else {

@@ -37,13 +37,13 @@ pub async fn place_orders(
     }
     let mut placed = Vec::with_capacity(count);
     while let Some(done) = clients.join_next().await {
-        placed.extend(done.map_err(|e| HarnessError::Failed(format!("order client: {e}")))??);
+        placed.extend(done.map_err(|e| HarnessError::step("order client")(e.into()))??);
     }
     Ok(placed)
 }
 
 fn failed(what: &str) -> impl FnOnce(reqwest::Error) -> HarnessError + '_ {
-    move |e| HarnessError::Failed(format!("{what}: {e}"))
+    move |e| HarnessError::step(what)(e.into())
 }
 
 /// Places order `i` (and cancels it when its number says so).

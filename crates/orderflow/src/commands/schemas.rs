@@ -31,7 +31,10 @@ pub async fn check(
                     problems.extend(reasons.into_iter().map(|r| format!("registry {subject}: {r}")))
                 }
                 Err(e) if e.error_code() == 40401 => {}
-                Err(e) => problems.push(format!("registry {subject}: {e}")),
+                Err(e) => problems.push(format!(
+                    "registry {subject}: {}",
+                    orderflow_telemetry::ErrorChain(&e)
+                )),
             }
         }
         if problems.is_empty() {

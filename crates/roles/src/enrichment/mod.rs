@@ -258,7 +258,10 @@ async fn sweep(
         {
             Ok(expired) => expired,
             Err(e) => {
-                tracing::warn!(error = %e, "could not look for unpaid orders; trying again");
+                tracing::warn!(
+                    error = &e as &dyn std::error::Error,
+                    "could not look for unpaid orders; trying again"
+                );
                 continue;
             }
         };
@@ -267,7 +270,11 @@ async fn sweep(
             let order: OrderCreated = match backends.codec.decode(&entry.left).await {
                 Ok(order) => order,
                 Err(e) => {
-                    tracing::warn!(error = %e, key = entry.key, "an unreadable waiting order; dropping it");
+                    tracing::warn!(
+                        error = &e as &dyn std::error::Error,
+                        key = entry.key,
+                        "an unreadable waiting order; dropping it"
+                    );
                     reported.push(entry.key);
                     continue;
                 }
@@ -286,7 +293,10 @@ async fn sweep(
             let encoded = match backends.codec.encode(&unpaid, None) {
                 Ok(encoded) => encoded,
                 Err(e) => {
-                    tracing::warn!(error = %e, "could not encode order.unpaid");
+                    tracing::warn!(
+                        error = &e as &dyn std::error::Error,
+                        "could not encode order.unpaid"
+                    );
                     continue;
                 }
             };
@@ -307,11 +317,17 @@ async fn sweep(
                     reported.push(entry.key);
                 }
                 // Not taken off the index: the next sweep sends it again, with the same event id.
-                Err((e, _)) => tracing::warn!(error = %e, "could not publish order.unpaid; will retry"),
+                Err((e, _)) => tracing::warn!(
+                    error = &e as &dyn std::error::Error,
+                    "could not publish order.unpaid; will retry"
+                ),
             }
         }
         if let Err(e) = state.forget_expired(&reported).await {
-            tracing::warn!(error = %e, "could not clear reported orders; they will be reported again");
+            tracing::warn!(
+                error = &e as &dyn std::error::Error,
+                "could not clear reported orders; they will be reported again"
+            );
         }
     }
 }
@@ -331,7 +347,10 @@ async fn refresh_reference(
             _ = tick.tick() => {}
         }
         if let Err(e) = tiers.load(&backends.store).await {
-            tracing::warn!(error = %e, "could not reload the customer tiers; keeping the ones held");
+            tracing::warn!(
+                error = &e as &dyn std::error::Error,
+                "could not reload the customer tiers; keeping the ones held"
+            );
         }
     }
 }

@@ -59,7 +59,10 @@ impl CustomerTiers {
                 }
                 pipe.query_async::<()>(&mut conn)
                     .await
-                    .map_err(|e| RoleError::Reference(e.to_string()))?;
+                    .map_err(|source| RoleError::Reference {
+                        context: "loading the customer tiers into Redis",
+                        source,
+                    })?;
             }
             Self::Memory(map) => {
                 let fresh: HashMap<String, String> = tiers.into_iter().collect();
@@ -82,7 +85,10 @@ impl CustomerTiers {
                     .arg(customers)
                     .query_async(&mut conn)
                     .await
-                    .map_err(|e| RoleError::Reference(e.to_string()))?
+                    .map_err(|source| RoleError::Reference {
+                        context: "reading customer tiers from Redis",
+                        source,
+                    })?
             }
             Self::Memory(map) => {
                 let map = map.read().unwrap_or_else(|poisoned| poisoned.into_inner());

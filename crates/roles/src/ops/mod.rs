@@ -159,7 +159,10 @@ async fn console_state(State(state): State<OpsState>) -> Response {
     match state.console.state(&state.backends).await {
         Ok(figures) => axum::Json(figures).into_response(),
         Err(e) => {
-            tracing::warn!(error = %e, "console: reading the recent orders failed");
+            tracing::warn!(
+                error = &e as &dyn std::error::Error,
+                "console: reading the recent orders failed"
+            );
             problem(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "The database does not answer",

@@ -180,7 +180,7 @@ impl Readiness {
     }
 }
 
-async fn timed<T, E: std::fmt::Display>(
+async fn timed<T, E: std::error::Error + 'static>(
     name: &'static str,
     check: impl std::future::Future<Output = Result<T, E>>,
 ) -> Check {
@@ -188,7 +188,11 @@ async fn timed<T, E: std::fmt::Display>(
     let status = match tokio::time::timeout(CHECK_TIMEOUT + Duration::from_millis(500), check).await {
         Ok(Ok(_)) => "ok",
         Ok(Err(e)) => {
-            tracing::warn!(dependency = name, error = %e, "readiness: a dependency does not answer");
+            tracing::warn!(
+                dependency = name,
+                error = &e as &dyn std::error::Error,
+                "readiness: a dependency does not answer"
+            );
             "unavailable"
         }
         Err(_) => "timed out",

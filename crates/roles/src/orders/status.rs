@@ -103,7 +103,10 @@ impl<H: Handler> Handler for WriteThrough<H> {
                     .await;
             }
             Err(e) => {
-                tracing::warn!(error = %e, "could not re-read changed orders; dropping them from the cache");
+                tracing::warn!(
+                    error = &e as &dyn std::error::Error,
+                    "could not re-read changed orders; dropping them from the cache"
+                );
                 let keys: Vec<String> = ids.iter().map(OrderId::to_string).collect();
                 futures::future::join_all(keys.iter().map(|key| self.cache.invalidate(key))).await;
             }

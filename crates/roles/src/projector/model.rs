@@ -56,18 +56,40 @@ pub(crate) struct View {
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ModelError {
     /// Redis failed or could not be reached.
-    #[error("redis: {0}")]
+    #[error("read model in Redis")]
     Redis(#[from] redis::RedisError),
     /// Stored or returned state did not parse.
-    #[error("read model state: {0}")]
-    State(String),
+    #[error("read model state: {what}")]
+    State {
+        /// What did not parse.
+        what: String,
+        /// The parser's error, when there is one.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+}
+
+impl ModelError {
+    fn state(what: impl Into<String>) -> Self {
+        Self::State {
+            what: what.into(),
+            source: None,
+        }
+    }
+
+    fn unreadable(what: impl Into<String>, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::State {
+            what: what.into(),
+            source: Some(Box::new(source)),
+        }
+    }
 }
 
 impl From<ModelError> for orderflow_consumer::HandlerError {
     fn from(error: ModelError) -> Self {
         match error {
             ModelError::Redis(e) => orderflow_consumer::effects::redis_error(e),
-            state @ ModelError::State(_) => Self::permanent(state),
+            state @ ModelError::State { .. } => Self::permanent(state),
         }
     }
 }
@@ -108,21 +130,22 @@ fn view(mut order: Order, status: OrderStatus, version: i64, at: i64, history: V
 
 fn text(value: &Value) -> Result<String, ModelError> {
     match value {
-        Value::BulkString(b) => String::from_utf8(b.clone()).map_err(|e| ModelError::State(e.to_string())),
+        Value::BulkString(b) => {
+            String::from_utf8(b.clone()).map_err(|e| ModelError::unreadable("a reply", e))
+        }
         Value::SimpleString(s) => Ok(s.clone()),
-        other => Err(ModelError::State(format!("unexpected reply {other:?}"))),
+        other => Err(ModelError::state(format!("unexpected reply {other:?}"))),
     }
 }
 
 fn number(value: &Value) -> Result<i64, ModelError> {
     text(value)?
         .parse()
-        .map_err(|e| ModelError::State(format!("not a number: {e}")))
+        .map_err(|e| ModelError::unreadable("a number", e))
 }
 
 fn status(text: &str) -> Result<OrderStatus, ModelError> {
-    text.parse()
-        .map_err(|_| ModelError::State(format!("unknown status {text}")))
+    text.parse().map_err(|e| ModelError::unreadable("a status", e))
 }
 
 impl ReadModel {
@@ -155,7 +178,7 @@ impl ReadModel {
                     let key = format!("{prefix}rm:{{{}}}", change.order_id);
                     let header = match &change.created {
                         Some(order) => {
-                            serde_json::to_string(order).map_err(|e| ModelError::State(e.to_string()))?
+                            serde_json::to_string(order).map_err(|e| ModelError::unreadable("an order", e))?
                         }
                         None => String::new(),
                     };
@@ -219,22 +242,23 @@ fn parse_view(reply: &Value) -> Result<Option<View>, ModelError> {
     let parts = match reply {
         Value::Nil | Value::Boolean(false) => return Ok(None),
         Value::Array(parts) => parts,
-        other => return Err(ModelError::State(format!("unexpected reply {other:?}"))),
+        other => return Err(ModelError::state(format!("unexpected reply {other:?}"))),
     };
     let [header, current, version, at, Value::Array(history)] = parts.as_slice() else {
-        return Err(ModelError::State(format!("unexpected reply {parts:?}")));
+        return Err(ModelError::state(format!("unexpected reply {parts:?}")));
     };
-    let order: Order = serde_json::from_str(&text(header)?).map_err(|e| ModelError::State(e.to_string()))?;
+    let order: Order =
+        serde_json::from_str(&text(header)?).map_err(|e| ModelError::unreadable("the order", e))?;
     let history = history
         .iter()
         .map(|entry| {
             let entry = text(entry)?;
             let (status, at) = entry
                 .rsplit_once('@')
-                .ok_or_else(|| ModelError::State(format!("history entry {entry}")))?;
+                .ok_or_else(|| ModelError::state(format!("history entry {entry}")))?;
             let at = at
                 .parse()
-                .map_err(|e| ModelError::State(format!("history entry {entry}: {e}")))?;
+                .map_err(|e| ModelError::unreadable(format!("history entry {entry}"), e))?;
             Ok((status.to_owned(), at))
         })
         .collect::<Result<_, ModelError>>()?;

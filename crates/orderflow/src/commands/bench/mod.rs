@@ -670,7 +670,7 @@ fn start_watcher(
             bail!("the order.state watcher got no partitions within 30 s");
         }
         if let Some(Err(e)) = consumer.poll(Duration::from_millis(100)) {
-            tracing::warn!(error = %e, "order.state watcher");
+            tracing::warn!(error = &e as &dyn std::error::Error, "order.state watcher");
         }
     }
     let stop = tokio_util::sync::CancellationToken::new();
