@@ -7,7 +7,10 @@ use std::path::Path;
 type Topic = (String, String, Vec<(u32, String)>);
 
 fn main() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas");
+    // Read when the script runs, not baked in when it is compiled: a build script binary may be reused for
+    // a checkout at another path.
+    let manifest_dir = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| ".".into());
+    let root = Path::new(&manifest_dir).join("schemas");
     println!("cargo:rerun-if-changed={}", root.display());
     let mut topics: Vec<Topic> = Vec::new();
     for topic in std::fs::read_dir(&root).into_iter().flatten().flatten() {

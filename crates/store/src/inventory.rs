@@ -109,9 +109,271 @@ pub(crate) fn merge_lines(lines: &[(String, i32)]) -> Vec<(String, i32)> {
     merged.into_iter().map(|(sku, q)| (sku.to_owned(), q)).collect()
 }
 
+/// Rows per multi-row statement: well under both backends' bind-parameter limits (6 per reservation row).
+pub(crate) const CHUNK: usize = 1000;
+
+/// A reservation as stored, or as a batch leaves it.
+#[derive(Debug, Clone)]
+pub(crate) struct Reservation {
+    /// `ALLOCATED`, `REJECTED`, `RELEASED` or `CANCELLED`.
+    pub(crate) status: String,
+    /// Id of the event that reported it (or of the cancel marker).
+    pub(crate) event_id: Uuid,
+    /// Why it was rejected.
+    pub(crate) reason: Option<String>,
+    /// The line that could not be served.
+    pub(crate) sku: Option<String>,
+    /// (SKU, units) reserved, by SKU.
+    pub(crate) lines: Vec<(String, i32)>,
+    /// When it last changed (set for those the batch creates or changes).
+    pub(crate) updated_at: Option<DateTime<Utc>>,
+}
+
+impl Reservation {
+    /// A stored reservation, before its lines are read.
+    pub(crate) fn stored(
+        status: String,
+        event_id: Uuid,
+        reason: Option<String>,
+        sku: Option<String>,
+    ) -> Self {
+        Self {
+            status,
+            event_id,
+            reason,
+            sku,
+            lines: Vec::new(),
+            updated_at: None,
+        }
+    }
+
+    /// Whether it holds (or held) stock, so its lines matter.
+    pub(crate) fn has_lines(&self) -> bool {
+        matches!(self.status.as_str(), "ALLOCATED" | "RELEASED")
+    }
+
+    fn outcome(&self, order_id: OrderId) -> InventoryOutcome {
+        match self.status.as_str() {
+            "ALLOCATED" | "RELEASED" => InventoryOutcome::Allocated {
+                order_id,
+                event_id: self.event_id,
+                lines: self.lines.clone(),
+            },
+            "REJECTED" => InventoryOutcome::Rejected {
+                order_id,
+                event_id: self.event_id,
+                reason: self.reason.clone().unwrap_or_default(),
+                sku: self.sku.clone(),
+            },
+            _ => InventoryOutcome::Cancelled { order_id },
+        }
+    }
+}
+
+fn op_order(op: &InventoryOp) -> OrderId {
+    match op {
+        InventoryOp::Reserve { order_id, .. } | InventoryOp::Release { order_id, .. } => *order_id,
+    }
+}
+
+/// The distinct orders of `ops`.
+pub(crate) fn order_ids(ops: &[InventoryOp]) -> Vec<Uuid> {
+    let ids: std::collections::BTreeSet<Uuid> = ops.iter().map(|op| op_order(op).as_uuid()).collect();
+    ids.into_iter().collect()
+}
+
+/// The products whose stock `ops` may change, by SKU (the lock order): the lines of orders not reserved
+/// yet, and those of allocated reservations a cancel may give back.
+pub(crate) fn skus_needed(
+    ops: &[InventoryOp],
+    known: &std::collections::HashMap<Uuid, Reservation>,
+) -> Vec<String> {
+    let mut skus = std::collections::BTreeSet::new();
+    for op in ops {
+        match op {
+            InventoryOp::Reserve { order_id, lines, .. } if !known.contains_key(&order_id.as_uuid()) => {
+                skus.extend(lines.iter().map(|(sku, _)| sku.clone()));
+            }
+            InventoryOp::Release { order_id, .. } => {
+                if let Some(reservation) = known.get(&order_id.as_uuid())
+                    && reservation.status == "ALLOCATED"
+                {
+                    skus.extend(reservation.lines.iter().map(|(sku, _)| sku.clone()));
+                }
+            }
+            InventoryOp::Reserve { .. } => {}
+        }
+    }
+    skus.into_iter().collect()
+}
+
+/// A batch of ops played in order against the stock locked for it: what each came to, and what to write.
+pub(crate) struct Plan {
+    /// What each op came to, in order.
+    pub(crate) outcomes: Vec<InventoryOutcome>,
+    reservations: std::collections::HashMap<Uuid, Reservation>,
+    /// Reservations the batch creates, in the order it created them.
+    created: Vec<Uuid>,
+    /// Stored allocations the batch gives back, with when.
+    released: Vec<(Uuid, DateTime<Utc>)>,
+    stock_before: std::collections::HashMap<String, i64>,
+    stock: std::collections::HashMap<String, i64>,
+}
+
+impl Plan {
+    /// Plays `ops` in order: `known` holds the stored reservations of their orders (with lines), `stock`
+    /// the units of every product they need (a product missing from it does not exist).
+    pub(crate) fn play(
+        ops: &[InventoryOp],
+        known: std::collections::HashMap<Uuid, Reservation>,
+        stock: std::collections::HashMap<String, i64>,
+    ) -> Self {
+        let mut plan = Self {
+            outcomes: Vec::with_capacity(ops.len()),
+            reservations: known,
+            created: Vec::new(),
+            released: Vec::new(),
+            stock_before: stock.clone(),
+            stock,
+        };
+        for op in ops {
+            let outcome = match op {
+                InventoryOp::Reserve {
+                    order_id,
+                    lines,
+                    event_id,
+                    at,
+                } => plan.reserve(*order_id, lines, *event_id, *at),
+                InventoryOp::Release {
+                    order_id,
+                    marker_id,
+                    at,
+                } => plan.release(*order_id, *marker_id, *at),
+            };
+            plan.outcomes.push(outcome);
+        }
+        plan
+    }
+
+    fn create(&mut self, order_id: OrderId, reservation: Reservation) {
+        self.created.push(order_id.as_uuid());
+        self.reservations.insert(order_id.as_uuid(), reservation);
+    }
+
+    fn reserve(
+        &mut self,
+        order_id: OrderId,
+        lines: &[(String, i32)],
+        event_id: Uuid,
+        at: DateTime<Utc>,
+    ) -> InventoryOutcome {
+        if let Some(reservation) = self.reservations.get(&order_id.as_uuid()) {
+            return reservation.outcome(order_id);
+        }
+        let lines = merge_lines(lines);
+        // Every line or none: the first line (by SKU) that cannot be served rejects the order.
+        let short = lines
+            .iter()
+            .find_map(|(sku, quantity)| match self.stock.get(sku) {
+                None => Some((sku.clone(), "unknown product")),
+                Some(units) if *units < i64::from(*quantity) => Some((sku.clone(), "out of stock")),
+                Some(_) => None,
+            });
+        let reservation = match short {
+            Some((sku, reason)) => Reservation {
+                status: "REJECTED".into(),
+                event_id,
+                reason: Some(reason.into()),
+                sku: Some(sku),
+                lines: Vec::new(),
+                updated_at: Some(at),
+            },
+            None => {
+                for (sku, quantity) in &lines {
+                    if let Some(units) = self.stock.get_mut(sku) {
+                        *units -= i64::from(*quantity);
+                    }
+                }
+                Reservation {
+                    status: "ALLOCATED".into(),
+                    event_id,
+                    reason: None,
+                    sku: None,
+                    lines,
+                    updated_at: Some(at),
+                }
+            }
+        };
+        let outcome = reservation.outcome(order_id);
+        self.create(order_id, reservation);
+        outcome
+    }
+
+    fn release(&mut self, order_id: OrderId, marker_id: Uuid, at: DateTime<Utc>) -> InventoryOutcome {
+        let id = order_id.as_uuid();
+        let Some(reservation) = self.reservations.get_mut(&id) else {
+            // The cancel came first: a marker keeps the order from being allocated afterwards.
+            self.create(
+                order_id,
+                Reservation {
+                    status: "CANCELLED".into(),
+                    event_id: marker_id,
+                    reason: None,
+                    sku: None,
+                    lines: Vec::new(),
+                    updated_at: Some(at),
+                },
+            );
+            return InventoryOutcome::Unchanged { order_id };
+        };
+        if reservation.status != "ALLOCATED" {
+            return InventoryOutcome::Unchanged { order_id };
+        }
+        reservation.status = "RELEASED".into();
+        reservation.updated_at = Some(at);
+        for (sku, quantity) in &reservation.lines {
+            *self.stock.entry(sku.clone()).or_default() += i64::from(*quantity);
+        }
+        if !self.created.contains(&id) {
+            self.released.push((id, at));
+        }
+        InventoryOutcome::Released { order_id }
+    }
+
+    /// Units to add to (or, negative, take from) each product's stock, by SKU.
+    pub(crate) fn stock_deltas(&self) -> Vec<(String, i64)> {
+        let mut deltas: Vec<(String, i64)> = self
+            .stock
+            .iter()
+            .map(|(sku, after)| {
+                (
+                    sku.clone(),
+                    after - self.stock_before.get(sku).copied().unwrap_or(0),
+                )
+            })
+            .filter(|(_, delta)| *delta != 0)
+            .collect();
+        deltas.sort();
+        deltas
+    }
+
+    /// The reservations to insert, in the order the batch created them, as the batch leaves them.
+    pub(crate) fn created(&self) -> Vec<(Uuid, &Reservation)> {
+        self.created
+            .iter()
+            .filter_map(|id| self.reservations.get(id).map(|r| (*id, r)))
+            .collect()
+    }
+
+    /// Stored allocations the batch gives back, with when.
+    pub(crate) fn released_before(&self) -> Vec<(Uuid, DateTime<Utc>)> {
+        self.released.clone()
+    }
+}
+
 /// The inventory queries, the same SQL on both backends.
 macro_rules! inventory_queries {
-    ($store:ident, $db:ty) => {
+    ($store:ident, $db:ty, $lock:expr) => {
         impl $store {
             /// Creates or replaces a product.
             pub async fn put_product(&self, product: &$crate::Product) -> Result<(), $crate::StoreError> {
@@ -164,191 +426,128 @@ macro_rules! inventory_queries {
             }
 
             /// Applies `ops` in order in one transaction and says what each came to.
+            ///
+            /// The batch costs a fixed number of statements, however many orders it holds: the reservations
+            /// it touches are read at once, the stock of every product it needs is locked at once in SKU
+            /// order (so concurrent batches queue rather than deadlock, and hold their locks for a few
+            /// statements only), the ops are played in order against that stock, and the result is written
+            /// with one stock update and multi-row inserts. Every line of an order or none is reserved, as
+            /// if the ops ran one by one.
             pub async fn apply_inventory(
                 &self,
                 ops: &[$crate::InventoryOp],
             ) -> Result<Vec<$crate::InventoryOutcome>, $crate::StoreError> {
+                use $crate::inventory::{Plan, Reservation};
+                if ops.is_empty() {
+                    return Ok(Vec::new());
+                }
                 let mut tx = self.pool.begin().await?;
-                let mut outcomes = Vec::with_capacity(ops.len());
-                for op in ops {
-                    outcomes.push(match op {
-                        $crate::InventoryOp::Reserve {
-                            order_id,
-                            lines,
-                            event_id,
-                            at,
-                        } => Self::reserve(&mut tx, *order_id, lines, *event_id, *at).await?,
-                        $crate::InventoryOp::Release {
-                            order_id,
-                            marker_id,
-                            at,
-                        } => Self::release(&mut tx, *order_id, *marker_id, *at).await?,
+                let orders = $crate::inventory::order_ids(ops);
+                let mut known: std::collections::HashMap<uuid::Uuid, Reservation> =
+                    std::collections::HashMap::new();
+                for chunk in orders.chunks($crate::inventory::CHUNK) {
+                    let mut query = sqlx::QueryBuilder::<$db>::new(
+                        "SELECT order_id, status, event_id, reason, sku FROM inventory_reservations WHERE order_id IN (",
+                    );
+                    let mut ids = query.separated(", ");
+                    for id in chunk {
+                        ids.push_bind(*id);
+                    }
+                    query.push(")");
+                    let rows: Vec<(uuid::Uuid, String, uuid::Uuid, Option<String>, Option<String>)> =
+                        query.build_query_as().fetch_all(&mut *tx).await?;
+                    for (order_id, status, event_id, reason, sku) in rows {
+                        known.insert(order_id, Reservation::stored(status, event_id, reason, sku));
+                    }
+                }
+                let with_lines: Vec<uuid::Uuid> = known
+                    .iter()
+                    .filter(|(_, r)| r.has_lines())
+                    .map(|(id, _)| *id)
+                    .collect();
+                for chunk in with_lines.chunks($crate::inventory::CHUNK) {
+                    let mut query = sqlx::QueryBuilder::<$db>::new(
+                        "SELECT order_id, sku, quantity FROM inventory_reservation_lines WHERE order_id IN (",
+                    );
+                    let mut ids = query.separated(", ");
+                    for id in chunk {
+                        ids.push_bind(*id);
+                    }
+                    query.push(") ORDER BY order_id, sku");
+                    let rows: Vec<(uuid::Uuid, String, i32)> =
+                        query.build_query_as().fetch_all(&mut *tx).await?;
+                    for (order_id, sku, quantity) in rows {
+                        if let Some(reservation) = known.get_mut(&order_id) {
+                            reservation.lines.push((sku, quantity));
+                        }
+                    }
+                }
+                let skus = $crate::inventory::skus_needed(ops, &known);
+                let mut stock: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
+                for chunk in skus.chunks($crate::inventory::CHUNK) {
+                    let mut query =
+                        sqlx::QueryBuilder::<$db>::new("SELECT sku, stock FROM products WHERE sku IN (");
+                    let mut names = query.separated(", ");
+                    for sku in chunk {
+                        names.push_bind(sku.as_str());
+                    }
+                    query.push(") ORDER BY sku");
+                    query.push($lock);
+                    let rows: Vec<(String, i32)> = query.build_query_as().fetch_all(&mut *tx).await?;
+                    stock.extend(rows.into_iter().map(|(sku, units)| (sku, i64::from(units))));
+                }
+                let plan = Plan::play(ops, known, stock);
+                let deltas = plan.stock_deltas();
+                for chunk in deltas.chunks($crate::inventory::CHUNK) {
+                    let mut query = sqlx::QueryBuilder::<$db>::new("WITH v(sku, delta) AS (");
+                    query.push_values(chunk, |mut row, (sku, delta)| {
+                        row.push_bind(sku.as_str()).push_bind(*delta);
                     });
+                    query.push(
+                        ") UPDATE products SET stock = stock + CAST((SELECT delta FROM v WHERE v.sku = products.sku) AS INTEGER) \
+                         WHERE sku IN (SELECT sku FROM v)",
+                    );
+                    query.build().execute(&mut *tx).await?;
+                }
+                let created = plan.created();
+                for chunk in created.chunks($crate::inventory::CHUNK) {
+                    let mut query = sqlx::QueryBuilder::<$db>::new(
+                        "INSERT INTO inventory_reservations (order_id, status, event_id, reason, sku, updated_at) ",
+                    );
+                    query.push_values(chunk, |mut row, (order_id, r)| {
+                        row.push_bind(*order_id)
+                            .push_bind(r.status.as_str())
+                            .push_bind(r.event_id)
+                            .push_bind(r.reason.as_deref())
+                            .push_bind(r.sku.as_deref())
+                            .push_bind(r.updated_at);
+                    });
+                    query.build().execute(&mut *tx).await?;
+                }
+                let lines: Vec<(uuid::Uuid, &str, i32)> = created
+                    .iter()
+                    .flat_map(|(order_id, r)| r.lines.iter().map(|(sku, q)| (*order_id, sku.as_str(), *q)))
+                    .collect();
+                for chunk in lines.chunks($crate::inventory::CHUNK) {
+                    let mut query = sqlx::QueryBuilder::<$db>::new(
+                        "INSERT INTO inventory_reservation_lines (order_id, sku, quantity) ",
+                    );
+                    query.push_values(chunk, |mut row, (order_id, sku, quantity)| {
+                        row.push_bind(*order_id).push_bind(*sku).push_bind(*quantity);
+                    });
+                    query.build().execute(&mut *tx).await?;
+                }
+                for (order_id, at) in plan.released_before() {
+                    sqlx::query(
+                        "UPDATE inventory_reservations SET status = 'RELEASED', updated_at = $1 WHERE order_id = $2",
+                    )
+                    .bind(at)
+                    .bind(order_id)
+                    .execute(&mut *tx)
+                    .await?;
                 }
                 tx.commit().await?;
-                Ok(outcomes)
-            }
-
-            /// The reservation of `order`: status, event id, reason, SKU and lines.
-            async fn reservation(
-                tx: &mut sqlx::Transaction<'static, $db>,
-                order: orderflow_domain::OrderId,
-            ) -> Result<
-                Option<(String, uuid::Uuid, Option<String>, Option<String>, Vec<(String, i32)>)>,
-                $crate::StoreError,
-            > {
-                let row: Option<(String, uuid::Uuid, Option<String>, Option<String>)> = sqlx::query_as(
-                    "SELECT status, event_id, reason, sku FROM inventory_reservations WHERE order_id = $1",
-                )
-                .bind(order.as_uuid())
-                .fetch_optional(&mut **tx)
-                .await?;
-                let Some((status, event_id, reason, sku)) = row else {
-                    return Ok(None);
-                };
-                let lines: Vec<(String, i32)> = sqlx::query_as(
-                    "SELECT sku, quantity FROM inventory_reservation_lines WHERE order_id = $1 ORDER BY sku",
-                )
-                .bind(order.as_uuid())
-                .fetch_all(&mut **tx)
-                .await?;
-                Ok(Some((status, event_id, reason, sku, lines)))
-            }
-
-            async fn record_reservation(
-                tx: &mut sqlx::Transaction<'static, $db>,
-                order: orderflow_domain::OrderId,
-                status: &str,
-                event_id: uuid::Uuid,
-                reason: Option<&str>,
-                sku: Option<&str>,
-                at: chrono::DateTime<chrono::Utc>,
-            ) -> Result<(), $crate::StoreError> {
-                sqlx::query(
-                    "INSERT INTO inventory_reservations (order_id, status, event_id, reason, sku, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6)",
-                )
-                .bind(order.as_uuid())
-                .bind(status)
-                .bind(event_id)
-                .bind(reason)
-                .bind(sku)
-                .bind(at)
-                .execute(&mut **tx)
-                .await?;
-                Ok(())
-            }
-
-            async fn reserve(
-                tx: &mut sqlx::Transaction<'static, $db>,
-                order_id: orderflow_domain::OrderId,
-                lines: &[(String, i32)],
-                event_id: uuid::Uuid,
-                at: chrono::DateTime<chrono::Utc>,
-            ) -> Result<$crate::InventoryOutcome, $crate::StoreError> {
-                use $crate::InventoryOutcome as O;
-                if let Some((status, event_id, reason, sku, lines)) = Self::reservation(tx, order_id).await? {
-                    return Ok(match status.as_str() {
-                        "ALLOCATED" | "RELEASED" => O::Allocated {
-                            order_id,
-                            event_id,
-                            lines,
-                        },
-                        "REJECTED" => O::Rejected {
-                            order_id,
-                            event_id,
-                            reason: reason.unwrap_or_default(),
-                            sku,
-                        },
-                        _ => O::Cancelled { order_id },
-                    });
-                }
-                let lines = $crate::inventory::merge_lines(lines);
-                let mut short = None;
-                {
-                    // Every line or none: the stock taken so far is given back if a line cannot be served.
-                    let mut savepoint = sqlx::Connection::begin(&mut **tx).await?;
-                    for (sku, quantity) in &lines {
-                        let taken = sqlx::query(
-                            "UPDATE products SET stock = stock - $1 WHERE sku = $2 AND stock >= $1",
-                        )
-                        .bind(*quantity)
-                        .bind(sku)
-                        .execute(&mut *savepoint)
-                        .await?
-                        .rows_affected();
-                        if taken != 1 {
-                            short = Some(sku.clone());
-                            break;
-                        }
-                    }
-                    if short.is_some() {
-                        savepoint.rollback().await?;
-                    } else {
-                        savepoint.commit().await?;
-                    }
-                }
-                if let Some(sku) = short {
-                    let known: Option<(i32,)> = sqlx::query_as("SELECT stock FROM products WHERE sku = $1")
-                        .bind(&sku)
-                        .fetch_optional(&mut **tx)
-                        .await?;
-                    let reason = if known.is_some() { "out of stock" } else { "unknown product" };
-                    Self::record_reservation(tx, order_id, "REJECTED", event_id, Some(reason), Some(&sku), at)
-                        .await?;
-                    return Ok(O::Rejected {
-                        order_id,
-                        event_id,
-                        reason: reason.to_owned(),
-                        sku: Some(sku),
-                    });
-                }
-                Self::record_reservation(tx, order_id, "ALLOCATED", event_id, None, None, at).await?;
-                let mut insert = sqlx::QueryBuilder::<$db>::new(
-                    "INSERT INTO inventory_reservation_lines (order_id, sku, quantity) ",
-                );
-                insert.push_values(&lines, |mut row, (sku, quantity)| {
-                    row.push_bind(order_id.as_uuid()).push_bind(sku.as_str()).push_bind(*quantity);
-                });
-                insert.build().execute(&mut **tx).await?;
-                Ok(O::Allocated {
-                    order_id,
-                    event_id,
-                    lines,
-                })
-            }
-
-            async fn release(
-                tx: &mut sqlx::Transaction<'static, $db>,
-                order_id: orderflow_domain::OrderId,
-                marker_id: uuid::Uuid,
-                at: chrono::DateTime<chrono::Utc>,
-            ) -> Result<$crate::InventoryOutcome, $crate::StoreError> {
-                use $crate::InventoryOutcome as O;
-                match Self::reservation(tx, order_id).await? {
-                    None => {
-                        Self::record_reservation(tx, order_id, "CANCELLED", marker_id, None, None, at).await?;
-                        Ok(O::Unchanged { order_id })
-                    }
-                    Some((status, _, _, _, lines)) if status == "ALLOCATED" => {
-                        for (sku, quantity) in &lines {
-                            sqlx::query("UPDATE products SET stock = stock + $1 WHERE sku = $2")
-                                .bind(*quantity)
-                                .bind(sku)
-                                .execute(&mut **tx)
-                                .await?;
-                        }
-                        sqlx::query(
-                            "UPDATE inventory_reservations SET status = 'RELEASED', updated_at = $1 WHERE order_id = $2",
-                        )
-                        .bind(at)
-                        .bind(order_id.as_uuid())
-                        .execute(&mut **tx)
-                        .await?;
-                        Ok(O::Released { order_id })
-                    }
-                    Some(_) => Ok(O::Unchanged { order_id }),
-                }
+                Ok(plan.outcomes)
             }
         }
     };

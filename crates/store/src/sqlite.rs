@@ -70,5 +70,5 @@ impl SqliteStore {
 
 shared_queries!(SqliteStore, Sqlite);
 charge_queries!(SqliteStore, Sqlite);
-inventory_queries!(SqliteStore, Sqlite);
+inventory_queries!(SqliteStore, Sqlite, "");
 audit_queries!(SqliteStore, Sqlite);

@@ -8,7 +8,9 @@ use chrono::Utc;
 use orderflow_domain::{NewOrder, Order};
 use orderflow_events::{AvroCodec, EncodedEvent, OrderCreated};
 use orderflow_registry::{MemoryStorage, RegistryService};
-use orderflow_store::{Backend, Charge, ChargeOutcome, ChargeTotals, Store};
+use orderflow_store::{
+    Backend, Charge, ChargeOutcome, ChargeTotals, InventoryOp, InventoryOutcome, Product, Store,
+};
 
 async fn postgres() -> Store {
     let url = orderflow_testkit::postgres().fresh_database().expect("database");
@@ -175,6 +177,33 @@ async fn only_one_relay_lease_at_a_time_on_postgres() {
         .expect("the lease is released when its holder goes away")
         .expect("lease");
     second.check().await.expect("held");
+}
+
+#[tokio::test]
+async fn every_postgres_commit_is_durable_even_when_the_server_default_is_not() {
+    let url = orderflow_testkit::postgres().fresh_database().expect("database");
+    // The harness's server trades durability for speed: its default does not wait for the flush.
+    let mut plain = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
+        .await
+        .expect("plain connection");
+    let (default,): (String,) = sqlx::query_as("SHOW synchronous_commit")
+        .fetch_one(&mut plain)
+        .await
+        .expect("show");
+    assert_eq!(
+        default, "off",
+        "the test needs a server whose default is not durable"
+    );
+    let Store::Postgres(pg) = Store::connect(&url, 4).await.expect("connect") else {
+        panic!("a postgres URL gives the PostgreSQL store")
+    };
+    for _ in 0..4 {
+        let (setting,): (String,) = sqlx::query_as("SHOW synchronous_commit")
+            .fetch_one(pg.pool())
+            .await
+            .expect("show");
+        assert_eq!(setting, "on", "a store session must commit durably");
+    }
 }
 
 #[tokio::test]
@@ -352,4 +381,167 @@ async fn pipeline_outcomes_move_an_order_forward_in_any_arrival_order() {
         store.get_order(other.id).await.unwrap().unwrap().status,
         Cancelled
     );
+}
+
+fn reserve(order_id: orderflow_domain::OrderId, lines: &[(&str, i32)]) -> InventoryOp {
+    InventoryOp::Reserve {
+        order_id,
+        lines: lines.iter().map(|(sku, q)| ((*sku).to_owned(), *q)).collect(),
+        event_id: uuid::Uuid::now_v7(),
+        at: Utc::now(),
+    }
+}
+
+fn release(order_id: orderflow_domain::OrderId) -> InventoryOp {
+    InventoryOp::Release {
+        order_id,
+        marker_id: uuid::Uuid::now_v7(),
+        at: Utc::now(),
+    }
+}
+
+async fn stock_of(store: &Store) -> Vec<(String, i32, i64)> {
+    store
+        .stock_lines()
+        .await
+        .expect("stock")
+        .into_iter()
+        .map(|l| (l.sku, l.stock, l.allocated))
+        .collect()
+}
+
+/// One batch mixing every case plays as if its ops ran one by one, and playing it again changes nothing.
+async fn a_batch_of_inventory_ops_plays_in_order(store: Store) {
+    for (sku, stock) in [("A", 5), ("B", 2)] {
+        let product = Product {
+            sku: sku.into(),
+            name: sku.into(),
+            price_minor: 100,
+            stock,
+        };
+        store.put_product(&product).await.expect("product");
+    }
+    let ids: Vec<orderflow_domain::OrderId> = (0..7).map(|_| orderflow_domain::OrderId::new()).collect();
+    let ops = vec![
+        reserve(ids[0], &[("B", 1), ("A", 2), ("A", 1)]), // allocated: A 3, B 1
+        reserve(ids[1], &[("A", 2), ("B", 2)]),           // B short: rejected, A untouched
+        reserve(ids[2], &[("Z", 1)]),                     // unknown product
+        release(ids[3]),                                  // cancel first: a marker
+        reserve(ids[3], &[("A", 1)]),                     // never allocated after its cancel
+        reserve(ids[4], &[("A", 2)]),                     // allocated: A 5 of 5
+        release(ids[4]),                                  // given back in the same batch
+        reserve(ids[5], &[("A", 2), ("B", 1)]),           // fits only thanks to the release
+        reserve(ids[0], &[("A", 1)]),                     // a re-delivery: the first outcome again
+    ];
+    let outcomes = store.apply_inventory(&ops).await.expect("apply");
+    let allocated_first = match &outcomes[0] {
+        InventoryOutcome::Allocated { event_id, lines, .. } => {
+            assert_eq!(lines, &[("A".to_owned(), 3), ("B".to_owned(), 1)]);
+            *event_id
+        }
+        other => panic!("first order: {other:?}"),
+    };
+    assert!(
+        matches!(&outcomes[1], InventoryOutcome::Rejected { reason, sku, .. } if reason == "out of stock" && sku.as_deref() == Some("B")),
+        "{:?}",
+        outcomes[1]
+    );
+    assert!(
+        matches!(&outcomes[2], InventoryOutcome::Rejected { reason, sku, .. } if reason == "unknown product" && sku.as_deref() == Some("Z")),
+        "{:?}",
+        outcomes[2]
+    );
+    assert!(matches!(outcomes[3], InventoryOutcome::Unchanged { .. }));
+    assert!(matches!(outcomes[4], InventoryOutcome::Cancelled { .. }));
+    assert!(matches!(outcomes[5], InventoryOutcome::Allocated { .. }));
+    assert!(matches!(outcomes[6], InventoryOutcome::Released { .. }));
+    assert!(matches!(outcomes[7], InventoryOutcome::Allocated { .. }));
+    assert!(
+        matches!(&outcomes[8], InventoryOutcome::Allocated { event_id, .. } if *event_id == allocated_first),
+        "a re-delivery gets the recorded outcome: {:?}",
+        outcomes[8]
+    );
+    // A: 5 - 3 - 2 + 2 - 2 = 0 left, 5 allocated; B: 2 - 1 - 1 = 0 left, 2 allocated.
+    let expected = vec![("A".to_owned(), 0, 5), ("B".to_owned(), 0, 2)];
+    assert_eq!(stock_of(&store).await, expected);
+
+    // The whole batch again (a re-delivery after a crash): the same outcomes, the stock untouched, and a
+    // later cancel of a stored allocation gives its stock back once.
+    let again = store.apply_inventory(&ops[..3]).await.expect("again");
+    assert_eq!(&again[..], &outcomes[..3]);
+    assert_eq!(stock_of(&store).await, expected);
+    let released = store
+        .apply_inventory(&[release(ids[0]), release(ids[0])])
+        .await
+        .expect("release");
+    assert!(matches!(released[0], InventoryOutcome::Released { .. }));
+    assert!(matches!(released[1], InventoryOutcome::Unchanged { .. }));
+    assert_eq!(
+        stock_of(&store).await,
+        vec![("A".to_owned(), 3, 2), ("B".to_owned(), 1, 1)]
+    );
+}
+
+#[tokio::test]
+async fn postgres_plays_a_batch_of_inventory_ops_in_order() {
+    a_batch_of_inventory_ops_plays_in_order(postgres().await).await;
+}
+
+#[tokio::test]
+async fn sqlite_plays_a_batch_of_inventory_ops_in_order() {
+    let (store, _dir) = sqlite().await;
+    a_batch_of_inventory_ops_plays_in_order(store).await;
+}
+
+/// Concurrent batches taking the same products in opposite orders neither deadlock nor oversell.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_inventory_batches_on_postgres_never_deadlock_or_oversell() {
+    let store = postgres().await;
+    let skus: Vec<String> = (0..20).map(|i| format!("SKU-{i:02}")).collect();
+    for sku in &skus {
+        let product = Product {
+            sku: sku.clone(),
+            name: sku.clone(),
+            price_minor: 100,
+            stock: 60,
+        };
+        store.put_product(&product).await.expect("product");
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for batch in 0..16 {
+        let (store, skus) = (store.clone(), skus.clone());
+        tasks.spawn(async move {
+            let ops: Vec<InventoryOp> = (0..50)
+                .map(|i| {
+                    let (a, b) = (&skus[(batch + i) % 20], &skus[(batch * 7 + i * 3 + 1) % 20]);
+                    let lines = if batch % 2 == 0 {
+                        [(a.as_str(), 1), (b.as_str(), 1)]
+                    } else {
+                        [(b.as_str(), 1), (a.as_str(), 1)]
+                    };
+                    reserve(orderflow_domain::OrderId::new(), &lines)
+                })
+                .collect();
+            store.apply_inventory(&ops).await
+        });
+    }
+    let (mut allocated, mut rejected) = (0, 0);
+    while let Some(done) = tasks.join_next().await {
+        for outcome in done.expect("task").expect("no deadlock, no error") {
+            match outcome {
+                InventoryOutcome::Allocated { .. } => allocated += 1,
+                InventoryOutcome::Rejected { .. } => rejected += 1,
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+    // 1,600 units asked of 1,200 in stock: some orders are served, some are not.
+    assert!(
+        allocated > 0 && rejected > 0,
+        "{allocated} allocated, {rejected} rejected"
+    );
+    for (sku, stock, held) in stock_of(&store).await {
+        assert!(stock >= 0, "{sku} oversold");
+        assert_eq!(i64::from(stock) + held, 60, "{sku} reconciles");
+    }
 }
