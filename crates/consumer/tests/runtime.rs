@@ -396,7 +396,7 @@ async fn a_zombie_with_the_same_transactional_id_is_fenced_and_outputs_stay_exac
 mod effects {
     use super::*;
     use orderflow_consumer::effects::{
-        DbEffects, DbHandler, RedisEffect, RedisEffects, RedisHandler, db_error,
+        DEDUP_RETENTION, DbEffects, DbHandler, RedisEffect, RedisEffects, RedisHandler, db_error,
     };
     use sqlx::{PgPool, Postgres, Sqlite, SqlitePool, Transaction};
 
@@ -551,6 +551,59 @@ mod effects {
         let second = Arc::new(ConsumerRuntime::new(bench.bus.clone(), s, effects));
         run_until_processed(&second, sent.len() as u64).await;
         assert_eq!(counts(pool.clone()).await, (600, 600));
+    }
+
+    /// Dedup rows older than the retention go, the consumer's recent ones and other consumers' stay.
+    #[tokio::test]
+    async fn expired_dedup_rows_are_pruned_on_both_backends() {
+        let pg = pg_ledger().await;
+        let effects = DbEffects::new(pg.clone(), "pruned", Ledger::default());
+        effects.ensure_schema().await.unwrap();
+        sqlx::query(
+            "INSERT INTO consumer_dedup (consumer, event_id, applied_at) VALUES \
+             ('pruned', 'old', now() - interval '40 days'), ('pruned', 'new', now()), \
+             ('other', 'old', now() - interval '40 days')",
+        )
+        .execute(&pg)
+        .await
+        .unwrap();
+        assert_eq!(effects.pruner().prune(DEDUP_RETENTION).await.unwrap(), 1);
+        let left: Vec<(String, String)> =
+            sqlx::query_as("SELECT consumer, event_id FROM consumer_dedup ORDER BY consumer, event_id")
+                .fetch_all(&pg)
+                .await
+                .unwrap();
+        assert_eq!(
+            left,
+            [("other".into(), "old".into()), ("pruned".into(), "new".into())]
+        );
+
+        let dir = std::env::temp_dir().join(orderflow_testkit::unique("dedup"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.join("dedup.db").display());
+        let lite = SqlitePool::connect(&url).await.unwrap();
+        let effects = DbEffects::new(lite.clone(), "pruned", Ledger::default());
+        effects.ensure_schema().await.unwrap();
+        sqlx::query(
+            "INSERT INTO consumer_dedup (consumer, event_id, applied_at) VALUES \
+             ('pruned', 'old', strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-40 days')), \
+             ('pruned', 'new', strftime('%Y-%m-%dT%H:%M:%fZ', 'now')), \
+             ('other', 'old', strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-40 days'))",
+        )
+        .execute(&lite)
+        .await
+        .unwrap();
+        assert_eq!(effects.pruner().prune(DEDUP_RETENTION).await.unwrap(), 1);
+        let left: Vec<(String, String)> =
+            sqlx::query_as("SELECT consumer, event_id FROM consumer_dedup ORDER BY consumer, event_id")
+                .fetch_all(&lite)
+                .await
+                .unwrap();
+        assert_eq!(
+            left,
+            [("other".into(), "old".into()), ("pruned".into(), "new".into())]
+        );
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     /// Counts records per key, in a counter whose hash tag is the key.

@@ -80,6 +80,6 @@ pub async fn run(
         // One chain: appends are serial anyway, so a few partitions at once are enough.
         concurrency: 2,
     };
-    let effects = StoreEffects::open(&backends.store, role.group(&backends), Auditor).await?;
+    let effects = StoreEffects::open(&backends.store, role.group(&backends), Auditor, &shutdown).await?;
     role.run(&backends, effects, shutdown).await
 }

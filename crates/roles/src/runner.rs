@@ -7,7 +7,9 @@
 //! `(consumer, event id)` dedup transaction on whichever backend the deployment runs, so a database handler
 //! is written once (over [`orderflow_store::TxStatements`]) for PostgreSQL and SQLite.
 
-use orderflow_consumer::effects::{DbEffects, DbHandler};
+use std::time::Duration;
+
+use orderflow_consumer::effects::{DEDUP_RETENTION, DbEffects, DbHandler, DedupPruner};
 use orderflow_consumer::{ConsumerRuntime, Delivery, Handler, HandlerError, Output, Record};
 use orderflow_events::{LifecycleTopic, LifecycleTopics};
 use orderflow_store::{Store, StoreError};
@@ -89,19 +91,65 @@ where
     H: DbHandler<Postgres> + DbHandler<Sqlite>,
 {
     /// `handler`'s effects for the consumer named `consumer` (its group id), with the dedup table in place.
-    pub async fn open(store: &Store, consumer: String, handler: H) -> Result<Self, RoleError> {
-        Ok(match store {
+    /// Until `shutdown`, the consumer's dedup rows older than [`DEDUP_RETENTION`] are deleted every
+    /// [`PRUNE_EVERY`], so the table holds a bounded window of events.
+    pub async fn open(
+        store: &Store,
+        consumer: String,
+        handler: H,
+        shutdown: &CancellationToken,
+    ) -> Result<Self, RoleError> {
+        let (effects, pruner) = match store {
             Store::Postgres(pg) => {
                 let effects = DbEffects::new(pg.pool().clone(), consumer, handler);
                 effects.ensure_schema().await.map_err(StoreError::from)?;
-                Self::Postgres(effects)
+                let pruner = Pruner::Postgres(effects.pruner());
+                (Self::Postgres(effects), pruner)
             }
             Store::Sqlite(sqlite) => {
                 let effects = DbEffects::new(sqlite.pool().clone(), consumer, handler);
                 effects.ensure_schema().await.map_err(StoreError::from)?;
-                Self::Sqlite(effects)
+                let pruner = Pruner::Sqlite(effects.pruner());
+                (Self::Sqlite(effects), pruner)
             }
-        })
+        };
+        tokio::spawn(pruner.run(shutdown.clone()));
+        Ok(effects)
+    }
+}
+
+/// How often a database role forgets its expired dedup rows.
+pub(crate) const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+/// Forgets one consumer's expired dedup rows, on whichever backend runs.
+enum Pruner {
+    Postgres(DedupPruner<Postgres>),
+    Sqlite(DedupPruner<Sqlite>),
+}
+
+impl Pruner {
+    /// Prunes at once, then every [`PRUNE_EVERY`] until `shutdown`. A failure is logged and tried again
+    /// at the next tick: the rows only wait longer.
+    async fn run(self, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(PRUNE_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let pruned = match &self {
+                Self::Postgres(pruner) => pruner.prune(DEDUP_RETENTION).await,
+                Self::Sqlite(pruner) => pruner.prune(DEDUP_RETENTION).await,
+            };
+            match pruned {
+                Ok(rows) => tracing::debug!(rows, "pruned expired dedup rows"),
+                Err(e) => tracing::warn!(
+                    error = &e as &dyn std::error::Error,
+                    "pruning expired dedup rows failed"
+                ),
+            }
+        }
     }
 }
 

@@ -8,6 +8,12 @@ use sqlx::{Database, Pool, Postgres, Sqlite, Transaction};
 use crate::handler::{Handler, HandlerError};
 use crate::record::{Output, Record};
 
+/// How long a dedup row is kept: longer than any record can come again. Retry and dead-letter topics keep
+/// records [`crate::ROUTING_RETENTION_DAYS`] days, and a dead letter replayed on the last of them is seen
+/// again as it was; twice that leaves room for the source topics' own retention.
+pub const DEDUP_RETENTION: std::time::Duration =
+    std::time::Duration::from_secs(2 * crate::ROUTING_RETENTION_DAYS as u64 * 24 * 3600);
+
 /// Applies the effects of records inside a database transaction opened by [`DbEffects`].
 pub trait DbHandler<DB: Database>: Send + Sync + 'static {
     /// Applies the effects of `records` (only those not applied before) in `tx`; the caller commits.
@@ -32,6 +38,14 @@ impl<DB: Database, H> DbEffects<DB, H> {
             pool,
             consumer: consumer.into(),
             handler,
+        }
+    }
+
+    /// What forgets this consumer's old dedup rows: cheap to clone, so it can run beside the runtime.
+    pub fn pruner(&self) -> DedupPruner<DB> {
+        DedupPruner {
+            pool: self.pool.clone(),
+            consumer: self.consumer.clone(),
         }
     }
 
@@ -108,14 +122,40 @@ impl<H: DbHandler<Postgres>> DbEffects<Postgres, H> {
         .await?;
         tx.commit().await
     }
+}
 
-    /// Forgets dedup rows older than `age` (keep them longer than any record can be re-delivered).
+/// Forgets one consumer's dedup rows once they are older than any record could be re-delivered: without it
+/// `consumer_dedup` grows by a row per event for ever.
+#[derive(Debug, Clone)]
+pub struct DedupPruner<DB: Database> {
+    pool: Pool<DB>,
+    consumer: String,
+}
+
+impl DedupPruner<Postgres> {
+    /// Deletes the consumer's dedup rows applied more than `age` ago; returns how many.
     pub async fn prune(&self, age: std::time::Duration) -> Result<u64, sqlx::Error> {
         let done = sqlx::query(
             "DELETE FROM consumer_dedup WHERE consumer = $1 AND applied_at < now() - make_interval(secs => $2)",
         )
         .bind(&self.consumer)
         .bind(age.as_secs_f64())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+}
+
+impl DedupPruner<Sqlite> {
+    /// Deletes the consumer's dedup rows applied more than `age` ago; returns how many.
+    pub async fn prune(&self, age: std::time::Duration) -> Result<u64, sqlx::Error> {
+        // `applied_at` is ISO 8601 text in UTC, which sorts as time does.
+        let done = sqlx::query(
+            "DELETE FROM consumer_dedup WHERE consumer = $1 \
+             AND applied_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-' || $2 || ' seconds')",
+        )
+        .bind(&self.consumer)
+        .bind(age.as_secs() as i64)
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected())

@@ -9,5 +9,5 @@
 mod db;
 mod redis;
 
-pub use db::{DbEffects, DbHandler, db_error};
+pub use db::{DEDUP_RETENTION, DbEffects, DbHandler, DedupPruner, db_error};
 pub use redis::{Grouping, RedisEffect, RedisEffects, RedisHandler, hash_tag, redis_error};

@@ -129,7 +129,7 @@ pub async fn run(group: String, backends: Backends, shutdown: CancellationToken)
         topics: role.topics(&backends),
     };
     let handler = WriteThrough {
-        effects: StoreEffects::open(&backends.store, role.group(&backends), follower).await?,
+        effects: StoreEffects::open(&backends.store, role.group(&backends), follower, &shutdown).await?,
         store: backends.store.clone(),
         cache: backends.cache.clone(),
     };
