@@ -107,7 +107,15 @@ impl<H: Handler> Engine<H> {
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,
-                Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => self.on_done(done)?,
+                Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => {
+                    self.on_done(done)?;
+                    // A transactional stage's outputs are invisible to read-committed readers until its
+                    // transaction commits: once nothing runs, commit at once rather than at the next tick
+                    // (under load batches keep running and the tick commits, waiting for them).
+                    if self.transactional() && self.tasks.is_empty() {
+                        self.commit().await?;
+                    }
+                }
                 event = events.recv() => match event {
                     Some(event) => self.on_event(event).await?,
                     None => return Err(ConsumerError::Poller("stopped unexpectedly".into())),
