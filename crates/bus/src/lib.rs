@@ -22,7 +22,7 @@ pub use embedded::EmbeddedCluster;
 
 /// The producer [`Bus::producer`] builds: idempotent, with its statistics recorded as metrics.
 pub type EventProducer = FutureProducer<telemetry::StatsContext>;
-pub use settings::{KafkaSecurity, KafkaSettings};
+pub use settings::{KafkaSecurity, KafkaSettings, WeakDurability};
 pub use topics::{TopicReport, TopicSpec};
 
 /// Any error, as the source of another.
@@ -78,6 +78,9 @@ pub enum BusError {
         #[source]
         source: tokio::task::JoinError,
     },
+    /// The settings ask producers for less durability than every event is promised.
+    #[error("refusing the Kafka settings")]
+    WeakDurability(#[from] settings::WeakDurability),
     /// Topics exist with settings that differ from the topic table.
     #[error("topics differ from the topic table: {}", .0.join("; "))]
     TopicMismatch(Vec<String>),
@@ -146,6 +149,7 @@ impl std::fmt::Debug for Bus {
 impl Bus {
     /// Uses the configured cluster, or starts the embedded mock cluster when none is configured.
     pub fn connect(settings: KafkaSettings) -> Result<Self, BusError> {
+        settings.check_durability()?;
         let security = Arc::new(settings.security.properties()?);
         match settings.cluster().map(str::to_owned) {
             Some(bootstrap) => Ok(Self {
@@ -394,6 +398,33 @@ mod tests {
     use rdkafka::types::RDKafkaErrorCode;
 
     use super::*;
+
+    #[test]
+    fn a_bus_is_refused_producer_properties_that_weaken_durability() {
+        let settings = |property: &str, value: &str| KafkaSettings {
+            bootstrap_servers: Some("127.0.0.1:9".into()),
+            producer: [(property.to_owned(), value.to_owned())].into(),
+            ..KafkaSettings::default()
+        };
+        for (property, value) in [
+            ("acks", "1"),
+            ("request.required.acks", "0"),
+            ("enable.idempotence", "false"),
+            ("max.in.flight.requests.per.connection", "6"),
+        ] {
+            let refused = Bus::connect(settings(property, value)).err();
+            assert!(
+                matches!(&refused, Some(BusError::WeakDurability(weak)) if weak.property == property),
+                "{property} = {value}: {refused:?}"
+            );
+        }
+        for (property, value) in [("acks", "all"), ("acks", "-1"), ("enable.idempotence", "true")] {
+            assert!(
+                Bus::connect(settings(property, value)).is_ok(),
+                "{property} = {value}"
+            );
+        }
+    }
 
     #[test]
     fn a_refused_login_names_the_user_and_keeps_librdkafkas_report() {

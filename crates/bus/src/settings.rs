@@ -35,10 +35,13 @@ pub struct KafkaSettings {
     /// least-privilege credentials and `orderflow topics apply` runs with an administrator's.
     pub manage_topics: bool,
     /// Extra librdkafka properties for every client: may hold secrets (prefer [`KafkaSecurity`]).
+    #[serde(deserialize_with = "properties")]
     pub client: BTreeMap<String, String>,
     /// Extra librdkafka properties for producers only.
+    #[serde(deserialize_with = "properties")]
     pub producer: BTreeMap<String, String>,
     /// Extra librdkafka properties for consumers only.
+    #[serde(deserialize_with = "properties")]
     pub consumer: BTreeMap<String, String>,
 }
 
@@ -61,7 +64,73 @@ impl Default for KafkaSettings {
     }
 }
 
+/// librdkafka properties: values may be written as strings, numbers or booleans (`linger.ms = 5`, or
+/// `ORDERFLOW_KAFKA__PRODUCER__ACKS=1`, which the environment layer reads as a number); librdkafka takes
+/// them all as text.
+fn properties<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<BTreeMap<String, String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Scalar {
+        Text(String),
+        Integer(i64),
+        Float(f64),
+        Flag(bool),
+    }
+    let map = BTreeMap::<String, Scalar>::deserialize(deserializer)?;
+    Ok(map
+        .into_iter()
+        .map(|(key, value)| {
+            let text = match value {
+                Scalar::Text(text) => text,
+                Scalar::Integer(n) => n.to_string(),
+                Scalar::Float(x) => x.to_string(),
+                Scalar::Flag(flag) => flag.to_string(),
+            };
+            (key, text)
+        })
+        .collect())
+}
+
+/// A producer property in the settings that would weaken what a published event is promised.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "kafka.producer.{property} = {value} would weaken durability: producers always use acks=all and idempotence"
+)]
+pub struct WeakDurability {
+    /// The librdkafka property.
+    pub property: String,
+    /// The value given.
+    pub value: String,
+}
+
 impl KafkaSettings {
+    /// Refuses producer properties that would let a broker acknowledge an event before every in-sync
+    /// replica has it (`acks` other than `all`), or let retries duplicate or reorder it (idempotence off,
+    /// more than 5 requests in flight per connection). The properties that ask for what Orderflow sets
+    /// anyway are accepted.
+    pub fn check_durability(&self) -> Result<(), WeakDurability> {
+        for (property, value) in &self.producer {
+            let normalized = value.trim().to_ascii_lowercase();
+            let weak = match property.as_str() {
+                "acks" | "request.required.acks" => !matches!(normalized.as_str(), "all" | "-1"),
+                "enable.idempotence" => normalized != "true",
+                "max.in.flight.requests.per.connection" | "max.in.flight" => {
+                    normalized.parse::<u32>().map_or(true, |n| n == 0 || n > 5)
+                }
+                _ => false,
+            };
+            if weak {
+                return Err(WeakDurability {
+                    property: property.clone(),
+                    value: value.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Partitions of a topic on a real cluster unless configured.
     pub const CLUSTER_PARTITIONS: i32 = 12;
     /// Partitions of a topic on the embedded mock cluster unless configured.

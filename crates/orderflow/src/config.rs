@@ -59,6 +59,10 @@ pub fn load(file: Option<&Path>, overrides: &Overrides) -> anyhow::Result<Settin
         }
     }
     let mut settings: Settings = figment.extract().context("invalid configuration")?;
+    settings
+        .kafka
+        .check_durability()
+        .context("invalid configuration")?;
     settings.read_secret_files().map_err(anyhow::Error::msg)?;
     Ok(settings)
 }
@@ -90,6 +94,47 @@ mod tests {
                 "environment beats file"
             );
             assert_eq!(settings.kafka.topic_prefix, "flag.", "flags beat environment");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn producer_properties_that_weaken_durability_are_refused() {
+        figment::Jail::expect_with(|jail| {
+            jail.clear_env();
+            let refused = |jail: &mut figment::Jail, toml: &str| -> figment::error::Result<String> {
+                jail.create_file("orderflow.toml", toml)?;
+                Ok(load(Some(Path::new("orderflow.toml")), &Overrides::default())
+                    .err()
+                    .map(|e| format!("{e:#}"))
+                    .unwrap_or_default())
+            };
+            for weak in [
+                "acks = 1",
+                "\"request.required.acks\" = \"0\"",
+                "\"enable.idempotence\" = false",
+                "\"max.in.flight.requests.per.connection\" = 20",
+            ] {
+                let error = refused(jail, &format!("[kafka.producer]\n{weak}\n"))?;
+                assert!(
+                    error.starts_with("invalid configuration: kafka.producer."),
+                    "{weak}: {error}"
+                );
+                assert!(error.contains("would weaken durability"), "{weak}: {error}");
+            }
+            let fine = "[kafka.producer]\nacks = \"all\"\n\"enable.idempotence\" = true\n\"linger.ms\" = 5\n";
+            assert_eq!(refused(jail, fine)?, "", "what Orderflow sets anyway is accepted");
+            // The environment layer reads `1` as a number: it is refused all the same.
+            jail.create_file("orderflow.toml", "")?;
+            jail.set_env("ORDERFLOW_KAFKA__PRODUCER__ACKS", "1");
+            let error = load(Some(Path::new("orderflow.toml")), &Overrides::default())
+                .err()
+                .map(|e| format!("{e:#}"))
+                .unwrap_or_default();
+            assert!(
+                error.contains("kafka.producer.acks = 1 would weaken durability"),
+                "{error}"
+            );
             Ok(())
         });
     }
