@@ -127,7 +127,7 @@ async fn wait_until_visible<'a>(bus: &Bus, created: impl Iterator<Item = &'a str
     let created: Vec<&str> = created.collect();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     loop {
-        let seen = partition_counts(bus).await?;
+        let seen = layouts(bus).await?;
         let pending: Vec<&str> = created
             .iter()
             .copied()
@@ -180,7 +180,7 @@ pub async fn ensure_with(
         .client_config("orderflow-admin")
         .create()
         .map_err(BusError::kafka("creating a Kafka admin client"))?;
-    let existing = partition_counts(bus).await?;
+    let existing = layouts(bus).await?;
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
 
     let missing: Vec<(String, Vec<(&str, String)>)> = wanted
@@ -237,8 +237,17 @@ pub async fn ensure_with(
             continue;
         };
         let mut problems = Vec::new();
-        if found < partitions {
-            problems.push(format!("{found} partitions, expected at least {partitions}"));
+        if found.partitions < partitions {
+            problems.push(format!(
+                "{} partitions, expected at least {partitions}",
+                found.partitions
+            ));
+        }
+        if found.replicas < settings.replication_factor {
+            problems.push(format!(
+                "replication factor {}, expected {}",
+                found.replicas, settings.replication_factor
+            ));
         }
         let described = admin
             .describe_configs([&ResourceSpecifier::Topic(&topic)], &options)
@@ -250,7 +259,11 @@ pub async fn ensure_with(
             .flat_map(|resource| resource.entries)
             .map(|entry| (entry.name, entry.value))
             .collect();
-        for (key, expected) in cleanup.configs() {
+        let mut expected = cleanup.configs();
+        if settings.replication_factor > 1 {
+            expected.push(("min.insync.replicas", settings.min_insync_replicas.to_string()));
+        }
+        for (key, expected) in expected {
             let value = actual.get(key).cloned().flatten().unwrap_or_default();
             if value != expected {
                 problems.push(format!("{key}={value}, expected {expected}"));
@@ -271,10 +284,19 @@ pub async fn ensure_with(
     }
 }
 
-/// Partition count of every topic in the cluster (metadata is a blocking call, so it runs off the runtime).
-async fn partition_counts(bus: &Bus) -> Result<HashMap<String, i32>, BusError> {
+/// How an existing topic is laid out.
+#[derive(Debug, Clone, Copy)]
+struct Layout {
+    /// Its partitions.
+    partitions: i32,
+    /// The fewest replicas any of its partitions has (its replication factor).
+    replicas: i32,
+}
+
+/// The layout of every topic in the cluster (metadata is a blocking call, so it runs off the runtime).
+async fn layouts(bus: &Bus) -> Result<HashMap<String, Layout>, BusError> {
     let config = bus.client_config("orderflow-admin");
-    let task = tokio::task::spawn_blocking(move || -> Result<HashMap<String, i32>, BusError> {
+    let task = tokio::task::spawn_blocking(move || -> Result<HashMap<String, Layout>, BusError> {
         use rdkafka::consumer::{BaseConsumer, Consumer};
         let client: BaseConsumer = config
             .create()
@@ -285,7 +307,18 @@ async fn partition_counts(bus: &Bus) -> Result<HashMap<String, i32>, BusError> {
         Ok(metadata
             .topics()
             .iter()
-            .map(|t| (t.name().to_owned(), t.partitions().len() as i32))
+            .map(|t| {
+                let layout = Layout {
+                    partitions: t.partitions().len() as i32,
+                    replicas: t
+                        .partitions()
+                        .iter()
+                        .map(|p| p.replicas().len() as i32)
+                        .min()
+                        .unwrap_or(0),
+                };
+                (t.name().to_owned(), layout)
+            })
             .collect())
     });
     task.await.map_err(|source| BusError::Task {

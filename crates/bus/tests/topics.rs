@@ -83,6 +83,33 @@ async fn apply_reports_a_topic_whose_settings_differ() {
 }
 
 #[tokio::test]
+async fn apply_reports_topics_replicated_less_than_the_settings_ask() {
+    let prefix = format!("{}.", orderflow_testkit::unique("replicas"));
+    // The topics exist with one replica (all the harness's single broker can hold)...
+    real_bus(&prefix).apply_topics().await.expect("first apply");
+    // ...and the deployment now asks for three, with two in sync.
+    let bus = Bus::connect(KafkaSettings {
+        bootstrap_servers: Some(orderflow_testkit::kafka().bootstrap_servers()),
+        topic_prefix: prefix.clone(),
+        partitions: Some(4),
+        replication_factor: 3,
+        min_insync_replicas: 2,
+        ..KafkaSettings::default()
+    })
+    .expect("bus");
+    match bus.apply_topics().await {
+        Err(BusError::TopicMismatch(problems)) => {
+            assert_eq!(problems.len(), TOPICS.len(), "every topic drifted: {problems:?}");
+            for problem in &problems {
+                assert!(problem.contains("replication factor 1, expected 3"), "{problem}");
+                assert!(problem.contains("min.insync.replicas=1, expected 2"), "{problem}");
+            }
+        }
+        other => panic!("expected a mismatch, got {other:?}"),
+    }
+}
+
+#[tokio::test]
 async fn the_embedded_cluster_serves_the_topic_table() {
     let bus = Bus::connect(KafkaSettings::default()).expect("embedded bus");
     assert!(bus.is_embedded());
