@@ -150,12 +150,19 @@ impl std::fmt::Debug for RegistrySettings {
 pub struct OrdersSettings {
     /// Kafka consumer group of the status follower (payment and stock outcomes).
     pub status_group: String,
+    /// Seconds after its last change an order still `CREATED` or `PAID` counts as stranded: every step
+    /// answers within seconds, and enrichment reports an unpaid order within its window and grace.
+    pub stranded_after_secs: u64,
+    /// Seconds between two sweeps for stranded orders.
+    pub sweep_interval_secs: u64,
 }
 
 impl Default for OrdersSettings {
     fn default() -> Self {
         Self {
             status_group: "orderflow-orders-status".into(),
+            stranded_after_secs: 600,
+            sweep_interval_secs: 60,
         }
     }
 }

@@ -10,6 +10,7 @@
 //! | `orderflow_enrichment_late_payments_total` | counter | | enrichment: a payment outside the join window |
 //! | `orderflow_enrichment_unpaid_total` | counter | | enrichment: an order reported unpaid at its deadline |
 //! | `orderflow_analytics_facts_total` | counter | outcome (`applied`, `seen_before`) | analytics |
+//! | `orderflow_orders_stranded` | gauge | status (`CREATED`, `PAID`) | orders: orders that stopped moving |
 //! | `orderflow_db_pool_connections` | gauge | state (`idle`, `busy`) | every role with a database |
 //! | `orderflow_db_pool_max_connections` | gauge | | every role with a database |
 
@@ -37,6 +38,14 @@ pub(crate) enum RoleEvent {
         /// Facts that had been applied before (re-deliveries).
         seen_before: usize,
     },
+    /// The stranded-order sweep found `created` orders waiting for a payment outcome and `paid` waiting for
+    /// stock, each longer than the configured time.
+    Stranded {
+        /// Orders still `CREATED`.
+        created: i64,
+        /// Orders still `PAID`.
+        paid: i64,
+    },
     /// The database pool's connections, sampled.
     DbPool {
         /// Open connections.
@@ -62,6 +71,10 @@ impl RoleEvent {
                 counter!("orderflow_analytics_facts_total", "outcome" => "applied").increment(applied as u64);
                 counter!("orderflow_analytics_facts_total", "outcome" => "seen_before")
                     .increment(seen_before as u64);
+            }
+            Self::Stranded { created, paid } => {
+                gauge!("orderflow_orders_stranded", "status" => "CREATED").set(created as f64);
+                gauge!("orderflow_orders_stranded", "status" => "PAID").set(paid as f64);
             }
             Self::DbPool { open, idle, max } => {
                 let idle = idle as f64;

@@ -280,6 +280,39 @@ macro_rules! shared_queries {
                 Ok(())
             }
 
+            /// Orders still `CREATED` or `PAID` that last moved before `before`: how many per status, and the
+            /// `limit` that waited longest (id, status, last move).
+            pub async fn stranded_orders(
+                &self,
+                before: chrono::DateTime<chrono::Utc>,
+                limit: i64,
+            ) -> Result<$crate::Stranded, $crate::StoreError> {
+                let counts: Vec<(String, i64)> = sqlx::query_as(
+                    "SELECT status, COUNT(*) FROM orders WHERE status IN ('CREATED', 'PAID') AND updated_at < $1 \
+                     GROUP BY status",
+                )
+                .bind(before)
+                .fetch_all(&self.pool)
+                .await?;
+                let oldest: Vec<(uuid::Uuid, String, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
+                    "SELECT id, status, updated_at FROM orders WHERE status IN ('CREATED', 'PAID') \
+                     AND updated_at < $1 ORDER BY updated_at LIMIT $2",
+                )
+                .bind(before)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+                let count = |status: &str| counts.iter().find(|(s, _)| s == status).map_or(0, |(_, n)| *n);
+                Ok($crate::Stranded {
+                    created: count("CREATED"),
+                    paid: count("PAID"),
+                    oldest: oldest
+                        .into_iter()
+                        .map(|(id, status, at)| (orderflow_domain::OrderId::from_uuid(id), status, at))
+                        .collect(),
+                })
+            }
+
             /// Number of outbox rows not yet published.
             pub async fn outbox_backlog(&self) -> Result<i64, $crate::StoreError> {
                 let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM outbox WHERE published_at IS NULL")

@@ -24,6 +24,18 @@ use orderflow_events::EncodedEvent;
 pub use audit::{AuditEntry, AuditVerdict};
 pub use charges::{Charge, ChargeOutcome, ChargeTotals};
 pub use error::StoreError;
+
+/// Orders that stopped moving: still waiting for a payment outcome (`CREATED`) or for stock (`PAID`) long
+/// after their last change. Every step of the pipeline answers within seconds, so such an order is stuck.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stranded {
+    /// How many are still `CREATED`.
+    pub created: i64,
+    /// How many are still `PAID`.
+    pub paid: i64,
+    /// The ones that have waited longest: id, status and when they last moved.
+    pub oldest: Vec<(OrderId, String, DateTime<Utc>)>,
+}
 pub use group_commit::{GroupCommitSettings, OrderWriter};
 pub use inventory::{InventoryOp, InventoryOutcome, Product, StockLine};
 pub use postgres::PgStore;
@@ -249,6 +261,11 @@ impl Store {
     /// Number of outbox rows not yet published.
     pub async fn outbox_backlog(&self) -> Result<i64, StoreError> {
         dispatch!(self, s => s.outbox_backlog().await)
+    }
+
+    /// Orders still `CREATED` or `PAID` that last moved before `before` (see [`Stranded`]).
+    pub async fn stranded_orders(&self, before: DateTime<Utc>, limit: i64) -> Result<Stranded, StoreError> {
+        dispatch!(self, s => s.stranded_orders(before, limit).await)
     }
 
     /// Deletes rows published before `before`; returns how many.

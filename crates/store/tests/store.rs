@@ -545,3 +545,70 @@ async fn concurrent_inventory_batches_on_postgres_never_deadlock_or_oversell() {
         assert_eq!(i64::from(stock) + held, 60, "{sku} reconciles");
     }
 }
+
+/// Orders still `CREATED` or `PAID` long after their last change are found, oldest first; moving and
+/// finished orders are not.
+async fn stranded_orders_are_those_that_stopped_moving(store: Store) {
+    let orders: Vec<Order> = (0..5).map(|i| order(&format!("stranded-{i}"), 1)).collect();
+    for o in &orders {
+        store.insert_order(o, &encoded(o).await).await.expect("insert");
+    }
+    // (status, minutes since the last change) of each order.
+    let states = [
+        ("PAID", 60),
+        ("CREATED", 30),
+        ("CREATED", 0),
+        ("ALLOCATED", 90),
+        ("PAYMENT_FAILED", 90),
+    ];
+    let sql = "UPDATE orders SET status = $1, updated_at = $2 WHERE id = $3";
+    for (o, (status, minutes)) in orders.iter().zip(states) {
+        let at = Utc::now() - chrono::Duration::minutes(minutes);
+        let updated = match &store {
+            Store::Postgres(pg) => sqlx::query(sql)
+                .bind(status)
+                .bind(at)
+                .bind(o.id.as_uuid())
+                .execute(pg.pool())
+                .await
+                .map(|r| r.rows_affected()),
+            Store::Sqlite(lite) => sqlx::query(sql)
+                .bind(status)
+                .bind(at)
+                .bind(o.id.as_uuid())
+                .execute(lite.pool())
+                .await
+                .map(|r| r.rows_affected()),
+        };
+        assert_eq!(updated.expect("age the order"), 1);
+    }
+    let before = Utc::now() - chrono::Duration::minutes(10);
+    let stranded = store.stranded_orders(before, 20).await.expect("sweep");
+    assert_eq!((stranded.created, stranded.paid), (1, 1));
+    let named: Vec<(orderflow_domain::OrderId, String)> = stranded
+        .oldest
+        .iter()
+        .map(|(id, status, _)| (*id, status.clone()))
+        .collect();
+    assert_eq!(
+        named,
+        [
+            (orders[0].id, "PAID".to_owned()),
+            (orders[1].id, "CREATED".to_owned())
+        ],
+        "the longest waiting first"
+    );
+    let limited = store.stranded_orders(before, 1).await.expect("sweep");
+    assert_eq!((limited.created, limited.paid, limited.oldest.len()), (1, 1, 1));
+}
+
+#[tokio::test]
+async fn postgres_finds_stranded_orders() {
+    stranded_orders_are_those_that_stopped_moving(postgres().await).await;
+}
+
+#[tokio::test]
+async fn sqlite_finds_stranded_orders() {
+    let (store, _dir) = sqlite().await;
+    stranded_orders_are_those_that_stopped_moving(store).await;
+}

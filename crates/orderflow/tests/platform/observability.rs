@@ -335,6 +335,13 @@ async fn metrics_follow_the_load_lag_rises_while_a_consumer_is_held_then_drains(
     let page = scrape().await;
     assert!(hits(&page) - before_reads >= 20.0, "repeated reads hit the cache");
     assert!(metric_sum(&page, "orderflow_db_pool_max_connections", &[]) > 0.0);
+    // The stranded-order sweep ran, and found every order moving.
+    for status in ["CREATED", "PAID"] {
+        assert!(
+            page.contains(&format!("orderflow_orders_stranded{{status=\"{status}\"}} 0")),
+            "the sweeper reports {status}"
+        );
+    }
     assert!(
         metric_sum(&page, "orderflow_kafka_tx_messages_total", &[]) > 0.0,
         "librdkafka statistics"

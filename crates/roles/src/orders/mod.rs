@@ -1,7 +1,9 @@
-//! The orders role: the HTTP API, beside it the outbox relay that publishes what the API commits, and the
-//! [`status`] follower that moves each order along the pipeline's outcomes.
+//! The orders role: the HTTP API, beside it the outbox relay that publishes what the API commits, the
+//! [`status`] follower that moves each order along the pipeline's outcomes, and the [`sweeper`] that reports
+//! orders that stopped moving.
 
 mod status;
+pub(crate) mod sweeper;
 
 use std::net::SocketAddr;
 
@@ -55,12 +57,14 @@ pub async fn start(
     };
     let tls = settings.http.tls.clone();
     let (status_group, follower_backends) = (settings.orders.status_group.clone(), backends.clone());
+    let (sweep_store, sweep_settings) = (backends.store.clone(), settings.orders.clone());
     let serve = async move {
         let http_shutdown = shutdown.clone();
         let http = crate::serve_http(listener, addr, app, tls, http_shutdown);
         let relay_task = async { relay.run(shutdown.clone()).await.map_err(RoleError::from) };
         let follow = status::run(status_group, follower_backends, shutdown.clone());
-        let (http, relayed, followed) = tokio::join!(http, relay_task, follow);
+        let sweep = sweeper::run(sweep_store, sweep_settings, shutdown.clone());
+        let (http, relayed, followed, ()) = tokio::join!(http, relay_task, follow, sweep);
         http.and(relayed).and(followed)
     };
     Ok(RunningOrders {
