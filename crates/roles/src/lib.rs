@@ -282,6 +282,26 @@ pub struct Backends {
     pub consumers: ops::Consumers,
 }
 
+/// The catalogue the embedded default starts with when it has none, so a first order (the README's) can be
+/// served: five products with 1,000 units each.
+pub fn demo_catalogue() -> Vec<orderflow_store::Product> {
+    [
+        ("SKU-1", "Espresso beans, 1 kg", 1_250),
+        ("SKU-2", "Burr grinder", 8_900),
+        ("SKU-3", "Milk jug, 600 ml", 1_900),
+        ("SKU-4", "Paper filters, 100", 450),
+        ("SKU-5", "Cleaning tablets, 50", 1_200),
+    ]
+    .into_iter()
+    .map(|(sku, name, price_minor)| orderflow_store::Product {
+        sku: sku.into(),
+        name: name.into(),
+        price_minor,
+        stock: 1_000,
+    })
+    .collect()
+}
+
 impl Backends {
     /// Connects to every configured backend (or starts the embedded ones), migrates when configured and
     /// makes sure the topics exist.
@@ -289,6 +309,15 @@ impl Backends {
         let store = Store::connect(&settings.database_url(), settings.database.max_connections).await?;
         if settings.database.migrate_on_start {
             store.migrate().await?;
+        }
+        if settings
+            .database
+            .url
+            .as_deref()
+            .is_none_or(|u| u.trim().is_empty())
+            && store.seed_catalogue(&demo_catalogue()).await?
+        {
+            tracing::info!("embedded default: seeded a demo catalogue (SKU-1 to SKU-5, 1,000 units each)");
         }
         let bus = Bus::connect(settings.kafka.clone())?;
         if !bus.is_embedded() {

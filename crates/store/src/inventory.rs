@@ -390,6 +390,29 @@ macro_rules! inventory_queries {
                 Ok(())
             }
 
+            /// Puts `products` in the catalogue if it holds none yet, in one transaction; says whether it did.
+            /// A catalogue someone filled is never touched.
+            pub async fn seed_catalogue(&self, products: &[$crate::Product]) -> Result<bool, $crate::StoreError> {
+                let mut tx = self.pool.begin().await?;
+                let (count,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM products")
+                    .fetch_one(&mut *tx)
+                    .await?;
+                if count > 0 || products.is_empty() {
+                    return Ok(false);
+                }
+                let mut insert =
+                    sqlx::QueryBuilder::<$db>::new("INSERT INTO products (sku, name, price_minor, stock) ");
+                insert.push_values(products, |mut row, p| {
+                    row.push_bind(p.sku.as_str())
+                        .push_bind(p.name.as_str())
+                        .push_bind(p.price_minor)
+                        .push_bind(p.stock);
+                });
+                insert.build().execute(&mut *tx).await?;
+                tx.commit().await?;
+                Ok(true)
+            }
+
             /// One product, if it exists.
             pub async fn get_product(&self, sku: &str) -> Result<Option<$crate::Product>, $crate::StoreError> {
                 let row: Option<(String, String, i64, i32)> =

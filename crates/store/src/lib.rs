@@ -299,6 +299,11 @@ impl Store {
         dispatch!(self, s => s.set_customer_tier(id, tier).await)
     }
 
+    /// Puts `products` in the catalogue if it holds none yet; says whether it did.
+    pub async fn seed_catalogue(&self, products: &[Product]) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.seed_catalogue(products).await)
+    }
+
     /// Creates or replaces a product.
     pub async fn put_product(&self, product: &Product) -> Result<(), StoreError> {
         dispatch!(self, s => s.put_product(product).await)

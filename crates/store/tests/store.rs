@@ -612,3 +612,42 @@ async fn sqlite_finds_stranded_orders() {
     let (store, _dir) = sqlite().await;
     stranded_orders_are_those_that_stopped_moving(store).await;
 }
+
+/// The catalogue is seeded only while it is empty: a filled one is never touched.
+async fn a_catalogue_is_seeded_only_when_empty(store: Store) {
+    let product = |sku: &str, stock| Product {
+        sku: sku.into(),
+        name: sku.into(),
+        price_minor: 100,
+        stock,
+    };
+    assert!(
+        store
+            .seed_catalogue(&[product("A", 5), product("B", 7)])
+            .await
+            .expect("seed")
+    );
+    assert!(
+        !store
+            .seed_catalogue(&[product("A", 99), product("C", 1)])
+            .await
+            .expect("again")
+    );
+    let lines: Vec<(String, i32)> = stock_of(&store)
+        .await
+        .into_iter()
+        .map(|(s, n, _)| (s, n))
+        .collect();
+    assert_eq!(lines, [("A".to_owned(), 5), ("B".to_owned(), 7)]);
+}
+
+#[tokio::test]
+async fn postgres_seeds_an_empty_catalogue_only() {
+    a_catalogue_is_seeded_only_when_empty(postgres().await).await;
+}
+
+#[tokio::test]
+async fn sqlite_seeds_an_empty_catalogue_only() {
+    let (store, _dir) = sqlite().await;
+    a_catalogue_is_seeded_only_when_empty(store).await;
+}

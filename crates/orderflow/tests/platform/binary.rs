@@ -120,11 +120,18 @@ async fn the_binary_runs_embedded_and_stops_on_sigterm() {
     assert!(banner.contains("database: sqlite"), "{banner}");
     assert!(banner.contains("kafka:    embedded mock cluster"), "{banner}");
     assert!(banner.contains("cache:    in-process"), "{banner}");
-    let (status, _, created) = post(&base, "application/json", &order_body().to_string()).await;
+    // The README's first order: the embedded default's demo catalogue has the stock to serve it.
+    let readme = r#"{"customer_id":"c-1","currency":"EUR","items":[{"sku":"SKU-1","quantity":2,"unit_price_minor":1250}]}"#;
+    let (status, _, created) = post(&base, "application/json", readme).await;
     assert_eq!(status, 201);
-    let id = created["id"].as_str().expect("id");
+    let id = created["id"].as_str().expect("id").to_owned();
     let fetched = http_get(format!("{base}/v1/orders/{id}")).await.expect("GET");
     assert_eq!(fetched.status().as_u16(), 200);
+    eventually("the README's first order to be allocated", || {
+        let (base, id) = (base.clone(), id.clone());
+        async move { (get_order(&base, &id).await["status"] == "ALLOCATED").then_some(()) }
+    })
+    .await;
     terminate(child).await;
     let _ = std::fs::remove_dir_all(dir);
 }
