@@ -327,12 +327,12 @@ impl Bus {
     }
 
     /// Creates the missing retry and dead-letter topics of `wanted` with
-    /// [`KafkaSettings::retry_partitions`] partitions and checks existing ones; see [`topics::ensure`].
+    /// [`KafkaSettings::retry_partitions_for`] the cluster and checks existing ones; see [`topics::ensure`].
     pub async fn ensure_routing_topics(
         &self,
         wanted: &[(String, topics::Cleanup)],
     ) -> Result<Vec<TopicReport>, BusError> {
-        topics::ensure_with(self, wanted, self.settings.retry_partitions()).await
+        topics::ensure_with(self, wanted, topics::Sizing::Routing).await
     }
 
     pub(crate) fn embedded(&self) -> Option<&EmbeddedCluster> {

@@ -14,11 +14,12 @@ pub struct KafkaSettings {
     pub bootstrap_servers: Option<String>,
     /// Prepended to every topic name (e.g. `staging.`), so several deployments can share a cluster.
     pub topic_prefix: String,
-    /// Partitions per topic created by `topics apply`; when absent, 12 on a real cluster and 2 on the
-    /// embedded mock cluster (one process polls every partition of every topic there).
+    /// Partitions per topic created by `topics apply`; when absent, 2 per broker on a real cluster and 2 on
+    /// the embedded mock cluster. Each partition costs the broker work on every produce, fetch and
+    /// transaction whether or not it carries records: set it to the most instances one role will run.
     pub partitions: Option<i32>,
-    /// Partitions of each retry and dead-letter topic; when absent, 3 on a real cluster (at most
-    /// [`KafkaSettings::partitions`]) and 1 embedded.
+    /// Partitions of each retry and dead-letter topic; when absent, 3 on a real cluster (at most the live
+    /// topics' partitions) and 1 embedded.
     /// They carry only failures, and every member of a group polls them beside its live topics.
     pub retry_partitions: Option<i32>,
     /// Replication factor of created topics (3 in production).
@@ -131,28 +132,41 @@ impl KafkaSettings {
         Ok(())
     }
 
-    /// Partitions of a topic on a real cluster unless configured.
-    pub const CLUSTER_PARTITIONS: i32 = 12;
+    /// Partitions of a topic per broker of a real cluster unless configured.
+    pub const PARTITIONS_PER_BROKER: i32 = 2;
     /// Partitions of a topic on the embedded mock cluster unless configured.
     pub const EMBEDDED_PARTITIONS: i32 = 2;
-
     /// Partitions of a retry or dead-letter topic on a real cluster unless configured.
     pub const CLUSTER_RETRY_PARTITIONS: i32 = 3;
 
-    /// Partitions per retry or dead-letter topic: as configured, else the default for the kind of cluster.
-    pub fn retry_partitions(&self) -> i32 {
-        self.retry_partitions.unwrap_or(match self.cluster() {
-            Some(_) => Self::CLUSTER_RETRY_PARTITIONS.min(self.partitions()),
+    /// Partitions per created topic: as configured, else 2 per broker of a cluster of `brokers` brokers
+    /// (`None`: the embedded mock cluster).
+    pub fn partitions_for(&self, brokers: Option<usize>) -> i32 {
+        self.partitions.unwrap_or(match brokers {
+            Some(n) => (Self::PARTITIONS_PER_BROKER * n.max(1) as i32).max(Self::EMBEDDED_PARTITIONS),
+            None => Self::EMBEDDED_PARTITIONS,
+        })
+    }
+
+    /// Partitions per created retry or dead-letter topic: as configured, else 3 on a cluster (at most the
+    /// live topics' partitions) and 1 embedded.
+    pub fn retry_partitions_for(&self, brokers: Option<usize>) -> i32 {
+        self.retry_partitions.unwrap_or(match brokers {
+            Some(_) => Self::CLUSTER_RETRY_PARTITIONS.min(self.partitions_for(brokers)),
             None => 1,
         })
     }
 
-    /// Partitions per created topic: as configured, else the default for the kind of cluster.
+    /// Partitions per created topic on a one-broker cluster (or the embedded one): see
+    /// [`KafkaSettings::partitions_for`].
     pub fn partitions(&self) -> i32 {
-        self.partitions.unwrap_or(match self.cluster() {
-            Some(_) => Self::CLUSTER_PARTITIONS,
-            None => Self::EMBEDDED_PARTITIONS,
-        })
+        self.partitions_for(self.cluster().map(|_| 1))
+    }
+
+    /// Partitions per created retry or dead-letter topic on a one-broker cluster (or the embedded one): see
+    /// [`KafkaSettings::retry_partitions_for`].
+    pub fn retry_partitions(&self) -> i32 {
+        self.retry_partitions_for(self.cluster().map(|_| 1))
     }
 
     /// The configured cluster's bootstrap servers, or `None` when the embedded mock cluster is meant.

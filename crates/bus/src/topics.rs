@@ -127,7 +127,7 @@ async fn wait_until_visible<'a>(bus: &Bus, created: impl Iterator<Item = &'a str
     let created: Vec<&str> = created.collect();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     loop {
-        let seen = layouts(bus).await?;
+        let seen = layouts(bus).await?.topics;
         let pending: Vec<&str> = created
             .iter()
             .copied()
@@ -152,17 +152,35 @@ async fn wait_until_visible<'a>(bus: &Bus, created: impl Iterator<Item = &'a str
 /// Creates the missing topics of `wanted` (full names with their cleanup) with the configured partitions and
 /// replication, and checks existing ones the same way [`apply`] does.
 pub async fn ensure(bus: &Bus, wanted: &[(String, Cleanup)]) -> Result<Vec<TopicReport>, BusError> {
-    ensure_with(bus, wanted, bus.settings().partitions()).await
+    ensure_with(bus, wanted, Sizing::Live).await
 }
 
-/// Like [`ensure`], with `partitions` per topic (retry and dead-letter topics have fewer).
+/// How [`ensure_with`] sizes the topics it creates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sizing {
+    /// Topics that carry the pipeline: [`KafkaSettings::partitions_for`] the cluster.
+    ///
+    /// [`KafkaSettings::partitions_for`]: crate::KafkaSettings::partitions_for
+    Live,
+    /// Retry and dead-letter topics: [`KafkaSettings::retry_partitions_for`] the cluster.
+    ///
+    /// [`KafkaSettings::retry_partitions_for`]: crate::KafkaSettings::retry_partitions_for
+    Routing,
+}
+
+/// Like [`ensure`], sizing the topics as `sizing` says (retry and dead-letter topics have fewer partitions).
 pub async fn ensure_with(
     bus: &Bus,
     wanted: &[(String, Cleanup)],
-    partitions: i32,
+    sizing: Sizing,
 ) -> Result<Vec<TopicReport>, BusError> {
     let settings = bus.settings();
+    let size = |brokers: Option<usize>| match sizing {
+        Sizing::Live => settings.partitions_for(brokers),
+        Sizing::Routing => settings.retry_partitions_for(brokers),
+    };
     if let Some(cluster) = bus.embedded() {
+        let partitions = size(None);
         return wanted
             .iter()
             .map(|(topic, _)| {
@@ -180,7 +198,9 @@ pub async fn ensure_with(
         .client_config("orderflow-admin")
         .create()
         .map_err(BusError::kafka("creating a Kafka admin client"))?;
-    let existing = layouts(bus).await?;
+    let cluster = layouts(bus).await?;
+    let partitions = size(Some(cluster.brokers));
+    let existing = cluster.topics;
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
 
     let missing: Vec<(String, Vec<(&str, String)>)> = wanted
@@ -293,10 +313,19 @@ struct Layout {
     replicas: i32,
 }
 
-/// The layout of every topic in the cluster (metadata is a blocking call, so it runs off the runtime).
-async fn layouts(bus: &Bus) -> Result<HashMap<String, Layout>, BusError> {
+/// What the cluster's metadata says: its brokers and the layout of every topic.
+struct ClusterLayout {
+    /// Brokers in the cluster.
+    brokers: usize,
+    /// Every topic's layout, by name.
+    topics: HashMap<String, Layout>,
+}
+
+/// The cluster's brokers and the layout of every topic (metadata is a blocking call, so it runs off the
+/// runtime).
+async fn layouts(bus: &Bus) -> Result<ClusterLayout, BusError> {
     let config = bus.client_config("orderflow-admin");
-    let task = tokio::task::spawn_blocking(move || -> Result<HashMap<String, Layout>, BusError> {
+    let task = tokio::task::spawn_blocking(move || -> Result<ClusterLayout, BusError> {
         use rdkafka::consumer::{BaseConsumer, Consumer};
         let client: BaseConsumer = config
             .create()
@@ -304,7 +333,7 @@ async fn layouts(bus: &Bus) -> Result<HashMap<String, Layout>, BusError> {
         let metadata = client
             .fetch_metadata(None, Duration::from_secs(15))
             .map_err(BusError::kafka("fetching cluster metadata"))?;
-        Ok(metadata
+        let topics = metadata
             .topics()
             .iter()
             .map(|t| {
@@ -319,7 +348,11 @@ async fn layouts(bus: &Bus) -> Result<HashMap<String, Layout>, BusError> {
                 };
                 (t.name().to_owned(), layout)
             })
-            .collect())
+            .collect();
+        Ok(ClusterLayout {
+            brokers: metadata.brokers().len(),
+            topics,
+        })
     });
     task.await.map_err(|source| BusError::Task {
         context: "fetching cluster metadata",

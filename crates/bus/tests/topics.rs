@@ -110,6 +110,38 @@ async fn apply_reports_topics_replicated_less_than_the_settings_ask() {
 }
 
 #[tokio::test]
+async fn unconfigured_partitions_follow_the_cluster_size() {
+    let prefix = format!("{}.", orderflow_testkit::unique("sized"));
+    let settings = KafkaSettings {
+        bootstrap_servers: Some(orderflow_testkit::kafka().bootstrap_servers()),
+        topic_prefix: prefix.clone(),
+        ..KafkaSettings::default()
+    };
+    assert_eq!(settings.partitions_for(Some(3)), 6, "two per broker");
+    assert_eq!(settings.retry_partitions_for(Some(3)), 3);
+    let bus = Bus::connect(settings).expect("bus");
+    bus.apply_topics().await.expect("apply");
+    let retry = format!("{prefix}order.created.retry.1");
+    bus.ensure_routing_topics(&[(retry.clone(), orderflow_bus::topics::Cleanup::Delete { days: 1 })])
+        .await
+        .expect("routing topics");
+    let client: BaseConsumer = bus.client_config("test").create().expect("client");
+    let metadata = client
+        .fetch_metadata(None, Duration::from_secs(10))
+        .expect("metadata");
+    let partitions = |name: &str| {
+        metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == name)
+            .map(|t| t.partitions().len())
+    };
+    // The harness runs one broker: two partitions per live topic, and retry topics no wider than that.
+    assert_eq!(partitions(&format!("{prefix}order.created")), Some(2));
+    assert_eq!(partitions(&retry), Some(2));
+}
+
+#[tokio::test]
 async fn the_embedded_cluster_serves_the_topic_table() {
     let bus = Bus::connect(KafkaSettings::default()).expect("embedded bus");
     assert!(bus.is_embedded());
