@@ -3,11 +3,11 @@
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
-use orderflow_domain::{NewOrder, Order, OrderId, ValidationErrors};
+use orderflow_domain::{NewOrder, Order, OrderId, OrderStatus, ValidationErrors};
 use orderflow_events::{OrderCancelled, OrderCreated};
 use serde::Serialize;
 
@@ -127,10 +127,122 @@ pub async fn create(
     Ok(response)
 }
 
+/// Longest a `GET /v1/orders/{id}?wait_for=...` may wait, in milliseconds.
+pub const MAX_WAIT_MS: u64 = 30_000;
+/// How long a `wait_for` read waits when `timeout_ms` is absent, in milliseconds.
+pub const DEFAULT_WAIT_MS: u64 = 10_000;
+/// How often a waiting read looks at the order again.
+const WAIT_STEP: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// What a `GET` with `wait_for` waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WaitFor {
+    /// A status: reached when the order has it, or has gone past the step that sets it, or is terminal.
+    Status(OrderStatus),
+    /// Any terminal status.
+    Terminal,
+}
+
+impl WaitFor {
+    fn reached(self, order: &Order) -> bool {
+        if order.status.is_terminal() {
+            return true;
+        }
+        match self {
+            Self::Terminal => false,
+            Self::Status(wanted) => {
+                order.status == wanted || wanted.step_version().is_some_and(|step| order.version >= step)
+            }
+        }
+    }
+}
+
+/// The `wait_for` and `timeout_ms` query parameters of `GET /v1/orders/{id}`, parsed; `None` without
+/// `wait_for`.
+fn wait_params(query: Option<&str>) -> Result<Option<(WaitFor, std::time::Duration)>, ApiError> {
+    let (mut wait_for, mut timeout_ms) = (None, None);
+    for (name, value) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        let slot = match name.as_ref() {
+            "wait_for" => &mut wait_for,
+            "timeout_ms" => &mut timeout_ms,
+            other => {
+                return Err(ApiError::BadQuery(format!(
+                    "unknown query parameter '{other}' (expected one of: wait_for, timeout_ms)"
+                )));
+            }
+        };
+        if slot.replace(value.into_owned()).is_some() {
+            return Err(ApiError::BadQuery(format!(
+                "query parameter '{name}' is given twice"
+            )));
+        }
+    }
+    let timeout = match &timeout_ms {
+        None => DEFAULT_WAIT_MS,
+        Some(text) => match text.parse::<u64>() {
+            Ok(ms) if ms <= MAX_WAIT_MS => ms,
+            _ => {
+                return Err(ApiError::BadQuery(format!(
+                    "timeout_ms must be a whole number of milliseconds from 0 to {MAX_WAIT_MS}, not '{text}'"
+                )));
+            }
+        },
+    };
+    let Some(wanted) = wait_for else {
+        if timeout_ms.is_some() {
+            return Err(ApiError::BadQuery("timeout_ms is given without wait_for".into()));
+        }
+        return Ok(None);
+    };
+    let wanted = match wanted.as_str() {
+        "terminal" => WaitFor::Terminal,
+        status => WaitFor::Status(status.parse().map_err(|_| {
+            ApiError::BadQuery(format!(
+                "wait_for must be an order status (CREATED, PAID, PAYMENT_FAILED, ALLOCATED, REJECTED, CANCELLED) or 'terminal', not '{status}'"
+            ))
+        })?),
+    };
+    Ok(Some((wanted, std::time::Duration::from_millis(timeout))))
+}
+
 /// `GET /v1/orders/{id}`: through the order cache (in-process, then Redis, then the database); misses are
 /// coalesced so a hot order is loaded once however many requests arrive.
-pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+///
+/// With `wait_for=<STATUS>|terminal` (and `timeout_ms`, default 10 s, at most 30 s) it answers once the
+/// order reached that status (or went past it, or ended), or when the time is up: `200` with the current
+/// state either way, so a client reads its own write without polling.
+pub async fn get(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
     let order_id: OrderId = id.parse().map_err(|_| ApiError::InvalidOrderId(id.clone()))?;
+    let wait = wait_params(query.as_deref())?;
+    let load = |state: &AppState| {
+        let store = state.store.clone();
+        let cache = state.cache.clone();
+        async move {
+            cache
+                .get_or_load(&order_id.to_string(), move || {
+                    let store = store.clone();
+                    async move { store.get_order(order_id).await }
+                })
+                .await
+                .map_err(ApiError::load)
+        }
+    };
+    if let Some((wanted, timeout)) = wait {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let order = load(&state)
+                .await?
+                .ok_or_else(|| ApiError::OrderNotFound(id.clone()))?;
+            if wanted.reached(&order) || tokio::time::Instant::now() + WAIT_STEP > deadline {
+                return Ok(json_order(render_order(&order)));
+            }
+            tokio::time::sleep(WAIT_STEP).await;
+        }
+    }
     let store = state.store.clone();
     let body = state
         .cache
@@ -145,11 +257,16 @@ pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Resul
         .await
         .map_err(ApiError::load)?
         .ok_or(ApiError::OrderNotFound(id))?;
-    Ok((
+    Ok(json_order(body))
+}
+
+/// A `200` with an order's JSON body.
+fn json_order(body: Bytes) -> Response {
+    (
         [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
         body,
     )
-        .into_response())
+        .into_response()
 }
 
 /// An order's JSON body; rendered once per in-process cache entry.

@@ -43,6 +43,14 @@ impl OrderStatus {
 }
 
 impl OrderStatus {
+    /// Whether no step moves an order on from this status: payment failed, allocated, rejected or cancelled.
+    pub fn is_terminal(&self) -> bool {
+        matches!(
+            self,
+            Self::PaymentFailed | Self::Allocated | Self::Rejected | Self::Cancelled
+        )
+    }
+
     /// The highest version a pipeline step gives an order (the stock outcome).
     pub const LAST_STEP_VERSION: i64 = 3;
 

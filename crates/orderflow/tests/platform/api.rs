@@ -94,6 +94,32 @@ async fn bad_input_gets_problem_details_and_writes_nothing() {
         ("/v1/analytics/top-products?limit=0", 400),
         ("/v1/analytics/top-products?limit=ten", 400),
         ("/v1/analytics/funnel?x=1", 400),
+        (
+            &format!("/v1/orders/{}?wait_for=SHIPPED", uuid::Uuid::now_v7()) as &str,
+            400,
+        ),
+        (
+            &format!(
+                "/v1/orders/{}?wait_for=PAID&timeout_ms=60000",
+                uuid::Uuid::now_v7()
+            ) as &str,
+            400,
+        ),
+        (
+            &format!("/v1/orders/{}?timeout_ms=10", uuid::Uuid::now_v7()) as &str,
+            400,
+        ),
+        (
+            &format!("/v1/orders/{}?color=blue", uuid::Uuid::now_v7()) as &str,
+            400,
+        ),
+        (
+            &format!(
+                "/v1/orders/{}?wait_for=terminal&timeout_ms=5",
+                uuid::Uuid::now_v7()
+            ) as &str,
+            404,
+        ),
     ] {
         let response = http_get(format!("{base}{path}")).await.expect("GET");
         assert_eq!(response.status().as_u16(), expected, "{path}");

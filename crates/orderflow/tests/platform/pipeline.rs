@@ -2,7 +2,7 @@
 //! terminal state, and a cancel read back at once on every instance.
 
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use orderflow_roles::{Platform, Role};
 use orderflow_testkit::{read_topic, unique};
@@ -221,19 +221,26 @@ async fn an_order_flows_through_the_embedded_default() {
 
     // The pipeline runs on the mock cluster too (payments, enrichment, inventory at-least-once, one charge
     // by the ledger, one reservation per order) and the orders role follows: the API shows it ALLOCATED.
-    let paid = eventually("the order to be allocated", || {
-        let base = base.clone();
-        async move {
-            let order: Value = http_get(format!("{base}/v1/orders/{id}"))
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
-            (order["status"] == "ALLOCATED").then_some(order)
-        }
-    })
-    .await;
+    // One long-polling read waits for it, without the client polling.
+    let asked = Instant::now();
+    let paid: Value = http_get(format!(
+        "{base}/v1/orders/{id}?wait_for=ALLOCATED&timeout_ms=20000"
+    ))
+    .await
+    .expect("GET wait_for")
+    .json()
+    .await
+    .expect("order");
+    assert_eq!(paid["status"], "ALLOCATED", "{paid}");
+    assert!(asked.elapsed() < Duration::from_secs(20), "answered when reached");
+    // A status the order went past answers at once, and so does a timeout before it is reached.
+    let past: Value = http_get(format!("{base}/v1/orders/{id}?wait_for=PAID&timeout_ms=30000"))
+        .await
+        .expect("GET past")
+        .json()
+        .await
+        .expect("order");
+    assert_eq!(past["status"], "ALLOCATED");
     assert_eq!(
         (paid["version"].as_i64(), &paid["items"]),
         (Some(3), &created["items"])
