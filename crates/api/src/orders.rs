@@ -218,24 +218,15 @@ pub async fn get(
 ) -> Result<Response, ApiError> {
     let order_id: OrderId = id.parse().map_err(|_| ApiError::InvalidOrderId(id.clone()))?;
     let wait = wait_params(query.as_deref())?;
-    let load = |state: &AppState| {
-        let store = state.store.clone();
-        let cache = state.cache.clone();
-        async move {
-            cache
-                .get_or_load(&order_id.to_string(), move || {
-                    let store = store.clone();
-                    async move { store.get_order(order_id).await }
-                })
-                .await
-                .map_err(ApiError::load)
-        }
-    };
+    let key = order_id.to_string();
     if let Some((wanted, timeout)) = wait {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let order = load(&state)
-                .await?
+            let order = state
+                .cache
+                .get_or_load(&key, loader(&state, order_id))
+                .await
+                .map_err(ApiError::load)?
                 .ok_or_else(|| ApiError::OrderNotFound(id.clone()))?;
             if wanted.reached(&order) || tokio::time::Instant::now() + WAIT_STEP > deadline {
                 return Ok(json_order(render_order(&order)));
@@ -243,21 +234,26 @@ pub async fn get(
             tokio::time::sleep(WAIT_STEP).await;
         }
     }
-    let store = state.store.clone();
     let body = state
         .cache
-        .get_or_load_rendered(
-            &order_id.to_string(),
-            move || {
-                let store = store.clone();
-                async move { store.get_order(order_id).await }
-            },
-            render_order,
-        )
+        .get_or_load_rendered(&key, loader(&state, order_id), render_order)
         .await
         .map_err(ApiError::load)?
         .ok_or(ApiError::OrderNotFound(id))?;
     Ok(json_order(body))
+}
+
+/// An order read from the source of truth.
+type OrderLoad =
+    std::pin::Pin<Box<dyn Future<Output = Result<Option<Order>, orderflow_store::StoreError>> + Send>>;
+
+/// Loads order `id` from the source of truth: what the cache calls on a miss.
+fn loader(state: &AppState, id: OrderId) -> impl Fn() -> OrderLoad + Send + Sync + 'static {
+    let store = state.store.clone();
+    move || {
+        let store = store.clone();
+        Box::pin(async move { store.get_order(id).await })
+    }
 }
 
 /// A `200` with an order's JSON body.

@@ -128,10 +128,11 @@ enum Pruner {
 }
 
 impl Pruner {
-    /// Prunes at once, then every [`PRUNE_EVERY`] until `shutdown`. A failure is logged and tried again
+    /// Prunes every [`PRUNE_EVERY`] until `shutdown`, the first time one period after start, so a start-up
+    /// spends nothing on it. A failure is logged and tried again
     /// at the next tick: the rows only wait longer.
     async fn run(self, shutdown: CancellationToken) {
-        let mut tick = tokio::time::interval(PRUNE_EVERY);
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + PRUNE_EVERY, PRUNE_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
