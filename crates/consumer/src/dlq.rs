@@ -1,5 +1,5 @@
-//! Dead letters: list and show the records of a `<topic>.dlq` topic, and replay them to their original
-//! topic (the consumers' dedup keeps effects single however often a record is replayed).
+//! Dead letters: list and show the records of a `<topic>.<group>.dlq` topic, and replay them to the group
+//! that gave up on them (the consumers' dedup keeps effects single however often a record is replayed).
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -149,12 +149,20 @@ pub async fn show(bus: &Bus, topic: &str, partition: i32, offset: i64) -> Result
         })
 }
 
-/// Republishes dead letters of `topic` (all, or the one at `only`) to their original topics, with the same
-/// key, value and event identity, and returns how many were sent.
+/// Republishes dead letters of `topic` (all, or the one at `only`) with the same key, value and event
+/// identity, and returns how many were sent.
+///
+/// They go to the first retry topic of the group that gave up on them (`<topic>.<group>.retry.1`), so only
+/// that group handles them again, with fresh attempts; when that group has no retry topic they go to their
+/// original topic, where every group's dedup keeps effects single.
 pub async fn replay(bus: &Bus, topic: &str, only: Option<(i32, i64)>) -> Result<usize, DlqError> {
     let letters = match only {
         Some((partition, offset)) => vec![show(bus, topic, partition, offset).await?],
         None => list(bus, topic).await?,
+    };
+    let retry = match crate::naming::replay_topic(topic) {
+        Some(retry) if exists(bus, &retry).await? => Some(retry),
+        _ => None,
     };
     let producer = bus.producer("orderflow-dlq-replay")?;
     for letter in &letters {
@@ -165,10 +173,21 @@ pub async fn replay(bus: &Bus, topic: &str, only: Option<(i32, i64)>) -> Result<
                 offset: letter.offset,
             });
         }
+        // Into the retry topic the record keeps where it came from (the source its handler needs); to the
+        // original topic it goes as it was first published.
+        let keep: &[&str] = match retry {
+            Some(_) => &[
+                h::ORIGINAL_TOPIC,
+                h::ORIGINAL_PARTITION,
+                h::ORIGINAL_OFFSET,
+                h::ORIGINAL_TIMESTAMP,
+            ],
+            None => &[],
+        };
         let mut headers = OwnedHeaders::new();
         let mut has_event_id = false;
         for (key, value) in &letter.headers {
-            if h::ROUTING.contains(&key.as_str()) {
+            if h::ROUTING.contains(&key.as_str()) && !keep.contains(&key.as_str()) {
                 continue;
             }
             has_event_id |= key == h::EVENT_ID;
@@ -189,7 +208,8 @@ pub async fn replay(bus: &Bus, topic: &str, only: Option<(i32, i64)>) -> Result<
                 value: Some(id.as_bytes()),
             });
         }
-        let mut record = FutureRecord::<[u8], [u8]>::to(&original)
+        let target = retry.as_deref().unwrap_or(&original);
+        let mut record = FutureRecord::<[u8], [u8]>::to(target)
             .payload(&letter.payload)
             .headers(headers);
         if let Some(key) = &letter.key {
@@ -198,9 +218,26 @@ pub async fn replay(bus: &Bus, topic: &str, only: Option<(i32, i64)>) -> Result<
         producer
             .send(record, Duration::from_secs(30))
             .await
-            .map_err(|(e, _)| kafka(format!("republishing to {original}"))(e))?;
+            .map_err(|(e, _)| kafka(format!("republishing to {target}"))(e))?;
     }
     Ok(letters.len())
+}
+
+/// Whether `topic` exists in the cluster.
+async fn exists(bus: &Bus, topic: &str) -> Result<bool, DlqError> {
+    let config = bus.client_config("orderflow-dlq");
+    let topic = topic.to_owned();
+    blocking(move || {
+        let client: BaseConsumer = config.create().map_err(kafka("creating a client"))?;
+        let metadata = client
+            .fetch_metadata(Some(&topic), Duration::from_secs(15))
+            .map_err(kafka("fetching metadata"))?;
+        Ok(metadata
+            .topics()
+            .iter()
+            .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty()))
+    })
+    .await
 }
 
 /// The reader's client context: reaching the end of a partition is how reading stops, not an error.

@@ -4,9 +4,9 @@
 //! [`ConsumerRuntime`]. The runtime
 //! - keeps per-partition order and runs up to `concurrency` partitions at once, one batch each;
 //! - commits offsets only for records whose effects are done, never past a failing record;
-//! - retries transient failures in place with exponential backoff and jitter, then through the retry topics
-//!   `<topic>.retry.<n>`, and sends permanent failures to `<topic>.dlq` with headers saying where and why
-//!   (see [`routing::headers`]); [`dlq`] lists, shows and replays them;
+//! - retries transient failures in place with exponential backoff and jitter, then through the group's own
+//!   retry topics `<topic>.<group>.retry.<n>`, and sends permanent failures to its `<topic>.<group>.dlq` with
+//!   headers saying where and why (see [`routing::headers`]); [`dlq`] lists, shows and replays them;
 //! - pauses a partition whose queue passes the high-water mark and resumes it below the low-water mark,
 //!   while polling goes on so the member keeps its assignment;
 //! - on revocation finishes the revoked partitions' running batches and commits them before letting go;

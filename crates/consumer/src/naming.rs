@@ -39,28 +39,71 @@ pub mod headers {
     ];
 }
 
-/// Name of retry topic `level` (from 1) of `topic`.
-pub fn retry_topic(topic: &str, level: usize) -> String {
-    format!("{topic}.retry.{level}")
+/// Name of retry topic `level` (from 1) of `topic` for consumer group `group`: `<topic>.<group>.retry.<level>`.
+/// Each group has its own, so a record one group retries is never seen again by another.
+pub fn retry_topic(topic: &str, group: &str, level: usize) -> String {
+    format!("{topic}.{group}.retry.{level}")
 }
 
-/// Name of the dead-letter topic of `topic`.
-pub fn dlq_topic(topic: &str) -> String {
-    format!("{topic}.dlq")
+/// Name of the dead-letter topic of `topic` for consumer group `group`: `<topic>.<group>.dlq`.
+pub fn dlq_topic(topic: &str, group: &str) -> String {
+    format!("{topic}.{group}.dlq")
 }
 
-/// Splits a retry topic's name into its source topic and level (`orders.retry.2` gives `orders` and 2).
+/// Whether `topic` is a dead-letter topic (its name ends in `.dlq`).
+pub fn is_dlq(topic: &str) -> bool {
+    topic.ends_with(".dlq")
+}
+
+/// Splits a retry topic's name into its source topic and level (`orders.payments.retry.2` gives `orders`
+/// and 2). The group is taken to be the last dot-separated part before `.retry.`.
 fn split_retry(topic: &str) -> Option<(&str, usize)> {
     let (base, level) = topic.rsplit_once(".retry.")?;
-    Some((base, level.parse().ok()?))
+    let level = level.parse().ok()?;
+    let (source, _group) = base.rsplit_once('.')?;
+    Some((source, level))
 }
 
-/// The retry level of a retry topic's name (`orders.retry.2` gives 2), or 0 for any other topic.
+/// The retry level of a retry topic's name (`orders.payments.retry.2` gives 2), or 0 for any other topic.
 pub fn retry_level(topic: &str) -> usize {
-    split_retry(topic).map_or(0, |(_, level)| level)
+    topic
+        .rsplit_once(".retry.")
+        .and_then(|(_, level)| level.parse().ok())
+        .unwrap_or(0)
 }
 
-/// The topic a retry topic retries (`orders.retry.2` gives `orders`); any other topic is its own source.
+/// The topic a retry topic retries (`orders.payments.retry.2` gives `orders`); any other topic is its own
+/// source. Records the runtime routes carry their source in the `original-topic` header, which is what
+/// [`Record::source_topic`](crate::Record::source_topic) reads first; this name-based fallback takes the
+/// group to be the last dot-separated part, so it is only right for group names without dots.
 pub fn source_of(topic: &str) -> &str {
     split_retry(topic).map_or(topic, |(base, _)| base)
+}
+
+/// The retry topic a dead letter of dead-letter topic `dlq` is replayed into (its group's first retry topic:
+/// `orders.payments.dlq` gives `orders.payments.retry.1`), or `None` for a name that is no dead-letter topic.
+pub fn replay_topic(dlq: &str) -> Option<String> {
+    dlq.strip_suffix(".dlq").map(|base| format!("{base}.retry.1"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routing_names_carry_the_group_and_parse_back() {
+        let retry = retry_topic("p.order.created", "orderflow-payments", 2);
+        assert_eq!(retry, "p.order.created.orderflow-payments.retry.2");
+        assert_eq!(retry_level(&retry), 2);
+        assert_eq!(source_of(&retry), "p.order.created");
+        assert_eq!(retry_level("p.order.created"), 0);
+        assert_eq!(source_of("p.order.created"), "p.order.created");
+        let dlq = dlq_topic("p.order.created", "orderflow-payments");
+        assert!(is_dlq(&dlq));
+        assert_eq!(
+            replay_topic(&dlq).as_deref(),
+            Some("p.order.created.orderflow-payments.retry.1")
+        );
+        assert_eq!(replay_topic("p.order.created"), None);
+    }
 }

@@ -1,5 +1,6 @@
-//! Where failed records go: the retry topics `<topic>.retry.<n>` and the dead-letter topic `<topic>.dlq`
-//! (their names and headers live in the leaf module `naming`, which records use too).
+//! Where failed records go: the consumer group's own retry topics `<topic>.<group>.retry.<n>` and its
+//! dead-letter topic `<topic>.<group>.dlq` (their names and headers live in the leaf module `naming`, which
+//! records use too).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -7,7 +8,7 @@ use crate::handler::HandlerError;
 use crate::record::{Output, Record};
 use crate::settings::RetryPolicy;
 
-pub use crate::naming::{dlq_topic, headers, retry_level, retry_topic};
+pub use crate::naming::{dlq_topic, headers, is_dlq, replay_topic, retry_level, retry_topic};
 
 pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
@@ -32,16 +33,16 @@ pub(crate) enum Route {
     DeadLetter { topic: String },
 }
 
-pub(crate) fn route(record: &Record, error: &HandlerError, policy: &RetryPolicy) -> Route {
+pub(crate) fn route(record: &Record, error: &HandlerError, policy: &RetryPolicy, group: &str) -> Route {
     let source = record.source_topic();
     let next_level = retry_level(&record.topic) + 1;
     match (error.kind, policy.topic_delays.get(next_level - 1)) {
         (crate::ErrorKind::Transient, Some(delay)) => Route::Retry {
-            topic: retry_topic(source, next_level),
+            topic: retry_topic(source, group, next_level),
             delay: *delay,
         },
         _ => Route::DeadLetter {
-            topic: dlq_topic(source),
+            topic: dlq_topic(source, group),
         },
     }
 }
@@ -119,28 +120,28 @@ mod tests {
         };
         let error = HandlerError::transient("db down");
         let first = record("orders");
-        let Route::Retry { topic, .. } = route(&first, &error, &policy) else {
+        let Route::Retry { topic, .. } = route(&first, &error, &policy, "g") else {
             unreachable!("a fresh transient failure goes to retry level 1");
         };
-        assert_eq!(topic, "orders.retry.1");
-        let out = routed_output(&first, &route(&first, &error, &policy), &error, 3, "g");
-        let mut second = record("orders.retry.1");
+        assert_eq!(topic, "orders.g.retry.1");
+        let out = routed_output(&first, &route(&first, &error, &policy, "g"), &error, 3, "g");
+        let mut second = record("orders.g.retry.1");
         second.headers = out.headers.clone();
         second.offset = 7;
         assert_eq!(second.source_position(), ("orders".into(), 3, 42));
         assert_eq!(second.event_id(), "e1");
         assert_eq!(
-            route(&second, &error, &policy),
+            route(&second, &error, &policy, "g"),
             Route::Retry {
-                topic: "orders.retry.2".into(),
+                topic: "orders.g.retry.2".into(),
                 delay: Duration::from_secs(5)
             }
         );
-        let third = record("orders.retry.2");
+        let third = record("orders.g.retry.2");
         assert_eq!(
-            route(&third, &error, &policy),
+            route(&third, &error, &policy, "g"),
             Route::DeadLetter {
-                topic: "orders.dlq".into()
+                topic: "orders.g.dlq".into()
             }
         );
     }
@@ -149,9 +150,9 @@ mod tests {
     fn permanent_failures_dead_letter_at_once_with_their_origin() {
         let error = HandlerError::permanent("bad avro");
         let rec = record("orders");
-        let route = route(&rec, &error, &RetryPolicy::default());
+        let route = route(&rec, &error, &RetryPolicy::default(), "payments");
         let out = routed_output(&rec, &route, &error, 1, "payments");
-        assert_eq!(out.topic, "orders.dlq");
+        assert_eq!(out.topic, "orders.payments.dlq");
         let get = |name: &str| {
             out.headers
                 .iter()

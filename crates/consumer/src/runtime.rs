@@ -109,12 +109,13 @@ impl<H: Handler> ConsumerRuntime<H> {
     /// Every topic the runtime reads: the configured ones and their retry topics.
     pub fn subscriptions(&self) -> Vec<String> {
         let levels = self.settings.retry.topic_delays.len();
+        let group = self.settings.routing_name.as_str();
         self.settings
             .topics
             .iter()
             .flat_map(|topic| {
                 std::iter::once(topic.clone())
-                    .chain((1..=levels).map(move |level| routing::retry_topic(topic, level)))
+                    .chain((1..=levels).map(move |level| routing::retry_topic(topic, group, level)))
             })
             .collect()
     }
@@ -126,6 +127,7 @@ impl<H: Handler> ConsumerRuntime<H> {
             return Ok(());
         }
         let levels = self.settings.retry.topic_delays.len();
+        let group = self.settings.routing_name.as_str();
         let cleanup = Cleanup::Delete {
             days: ROUTING_RETENTION_DAYS,
         };
@@ -135,8 +137,8 @@ impl<H: Handler> ConsumerRuntime<H> {
             .iter()
             .flat_map(|topic| {
                 (1..=levels)
-                    .map(move |level| routing::retry_topic(topic, level))
-                    .chain(std::iter::once(routing::dlq_topic(topic)))
+                    .map(move |level| routing::retry_topic(topic, group, level))
+                    .chain(std::iter::once(routing::dlq_topic(topic, group)))
             })
             .map(|name| (name, cleanup))
             .collect();

@@ -22,7 +22,7 @@ pub struct RetryPolicy {
     pub initial_backoff: Duration,
     /// Upper bound of the backoff.
     pub max_backoff: Duration,
-    /// Delay of each retry topic `<topic>.retry.<n>` (n from 1); after the last, the dead-letter topic.
+    /// Delay of each retry topic `<topic>.<group>.retry.<n>` (n from 1); after the last, the dead-letter topic.
     pub topic_delays: Vec<Duration>,
 }
 
@@ -58,6 +58,9 @@ impl RetryPolicy {
 pub struct ConsumerSettings {
     /// Consumer group id.
     pub group: String,
+    /// The group's name in its retry and dead-letter topics (`<topic>.<routing_name>.retry.<n>`): the group
+    /// id by default; roles use their group's name without the deployment prefix the topics already carry.
+    pub routing_name: String,
     /// Full names of the topics to consume (their retry topics are consumed too).
     pub topics: Vec<String>,
     /// How offsets relate to effects.
@@ -92,10 +95,12 @@ impl ConsumerSettings {
     /// Partitions worked on at once unless configured otherwise.
     pub const DEFAULT_CONCURRENCY: usize = 8;
 
-    /// Defaults for `group` consuming `topics`.
+    /// Defaults for `group` consuming `topics` (its retry and dead-letter topics are named after `group`).
     pub fn new(group: impl Into<String>, topics: Vec<String>, delivery: Delivery) -> Self {
+        let group = group.into();
         Self {
-            group: group.into(),
+            routing_name: group.clone(),
+            group,
             topics,
             delivery,
             instance_id: None,

@@ -133,7 +133,7 @@ impl<H: Handler> Worker<H> {
         cancel: &CancellationToken,
     ) -> Result<bool, ConsumerError> {
         let group = &self.settings.group;
-        let route = routing::route(record, error, &self.settings.retry);
+        let route = routing::route(record, error, &self.settings.retry, &self.settings.routing_name);
         let output = routing::routed_output(record, &route, error, attempts, group);
         match &route {
             Route::Retry { topic, .. } => {

@@ -67,6 +67,16 @@ impl Recorder {
     }
 }
 
+/// The dead-letter topic of `topic` for `runtime`'s group.
+fn dlq_of<H: Handler>(runtime: &ConsumerRuntime<H>, topic: &str) -> String {
+    orderflow_consumer::routing::dlq_topic(topic, &runtime.settings().routing_name)
+}
+
+/// Retry topic `level` of `topic` for `runtime`'s group.
+fn retry_of<H: Handler>(runtime: &ConsumerRuntime<H>, topic: &str, level: usize) -> String {
+    orderflow_consumer::routing::retry_topic(topic, &runtime.settings().routing_name, level)
+}
+
 fn settings(bus: &Bench, topic: &str, delivery: Delivery) -> ConsumerSettings {
     let mut settings = ConsumerSettings::new(bus.name("group"), vec![topic.to_owned()], delivery);
     settings.retry = RetryPolicy {
@@ -156,7 +166,7 @@ async fn a_poison_record_is_dead_lettered_with_its_origin_while_the_partition_pr
     let (running, shutdown) = start(&runtime);
     let handler = runtime.handler().clone();
     wait_for(Duration::from_secs(60), || handler.payloads().len() >= 2).await;
-    let dead = bench.read(&format!("{topic}.dlq"), 1).await;
+    let dead = bench.read(&dlq_of(&runtime, &topic), 1).await;
     shutdown.cancel();
     running.await.unwrap().expect("clean stop");
 
@@ -201,8 +211,8 @@ async fn a_transient_failure_that_clears_is_retried_in_place_and_succeeds() {
     task.await.unwrap().expect("clean stop");
     assert_eq!(handler.payloads(), vec!["1", "flaky", "3"]);
     // Nothing left the partition: no retry topic or dead-letter record was needed.
-    assert_eq!(bench.ends(&format!("{topic}.retry.1")).await[&0], 0);
-    assert_eq!(bench.ends(&format!("{topic}.dlq")).await[&0], 0);
+    assert_eq!(bench.ends(&retry_of(&runtime, &topic, 1)).await[&0], 0);
+    assert_eq!(bench.ends(&dlq_of(&runtime, &topic)).await[&0], 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -220,14 +230,14 @@ async fn a_transient_failure_that_does_not_clear_climbs_the_retry_topics_into_th
     };
     let runtime = runtime_for(&bench, &topic, Delivery::AtLeastOnce, recorder);
     let (task, shutdown) = start(&runtime);
-    let dead = bench.read(&format!("{topic}.dlq"), 1).await;
+    let dead = bench.read(&dlq_of(&runtime, &topic), 1).await;
     let handler = runtime.handler().clone();
     shutdown.cancel();
     task.await.unwrap().expect("clean stop");
 
     assert_eq!(handler.payloads(), vec!["1", "3"], "the partition went on");
-    assert_eq!(bench.ends(&format!("{topic}.retry.1")).await[&0], 1);
-    assert_eq!(bench.ends(&format!("{topic}.retry.2")).await[&0], 1);
+    assert_eq!(bench.ends(&retry_of(&runtime, &topic, 1)).await[&0], 1);
+    assert_eq!(bench.ends(&retry_of(&runtime, &topic, 2)).await[&0], 1);
     assert_eq!(dead.len(), 1);
     let h = &dead[0].headers;
     assert_eq!(h[headers::ORIGINAL_TOPIC], topic);
@@ -1027,7 +1037,7 @@ async fn replaying_a_dead_letter_twice_applies_its_effect_once() {
     bench
         .produce(&topic, &[("k", "1"), ("k", "poison"), ("k", "3")])
         .await;
-    let dead_topic = format!("{topic}.dlq");
+    let dead_topic = dlq_of(&runtime, &topic);
     let dead = bench.read(&dead_topic, 1).await;
     assert_eq!(dead.len(), 1);
 
@@ -1052,6 +1062,9 @@ async fn replaying_a_dead_letter_twice_applies_its_effect_once() {
     shutdown.cancel();
     task.await.unwrap().expect("clean stop");
     assert_eq!(payloads().await, vec!["1", "3", "poison"]);
+    // The replays went to this group's first retry topic, not back to the topic every group reads.
+    assert_eq!(bench.ends(&topic).await[&0], 3);
+    assert_eq!(bench.ends(&retry_of(&runtime, &topic, 1)).await[&0], 2);
     let listed = dlq::list(&bench.bus, &dead_topic).await.unwrap();
     assert_eq!(listed.len(), 1, "replay leaves the dead letter in place");
 }

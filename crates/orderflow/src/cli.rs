@@ -86,24 +86,34 @@ pub enum AuditCommand {
 /// `orderflow dlq …`
 #[derive(Debug, Subcommand)]
 pub enum DlqCommand {
-    /// List dead letters: of one topic, or of every dead-letter topic
+    /// List dead letters: of one dead-letter topic, of every group's for a topic, or of all of them
     List {
-        /// The topic (`order.created`) or its dead-letter topic (`order.created.dlq`)
+        /// A dead-letter topic (`order.created.orderflow-payments.dlq`) or a topic (`order.created`: every
+        /// group's dead letters of it)
         topic: Option<String>,
+        /// Only the dead letters of this consumer group (its name, e.g. `orderflow-payments`)
+        #[arg(long)]
+        group: Option<String>,
     },
     /// Show one dead letter with its headers and value
     Show {
-        /// The topic (`order.created`) or its dead-letter topic (`order.created.dlq`)
+        /// The dead-letter topic (`order.created.orderflow-payments.dlq`), or the topic with --group
         topic: String,
         /// Partition of the dead letter
         partition: i32,
         /// Offset of the dead letter
         offset: i64,
+        /// The consumer group whose dead letter it is, when TOPIC names the original topic
+        #[arg(long)]
+        group: Option<String>,
     },
-    /// Republish dead letters to their original topic (every one of the topic, or one)
+    /// Hand dead letters back to the group that gave up on them (every one of the topic, or one)
     Replay {
-        /// The topic (`order.created`) or its dead-letter topic (`order.created.dlq`)
+        /// The dead-letter topic (`order.created.orderflow-payments.dlq`), or the topic with --group
         topic: String,
+        /// The consumer group whose dead letters they are, when TOPIC names the original topic
+        #[arg(long)]
+        group: Option<String>,
         /// Only the dead letter in this partition (with --offset)
         #[arg(long, requires = "offset")]
         partition: Option<i32>,

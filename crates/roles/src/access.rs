@@ -116,19 +116,22 @@ impl Role {
         let levels = RetryPolicy::default().topic_delays.len();
         let (inputs, outputs) = flows(*self);
         let mut access = KafkaAccess::default();
+        let group = group_name(*self, settings);
         for input in inputs {
             let topic = full(input);
-            for level in 1..=levels {
-                access.read.push(retry_topic(&topic, level));
-                access.write.push(retry_topic(&topic, level));
+            if let Some(group) = group {
+                for level in 1..=levels {
+                    access.read.push(retry_topic(&topic, group, level));
+                    access.write.push(retry_topic(&topic, group, level));
+                }
+                access.write.push(dlq_topic(&topic, group));
             }
-            access.write.push(dlq_topic(&topic));
             access.read.push(topic);
         }
         access.write.extend(outputs.into_iter().map(full));
         access.read.sort();
         access.write.sort();
-        if let Some(group) = group_name(*self, settings) {
+        if let Some(group) = group {
             let group = full(group);
             access.transactional_id_prefix = Some(group.clone());
             access.group = Some(group);
@@ -163,8 +166,28 @@ mod tests {
         settings.kafka.topic_prefix = "p.".into();
         let access = Role::Payments.kafka_access(&settings);
         assert!(access.read.contains(&"p.order.created".to_owned()));
-        assert!(access.read.contains(&"p.order.created.retry.3".to_owned()));
-        assert!(access.write.contains(&"p.order.created.dlq".to_owned()));
+        assert!(
+            access
+                .read
+                .contains(&"p.order.created.orderflow-payments.retry.3".to_owned())
+        );
+        assert!(
+            access
+                .write
+                .contains(&"p.order.created.orderflow-payments.dlq".to_owned())
+        );
+        // Another group that reads the same topic has retry topics of its own.
+        let enrichment = Role::Enrichment.kafka_access(&settings);
+        assert!(
+            enrichment
+                .read
+                .contains(&"p.order.created.orderflow-enrichment.retry.1".to_owned())
+        );
+        assert!(
+            !enrichment
+                .read
+                .contains(&"p.order.created.orderflow-payments.retry.1".to_owned())
+        );
         assert!(access.write.contains(&"p.payment.received".to_owned()));
         assert!(!access.read.contains(&"p.payment.received".to_owned()));
         assert_eq!(access.group.as_deref(), Some("p.orderflow-payments"));

@@ -219,6 +219,10 @@ pub(crate) fn consumer_settings(
     delivery: orderflow_consumer::Delivery,
 ) -> orderflow_consumer::ConsumerSettings {
     let mut consumer = orderflow_consumer::ConsumerSettings::new(group, topics, delivery);
+    // Topics already carry the deployment prefix: name the group's retry topics after its bare name.
+    if let Some(name) = consumer.group.strip_prefix(&bus.settings().topic_prefix) {
+        consumer.routing_name = name.to_owned();
+    }
     consumer.drain_timeout = Duration::from_secs(5);
     consumer.close_timeout = Duration::from_secs(5);
     if let Some(instance) = bus

@@ -112,9 +112,10 @@ async fn dlq_commands_list_show_and_replay_dead_letters() {
         String::from_utf8_lossy(&applied.stderr)
     );
 
-    // A dead letter as the consumer runtime writes it, in the dead-letter topic `topics apply` created.
+    // A dead letter as the consumer runtime writes it, in the payments group's dead-letter topic of
+    // order.created, which `topics apply` created.
     let created = format!("{prefix}order.created");
-    let dead = format!("{created}.dlq");
+    let dead = format!("{created}.orderflow-payments.dlq");
     let producer: FutureProducer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", &kafka)
         .create()
@@ -150,23 +151,62 @@ async fn dlq_commands_list_show_and_replay_dead_letters() {
         .map_err(|(e, _)| e)
         .expect("produce");
 
-    let listed = run_binary(&[&["dlq", "list"][..], &cluster].concat(), &[]);
-    assert!(
-        listed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&listed.stderr)
+    // Every dead-letter topic, every group's of order.created, and the group's own list the same letter.
+    for args in [
+        &["dlq", "list"][..],
+        &["dlq", "list", "order.created"],
+        &["dlq", "list", "--group", "orderflow-payments"],
+    ] {
+        let listed = run_binary(&[args, &cluster].concat(), &[]);
+        assert!(
+            listed.status.success(),
+            "{}",
+            String::from_utf8_lossy(&listed.stderr)
+        );
+        let text = String::from_utf8_lossy(&listed.stdout).into_owned();
+        assert_eq!(text.lines().count(), 1, "{args:?}: {text}");
+        assert!(
+            text.contains(&format!(
+                "{dead} 0:0 from {created}/2/17 group=payments kind=permanent attempts=1 error=\"cannot decode\""
+            )),
+            "{text}"
+        );
+    }
+    let other = run_binary(
+        &[
+            &["dlq", "list", "order.created", "--group", "orderflow-audit"][..],
+            &cluster,
+        ]
+        .concat(),
+        &[],
     );
-    let text = String::from_utf8_lossy(&listed.stdout).into_owned();
-    assert_eq!(text.lines().count(), 1, "{text}");
-    assert!(
-        text.contains(&format!(
-            "{dead} 0:0 from {created}/2/17 group=payments kind=permanent attempts=1 error=\"cannot decode\""
-        )),
-        "{text}"
+    assert!(other.status.success());
+    assert_eq!(String::from_utf8_lossy(&other.stdout).trim(), "");
+
+    // A topic without its group is ambiguous: a one-line error.
+    let ambiguous = run_binary(
+        &[&["dlq", "show", "order.created", "0", "0"][..], &cluster].concat(),
+        &[],
     );
+    assert!(!ambiguous.status.success());
+    let stderr = String::from_utf8_lossy(&ambiguous.stderr);
+    assert!(stderr.contains("is not a dead-letter topic"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
 
     let shown = run_binary(
-        &[&["dlq", "show", "order.created", "0", "0"][..], &cluster].concat(),
+        &[
+            &[
+                "dlq",
+                "show",
+                "order.created",
+                "0",
+                "0",
+                "--group",
+                "orderflow-payments",
+            ][..],
+            &cluster,
+        ]
+        .concat(),
         &[],
     );
     let text = String::from_utf8_lossy(&shown.stdout).into_owned();
@@ -180,7 +220,11 @@ async fn dlq_commands_list_show_and_replay_dead_letters() {
     assert!(text.contains("value: not avro"), "{text}");
 
     let missing = run_binary(
-        &[&["dlq", "show", "order.created", "0", "5"][..], &cluster].concat(),
+        &[
+            &["dlq", "show", "order.created.orderflow-payments.dlq", "0", "5"][..],
+            &cluster,
+        ]
+        .concat(),
         &[],
     );
     assert!(!missing.status.success());
@@ -189,7 +233,11 @@ async fn dlq_commands_list_show_and_replay_dead_letters() {
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
 
     let replayed = run_binary(
-        &[&["dlq", "replay", "order.created.dlq"][..], &cluster].concat(),
+        &[
+            &["dlq", "replay", "order.created.orderflow-payments.dlq"][..],
+            &cluster,
+        ]
+        .concat(),
         &[],
     );
     assert!(
@@ -201,15 +249,21 @@ async fn dlq_commands_list_show_and_replay_dead_letters() {
         String::from_utf8_lossy(&replayed.stdout).trim(),
         "replayed 1 dead letter(s)"
     );
-    let back = orderflow_testkit::read_topic(&kafka, &created, 1, Duration::from_secs(30)).expect("read");
+    // Replayed to the payments group's first retry topic: no other group sees it again.
+    let retry = format!("{created}.orderflow-payments.retry.1");
+    let back = orderflow_testkit::read_topic(&kafka, &retry, 1, Duration::from_secs(30)).expect("read");
     assert_eq!(back.len(), 1);
     assert_eq!(back[0].key, "order-1");
     assert_eq!(back[0].payload, b"not avro");
     assert_eq!(back[0].headers.get("event-id").map(String::as_str), Some("ev-1"));
-    assert!(
-        !back[0].headers.contains_key("error-kind"),
-        "routing headers are dropped"
+    assert_eq!(
+        back[0].headers.get("original-topic").map(String::as_str),
+        Some(created.as_str()),
+        "the record keeps its source"
     );
+    for dropped in ["error-kind", "attempts", "consumer-group"] {
+        assert!(!back[0].headers.contains_key(dropped), "{dropped} is dropped");
+    }
 
     let out = run_binary(&["dlq", "list"], &[]);
     assert!(!out.status.success());
