@@ -252,8 +252,45 @@ impl OutboxRelay {
     /// samples the backlog gauge, whether or not this instance holds the lease (every instance reports the
     /// same database).
     pub async fn run(&self, shutdown: CancellationToken) -> Result<(), RelayError> {
-        let (relayed, ()) = tokio::join!(self.relay(&shutdown), self.sample_backlog(&shutdown));
+        let (relayed, (), ()) = tokio::join!(
+            self.relay(&shutdown),
+            self.sample_backlog(&shutdown),
+            self.listen(&shutdown)
+        );
         relayed
+    }
+
+    /// Pokes the relay whenever any process commits outbox rows (PostgreSQL `LISTEN`), so rows written by
+    /// another instance's API go out at once rather than at the next idle poll. Losing the listening
+    /// connection only costs latency: the idle poll still finds every row.
+    async fn listen(&self, shutdown: &CancellationToken) {
+        while !shutdown.is_cancelled() {
+            let mut watch = match self.store.watch_outbox().await {
+                Ok(watch) => watch,
+                Err(e) => {
+                    tracing::debug!(
+                        error = &e as &dyn std::error::Error,
+                        "outbox: cannot listen for commits; retrying"
+                    );
+                    sleep_or_cancel(Duration::from_secs(1), shutdown).await;
+                    continue;
+                }
+            };
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    changed = watch.changed() => match changed {
+                        Ok(()) => self.wakeup.notify_one(),
+                        Err(e) => {
+                            tracing::debug!(error = &e as &dyn std::error::Error, "outbox: lost the commit listener; reconnecting");
+                            self.wakeup.notify_one();
+                            sleep_or_cancel(Duration::from_secs(1), shutdown).await;
+                            break;
+                        }
+                    }
+                }
+            }
+        }
     }
 
     async fn sample_backlog(&self, shutdown: &CancellationToken) {

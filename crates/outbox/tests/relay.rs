@@ -206,3 +206,50 @@ async fn rows_stay_pending_while_kafka_is_down_and_go_out_when_it_is_back() {
     .expect("read");
     assert_eq!(records.len(), 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_in_another_process_wakes_the_idle_relay_at_once() {
+    let url = orderflow_testkit::postgres().fresh_database().expect("database");
+    let relay_store = Store::connect(&url, 4).await.expect("connect");
+    relay_store.migrate().await.expect("migrate");
+    // Another API instance: its own pool, so no in-process wake-up reaches the relay.
+    let writer = Store::connect(&url, 2).await.expect("connect");
+    let bus = bus(orderflow_testkit::kafka().bootstrap_servers(), BTreeMap::new()).await;
+    let relay = std::sync::Arc::new(
+        OutboxRelay::new(
+            relay_store.clone(),
+            bus.clone(),
+            RelaySettings {
+                // Polling alone would find the rows only after a minute.
+                idle_poll_ms: 60_000,
+                ..Default::default()
+            },
+        )
+        .expect("relay"),
+    );
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let running = tokio::spawn({
+        let relay = relay.clone();
+        let shutdown = shutdown.clone();
+        async move { relay.run(shutdown).await }
+    });
+    // Let it take the lease, find nothing and go idle.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let started = std::time::Instant::now();
+    place_orders(&writer, 3).await;
+    let (bootstrap, topic) = (bus.bootstrap_servers().to_owned(), bus.topic("order.created"));
+    let records =
+        tokio::task::spawn_blocking(move || read_topic(&bootstrap, &topic, 3, Duration::from_secs(15)))
+            .await
+            .expect("reader")
+            .expect("read");
+    assert_eq!(records.len(), 3);
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "published {:?} after the commit",
+        started.elapsed()
+    );
+    shutdown.cancel();
+    running.await.expect("task").expect("relay");
+}

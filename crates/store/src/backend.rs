@@ -79,6 +79,13 @@ macro_rules! shared_queries {
                     });
                     outbox.build().execute(&mut **tx).await?;
                 }
+                if <$db as sqlx::Database>::NAME == <sqlx::Postgres as sqlx::Database>::NAME {
+                    // Delivered when the transaction commits (several in one transaction fold into one):
+                    // a relay listening in another process wakes at once instead of at its next poll.
+                    sqlx::query($crate::NOTIFY_OUTBOX)
+                        .execute(&mut **tx)
+                        .await?;
+                }
                 Ok(())
             }
 

@@ -116,6 +116,32 @@ impl Backend {
     }
 }
 
+/// The PostgreSQL channel every transaction that adds outbox rows notifies on commit ([`OutboxWatch`]).
+pub const OUTBOX_CHANNEL: &str = "orderflow_outbox";
+
+/// The statement that notifies [`OUTBOX_CHANNEL`].
+pub(crate) const NOTIFY_OUTBOX: &str = "NOTIFY orderflow_outbox";
+
+/// Wakes a relay when another process commits outbox rows: on PostgreSQL a connection listening on
+/// [`OUTBOX_CHANNEL`]; SQLite is single-process, so nothing ever arrives there (the relay's in-process
+/// wake-up covers it).
+pub struct OutboxWatch(Option<sqlx::postgres::PgListener>);
+
+impl OutboxWatch {
+    /// Waits for the next commit of outbox rows. Also returns (`Ok`) after the listening connection was lost
+    /// and is being re-established, since commits in between went unheard; an error means it could not
+    /// reconnect.
+    pub async fn changed(&mut self) -> Result<(), StoreError> {
+        match &mut self.0 {
+            Some(listener) => {
+                listener.try_recv().await?;
+                Ok(())
+            }
+            None => std::future::pending().await,
+        }
+    }
+}
+
 /// Proof that this process is the only active outbox relay; held until dropped.
 ///
 /// On PostgreSQL it is a session advisory lock on a dedicated connection (released by the server if the
@@ -334,8 +360,24 @@ impl Store {
         dispatch!(self, s => s.acquire_relay_lease().await)
     }
 
+    /// Listens for commits of outbox rows by any process (see [`OutboxWatch`]).
+    pub async fn watch_outbox(&self) -> Result<OutboxWatch, StoreError> {
+        match self {
+            Store::Postgres(s) => Ok(OutboxWatch(Some(s.outbox_listener().await?))),
+            Store::Sqlite(_) => Ok(OutboxWatch(None)),
+        }
+    }
+
     /// Closes every pooled connection.
     pub async fn close(&self) {
         dispatch!(self, s => s.pool.close().await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_notify_statement_names_the_channel() {
+        assert_eq!(super::NOTIFY_OUTBOX, format!("NOTIFY {}", super::OUTBOX_CHANNEL));
     }
 }

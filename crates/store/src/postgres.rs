@@ -4,7 +4,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::Postgres;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 
 use crate::{
     RelayLease, StoreError, audit::audit_queries, backend::shared_queries, charges::charge_queries,
@@ -68,6 +68,14 @@ impl PgStore {
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    /// A connection listening on [`crate::OUTBOX_CHANNEL`], which every transaction that adds outbox rows
+    /// notifies on commit.
+    pub(crate) async fn outbox_listener(&self) -> Result<PgListener, StoreError> {
+        let mut listener = PgListener::connect_with(&self.pool).await?;
+        listener.listen(crate::OUTBOX_CHANNEL).await?;
+        Ok(listener)
     }
 
     /// Takes the relay's advisory lock on a connection of its own (waits while another process holds it).
