@@ -5,15 +5,18 @@
 //! with a join id fixed on the first match, so processing the same records again (after a crash, a
 //! rebalance, a re-delivery) yields the same output with the same id. A left record that waits past its
 //! deadline is reported once by [`JoinState::expired`], again with a fixed report id; a right record that
-//! comes after that is [`Put::Late`]. State lives in Redis ([`RedisJoin`]: one hash per key under the key's
-//! hash tag, updated by atomic scripts, so it holds on Redis Cluster and survives restarts and rebalances)
-//! or in process ([`MemoryJoin`], for the embedded default).
+//! comes after that is [`Put::Late`]. State lives in the database ([`DbJoin`]: durable, so a restart or a
+//! Redis loss drops no half-made join; what Orderflow's enrichment uses), in Redis ([`RedisJoin`]: one hash
+//! per key under the key's hash tag, updated by atomic scripts, so it holds on Redis Cluster and survives
+//! restarts and rebalances, but not the loss of Redis's data) or in process ([`MemoryJoin`]).
 //!
 //! Records are opaque bytes: callers store the encoded events as they consumed them.
 
+mod db;
 mod memory;
 mod redis_join;
 
+pub use db::DbJoin;
 pub use memory::MemoryJoin;
 pub use redis_join::RedisJoin;
 
@@ -47,6 +50,23 @@ pub enum Put {
     },
 }
 
+/// One record to put (see [`JoinState::put`] for the meaning of each field).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PutRequest<'a> {
+    /// The key both sides share.
+    pub key: &'a str,
+    /// Which side the record is.
+    pub side: Side,
+    /// The record.
+    pub record: &'a [u8],
+    /// When a waiting left side expires (epoch ms).
+    pub deadline_ms: i64,
+    /// How long the state is kept at all (ms from now).
+    pub keep_ms: i64,
+    /// The join id to fix if this put makes the first match.
+    pub proposed_id: &'a str,
+}
+
 /// A left record whose deadline passed without its right side.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Expired {
@@ -64,6 +84,9 @@ pub enum StateError {
     /// Redis refused the command or could not be reached.
     #[error("join state in Redis")]
     Redis(#[from] redis::RedisError),
+    /// The database refused or could not be reached.
+    #[error("join state in the database")]
+    Database(#[from] orderflow_store::StoreError),
     /// Redis answered something the scripts never return.
     #[error("join state: unexpected reply {reply}")]
     Reply {
@@ -75,9 +98,11 @@ pub enum StateError {
     },
 }
 
-/// Join state on Redis or in process.
+/// Join state in the database, on Redis or in process.
 #[derive(Clone)]
 pub enum JoinState {
+    /// Durable in the source-of-truth database, shared by every instance.
+    Database(DbJoin),
     /// Shared by every instance, durable across restarts (as durable as the Redis deployment).
     Redis(RedisJoin),
     /// This process only; gone with it.
@@ -98,9 +123,54 @@ impl JoinState {
         keep_ms: i64,
         proposed_id: &str,
     ) -> Result<Put, StateError> {
+        let request = PutRequest {
+            key,
+            side,
+            record,
+            deadline_ms,
+            keep_ms,
+            proposed_id,
+        };
         match self {
+            Self::Database(s) => s
+                .put_batch(&[request])
+                .await?
+                .pop()
+                .ok_or_else(|| StateError::Reply {
+                    reply: "no outcome for a put".into(),
+                    source: None,
+                }),
             Self::Redis(s) => s.put(key, side, record, deadline_ms, keep_ms, proposed_id).await,
             Self::Memory(s) => Ok(s.put(key, side, record, deadline_ms, keep_ms, proposed_id)),
+        }
+    }
+
+    /// Puts several records at once and says, for each, what it did (as [`JoinState::put`] one by one would,
+    /// in order). In the database they are one transaction; on Redis the scripts are pipelined.
+    pub async fn put_batch(&self, puts: &[PutRequest<'_>]) -> Result<Vec<Put>, StateError> {
+        match self {
+            Self::Database(s) => s.put_batch(puts).await,
+            Self::Redis(s) => futures::future::join_all(
+                puts.iter()
+                    .map(|p| s.put(p.key, p.side, p.record, p.deadline_ms, p.keep_ms, p.proposed_id)),
+            )
+            .await
+            .into_iter()
+            .collect(),
+            Self::Memory(s) => Ok(puts
+                .iter()
+                .map(|p| s.put(p.key, p.side, p.record, p.deadline_ms, p.keep_ms, p.proposed_id))
+                .collect()),
+        }
+    }
+
+    /// Deletes entries whose keep time passed before `now_ms` (bounded per call) and returns how many. Redis
+    /// expires them by itself and the in-process state drops them as it goes, so only the database needs
+    /// this.
+    pub async fn prune(&self, now_ms: i64) -> Result<u64, StateError> {
+        match self {
+            Self::Database(s) => s.prune(now_ms).await,
+            Self::Redis(_) | Self::Memory(_) => Ok(0),
         }
     }
 
@@ -114,6 +184,7 @@ impl JoinState {
         propose_id: impl FnMut() -> String,
     ) -> Result<Vec<Expired>, StateError> {
         match self {
+            Self::Database(s) => s.expired(now_ms, limit, propose_id).await,
             Self::Redis(s) => s.expired(now_ms, limit, propose_id).await,
             Self::Memory(s) => Ok(s.expired(now_ms, limit, propose_id)),
         }
@@ -122,6 +193,7 @@ impl JoinState {
     /// Takes `keys` off the deadline index (their reports are out).
     pub async fn forget_expired(&self, keys: &[String]) -> Result<(), StateError> {
         match self {
+            Self::Database(s) => s.forget_expired(keys).await,
             Self::Redis(s) => s.forget_expired(keys).await,
             Self::Memory(s) => {
                 s.forget_expired(keys);

@@ -1,11 +1,13 @@
-//! The join state behaves the same in process, on a real redis-server and on a real Redis Cluster.
+//! The join state behaves the same in process, on a real redis-server, on a real Redis Cluster, and in the
+//! database (a real PostgreSQL server and SQLite).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail by panicking
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use orderflow_join::{JoinState, MemoryJoin, Put, RedisJoin, Side};
+use orderflow_join::{DbJoin, JoinState, MemoryJoin, Put, PutRequest, RedisJoin, Side};
 use orderflow_redis::{RedisConnection, RedisTarget};
+use orderflow_store::Store;
 use orderflow_testkit::unique;
 
 const KEEP: i64 = 60_000;
@@ -121,6 +123,82 @@ async fn joins_once_expires_once_and_flags_late_sides(state: JoinState) {
     );
     // Joined keys were taken off the deadline index by the sweep: only d is left, later.
     assert_eq!(state.expired(9_000, 10, &mut propose).await.unwrap()[0].key, "d");
+}
+
+async fn database(url: &str) -> JoinState {
+    let store = Store::connect(url, 4).await.unwrap();
+    store.migrate().await.unwrap();
+    JoinState::Database(DbJoin::new(store, "test"))
+}
+
+#[tokio::test]
+async fn in_postgres() {
+    let url = orderflow_testkit::postgres().fresh_database().unwrap();
+    joins_once_expires_once_and_flags_late_sides(database(&url).await).await;
+}
+
+#[tokio::test]
+async fn in_sqlite() {
+    let dir = std::env::temp_dir().join(unique("orderflow-join-test"));
+    std::fs::create_dir_all(&dir).unwrap();
+    joins_once_expires_once_and_flags_late_sides(
+        database(&format!("sqlite://{}/join.db", dir.display())).await,
+    )
+    .await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_batch_answers_each_put_as_one_by_one_would_and_state_in_the_database_outlives_its_store() {
+    let url = orderflow_testkit::postgres().fresh_database().unwrap();
+    let first = database(&url).await;
+    let put = |key, side, record, id| PutRequest {
+        key,
+        side,
+        record,
+        deadline_ms: i64::MAX,
+        keep_ms: KEEP,
+        proposed_id: id,
+    };
+    // Both sides of one key in one batch, a lone left, and the same right twice.
+    let outcomes = first
+        .put_batch(&[
+            put("p", Side::Left, b"order-p", "p1"),
+            put("q", Side::Left, b"order-q", "q1"),
+            put("p", Side::Right, b"pay-p", "p2"),
+            put("r", Side::Right, b"pay-r", "r1"),
+            put("r", Side::Right, b"pay-r", "r2"),
+        ])
+        .await
+        .unwrap();
+    let joined_p = Put::Joined {
+        left: b"order-p".to_vec(),
+        right: b"pay-p".to_vec(),
+        join_id: "p1".into(),
+    };
+    assert_eq!(
+        outcomes,
+        vec![
+            joined_p.clone(),
+            Put::Waiting,
+            joined_p,
+            Put::Waiting,
+            Put::Waiting
+        ]
+    );
+    drop(first);
+    // Another instance (or this one restarted, or after Redis lost everything) completes q and r.
+    let second = database(&url).await;
+    assert!(matches!(
+        second.put("q", Side::Right, b"pay-q", 0, KEEP, "q2").await.unwrap(),
+        Put::Joined { join_id, .. } if join_id == "q2"
+    ));
+    assert!(matches!(
+        second.put("r", Side::Left, b"order-r", i64::MAX, KEEP, "r3").await.unwrap(),
+        Put::Joined { join_id, .. } if join_id == "r3"
+    ));
+    // Entries past their keep time go.
+    assert_eq!(second.prune(i64::MAX).await.unwrap(), 3);
 }
 
 #[tokio::test]

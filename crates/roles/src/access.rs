@@ -129,6 +129,13 @@ impl Role {
             access.read.push(topic);
         }
         access.write.extend(outputs.into_iter().map(full));
+        if *self == Role::Orders && settings.orders.drive_on_stranded {
+            // The sweep hands stranded orders back to payments and enrichment through their retry topics.
+            let created = full(topics::ORDER_CREATED);
+            for group in [&settings.payments.group, &settings.enrichment.group] {
+                access.write.push(retry_topic(&created, group, 1));
+            }
+        }
         access.read.sort();
         access.write.sort();
         if let Some(group) = group {
@@ -192,5 +199,17 @@ mod tests {
         assert!(!access.read.contains(&"p.payment.received".to_owned()));
         assert_eq!(access.group.as_deref(), Some("p.orderflow-payments"));
         assert_eq!(Role::Gateway.kafka_access(&settings), KafkaAccess::default());
+        // The orders role's sweep writes into the payments and enrichment groups' first retry topics.
+        let orders = Role::Orders.kafka_access(&settings);
+        assert!(
+            orders
+                .write
+                .contains(&"p.order.created.orderflow-payments.retry.1".to_owned())
+        );
+        assert!(
+            orders
+                .write
+                .contains(&"p.order.created.orderflow-enrichment.retry.1".to_owned())
+        );
     }
 }

@@ -209,6 +209,19 @@ pub(crate) fn event_output(
     }
 }
 
+/// An encoded event's headers as Kafka headers, for roles that publish outside the consumer runtime.
+pub(crate) fn kafka_headers(encoded: &orderflow_events::EncodedEvent) -> rdkafka::message::OwnedHeaders {
+    encoded.headers.iter().fold(
+        rdkafka::message::OwnedHeaders::new_with_capacity(encoded.headers.len() + 1),
+        |headers, (name, value)| {
+            headers.insert(rdkafka::message::Header {
+                key: name,
+                value: Some(value.as_slice()),
+            })
+        },
+    )
+}
+
 /// Consumer settings every role starts from: `group` (already prefixed, see [`Bus::group`]), bounded drain
 /// and close, and, when `kafka.instance_id` is set, static membership under that name (so a restarted
 /// instance takes its partitions back at once and fences its predecessor's open transaction).

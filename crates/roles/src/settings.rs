@@ -155,6 +155,9 @@ pub struct OrdersSettings {
     pub stranded_after_secs: u64,
     /// Seconds between two sweeps for stranded orders.
     pub sweep_interval_secs: u64,
+    /// Whether the sweep drives stranded orders on (hands their `order.created` again to the steps that owe
+    /// them an answer, through those steps' own retry topics) besides reporting them.
+    pub drive_on_stranded: bool,
 }
 
 impl Default for OrdersSettings {
@@ -163,6 +166,7 @@ impl Default for OrdersSettings {
             status_group: "orderflow-orders-status".into(),
             stranded_after_secs: 600,
             sweep_interval_secs: 60,
+            drive_on_stranded: true,
         }
     }
 }

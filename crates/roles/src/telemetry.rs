@@ -46,6 +46,11 @@ pub(crate) enum RoleEvent {
         /// Orders still `PAID`.
         paid: i64,
     },
+    /// The sweep handed `orders` stranded orders back to the steps that owe them an answer.
+    DrivenOn {
+        /// Orders republished.
+        orders: u64,
+    },
     /// The database pool's connections, sampled.
     DbPool {
         /// Open connections.
@@ -76,6 +81,7 @@ impl RoleEvent {
                 gauge!("orderflow_orders_stranded", "status" => "CREATED").set(created as f64);
                 gauge!("orderflow_orders_stranded", "status" => "PAID").set(paid as f64);
             }
+            Self::DrivenOn { orders } => counter!("orderflow_orders_driven_on_total").increment(orders),
             Self::DbPool { open, idle, max } => {
                 let idle = idle as f64;
                 gauge!("orderflow_db_pool_connections", "state" => "idle").set(idle);

@@ -315,7 +315,7 @@ async fn read_events<E: orderflow_events::Event>(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn enrichment_joins_paid_orders_with_their_tier_and_its_state_survives_a_restart() {
+async fn enrichment_joins_paid_orders_with_their_tier_and_its_state_survives_a_restart_and_a_redis_loss() {
     const ORDERS: usize = 30;
     let mut settings = with_redis(real_settings("enrich"));
     let store = orderflow_store::Store::connect(settings.database.url.as_deref().unwrap(), 2)
@@ -329,7 +329,7 @@ async fn enrichment_joins_paid_orders_with_their_tier_and_its_state_survives_a_r
         settings.cache.key_prefix.clone(),
     );
 
-    // First the orders arrive with no payments role running: the join holds them in Redis.
+    // First the orders arrive with no payments role running: the join holds them, in the database.
     let first = Platform::start(settings.clone(), &[Role::Orders, Role::Enrichment])
         .await
         .unwrap();
@@ -342,34 +342,52 @@ async fn enrichment_joins_paid_orders_with_their_tier_and_its_state_survives_a_r
         let price = if i % 3 == 0 { 9_000 } else { 1_000 + i as i64 };
         orders.push(post_order(&client, &base, customer, price, 1).await);
     }
-    let mut redis = redis::Client::open(orderflow_testkit::redis().url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    let keys: Vec<String> = orders
-        .iter()
-        .map(|o| format!("{key_prefix}enrichment:join:{{{}}}", o["id"].as_str().unwrap()))
-        .collect();
+    let orderflow_store::Store::Postgres(pg) = &store else {
+        panic!("postgres")
+    };
+    let pool = pg.pool().clone();
     eventually(
         "the orders to wait in the join state",
         Duration::from_secs(30),
         || {
-            let (mut redis, keys) = (redis.clone(), keys.clone());
+            let pool = pool.clone();
             async move {
-                let n: usize = redis::cmd("EXISTS")
-                    .arg(&keys)
-                    .query_async(&mut redis)
-                    .await
-                    .unwrap();
-                (n == ORDERS).then_some(())
+                let (n,): (i64,) = sqlx::query_as(
+                    "SELECT COUNT(*) FROM join_state WHERE join_name = 'enrichment' AND left_record IS NOT NULL",
+                )
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+                (n as usize == ORDERS).then_some(())
             }
         },
     )
     .await;
     first.stop().await.unwrap();
 
-    // Restarted with payments: the orders consumed before the restart are joined from the stored state.
+    // Redis loses every key of this deployment (the customer tiers among them) while nothing runs.
+    let mut redis = redis::Client::open(orderflow_testkit::redis().url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let lost: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("*{key_prefix}*"))
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert!(
+        lost.iter().any(|k| k.contains("customer-tier")),
+        "the tiers were in Redis: {lost:?}"
+    );
+    redis::cmd("DEL")
+        .arg(&lost)
+        .query_async::<()>(&mut redis)
+        .await
+        .unwrap();
+
+    // Restarted with payments: the orders consumed before the restart are joined from the stored state, and
+    // the tiers Redis lost are reloaded before the first one is read.
     let second = Platform::start(settings, &[Role::Payments, Role::Enrichment])
         .await
         .unwrap();
@@ -411,11 +429,6 @@ async fn enrichment_joins_paid_orders_with_their_tier_and_its_state_survives_a_r
     .await;
     assert!(unpaid.is_empty());
     second.stop().await.unwrap();
-    redis::cmd("DEL")
-        .arg(&keys)
-        .query_async::<()>(&mut redis)
-        .await
-        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1102,5 +1115,137 @@ async fn the_projector_publishes_each_orders_state_and_history_and_never_moves_b
     );
     let newest = newest_per_order::<OrderState>(&codec, &state_topic).await;
     assert_eq!(newest[&ids[1]].status, "ALLOCATED");
+    platform.stop().await.unwrap();
+}
+
+/// Commits `group`'s offsets at the current end of every partition of `topics`, as if it had consumed them:
+/// whatever those partitions hold is lost to the group.
+fn skip_to_end(group: &str, topics: &[String], partitions: i32) {
+    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set(
+            "bootstrap.servers",
+            orderflow_testkit::kafka().bootstrap_servers(),
+        )
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut offsets = rdkafka::TopicPartitionList::new();
+    for topic in topics {
+        for partition in 0..partitions {
+            let (_, high) = consumer
+                .fetch_watermarks(topic, partition, Duration::from_secs(10))
+                .unwrap();
+            offsets
+                .add_partition_offset(topic, partition, rdkafka::Offset::Offset(high))
+                .unwrap();
+        }
+    }
+    consumer.commit(&offsets, CommitMode::Sync).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sweep_drives_stranded_orders_on_through_the_steps_own_retry_topics() {
+    const ORDERS: usize = 8;
+    let mut settings = real_settings("drive");
+    settings.orders.stranded_after_secs = 2;
+    settings.orders.sweep_interval_secs = 1;
+    let store = orderflow_store::Store::connect(settings.database.url.as_deref().unwrap(), 2)
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    store
+        .put_product(&orderflow_store::Product {
+            sku: "SKU-1".into(),
+            name: "product SKU-1".into(),
+            price_minor: 1_000,
+            stock: 100,
+        })
+        .await
+        .unwrap();
+
+    // Orders are paid while no enrichment runs.
+    let platform = Platform::start(settings.clone(), &[Role::Orders, Role::Payments, Role::Inventory])
+        .await
+        .unwrap();
+    let base = format!("http://{}", platform.http_addr.unwrap());
+    let client = reqwest::Client::new();
+    let mut ids = Vec::new();
+    for i in 0..ORDERS {
+        let order = post_order(&client, &base, &format!("c{i}"), 1_000, 1).await;
+        ids.push(order["id"].as_str().unwrap().parse::<OrderId>().unwrap());
+    }
+    let statuses = |store: orderflow_store::Store, ids: Vec<OrderId>| async move {
+        store
+            .get_orders(&ids)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|o| o.status)
+            .collect::<Vec<_>>()
+    };
+    eventually("every order to be paid", Duration::from_secs(30), || {
+        let (store, ids) = (store.clone(), ids.clone());
+        async move {
+            let s = statuses(store, ids).await;
+            (s.len() == ORDERS && s.iter().all(|s| *s == OrderStatus::Paid)).then_some(())
+        }
+    })
+    .await;
+
+    // Enrichment's group loses every record it had not read: its offsets jump to the end of its inputs.
+    // Only the sweep can bring these orders to it now.
+    let prefix = settings.kafka.topic_prefix.clone();
+    let inputs: Vec<String> = ["order.created", "payment.received", "payment.failed"]
+        .iter()
+        .map(|t| format!("{prefix}{t}"))
+        .collect();
+    skip_to_end(
+        &format!("{prefix}{}", settings.enrichment.group),
+        &inputs,
+        settings.kafka.partitions.unwrap(),
+    );
+    let enrichment = Platform::start(settings.clone(), &[Role::Enrichment])
+        .await
+        .unwrap();
+    eventually(
+        "the stranded orders to be driven on to ALLOCATED",
+        Duration::from_secs(90),
+        || {
+            let (store, ids) = (store.clone(), ids.clone());
+            async move {
+                let s = statuses(store, ids).await;
+                s.iter().all(|s| *s == OrderStatus::Allocated).then_some(())
+            }
+        },
+    )
+    .await;
+
+    // The republished records went to the steps' own retry topics; the audited topic got none.
+    let created = format!("{prefix}order.created");
+    let bootstrap = orderflow_testkit::kafka().bootstrap_servers();
+    let on_created = tokio::task::spawn_blocking(move || {
+        read_topic(&bootstrap, &created, ORDERS + 1, Duration::from_secs(3))
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(on_created.len(), ORDERS, "order.created holds each order once");
+    let bootstrap = orderflow_testkit::kafka().bootstrap_servers();
+    let retried = format!("{prefix}order.created.{}.retry.1", settings.enrichment.group);
+    let driven = tokio::task::spawn_blocking(move || {
+        read_topic(&bootstrap, &retried, ORDERS, Duration::from_secs(10))
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(driven.len() >= ORDERS, "{} records driven on", driven.len());
+    assert!(
+        driven
+            .iter()
+            .all(|r| r.headers.get("original-topic") == Some(&format!("{prefix}order.created")))
+    );
+    enrichment.stop().await.unwrap();
     platform.stop().await.unwrap();
 }

@@ -10,6 +10,7 @@ mod charges;
 mod error;
 mod group_commit;
 mod inventory;
+mod join;
 mod postgres;
 mod registry;
 mod rows;
@@ -38,6 +39,7 @@ pub struct Stranded {
 }
 pub use group_commit::{GroupCommitSettings, OrderWriter};
 pub use inventory::{InventoryOp, InventoryOutcome, Product, StockLine};
+pub use join::{JoinEntry, JoinExpired, JoinPut};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 pub use tx::TxStatements;
@@ -358,6 +360,32 @@ impl Store {
     /// Waits until this process is the only active outbox relay.
     pub async fn acquire_relay_lease(&self) -> Result<RelayLease, StoreError> {
         dispatch!(self, s => s.acquire_relay_lease().await)
+    }
+
+    /// Stores a batch of puts into join `name` in one transaction; see [`PgStore::join_put`].
+    pub async fn join_put(&self, name: &str, puts: &[JoinPut]) -> Result<Vec<JoinEntry>, StoreError> {
+        dispatch!(self, s => s.join_put(name, puts).await)
+    }
+
+    /// Waiting left records of join `name` past their deadline; see [`PgStore::join_expired`].
+    pub async fn join_expired(
+        &self,
+        name: &str,
+        now_ms: i64,
+        limit: i64,
+        propose_id: impl FnMut() -> String,
+    ) -> Result<Vec<JoinExpired>, StoreError> {
+        dispatch!(self, s => s.join_expired(name, now_ms, limit, propose_id).await)
+    }
+
+    /// Takes reported keys of join `name` off the deadlines.
+    pub async fn join_forget(&self, name: &str, keys: &[String]) -> Result<(), StoreError> {
+        dispatch!(self, s => s.join_forget(name, keys).await)
+    }
+
+    /// Deletes up to `limit` join entries kept until before `now_ms`; returns how many.
+    pub async fn join_prune(&self, now_ms: i64, limit: i64) -> Result<u64, StoreError> {
+        dispatch!(self, s => s.join_prune(now_ms, limit).await)
     }
 
     /// Listens for commits of outbox rows by any process (see [`OutboxWatch`]).

@@ -10,7 +10,7 @@ use sqlx::sqlite::{
 
 use crate::{
     RelayLease, StoreError, audit::audit_queries, backend::shared_queries, charges::charge_queries,
-    inventory::inventory_queries,
+    inventory::inventory_queries, join::join_queries,
 };
 
 /// A SQLite connection pool over one database file.
@@ -72,3 +72,4 @@ shared_queries!(SqliteStore, Sqlite);
 charge_queries!(SqliteStore, Sqlite);
 inventory_queries!(SqliteStore, Sqlite, "");
 audit_queries!(SqliteStore, Sqlite);
+join_queries!(SqliteStore, Sqlite, "");

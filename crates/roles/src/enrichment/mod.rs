@@ -2,9 +2,9 @@
 //! paid orders, with the customer's tier from reference data; orders whose payment never comes are reported
 //! as `order.unpaid`.
 //!
-//! Both inputs are keyed by order id. The join state lives in Redis when configured (see
-//! `orderflow_join`), shared by every instance, so it survives restarts and rebalances whatever partitions
-//! an instance is given; in the embedded default it lives in this process. The window is event time: a
+//! Both inputs are keyed by order id. The join state lives in the database (`orderflow_join::DbJoin`, table
+//! `join_state`), shared by every instance and durable, so it survives restarts, rebalances and the loss of
+//! Redis, whatever partitions an instance is given; a batch's puts are one transaction. The window is event time: a
 //! payment counts when it occurred within `window + grace` of its order. Output and consumed offsets commit
 //! in one Kafka transaction (at-least-once on the mock cluster); the join fixes the output's event id on the
 //! first match, so reprocessing repeats the same event, which consumers dedupe. A sweep reports orders
@@ -20,8 +20,7 @@ use orderflow_events::{
     Event, Lifecycle, LifecycleEvent, LifecycleTopic, LifecycleTopics, OrderCreated, OrderEnriched,
     OrderUnpaid, PaymentReceived, headers, topics,
 };
-use orderflow_join::{JoinState, MemoryJoin, Put, RedisJoin, Side};
-use rdkafka::message::{Header, OwnedHeaders};
+use orderflow_join::{DbJoin, JoinState, Put, PutRequest, Side};
 use rdkafka::producer::FutureRecord;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
@@ -31,6 +30,12 @@ pub use reference::{CustomerTiers, DEFAULT_TIER};
 use crate::runner::ConsumerRole;
 use crate::telemetry::RoleEvent;
 use crate::{Backends, RoleError, decode_error, event_output};
+
+/// The join's name in the `join_state` table.
+const JOIN_NAME: &str = "enrichment";
+
+/// How often join entries past their keep time are deleted.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 /// How long state is kept after its deadline, so that late payments are recognised as late.
 const KEEP_AFTER_DEADLINE_MS: i64 = 60 * 60 * 1000;
@@ -115,19 +120,27 @@ fn state_error(error: orderflow_join::StateError) -> HandlerError {
     HandlerError::transient(error)
 }
 
+/// One consumed record, decoded and ready to put into the join.
+struct Prepared {
+    order_id: String,
+    side: Side,
+    stored: Vec<u8>,
+    deadline_ms: i64,
+    keep_ms: i64,
+    proposed: String,
+}
+
 impl Enrichment {
-    /// Puts one record into the join; returns the join when it completed with a captured payment.
-    async fn put(&self, record: &Record) -> Result<Option<Joined>, HandlerError> {
+    /// Decodes one record into what the join stores for it.
+    async fn prepare(&self, record: &Record) -> Result<Prepared, HandlerError> {
         let source = record.source_topic();
         let payload = record.payload.as_deref().unwrap_or_default();
         let codec = &self.backends.codec;
-        let proposed = uuid::Uuid::now_v7().to_string();
         let not_read = || HandlerError::permanent(format!("enrichment does not read {source}"));
         let topic = self.inputs.get(source).ok_or_else(not_read)?;
         let Lifecycle { envelope, event } = Lifecycle::decode(codec, topic, payload)
             .await
             .map_err(decode_error)?;
-        let order_id = envelope.order_id.to_string();
         let payment = |tag: u8| {
             let mut stored = Vec::with_capacity(payload.len() + 1);
             stored.push(tag);
@@ -150,11 +163,24 @@ impl Enrichment {
         // Kept until the deadline (or a full window for a payment waiting for its order), then long enough to
         // recognise late payments.
         let keep_ms = (deadline_ms - now_ms()).max(self.waited_ms) + KEEP_AFTER_DEADLINE_MS;
-        let put = self
-            .state
-            .put(&order_id, side, &stored, deadline_ms, keep_ms, &proposed)
-            .await
-            .map_err(state_error)?;
+        Ok(Prepared {
+            order_id: envelope.order_id.to_string(),
+            side,
+            stored,
+            deadline_ms,
+            keep_ms,
+            proposed: uuid::Uuid::now_v7().to_string(),
+        })
+    }
+
+    /// What a put of `record` (for `order_id`) did: the join when it completed with a captured payment.
+    async fn joined(
+        &self,
+        order_id: &str,
+        record: &Record,
+        put: Put,
+    ) -> Result<Option<Joined>, HandlerError> {
+        let codec = &self.backends.codec;
         let (left, right, join_id) = match put {
             Put::Waiting => return Ok(None),
             Put::Late { .. } => {
@@ -189,20 +215,38 @@ impl Enrichment {
 
 impl Handler for Enrichment {
     async fn handle(&self, batch: &[Record]) -> Result<Vec<Output>, HandlerError> {
-        // The records of a batch are put concurrently (the connection pipelines them): each put is one atomic
-        // script on its own order's state, so their order across orders does not matter, and outputs keep
-        // the batch's order.
-        let puts = futures::future::join_all(batch.iter().map(|record| self.put(record))).await;
+        // The whole batch goes into the join at once (one transaction in the database); a key's second side
+        // in the same batch sees its first. Outputs keep the batch's order.
+        let prepared = futures::future::join_all(batch.iter().map(|record| self.prepare(record)))
+            .await
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()?;
+        let requests: Vec<PutRequest<'_>> = prepared
+            .iter()
+            .map(|p| PutRequest {
+                key: &p.order_id,
+                side: p.side,
+                record: &p.stored,
+                deadline_ms: p.deadline_ms,
+                keep_ms: p.keep_ms,
+                proposed_id: &p.proposed,
+            })
+            .collect();
+        let puts = self.state.put_batch(&requests).await.map_err(state_error)?;
         let mut joined = Vec::new();
-        for put in puts {
-            if let Some(join) = put? {
+        // A key joined by two records of the batch is emitted once.
+        let mut emitted = std::collections::HashSet::new();
+        for ((prepared, record), put) in prepared.iter().zip(batch).zip(puts) {
+            if let Some(join) = self.joined(&prepared.order_id, record, put).await?
+                && emitted.insert(join.event_id.clone())
+            {
                 joined.push(join);
             }
         }
         let customers: Vec<&str> = joined.iter().map(|j| j.order.customer_id.as_str()).collect();
         let tiers = self
             .tiers
-            .lookup(&customers)
+            .lookup(&self.backends.store, &customers)
             .await
             .map_err(HandlerError::transient)?;
         let mut outputs = Vec::with_capacity(joined.len());
@@ -247,10 +291,22 @@ async fn sweep(
     let waited_ms = settings.waited_ms();
     let mut tick = tokio::time::interval(Duration::from_millis(settings.sweep_interval_ms.max(10)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut pruned_at = tokio::time::Instant::now();
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
             _ = tick.tick() => {}
+        }
+        if pruned_at.elapsed() >= PRUNE_EVERY {
+            pruned_at = tokio::time::Instant::now();
+            match state.prune(now_ms()).await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(entries = n, "deleted join entries past their keep time"),
+                Err(e) => tracing::warn!(
+                    error = &e as &dyn std::error::Error,
+                    "could not delete old join entries; trying again later"
+                ),
+            }
         }
         let expired = match state
             .expired(now_ms(), 500, || uuid::Uuid::now_v7().to_string())
@@ -300,13 +356,7 @@ async fn sweep(
                     continue;
                 }
             };
-            let mut record_headers = OwnedHeaders::new();
-            for (name, value) in &encoded.headers {
-                record_headers = record_headers.insert(Header {
-                    key: name,
-                    value: Some(value.as_slice()),
-                });
-            }
+            let record_headers = crate::kafka_headers(&encoded);
             let record = FutureRecord::to(&topic)
                 .key(&encoded.key)
                 .payload(&encoded.payload)
@@ -362,10 +412,9 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), RoleError> {
     let prefix = format!("{}enrichment:", backends.key_prefix);
-    let state = match &backends.redis {
-        Some(redis) => JoinState::Redis(RedisJoin::new(redis.clone(), prefix.clone())),
-        None => JoinState::Memory(MemoryJoin::new()),
-    };
+    // In the database, not in Redis: a Redis loss (or a restart of the embedded default) must not drop the
+    // orders and payments still waiting for each other.
+    let state = JoinState::Database(DbJoin::new(backends.store.clone(), JOIN_NAME));
     let tiers = CustomerTiers::new(backends.redis.clone(), &prefix);
     let loaded = tiers.load(&backends.store).await?;
     tracing::info!(customers = loaded, "enrichment loaded the customer tiers");

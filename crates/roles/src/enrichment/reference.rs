@@ -12,6 +12,10 @@ use crate::RoleError;
 /// The tier of a customer the reference data does not know.
 pub const DEFAULT_TIER: &str = "standard";
 
+/// A field every loaded tier hash holds (no customer id has a space): when it is missing, Redis lost the hash
+/// and it is reloaded at once, rather than every customer reading as the default tier until the next refresh.
+const LOADED: &str = "loaded marker";
+
 /// Where the customer tiers are held.
 #[derive(Clone)]
 pub enum CustomerTiers {
@@ -48,15 +52,11 @@ impl CustomerTiers {
                 // Same hash tag, same slot: the swap works on a Cluster too.
                 let loading = format!("{key}:loading");
                 let mut pipe = redis::pipe();
-                pipe.atomic().del(&loading);
+                pipe.atomic().del(&loading).hset(&loading, LOADED, "1");
                 for chunk in tiers.chunks(1_000) {
                     pipe.hset_multiple(&loading, chunk);
                 }
-                if count == 0 {
-                    pipe.del(key);
-                } else {
-                    pipe.rename(&loading, key);
-                }
+                pipe.rename(&loading, key);
                 pipe.query_async::<()>(&mut conn)
                     .await
                     .map_err(|source| RoleError::Reference {
@@ -72,23 +72,36 @@ impl CustomerTiers {
         Ok(count)
     }
 
-    /// The tier of each customer, in order ([`DEFAULT_TIER`] for unknown ones).
-    pub async fn lookup(&self, customers: &[&str]) -> Result<Vec<String>, RoleError> {
+    /// The tier of each customer, in order ([`DEFAULT_TIER`] for unknown ones). When Redis lost the tiers,
+    /// they are reloaded from `store` first.
+    pub async fn lookup(&self, store: &Store, customers: &[&str]) -> Result<Vec<String>, RoleError> {
         if customers.is_empty() {
             return Ok(Vec::new());
         }
         let found: Vec<Option<String>> = match self {
             Self::Redis { connection, key } => {
-                let mut conn = connection.clone();
-                redis::cmd("HMGET")
-                    .arg(key)
-                    .arg(customers)
-                    .query_async(&mut conn)
-                    .await
-                    .map_err(|source| RoleError::Reference {
-                        context: "reading customer tiers from Redis",
-                        source,
-                    })?
+                let read = |mut conn: orderflow_redis::RedisConnection| async move {
+                    let mut found: Vec<Option<String>> = redis::cmd("HMGET")
+                        .arg(key)
+                        .arg(LOADED)
+                        .arg(customers)
+                        .query_async(&mut conn)
+                        .await
+                        .map_err(|source| RoleError::Reference {
+                            context: "reading customer tiers from Redis",
+                            source,
+                        })?;
+                    let loaded = !found.is_empty() && found.remove(0).is_some();
+                    Ok::<_, RoleError>((loaded, found))
+                };
+                let (loaded, found) = read(connection.clone()).await?;
+                if loaded {
+                    found
+                } else {
+                    tracing::warn!("the customer tiers are gone from Redis; reloading them");
+                    self.load(store).await?;
+                    read(connection.clone()).await?.1
+                }
             }
             Self::Memory(map) => {
                 let map = map.read().unwrap_or_else(|poisoned| poisoned.into_inner());

@@ -57,13 +57,29 @@ pub async fn start(
     };
     let tls = settings.http.tls.clone();
     let (status_group, follower_backends) = (settings.orders.status_group.clone(), backends.clone());
-    let (sweep_store, sweep_settings) = (backends.store.clone(), settings.orders.clone());
+    let (sweep_store, sweep_bus, sweep_settings) = (
+        backends.store.clone(),
+        backends.bus.clone(),
+        settings.orders.clone(),
+    );
+    let drive = settings
+        .orders
+        .drive_on_stranded
+        .then(|| {
+            sweeper::DriveOn::new(
+                backends.store.clone(),
+                &backends.bus,
+                backends.codec.clone(),
+                settings,
+            )
+        })
+        .transpose()?;
     let serve = async move {
         let http_shutdown = shutdown.clone();
         let http = crate::serve_http(listener, addr, app, tls, http_shutdown);
         let relay_task = async { relay.run(shutdown.clone()).await.map_err(RoleError::from) };
         let follow = status::run(status_group, follower_backends, shutdown.clone());
-        let sweep = sweeper::run(sweep_store, sweep_settings, shutdown.clone());
+        let sweep = sweeper::run(sweep_store, sweep_bus, sweep_settings, drive, shutdown.clone());
         let (http, relayed, followed, ()) = tokio::join!(http, relay_task, follow, sweep);
         http.and(relayed).and(followed)
     };
