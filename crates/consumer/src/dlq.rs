@@ -127,7 +127,49 @@ pub async fn topics(bus: &Bus) -> Result<Vec<String>, DlqError> {
     .await
 }
 
-/// Every record of dead-letter topic `topic` (full name), in partition and offset order.
+/// How many dead letters each dead-letter topic under `bus`'s prefix holds, for the topics that hold any.
+/// Empty topics are told by their watermarks alone; the others are read, since transaction markers take
+/// offsets too.
+pub async fn counts(bus: &Bus) -> Result<Vec<(String, usize)>, DlqError> {
+    let config = bus.client_config("orderflow-dlq");
+    let prefix = bus.topic("");
+    let holding = blocking(move || {
+        let client: BaseConsumer = config.create().map_err(kafka("creating a client"))?;
+        let metadata = client
+            .fetch_metadata(None, Duration::from_secs(15))
+            .map_err(kafka("fetching metadata"))?;
+        let mut holding = Vec::new();
+        for topic in metadata.topics() {
+            let name = topic.name();
+            if !(name.starts_with(&prefix) && name.ends_with(".dlq")) {
+                continue;
+            }
+            for partition in topic.partitions() {
+                let (low, high) = client
+                    .fetch_watermarks(name, partition.id(), Duration::from_secs(15))
+                    .map_err(kafka("fetching watermarks"))?;
+                if high > low {
+                    holding.push(name.to_owned());
+                    break;
+                }
+            }
+        }
+        holding.sort();
+        Ok(holding)
+    })
+    .await?;
+    let mut counts = Vec::new();
+    for topic in holding {
+        let letters = list(bus, &topic).await?.len();
+        if letters > 0 {
+            counts.push((topic, letters));
+        }
+    }
+    Ok(counts)
+}
+
+/// Every record of topic `topic` (full name; a dead-letter topic, or any other), in partition and offset
+/// order.
 pub async fn list(bus: &Bus, topic: &str) -> Result<Vec<DeadLetter>, DlqError> {
     let config = bus.client_config("orderflow-dlq");
     let topic = topic.to_owned();
@@ -245,7 +287,11 @@ struct Reader;
 
 impl rdkafka::ClientContext for Reader {
     fn error(&self, error: KafkaError, reason: &str) {
-        if !matches!(error, KafkaError::PartitionEOF(_)) {
+        let end_of_partition = matches!(
+            error,
+            KafkaError::PartitionEOF(_) | KafkaError::Global(rdkafka::types::RDKafkaErrorCode::PartitionEOF)
+        );
+        if !end_of_partition {
             tracing::warn!(
                 error = &error as &dyn std::error::Error,
                 reason,

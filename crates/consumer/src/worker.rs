@@ -61,6 +61,29 @@ impl<H: Handler> Worker<H> {
                         if !self.publish(outputs, &cancel).await? {
                             return Ok(());
                         }
+                        // What other batches made newer while these outputs were on their way.
+                        match self.handler.settled(chunk).await {
+                            Ok(mut newer) => {
+                                if !newer.is_empty() {
+                                    continue_traces(&mut newer, &spans);
+                                    if !self.publish(newer, &cancel).await? {
+                                        return Ok(());
+                                    }
+                                }
+                            }
+                            Err(error) => {
+                                tracing::warn!(
+                                    error = &error as &dyn std::error::Error,
+                                    offset = first.offset,
+                                    "re-reading a published batch failed; handling it again"
+                                );
+                                let wait = self.settings.retry.backoff(1);
+                                tokio::select! {
+                                    () = cancel.cancelled() => return Ok(()),
+                                    () = tokio::time::sleep(wait) => continue,
+                                }
+                            }
+                        }
                         self.telemetry.emit(ConsumerEvent::Processed {
                             topic: first.source_topic(),
                             records: chunk,

@@ -1,6 +1,6 @@
 //! Join state in the database (table `join_state` through `orderflow-store`, PostgreSQL or SQLite): durable
 //! and shared by every instance, so neither a restart nor a Redis loss drops a half-made join. A batch of
-//! puts is one transaction.
+//! puts is one statement; the join id is fixed when a key is first stored.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

@@ -2,8 +2,9 @@
 //!
 //! [`JoinState`] keeps, per key, the left record (e.g. an order), the right record (e.g. its payment) and the
 //! ids chosen for what the join emits. Putting one side returns both once both are there ([`Put::Joined`]),
-//! with a join id fixed on the first match, so processing the same records again (after a crash, a
-//! rebalance, a re-delivery) yields the same output with the same id. A left record that waits past its
+//! with a join id fixed once (on the first match; in the database, when the key is first stored: one
+//! statement per batch), so processing the same records again (after a crash, a rebalance, a re-delivery)
+//! yields the same output with the same id. A left record that waits past its
 //! deadline is reported once by [`JoinState::expired`], again with a fixed report id; a right record that
 //! comes after that is [`Put::Late`]. State lives in the database ([`DbJoin`]: durable, so a restart or a
 //! Redis loss drops no half-made join; what Orderflow's enrichment uses), in Redis ([`RedisJoin`]: one hash
@@ -40,7 +41,8 @@ pub enum Put {
         left: Vec<u8>,
         /// The right record.
         right: Vec<u8>,
-        /// The id fixed for this join's output (the first caller's proposal).
+        /// The id fixed for this join's output (a caller's proposal: the first match's, or in the database the
+        /// first put's).
         join_id: String,
     },
     /// The right side came after the left was reported expired.
@@ -63,7 +65,7 @@ pub struct PutRequest<'a> {
     pub deadline_ms: i64,
     /// How long the state is kept at all (ms from now).
     pub keep_ms: i64,
-    /// The join id to fix if this put makes the first match.
+    /// The join id to fix if this put makes the first match (in the database: if it stores the key first).
     pub proposed_id: &'a str,
 }
 
@@ -113,7 +115,7 @@ impl JoinState {
     /// Stores `record` as `side` of `key` and says whether the join is complete. `deadline_ms` (epoch ms)
     /// is when a waiting left side expires; `keep_ms` is how long the state is kept at all (longer than the
     /// deadline, so late right sides are recognised); `proposed_id` becomes the join id if this call makes
-    /// the first match.
+    /// the first match (in the database: if it stores the key first).
     pub async fn put(
         &self,
         key: &str,
@@ -146,7 +148,7 @@ impl JoinState {
     }
 
     /// Puts several records at once and says, for each, what it did (as [`JoinState::put`] one by one would,
-    /// in order). In the database they are one transaction; on Redis the scripts are pipelined.
+    /// in order). In the database they are one statement; on Redis the scripts are pipelined.
     pub async fn put_batch(&self, puts: &[PutRequest<'_>]) -> Result<Vec<Put>, StateError> {
         match self {
             Self::Database(s) => s.put_batch(puts).await,

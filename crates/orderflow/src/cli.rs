@@ -68,6 +68,17 @@ pub enum Command {
     },
     /// Benchmark the whole pipeline in this process: orders/s accepted and terminal, end-to-end latency
     Bench(BenchArgs),
+    /// Check the deployment against its source of truth: orders terminal, charges, stock ledger, analytics
+    /// revenue, read model, order.state, audit chain, dead letters; exits non-zero on any mismatch
+    Reconcile {
+        /// How long an order may still be on its way before it counts as stranded (seconds; default
+        /// orders.stranded_after_secs)
+        #[arg(long, value_name = "SECS")]
+        within: Option<u64>,
+        /// Print the checks as JSON instead of a table
+        #[arg(long)]
+        json: bool,
+    },
     /// Check the audit trail
     Audit {
         /// The audit command.

@@ -16,6 +16,7 @@ pub mod ops;
 pub mod orders;
 pub mod payments;
 pub mod projector;
+pub mod reconcile;
 mod runner;
 mod settings;
 mod telemetry;
@@ -162,6 +163,15 @@ pub enum RoleError {
         /// The OS error.
         #[source]
         source: std::io::Error,
+    },
+    /// `orderflow reconcile` could not read what it checks.
+    #[error("reconcile: {context}")]
+    Reconcile {
+        /// What was being read.
+        context: &'static str,
+        /// Why it failed.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// A role that serves HTTP was started as a consumer (a bug).
     #[error("{0} is not a consumer role")]

@@ -375,11 +375,13 @@ impl Plan {
 macro_rules! inventory_queries {
     ($store:ident, $db:ty, $lock:expr) => {
         impl $store {
-            /// Creates or replaces a product.
+            /// Creates or replaces a product. Its stock ledger follows: units received move by as much as the
+            /// stock does, so stock plus allocated units still equals what was received.
             pub async fn put_product(&self, product: &$crate::Product) -> Result<(), $crate::StoreError> {
                 sqlx::query(
-                    "INSERT INTO products (sku, name, price_minor, stock) VALUES ($1, $2, $3, $4) \
-                     ON CONFLICT (sku) DO UPDATE SET name = $2, price_minor = $3, stock = $4",
+                    "INSERT INTO products (sku, name, price_minor, stock, received) VALUES ($1, $2, $3, $4, $4) \
+                     ON CONFLICT (sku) DO UPDATE SET name = $2, price_minor = $3, \
+                     received = products.received + $4 - products.stock, stock = $4",
                 )
                 .bind(&product.sku)
                 .bind(&product.name)
@@ -400,12 +402,14 @@ macro_rules! inventory_queries {
                 if count > 0 || products.is_empty() {
                     return Ok(false);
                 }
-                let mut insert =
-                    sqlx::QueryBuilder::<$db>::new("INSERT INTO products (sku, name, price_minor, stock) ");
+                let mut insert = sqlx::QueryBuilder::<$db>::new(
+                    "INSERT INTO products (sku, name, price_minor, stock, received) ",
+                );
                 insert.push_values(products, |mut row, p| {
                     row.push_bind(p.sku.as_str())
                         .push_bind(p.name.as_str())
                         .push_bind(p.price_minor)
+                        .push_bind(p.stock)
                         .push_bind(p.stock);
                 });
                 insert.build().execute(&mut *tx).await?;

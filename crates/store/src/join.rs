@@ -1,10 +1,10 @@
 //! Durable windowed join state (table `join_state`): the database backend of `orderflow-join`.
 //!
 //! Per join (`join_name`) and key, a row holds the left record (which waits and can expire), the right record
-//! (which completes it), the id fixed for the join's output on the first match, the id fixed for the expiry
-//! report, and the left record's deadline while it waits. A batch of puts is one transaction of a fixed
-//! number of statements; the rows it touches stay locked until it commits, so concurrent instances putting
-//! the same key see each other's sides and agree on one join id.
+//! (which completes it), the id fixed for the join's output when the key is first stored, the id fixed for
+//! the expiry report, and the left record's deadline while it waits. A batch of puts is one upsert statement
+//! (per 500 keys): atomic, and concurrent instances putting the same key wait on its row, so each sees the
+//! other's side and both answer the one stored join id.
 
 /// One record put into a join.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,7 +19,7 @@ pub struct JoinPut {
     pub deadline_ms: i64,
     /// Until when the entry is kept at least (epoch ms).
     pub keep_until_ms: i64,
-    /// The join id to fix if this put makes the first match.
+    /// The join id to fix if this put stores the key first.
     pub proposed_id: String,
 }
 
@@ -32,7 +32,7 @@ pub struct JoinEntry {
     pub left: Option<Vec<u8>>,
     /// The right record, if stored.
     pub right: Option<Vec<u8>>,
-    /// The join id, once both sides met (and no expiry was reported before).
+    /// The join id, fixed when the key was first stored.
     pub join_id: Option<String>,
     /// The expiry report's id, once the left side was reported expired.
     pub report_id: Option<String>,
@@ -79,37 +79,36 @@ pub(crate) fn merge(puts: &[JoinPut]) -> Vec<JoinPut> {
 macro_rules! join_queries {
     ($store:ident, $db:ty, $lock:expr) => {
         impl $store {
-            /// Stores `puts` (merged per key) in one transaction and returns each key's entry afterwards, in
-            /// the order the keys first appear. A key whose two sides are now both there gets its join id
-            /// fixed (its put's proposal) unless it had one or was reported expired before.
+            /// Stores `puts` (merged per key) and returns each key's entry afterwards, in the order the keys
+            /// first appear: one statement per 500 keys, each atomic. A key's join id is fixed when the key is
+            /// first stored (its first put's proposal), so every put that completes the join, now or on any
+            /// reprocessing, answers the same id.
             pub async fn join_put(
                 &self,
                 name: &str,
                 puts: &[$crate::JoinPut],
             ) -> Result<Vec<$crate::JoinEntry>, $crate::StoreError> {
                 let puts = $crate::join::merge(puts);
-                if puts.is_empty() {
-                    return Ok(Vec::new());
-                }
-                let mut tx = self.pool.begin().await?;
                 let mut entries: std::collections::HashMap<String, $crate::JoinEntry> =
                     std::collections::HashMap::with_capacity(puts.len());
-                // 6 parameters a row: well under both backends' limits at 500 rows.
+                // 7 parameters a row: well under both backends' limits at 500 rows.
                 for chunk in puts.chunks(500) {
                     let mut upsert = sqlx::QueryBuilder::<$db>::new(
                         "INSERT INTO join_state (join_name, join_key, left_record, right_record, deadline_ms, \
-                         keep_until_ms) ",
+                         keep_until_ms, join_id) ",
                     );
                     upsert.push_values(chunk, |mut row, put| {
+                        // Only a left side without its right one waits on a deadline.
+                        let waits = put.left.is_some() && put.right.is_none();
                         row.push_bind(name)
                             .push_bind(put.key.as_str())
                             .push_bind(put.left.as_deref())
                             .push_bind(put.right.as_deref())
-                            .push_bind(put.left.as_ref().map(|_| put.deadline_ms))
-                            .push_bind(put.keep_until_ms);
+                            .push_bind(waits.then_some(put.deadline_ms))
+                            .push_bind(put.keep_until_ms)
+                            .push_bind(put.proposed_id.as_str());
                     });
-                    // A left side waits with its deadline until a right side comes; once both are there,
-                    // nothing waits.
+                    // The stored join id stays; once both sides are there, nothing waits.
                     upsert.push(
                         " ON CONFLICT (join_name, join_key) DO UPDATE SET \
                          left_record = COALESCE(excluded.left_record, join_state.left_record), \
@@ -122,7 +121,7 @@ macro_rules! join_queries {
                          RETURNING join_key, left_record, right_record, join_id, report_id",
                     );
                     let rows: Vec<(String, Option<Vec<u8>>, Option<Vec<u8>>, Option<String>, Option<String>)> =
-                        upsert.build_query_as().fetch_all(&mut *tx).await?;
+                        upsert.build_query_as().fetch_all(&self.pool).await?;
                     for (key, left, right, join_id, report_id) in rows {
                         entries.insert(
                             key.clone(),
@@ -136,37 +135,6 @@ macro_rules! join_queries {
                         );
                     }
                 }
-                // Keys whose sides met just now get their put's proposal as join id, and nothing waits on them.
-                let mut matched: Vec<(&str, &str)> = Vec::new();
-                for put in &puts {
-                    if let Some(entry) = entries.get_mut(&put.key) {
-                        if entry.left.is_some()
-                            && entry.right.is_some()
-                            && entry.join_id.is_none()
-                            && entry.report_id.is_none()
-                        {
-                            entry.join_id = Some(put.proposed_id.clone());
-                            matched.push((put.key.as_str(), put.proposed_id.as_str()));
-                        }
-                    }
-                }
-                // The rows are locked by this transaction: nobody fixed an id since we read them.
-                for chunk in matched.chunks(400) {
-                    let mut fix = sqlx::QueryBuilder::<$db>::new(
-                        "UPDATE join_state SET deadline_ms = NULL, join_id = CASE join_key",
-                    );
-                    for (key, id) in chunk {
-                        fix.push(" WHEN ").push_bind(*key).push(" THEN ").push_bind(*id);
-                    }
-                    fix.push(" END WHERE join_name = ").push_bind(name).push(" AND join_key IN (");
-                    let mut keys = fix.separated(", ");
-                    for (key, _) in chunk {
-                        keys.push_bind(*key);
-                    }
-                    fix.push(") AND join_id IS NULL");
-                    fix.build().execute(&mut *tx).await?;
-                }
-                tx.commit().await?;
                 Ok(puts
                     .iter()
                     .filter_map(|put| entries.remove(&put.key))

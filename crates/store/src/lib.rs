@@ -12,6 +12,7 @@ mod group_commit;
 mod inventory;
 mod join;
 mod postgres;
+mod reconcile;
 mod registry;
 mod rows;
 mod sqlite;
@@ -41,6 +42,7 @@ pub use group_commit::{GroupCommitSettings, OrderWriter};
 pub use inventory::{InventoryOp, InventoryOutcome, Product, StockLine};
 pub use join::{JoinEntry, JoinExpired, JoinPut};
 pub use postgres::PgStore;
+pub use reconcile::{ChargeDiscrepancies, StockLedgerLine};
 pub use sqlite::SqliteStore;
 pub use tx::TxStatements;
 
@@ -386,6 +388,40 @@ impl Store {
     /// Deletes up to `limit` join entries kept until before `now_ms`; returns how many.
     pub async fn join_prune(&self, now_ms: i64, limit: i64) -> Result<u64, StoreError> {
         dispatch!(self, s => s.join_prune(now_ms, limit).await)
+    }
+
+    /// How many orders have each status.
+    pub async fn order_status_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        dispatch!(self, s => s.order_status_counts().await)
+    }
+
+    /// When the first order was created, if any was.
+    pub async fn first_order_at(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        dispatch!(self, s => s.first_order_at().await)
+    }
+
+    /// Charges and orders that do not fit each other.
+    pub async fn charge_discrepancies(&self) -> Result<ChargeDiscrepancies, StoreError> {
+        dispatch!(self, s => s.charge_discrepancies().await)
+    }
+
+    /// The revenue analytics must report: captured charges of orders not cancelled (minor units).
+    pub async fn captured_not_cancelled_minor(&self) -> Result<i64, StoreError> {
+        dispatch!(self, s => s.captured_not_cancelled_minor().await)
+    }
+
+    /// Every product's stock ledger, by SKU.
+    pub async fn stock_ledger(&self) -> Result<Vec<StockLedgerLine>, StoreError> {
+        dispatch!(self, s => s.stock_ledger().await)
+    }
+
+    /// Up to `limit` orders after `after` in id order: id, status and version.
+    pub async fn order_states(
+        &self,
+        after: Option<OrderId>,
+        limit: i64,
+    ) -> Result<Vec<(OrderId, String, i64)>, StoreError> {
+        dispatch!(self, s => s.order_states(after, limit).await)
     }
 
     /// Listens for commits of outbox rows by any process (see [`OutboxWatch`]).

@@ -10,7 +10,7 @@ use sqlx::sqlite::{
 
 use crate::{
     RelayLease, StoreError, audit::audit_queries, backend::shared_queries, charges::charge_queries,
-    inventory::inventory_queries, join::join_queries,
+    inventory::inventory_queries, join::join_queries, reconcile::reconcile_queries,
 };
 
 /// A SQLite connection pool over one database file.
@@ -72,4 +72,5 @@ shared_queries!(SqliteStore, Sqlite);
 charge_queries!(SqliteStore, Sqlite);
 inventory_queries!(SqliteStore, Sqlite, "");
 audit_queries!(SqliteStore, Sqlite);
+reconcile_queries!(SqliteStore, Sqlite);
 join_queries!(SqliteStore, Sqlite, "");

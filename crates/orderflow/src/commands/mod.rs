@@ -3,6 +3,7 @@
 pub mod bench;
 mod database;
 mod dlq;
+mod reconcile;
 mod schemas;
 mod serve;
 mod topics;
@@ -21,6 +22,7 @@ pub async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             command: AuditCommand::Verify,
         } => database::verify_audit(&settings).await,
         Command::Dlq { command } => dlq::run(settings, command).await,
+        Command::Reconcile { within, json } => reconcile::run(settings, within, json).await,
         Command::Bench(args) => bench::run(settings, args).await,
         Command::Schemas {
             command: SchemasCommand::Check { dir, registry },

@@ -1,4 +1,4 @@
-//! The operational commands: `schemas check`, `dlq list|show|replay` and `audit verify`.
+//! The operational commands: `schemas check`, `dlq list|show|replay`, `audit verify` and `reconcile`.
 
 use std::time::Duration;
 
@@ -319,4 +319,119 @@ async fn audit_verify_passes_on_an_intact_trail_and_names_the_tampered_row() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     assert!(stderr.contains("audit trail broken at row 2"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_passes_on_a_settled_deployment_and_names_each_mismatch() {
+    let settings = real_server_settings("reconcile", 2);
+    let platform = Platform::start(settings.clone(), Role::ALL)
+        .await
+        .expect("platform starts");
+    stock_products(&platform.backends.store).await;
+    let base = format!("http://{}", platform.http_addr.expect("http"));
+    for _ in 0..10 {
+        let (status, _, body) = post(&base, "application/json", &order_body().to_string()).await;
+        assert_eq!(status, 201, "{body}");
+    }
+    // Settled: every check passes once the pipeline has caught up.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let checks = orderflow_roles::reconcile::reconcile(&platform.backends, Duration::from_secs(600))
+            .await
+            .expect("reconcile");
+        if checks.iter().all(|c| c.result == "ok") && checks[0].detail.contains("10 ALLOCATED") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the deployment did not reconcile: {checks:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    platform.stop().await.expect("stop");
+
+    let url = settings.database.url.clone().expect("url");
+    let flags = [
+        "--database-url",
+        url.as_str(),
+        "--kafka-bootstrap",
+        settings.kafka.bootstrap_servers.as_deref().expect("kafka"),
+        "--topic-prefix",
+        settings.kafka.topic_prefix.as_str(),
+        "--redis-url",
+        settings.cache.redis_url.as_deref().expect("redis"),
+    ];
+    let env = [("ORDERFLOW_CACHE__KEY_PREFIX", settings.cache.key_prefix.as_str())];
+    let out = run_binary(&[&["reconcile"][..], &flags].concat(), &env);
+    let table = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{table}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for check in [
+        "orders terminal",
+        "charges",
+        "stock ledger",
+        "analytics revenue",
+        "read model",
+        "order.state",
+        "audit chain",
+        "dead letters",
+    ] {
+        let line = table
+            .lines()
+            .find(|l| l.starts_with(check))
+            .unwrap_or_else(|| panic!("no {check} row: {table}"));
+        assert!(line.contains(" ok "), "{line}");
+    }
+
+    // Stock that appears from nowhere and a read model entry Redis lost are both named.
+    let pool = sqlx::PgPool::connect(&url).await.expect("pg");
+    sqlx::query("UPDATE products SET stock = stock + 1 WHERE sku = 'SKU-1'")
+        .execute(&pool)
+        .await
+        .expect("tamper");
+    let (id,): (uuid::Uuid,) = sqlx::query_as("SELECT id FROM orders LIMIT 1")
+        .fetch_one(&pool)
+        .await
+        .expect("an order");
+    let mut redis = redis::Client::open(orderflow_testkit::redis().url())
+        .expect("redis")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    redis::cmd("DEL")
+        .arg(format!("{}rm:{{{id}}}", settings.cache.key_prefix))
+        .query_async::<()>(&mut redis)
+        .await
+        .expect("del");
+    let out = run_binary(&[&["reconcile", "--json"][..], &flags].concat(), &env);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr.trim().lines().last(),
+        Some("error: reconcile found 2 mismatch(es)"),
+        "{stderr}"
+    );
+    let checks: Vec<Value> = serde_json::from_slice(&out.stdout).expect("json");
+    let result = |name: &str| {
+        checks
+            .iter()
+            .find(|c| c["check"] == name)
+            .map(|c| {
+                (
+                    c["result"].as_str().unwrap_or_default().to_owned(),
+                    c["detail"].to_string(),
+                )
+            })
+            .expect("check")
+    };
+    let (stock, detail) = result("stock ledger");
+    assert_eq!(stock, "mismatch");
+    assert!(detail.contains("SKU-1"), "{detail}");
+    let (model, detail) = result("read model");
+    assert_eq!(model, "mismatch");
+    assert!(detail.contains("1 missing"), "{detail}");
+    assert_eq!(result("charges").0, "ok");
 }

@@ -4,10 +4,10 @@
 //!
 //! Both inputs are keyed by order id. The join state lives in the database (`orderflow_join::DbJoin`, table
 //! `join_state`), shared by every instance and durable, so it survives restarts, rebalances and the loss of
-//! Redis, whatever partitions an instance is given; a batch's puts are one transaction. The window is event time: a
+//! Redis, whatever partitions an instance is given; a batch's puts are one statement. The window is event time: a
 //! payment counts when it occurred within `window + grace` of its order. Output and consumed offsets commit
-//! in one Kafka transaction (at-least-once on the mock cluster); the join fixes the output's event id on the
-//! first match, so reprocessing repeats the same event, which consumers dedupe. A sweep reports orders
+//! in one Kafka transaction (at-least-once on the mock cluster); the join fixes the output's event id when the
+//! order is first stored, so reprocessing repeats the same event, which consumers dedupe. A sweep reports orders
 //! still waiting after their deadline, once each (again with a fixed event id).
 
 mod reference;

@@ -9,6 +9,8 @@
 
 mod model;
 
+pub(crate) use model::redis_key as read_model_key;
+
 use std::time::Duration;
 
 use orderflow_consumer::{Delivery, Handler, HandlerError, Output, Record};
@@ -137,6 +139,27 @@ impl Handler for Projection {
         let mut outputs = Vec::with_capacity(2 * batch.len());
         for (record, view) in batch.iter().zip(&views) {
             if let Some(view) = view {
+                outputs.extend(self.outputs(view, record.header_str(headers::TRACEPARENT))?);
+            }
+        }
+        Ok(outputs)
+    }
+
+    /// A batch of another topic may have applied a newer change of the same order and published it before
+    /// this batch's (older) state landed: applying the changes again (a no-op that answers the current state)
+    /// finds those orders, and their current state is published once more, so the last `order.state` record
+    /// of an order is never older than its read model.
+    async fn settled(&self, batch: &[Record]) -> Result<Vec<Output>, HandlerError> {
+        let mut changes = Vec::with_capacity(batch.len());
+        for record in batch {
+            changes.push(self.change(record).await?);
+        }
+        let views = self.model.apply(&changes).await?;
+        let mut outputs = Vec::new();
+        for ((record, change), view) in batch.iter().zip(&changes).zip(&views) {
+            if let Some(view) = view
+                && view.order.version > change.version
+            {
                 outputs.extend(self.outputs(view, record.header_str(headers::TRACEPARENT))?);
             }
         }

@@ -13,6 +13,12 @@ use orderflow_domain::{Order, OrderStatus};
 use orderflow_redis::RedisConnection;
 use redis::{Script, Value};
 
+/// The Redis hash holding order `order_id`'s read model under key prefix `prefix` (fields `h` header,
+/// `s` status, `v` version, `at`).
+pub(crate) fn redis_key(prefix: &str, order_id: &str) -> String {
+    format!("{prefix}rm:{{{order_id}}}")
+}
+
 /// Stores one change and answers with the read model, or nil while the order's header is unknown.
 const APPLY: &str = r"
 local key, hist = KEYS[1], KEYS[2]
@@ -175,7 +181,7 @@ impl ReadModel {
             } => {
                 let mut pipe = redis::pipe();
                 for change in changes {
-                    let key = format!("{prefix}rm:{{{}}}", change.order_id);
+                    let key = redis_key(prefix, &change.order_id);
                     let header = match &change.created {
                         Some(order) => {
                             serde_json::to_string(order).map_err(|e| ModelError::unreadable("an order", e))?
