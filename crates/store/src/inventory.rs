@@ -381,7 +381,7 @@ macro_rules! inventory_queries {
                 sqlx::query(
                     "INSERT INTO products (sku, name, price_minor, stock, received) VALUES ($1, $2, $3, $4, $4) \
                      ON CONFLICT (sku) DO UPDATE SET name = $2, price_minor = $3, \
-                     received = products.received + $4 - products.stock, stock = $4",
+                     received = products.received - products.stock + $4, stock = $4",
                 )
                 .bind(&product.sku)
                 .bind(&product.name)

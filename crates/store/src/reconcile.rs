@@ -96,7 +96,7 @@ macro_rules! reconcile_queries {
 
             /// Every product's stock ledger, by SKU.
             pub async fn stock_ledger(&self) -> Result<Vec<$crate::StockLedgerLine>, $crate::StoreError> {
-                let rows: Vec<(String, i32, Option<i32>, i64)> = sqlx::query_as(
+                let rows: Vec<(String, i32, Option<i64>, i64)> = sqlx::query_as(
                     "SELECT p.sku, p.stock, p.received, CAST(COALESCE((SELECT SUM(l.quantity) \
                      FROM inventory_reservation_lines l JOIN inventory_reservations r ON r.order_id = l.order_id \
                      WHERE r.status = 'ALLOCATED' AND l.sku = p.sku), 0) AS BIGINT) FROM products p ORDER BY p.sku",
@@ -109,7 +109,7 @@ macro_rules! reconcile_queries {
                         sku,
                         stock: i64::from(stock),
                         allocated,
-                        received: received.map(i64::from),
+                        received,
                     })
                     .collect())
             }

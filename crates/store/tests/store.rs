@@ -651,3 +651,32 @@ async fn sqlite_seeds_an_empty_catalogue_only() {
     let (store, _dir) = sqlite().await;
     a_catalogue_is_seeded_only_when_empty(store).await;
 }
+
+async fn the_stock_ledger_follows_every_stock_write(store: Store) {
+    let product = |stock| orderflow_store::Product {
+        sku: "SKU-L".into(),
+        name: "ledger".into(),
+        price_minor: 100,
+        stock,
+    };
+    // Large stock put again and again (as the bench does) never overflows what was received.
+    for _ in 0..3 {
+        store.put_product(&product(i32::MAX / 2)).await.expect("put");
+    }
+    store.put_product(&product(7)).await.expect("put");
+    let ledger = store.stock_ledger().await.expect("ledger");
+    let line = ledger.iter().find(|l| l.sku == "SKU-L").expect("line");
+    assert_eq!((line.stock, line.allocated, line.received), (7, 0, Some(7)));
+    assert!(line.balances());
+}
+
+#[tokio::test]
+async fn postgres_keeps_the_stock_ledger() {
+    the_stock_ledger_follows_every_stock_write(postgres().await).await;
+}
+
+#[tokio::test]
+async fn sqlite_keeps_the_stock_ledger() {
+    let (store, _dir) = sqlite().await;
+    the_stock_ledger_follows_every_stock_write(store).await;
+}
