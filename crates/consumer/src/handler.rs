@@ -89,15 +89,19 @@ pub trait Handler: Send + Sync + 'static {
     /// Applies `batch` and returns the records to publish.
     fn handle(&self, batch: &[Record]) -> impl Future<Output = Result<Vec<Output>, HandlerError>> + Send;
 
-    /// Called once the outputs of [`Handler::handle`] for `batch` are published, before its offsets move on;
-    /// what it returns is published too. A handler whose outputs describe per-key state that batches of other
+    /// Called once `published`, the outputs of [`Handler::handle`] for `batch`, are acknowledged, before its
+    /// offsets move on; what it returns is published too. A handler whose outputs describe per-key state that batches of other
     /// partitions also change (a projection of several topics) races with them: two changes of one key
     /// applied in one order can be published in the other, leaving an older state last. Re-reading here and
     /// returning what became newer meanwhile closes that race: whichever output lands last was published
     /// after the newest change was applied. An error re-runs the batch from `handle` (which must therefore be
     /// idempotent). By default nothing.
-    fn settled(&self, batch: &[Record]) -> impl Future<Output = Result<Vec<Output>, HandlerError>> + Send {
-        let _ = batch;
+    fn settled(
+        &self,
+        batch: &[Record],
+        published: &[Output],
+    ) -> impl Future<Output = Result<Vec<Output>, HandlerError>> + Send {
+        let _ = (batch, published);
         async { Ok(Vec::new()) }
     }
 }

@@ -58,15 +58,15 @@ impl<H: Handler> Worker<H> {
                 match handled {
                     Ok(mut outputs) => {
                         continue_traces(&mut outputs, &spans);
-                        if !self.publish(outputs, &cancel).await? {
+                        if !self.publish(&outputs, &cancel).await? {
                             return Ok(());
                         }
                         // What other batches made newer while these outputs were on their way.
-                        match self.handler.settled(chunk).await {
+                        match self.handler.settled(chunk, &outputs).await {
                             Ok(mut newer) => {
                                 if !newer.is_empty() {
                                     continue_traces(&mut newer, &spans);
-                                    if !self.publish(newer, &cancel).await? {
+                                    if !self.publish(&newer, &cancel).await? {
                                         return Ok(());
                                     }
                                 }
@@ -173,21 +173,21 @@ impl<H: Handler> Worker<H> {
                 });
             }
         }
-        self.publish(vec![output], cancel).await
+        self.publish(&[output], cancel).await
     }
 
     /// Publishes `outputs` and waits for the broker's acknowledgements. Returns false when cancelled first.
     ///
     /// In a transaction a failed delivery dooms the transaction, so it ends the run (to restart from the last
     /// commit). Otherwise delivery is retried until it succeeds: an output is never dropped.
-    async fn publish(&self, outputs: Vec<Output>, cancel: &CancellationToken) -> Result<bool, ConsumerError> {
+    async fn publish(&self, outputs: &[Output], cancel: &CancellationToken) -> Result<bool, ConsumerError> {
         if outputs.is_empty() {
             return Ok(true);
         }
         let mut attempt = 0u32;
         loop {
             let mut deliveries = Vec::with_capacity(outputs.len());
-            for output in &outputs {
+            for output in outputs {
                 deliveries.push(self.enqueue(output).await?);
             }
             let failure = join_all(deliveries)

@@ -11,6 +11,7 @@ mod model;
 
 pub(crate) use model::redis_key as read_model_key;
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use orderflow_consumer::{Delivery, Handler, HandlerError, Output, Record};
@@ -147,19 +148,36 @@ impl Handler for Projection {
 
     /// A batch of another topic may have applied a newer change of the same order and published it before
     /// this batch's (older) state landed: applying the changes again (a no-op that answers the current state)
-    /// finds those orders, and their current state is published once more, so the last `order.state` record
-    /// of an order is never older than its read model.
-    async fn settled(&self, batch: &[Record]) -> Result<Vec<Output>, HandlerError> {
+    /// finds the orders now newer than what this batch published, and their current state is published once
+    /// more, so the last `order.state` record of an order is never older than its read model.
+    async fn settled(&self, batch: &[Record], published: &[Output]) -> Result<Vec<Output>, HandlerError> {
+        let mut sent: HashMap<&[u8], i64> = HashMap::new();
+        for output in published.iter().filter(|o| o.topic == self.state_topic) {
+            let state: OrderState = self
+                .backends
+                .codec
+                .decode(&output.payload)
+                .await
+                .map_err(decode_error)?;
+            if let Some(key) = output.key.as_deref() {
+                let version = sent.entry(key).or_insert(state.order_version);
+                *version = (*version).max(state.order_version);
+            }
+        }
         let mut changes = Vec::with_capacity(batch.len());
         for record in batch {
             changes.push(self.change(record).await?);
         }
         let views = self.model.apply(&changes).await?;
         let mut outputs = Vec::new();
-        for ((record, change), view) in batch.iter().zip(&changes).zip(&views) {
-            if let Some(view) = view
-                && view.order.version > change.version
-            {
+        let mut again = std::collections::HashSet::new();
+        for (record, view) in batch.iter().zip(&views) {
+            let Some(view) = view else { continue };
+            let id = view.order.id.to_string();
+            let newer = sent
+                .get(id.as_bytes())
+                .is_none_or(|&version| view.order.version > version);
+            if newer && again.insert(id) {
                 outputs.extend(self.outputs(view, record.header_str(headers::TRACEPARENT))?);
             }
         }
