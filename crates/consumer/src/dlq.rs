@@ -145,9 +145,18 @@ pub async fn counts(bus: &Bus) -> Result<Vec<(String, usize)>, DlqError> {
                 continue;
             }
             for partition in topic.partitions() {
-                let (low, high) = client
-                    .fetch_watermarks(name, partition.id(), Duration::from_secs(15))
-                    .map_err(kafka("fetching watermarks"))?;
+                // A topic created a moment ago may have no leader yet: ask again for a few seconds.
+                let mut tries = 0;
+                let (low, high) = loop {
+                    match client.fetch_watermarks(name, partition.id(), Duration::from_secs(15)) {
+                        Ok(marks) => break marks,
+                        Err(_) if tries < 25 => {
+                            tries += 1;
+                            std::thread::sleep(Duration::from_millis(200));
+                        }
+                        Err(e) => return Err(kafka("fetching watermarks")(e)),
+                    }
+                };
                 if high > low {
                     holding.push(name.to_owned());
                     break;
