@@ -204,17 +204,15 @@ pub async fn show(bus: &Bus, topic: &str, partition: i32, offset: i64) -> Result
 /// identity, and returns how many were sent.
 ///
 /// They go to the first retry topic of the group that gave up on them (`<topic>.<group>.retry.1`), so only
-/// that group handles them again, with fresh attempts; when that group has no retry topic they go to their
-/// original topic, where every group's dedup keeps effects single.
+/// that group handles them again, with fresh attempts; when that group has no retry topic, or the
+/// dead-letter topic has the older shared name `<topic>.dlq`, they go to their original topic, where every
+/// group's dedup keeps effects single.
 pub async fn replay(bus: &Bus, topic: &str, only: Option<(i32, i64)>) -> Result<usize, DlqError> {
     let letters = match only {
         Some((partition, offset)) => vec![show(bus, topic, partition, offset).await?],
         None => list(bus, topic).await?,
     };
-    let retry = match crate::naming::replay_topic(topic) {
-        Some(retry) if exists(bus, &retry).await? => Some(retry),
-        _ => None,
-    };
+    let mut retry_exists: std::collections::HashMap<String, bool> = std::collections::HashMap::new();
     let producer = bus.producer("orderflow-dlq-replay")?;
     for letter in &letters {
         let original = letter.header(h::ORIGINAL_TOPIC);
@@ -224,6 +222,20 @@ pub async fn replay(bus: &Bus, topic: &str, only: Option<(i32, i64)>) -> Result<
                 offset: letter.offset,
             });
         }
+        let retry = match crate::naming::replay_topic(topic, &original) {
+            Some(retry) => {
+                let found = match retry_exists.get(&retry) {
+                    Some(&found) => found,
+                    None => {
+                        let found = exists(bus, &retry).await?;
+                        retry_exists.insert(retry.clone(), found);
+                        found
+                    }
+                };
+                found.then_some(retry)
+            }
+            None => None,
+        };
         // Into the retry topic the record keeps where it came from (the source its handler needs); to the
         // original topic it goes as it was first published.
         let keep: &[&str] = match retry {

@@ -80,10 +80,16 @@ pub fn source_of(topic: &str) -> &str {
     split_retry(topic).map_or(topic, |(base, _)| base)
 }
 
-/// The retry topic a dead letter of dead-letter topic `dlq` is replayed into (its group's first retry topic:
-/// `orders.payments.dlq` gives `orders.payments.retry.1`), or `None` for a name that is no dead-letter topic.
-pub fn replay_topic(dlq: &str) -> Option<String> {
-    dlq.strip_suffix(".dlq").map(|base| format!("{base}.retry.1"))
+/// The retry topic a dead letter of dead-letter topic `dlq`, first published to `original`, is replayed into:
+/// its group's first retry topic (`orders.payments.dlq` of `orders` gives `orders.payments.retry.1`), or
+/// `None` when `dlq` is not `<original>.<group>.dlq` (a dead-letter topic of the older shared naming,
+/// `<original>.dlq`, whose retry topics no consumer reads any more).
+pub fn replay_topic(dlq: &str, original: &str) -> Option<String> {
+    let group = dlq
+        .strip_prefix(original)?
+        .strip_prefix('.')?
+        .strip_suffix(".dlq")?;
+    (!group.is_empty()).then(|| retry_topic(original, group, 1))
 }
 
 #[cfg(test)]
@@ -101,9 +107,11 @@ mod tests {
         let dlq = dlq_topic("p.order.created", "orderflow-payments");
         assert!(is_dlq(&dlq));
         assert_eq!(
-            replay_topic(&dlq).as_deref(),
+            replay_topic(&dlq, "p.order.created").as_deref(),
             Some("p.order.created.orderflow-payments.retry.1")
         );
-        assert_eq!(replay_topic("p.order.created"), None);
+        // The older shared naming has no group: its letters go back to their original topic.
+        assert_eq!(replay_topic("p.order.created.dlq", "p.order.created"), None);
+        assert_eq!(replay_topic("p.order.created", "p.order.created"), None);
     }
 }
