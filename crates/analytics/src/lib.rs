@@ -7,6 +7,13 @@
 //! always the sum of paid orders that are not cancelled. Times are event times (seconds since the epoch),
 //! so a replay lands in the same buckets.
 //!
+//! Aggregates are derived state and may be lost (Redis flushed, restarted empty, or a process restarted for the
+//! in-process store). Each store keeps an epoch marker beside its aggregates; while it is missing, updates
+//! are refused ([`AnalyticsError::Lost`]) and [`Analytics::rebuild_if_lost`] refolds every order from the
+//! source of truth (a [`FactSource`]: the database), under a lock so one process rebuilds, then sets the
+//! marker. Updates refused meanwhile are retried by their caller and counted once, since the rebuild left
+//! its marks.
+//!
 //! Two stores hold the same aggregates: [`RedisAnalytics`] (standalone or Cluster; every key shares one
 //! hash tag so a batch is applied by one atomic script) and [`MemoryAnalytics`] (in process, for the
 //! embedded default).
@@ -15,7 +22,9 @@ mod memory;
 mod redis_store;
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -181,9 +190,36 @@ fn ratio(part: u64, whole: u64) -> f64 {
     }
 }
 
+/// Any error of a [`FactSource`].
+pub type SourceError = Box<dyn std::error::Error + Send + Sync>;
+
+/// One page of facts read by a rebuild.
+#[derive(Debug, Clone, Default)]
+pub struct FactPage {
+    /// Every fact of the page's orders.
+    pub facts: Vec<Fact>,
+    /// Where the next page starts; `None` after the last.
+    pub next: Option<String>,
+}
+
+/// Where a rebuild reads what happened to every order: the source of truth the aggregates derive from.
+pub trait FactSource: Sync {
+    /// The page of facts starting at cursor `after` (`None`: from the start).
+    fn page(&self, after: Option<String>) -> impl Future<Output = Result<FactPage, SourceError>> + Send;
+}
+
+/// How long a process waits for a rebuild another process is running before giving up for now.
+const REBUILD_WAIT: Duration = Duration::from_secs(30);
+
 /// Why an analytics update or query failed.
 #[derive(Debug, thiserror::Error)]
 pub enum AnalyticsError {
+    /// The aggregates are not intact (their store lost them) and are being rebuilt; try again.
+    #[error("the analytics aggregates were lost and are being rebuilt")]
+    Lost,
+    /// A rebuild could not read its source.
+    #[error("reading the facts to rebuild analytics from")]
+    Source(#[source] SourceError),
     /// Redis answered with an error or could not be reached.
     #[error("analytics in Redis")]
     Redis(#[from] redis::RedisError),
@@ -215,11 +251,83 @@ pub enum Analytics {
 }
 
 impl Analytics {
-    /// Applies `facts` in order; returns how many changed anything (the rest were seen before).
+    /// Applies `facts` in order; returns how many changed anything (the rest were seen before). Refused with
+    /// [`AnalyticsError::Lost`] while the aggregates are not intact.
     pub async fn apply(&self, facts: &[Fact]) -> Result<usize, AnalyticsError> {
+        self.apply_as(facts, None).await
+    }
+
+    async fn apply_as(&self, facts: &[Fact], rebuild: Option<&str>) -> Result<usize, AnalyticsError> {
         match self {
-            Self::Redis(r) => r.apply(facts).await,
-            Self::Memory(m) => Ok(m.apply(facts)),
+            Self::Redis(r) => r.apply(facts, rebuild).await,
+            Self::Memory(m) => m.apply(facts, rebuild),
+        }
+    }
+
+    /// Whether the aggregates are intact: their epoch marker is there, so nothing was lost since the last
+    /// rebuild.
+    pub async fn intact(&self) -> Result<bool, AnalyticsError> {
+        match self {
+            Self::Redis(r) => r.intact().await,
+            Self::Memory(m) => Ok(m.intact()),
+        }
+    }
+
+    /// Rebuilds the aggregates from `source` if they are not intact; returns the facts applied, or `None`
+    /// when they were intact or another process rebuilt them meanwhile. Only one process rebuilds at a
+    /// time (a lock that expires should it die); the others wait for it, then [`AnalyticsError::Lost`].
+    /// Facts already counted are kept and not counted again, so a rebuild over partial aggregates or an
+    /// interrupted one is safe to run.
+    pub async fn rebuild_if_lost(&self, source: &impl FactSource) -> Result<Option<usize>, AnalyticsError> {
+        if self.intact().await? {
+            return Ok(None);
+        }
+        let token = match self {
+            Self::Redis(r) => r.begin_rebuild().await?,
+            Self::Memory(m) => m.begin_rebuild(),
+        };
+        let Some(token) = token else {
+            let waited = std::time::Instant::now();
+            while waited.elapsed() < REBUILD_WAIT {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                if self.intact().await? {
+                    return Ok(None);
+                }
+            }
+            return Err(AnalyticsError::Lost);
+        };
+        let result = self.refold(source, &token).await;
+        if result.is_err() {
+            match self {
+                Self::Redis(r) => {
+                    // Best effort: should this fail too, the lock expires by itself.
+                    let _ = r.abandon_rebuild(&token).await;
+                }
+                Self::Memory(m) => m.abandon_rebuild(&token),
+            }
+        }
+        result.map(Some)
+    }
+
+    async fn refold(&self, source: &impl FactSource, token: &str) -> Result<usize, AnalyticsError> {
+        let mut applied = 0;
+        let mut after = None;
+        loop {
+            let page = source.page(after).await.map_err(AnalyticsError::Source)?;
+            applied += self.apply_as(&page.facts, Some(token)).await?;
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        let finished = match self {
+            Self::Redis(r) => r.finish_rebuild(token).await?,
+            Self::Memory(m) => m.finish_rebuild(token),
+        };
+        if finished {
+            Ok(applied)
+        } else {
+            Err(AnalyticsError::Lost)
         }
     }
 

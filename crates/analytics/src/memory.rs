@@ -23,6 +23,10 @@ struct State {
     products: BTreeMap<i64, HashMap<String, i64>>,
     all_products: HashMap<String, i64>,
     funnel: Funnel,
+    /// Whether the aggregates hold everything (false until a process that starts empty has rebuilt).
+    intact: bool,
+    /// The token of the rebuild under way.
+    rebuilding: Option<String>,
 }
 
 /// Analytics held in this process.
@@ -32,12 +36,51 @@ pub struct MemoryAnalytics {
 }
 
 impl MemoryAnalytics {
-    /// Empty aggregates counting orders in `hopping` windows.
+    /// Empty aggregates counting orders in `hopping` windows, intact: nothing happened before them.
     pub fn new(hopping: Hopping) -> Result<Self, AnalyticsError> {
+        let analytics = Self::unloaded(hopping)?;
+        analytics.state().intact = true;
+        Ok(analytics)
+    }
+
+    /// Empty aggregates that still miss what happened before this process started: updates are refused
+    /// until [`crate::Analytics::rebuild_if_lost`] has loaded it.
+    pub fn unloaded(hopping: Hopping) -> Result<Self, AnalyticsError> {
         Ok(Self {
             hopping: hopping.validated()?,
             state: Mutex::new(State::default()),
         })
+    }
+
+    pub(crate) fn intact(&self) -> bool {
+        self.state().intact
+    }
+
+    pub(crate) fn begin_rebuild(&self) -> Option<String> {
+        let mut state = self.state();
+        if state.rebuilding.is_some() {
+            return None;
+        }
+        let token = orderflow_redis::rebuild_token();
+        state.rebuilding = Some(token.clone());
+        Some(token)
+    }
+
+    pub(crate) fn finish_rebuild(&self, token: &str) -> bool {
+        let mut state = self.state();
+        if state.rebuilding.as_deref() != Some(token) {
+            return false;
+        }
+        state.rebuilding = None;
+        state.intact = true;
+        true
+    }
+
+    pub(crate) fn abandon_rebuild(&self, token: &str) {
+        let mut state = self.state();
+        if state.rebuilding.as_deref() == Some(token) {
+            state.rebuilding = None;
+        }
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -49,8 +92,15 @@ impl MemoryAnalytics {
         self.hopping
     }
 
-    pub(crate) fn apply(&self, facts: &[Fact]) -> usize {
+    pub(crate) fn apply(&self, facts: &[Fact], rebuild: Option<&str>) -> Result<usize, AnalyticsError> {
         let mut state = self.state();
+        let allowed = match rebuild {
+            None => state.intact,
+            Some(token) => state.rebuilding.as_deref() == Some(token),
+        };
+        if !allowed {
+            return Err(AnalyticsError::Lost);
+        }
         let mut applied = 0;
         for fact in facts {
             let marks = state.orders.entry(fact.order_id.clone()).or_default();
@@ -111,7 +161,7 @@ impl MemoryAnalytics {
                 FactKind::Rejected => state.funnel.rejected += 1,
             }
         }
-        applied
+        Ok(applied)
     }
 
     pub(crate) fn revenue(&self, from: i64, to: i64) -> Vec<RevenueHour> {

@@ -6,32 +6,41 @@
 //! - `slots:<hour>`: hash, orders created per hop slot (its start second);
 //! - `cust:<hour>`: HyperLogLog of customers;
 //! - `top:<hour>` and `top:all`: sorted sets of units per product;
-//! - `funnel`: hash of orders per stage.
+//! - `funnel`: hash of orders per stage;
+//! - `epoch`: the marker that the aggregates are intact (set when a rebuild finishes, never expires);
+//! - `rebuild`: the lock of the process rebuilding them (its token; expires unless the rebuild moves on).
 //!
 //! Hourly keys expire `retention` after their last update.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use orderflow_redis::RedisConnection;
+use orderflow_redis::{REBUILD_LOCK_MS, Rebuild, RedisConnection};
 use redis::Script;
 
 use crate::{AnalyticsError, Customers, Fact, Funnel, Hopping, RevenueHour, hours, top};
 
-/// Applies a batch of facts; per fact eight arguments: kind, order, hour, hop slot, customer, currency, amount,
+/// Applies a batch of facts, or returns -1 without applying any: with no rebuild token (ARGV[3] empty) when
+/// the epoch marker is missing, with one when that rebuild no longer holds the lock. Per fact eight arguments: kind, order, hour, hop slot, customer, currency, amount,
 /// items (`sku\tunits\n`...). A kind already marked on the order is skipped. Times and amounts arrive as
 /// decimal strings and are only ever passed on: Lua numbers turned into Redis arguments can come out in
 /// exponent notation on some Redis versions, which would name the wrong bucket.
 const APPLY: &str = r"
 local p = KEYS[1]
-local order_ttl, retention = ARGV[1], ARGV[2]
+local order_ttl, retention, token = ARGV[1], ARGV[2], ARGV[3]
 local call = redis.call
+if token == '' then
+  if call('EXISTS', p .. 'epoch') == 0 then return -1 end
+else
+  if call('GET', p .. 'rebuild') ~= token then return -1 end
+  call('PEXPIRE', p .. 'rebuild', ARGV[4])
+end
 local applied = 0
 local function bump(key, field, by)
   call('HINCRBY', key, field, by)
   call('EXPIRE', key, retention)
 end
-for i = 3, #ARGV, 8 do
+for i = 5, #ARGV, 8 do
   local kind, id, hour, slot = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local okey = p .. 'o:' .. id
   if call('HSETNX', okey, kind, hour) == 1 then
@@ -76,6 +85,7 @@ pub struct RedisAnalytics {
     order_ttl: Duration,
     retention: Duration,
     apply: Script,
+    rebuild: Rebuild,
 }
 
 impl RedisAnalytics {
@@ -89,9 +99,15 @@ impl RedisAnalytics {
         order_ttl: Duration,
         retention: Duration,
     ) -> Result<Self, AnalyticsError> {
+        let base = format!("{{{prefix}analytics}}:");
         Ok(Self {
+            rebuild: Rebuild::new(
+                connection.clone(),
+                format!("{base}epoch"),
+                format!("{base}rebuild"),
+            ),
             connection,
-            base: format!("{{{prefix}analytics}}:"),
+            base,
             hopping: hopping.validated()?,
             order_ttl,
             retention,
@@ -107,7 +123,24 @@ impl RedisAnalytics {
         format!("{}{name}", self.base)
     }
 
-    pub(crate) async fn apply(&self, facts: &[Fact]) -> Result<usize, AnalyticsError> {
+    pub(crate) async fn intact(&self) -> Result<bool, AnalyticsError> {
+        Ok(self.rebuild.intact().await?)
+    }
+
+    /// Takes the rebuild lock; `None` while another process holds it.
+    pub(crate) async fn begin_rebuild(&self) -> Result<Option<String>, AnalyticsError> {
+        Ok(self.rebuild.begin().await?)
+    }
+
+    pub(crate) async fn finish_rebuild(&self, token: &str) -> Result<bool, AnalyticsError> {
+        Ok(self.rebuild.finish(token).await?)
+    }
+
+    pub(crate) async fn abandon_rebuild(&self, token: &str) -> Result<(), AnalyticsError> {
+        Ok(self.rebuild.abandon(token).await?)
+    }
+
+    pub(crate) async fn apply(&self, facts: &[Fact], rebuild: Option<&str>) -> Result<usize, AnalyticsError> {
         let mut applied = 0;
         let mut conn = self.connection.clone();
         // Bounded batches keep each script short: Redis serves nothing else while one runs.
@@ -115,7 +148,9 @@ impl RedisAnalytics {
             let mut invocation = self.apply.key(&self.base);
             invocation
                 .arg(self.order_ttl.as_secs().max(1))
-                .arg(self.retention.as_secs().max(1));
+                .arg(self.retention.as_secs().max(1))
+                .arg(rebuild.unwrap_or_default())
+                .arg(REBUILD_LOCK_MS);
             for fact in chunk {
                 let items: String = fact
                     .items
@@ -132,8 +167,8 @@ impl RedisAnalytics {
                     .arg(fact.amount_minor.max(0).to_string())
                     .arg(items);
             }
-            let n: usize = invocation.invoke_async(&mut conn).await?;
-            applied += n;
+            let n: i64 = invocation.invoke_async(&mut conn).await?;
+            applied += usize::try_from(n).map_err(|_| AnalyticsError::Lost)?;
         }
         Ok(applied)
     }

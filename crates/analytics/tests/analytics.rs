@@ -5,14 +5,42 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use orderflow_analytics::{Analytics, Fact, FactKind, Hopping, MemoryAnalytics, RedisAnalytics};
+use orderflow_analytics::{
+    Analytics, AnalyticsError, Fact, FactKind, FactPage, FactSource, Hopping, MemoryAnalytics,
+    RedisAnalytics, SourceError,
+};
 use orderflow_redis::{RedisConnection, RedisTarget};
 use orderflow_testkit::unique;
 
 /// 2026-12-01T10:00:00Z.
 const T0: i64 = 1_764_583_200;
 
+/// A source of truth held in a vector, served four facts a page.
+struct Facts(Vec<Fact>);
+
+impl FactSource for Facts {
+    async fn page(&self, after: Option<String>) -> Result<FactPage, SourceError> {
+        let start: usize = after.map_or(Ok(0), |a| a.parse())?;
+        let end = (start + 4).min(self.0.len());
+        Ok(FactPage {
+            facts: self.0[start..end].to_vec(),
+            next: (end < self.0.len()).then(|| end.to_string()),
+        })
+    }
+}
+
+/// Fresh aggregates on Redis, rebuilt from nothing (a new deployment) so that they take updates.
 async fn redis(cluster: bool) -> Analytics {
+    let analytics = unbuilt_redis(cluster).await.0;
+    assert_eq!(
+        analytics.rebuild_if_lost(&Facts(Vec::new())).await.unwrap(),
+        Some(0)
+    );
+    analytics
+}
+
+/// Aggregates on Redis that were never built, and their key prefix.
+async fn unbuilt_redis(cluster: bool) -> (Analytics, String) {
     let target = if cluster {
         RedisTarget {
             urls: orderflow_testkit::redis_cluster().urls(),
@@ -27,7 +55,7 @@ async fn redis(cluster: bool) -> Analytics {
     };
     let connection = RedisConnection::connect(&target).await.unwrap();
     let prefix = format!("{}:", unique("analytics"));
-    Analytics::Redis(
+    let analytics = Analytics::Redis(
         RedisAnalytics::new(
             connection,
             &prefix,
@@ -36,7 +64,8 @@ async fn redis(cluster: bool) -> Analytics {
             Duration::from_secs(3600),
         )
         .unwrap(),
-    )
+    );
+    (analytics, prefix)
 }
 
 fn memory() -> Analytics {
@@ -135,6 +164,109 @@ async fn counts_each_order_once_and_revenue_excludes_cancelled_orders(analytics:
             ("SKU-2".to_owned(), 1)
         ]
     );
+}
+
+fn lifecycle() -> Vec<Fact> {
+    vec![
+        created("a", T0 + 5, "alice", &[("SKU-1", 2)]),
+        created("b", T0 + 15, "bob", &[("SKU-2", 1)]),
+        paid("a", T0 + 20, 1_000),
+        paid("b", T0 + 30, 2_000),
+        fact(FactKind::Allocated, "a", T0 + 40),
+        fact(FactKind::Cancelled, "b", T0 + 50),
+        created("c", T0 + 3_605, "carol", &[("SKU-1", 1)]),
+        paid("c", T0 + 3_610, 4_000),
+    ]
+}
+
+async fn revenue_and_funnel(analytics: &Analytics) -> (Vec<(i64, i64)>, (u64, u64, u64, u64)) {
+    let revenue = analytics.revenue(T0, T0 + 3_600).await.unwrap();
+    let funnel = analytics.funnel().await.unwrap();
+    (
+        revenue.iter().map(|h| (h.hour, h.by_currency["EUR"])).collect(),
+        (funnel.created, funnel.paid, funnel.allocated, funnel.cancelled),
+    )
+}
+
+/// Lost aggregates refuse updates until a rebuild from the source of truth restores them; what arrives
+/// again afterwards (the updates refused meanwhile, re-deliveries) is not counted twice.
+async fn a_rebuild_restores_lost_aggregates_exactly(analytics: Analytics, lose: impl AsyncFn()) {
+    let all = lifecycle();
+    let expected = (vec![(T0, 1_000), (T0 + 3_600, 4_000)], (3, 3, 1, 1));
+
+    // Counted as events arrive, then lost.
+    analytics.apply(&all[..5]).await.unwrap();
+    lose().await;
+    assert!(!analytics.intact().await.unwrap());
+    assert!(matches!(
+        analytics.apply(&all[5..]).await,
+        Err(AnalyticsError::Lost)
+    ));
+
+    // Meanwhile the source of truth holds everything: the rebuild folds it all, in pages.
+    assert_eq!(
+        analytics.rebuild_if_lost(&Facts(all.clone())).await.unwrap(),
+        Some(all.len())
+    );
+    assert!(analytics.intact().await.unwrap());
+    assert_eq!(revenue_and_funnel(&analytics).await, expected);
+
+    // The refused updates, retried, and every event delivered again change nothing.
+    assert_eq!(analytics.apply(&all[5..]).await.unwrap(), 0);
+    assert_eq!(analytics.apply(&all).await.unwrap(), 0);
+    // Intact aggregates are not rebuilt again.
+    assert_eq!(
+        analytics.rebuild_if_lost(&Facts(all.clone())).await.unwrap(),
+        None
+    );
+    assert_eq!(revenue_and_funnel(&analytics).await, expected);
+}
+
+#[tokio::test]
+async fn in_process_aggregates_load_before_they_count() {
+    // In process, "lost" is how a process starts: what happened before it was not counted here.
+    let analytics = Analytics::Memory(Arc::new(MemoryAnalytics::unloaded(Hopping::default()).unwrap()));
+    let all = lifecycle();
+    assert!(!analytics.intact().await.unwrap());
+    assert!(matches!(
+        analytics.apply(&all[5..]).await,
+        Err(AnalyticsError::Lost)
+    ));
+    assert_eq!(
+        analytics.rebuild_if_lost(&Facts(all.clone())).await.unwrap(),
+        Some(all.len())
+    );
+    assert_eq!(analytics.apply(&all).await.unwrap(), 0);
+    assert_eq!(
+        revenue_and_funnel(&analytics).await,
+        (vec![(T0, 1_000), (T0 + 3_600, 4_000)], (3, 3, 1, 1))
+    );
+}
+
+#[tokio::test]
+async fn on_redis_a_flush_is_noticed_and_rebuilt() {
+    let (analytics, prefix) = unbuilt_redis(false).await;
+    assert_eq!(
+        analytics.rebuild_if_lost(&Facts(Vec::new())).await.unwrap(),
+        Some(0)
+    );
+    let url = orderflow_testkit::redis().url();
+    a_rebuild_restores_lost_aggregates_exactly(analytics, async || {
+        // Everything of this deployment's analytics goes, as in a FLUSHALL (other tests share the server).
+        let mut conn = redis::Client::open(url.as_str())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{{{prefix}analytics}}:*"))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(keys.len() > 3, "{keys:?}");
+        let _: i64 = redis::cmd("DEL").arg(&keys).query_async(&mut conn).await.unwrap();
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -185,6 +185,40 @@ pub async fn list(bus: &Bus, topic: &str) -> Result<Vec<DeadLetter>, DlqError> {
     blocking(move || read_all(config, &topic, None)).await
 }
 
+/// Sends every record of topic `topic` (full name), from its beginning to the end each partition has when
+/// the reader gets there, to `chunks` in chunks of up to `chunk` records (in offset order per partition),
+/// without holding the whole topic in memory; returns how many were sent. Stops early when the receiver is
+/// dropped.
+pub async fn stream(
+    bus: &Bus,
+    topic: &str,
+    chunk: usize,
+    chunks: tokio::sync::mpsc::Sender<Vec<DeadLetter>>,
+) -> Result<usize, DlqError> {
+    let config = bus.client_config("orderflow-topic-reader");
+    let topic = topic.to_owned();
+    let chunk = chunk.max(1);
+    blocking(move || {
+        let (mut sent, mut open) = (0, true);
+        let mut pending = Vec::with_capacity(chunk);
+        read_each(config, &topic, None, |record| {
+            pending.push(record);
+            if pending.len() >= chunk {
+                sent += pending.len();
+                open = chunks.blocking_send(std::mem::take(&mut pending)).is_ok();
+            }
+            open
+        })?;
+        if open && !pending.is_empty() {
+            sent += pending.len();
+            // A receiver gone by now wanted no more.
+            let _ = chunks.blocking_send(pending);
+        }
+        Ok(sent)
+    })
+    .await
+}
+
 /// The record at `partition`/`offset` of dead-letter topic `topic`.
 pub async fn show(bus: &Bus, topic: &str, partition: i32, offset: i64) -> Result<DeadLetter, DlqError> {
     let config = bus.client_config("orderflow-dlq");
@@ -332,10 +366,28 @@ async fn blocking<T: Send + 'static>(
 
 /// Reads `topic` from the start of every partition (or from `at` in its partition) to the current end.
 fn read_all(
-    mut config: rdkafka::ClientConfig,
+    config: rdkafka::ClientConfig,
     topic: &str,
     at: Option<(i32, i64)>,
 ) -> Result<Vec<DeadLetter>, DlqError> {
+    let mut letters = Vec::new();
+    read_each(config, topic, at, |letter| {
+        letters.push(letter);
+        true
+    })?;
+    letters.sort_by_key(|d| (d.partition, d.offset));
+    Ok(letters)
+}
+
+/// Hands every record of `topic` (or only the one at `at`) to `sink` as it arrives, until every partition
+/// reached the end it had when it was reached, or `sink` answers `false`. Fails when 30 s pass without a
+/// record or the end of a partition.
+fn read_each(
+    mut config: rdkafka::ClientConfig,
+    topic: &str,
+    at: Option<(i32, i64)>,
+    mut sink: impl FnMut(DeadLetter) -> bool,
+) -> Result<(), DlqError> {
     config
         .set("group.id", "orderflow-dlq-reader")
         .set("enable.auto.commit", "false")
@@ -380,8 +432,8 @@ fn read_all(
     }
     consumer.assign(&tpl).map_err(kafka("assigning"))?;
     let mut at_end: HashSet<i32> = HashSet::new();
-    let mut letters = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let quiet = Duration::from_secs(30);
+    let mut deadline = Instant::now() + quiet;
     while at_end.len() < partitions.len() {
         if Instant::now() > deadline {
             return Err(DlqError::Timeout(topic.to_owned()));
@@ -390,6 +442,7 @@ fn read_all(
             None => {}
             Some(Err(KafkaError::PartitionEOF(p))) => {
                 at_end.insert(p);
+                deadline = Instant::now() + quiet;
             }
             Some(Err(e)) => return Err(kafka(format!("reading {topic}"))(e)),
             Some(Ok(message)) => {
@@ -401,7 +454,8 @@ fn read_all(
                             .collect()
                     })
                     .unwrap_or_default();
-                letters.push(DeadLetter {
+                deadline = Instant::now() + quiet;
+                let more = sink(DeadLetter {
                     topic: topic.to_owned(),
                     partition: message.partition(),
                     offset: message.offset(),
@@ -409,12 +463,11 @@ fn read_all(
                     payload: message.payload().unwrap_or_default().to_vec(),
                     headers,
                 });
-                if at.is_some() {
-                    break; // the one asked for
+                if at.is_some() || !more {
+                    break; // the one asked for, or enough
                 }
             }
         }
     }
-    letters.sort_by_key(|d| (d.partition, d.offset));
-    Ok(letters)
+    Ok(())
 }

@@ -106,6 +106,21 @@ pub trait Handler: Send + Sync + 'static {
     }
 }
 
+/// A shared handler handles as the handler it shares.
+impl<H: Handler> Handler for std::sync::Arc<H> {
+    fn handle(&self, batch: &[Record]) -> impl Future<Output = Result<Vec<Output>, HandlerError>> + Send {
+        (**self).handle(batch)
+    }
+
+    fn settled(
+        &self,
+        batch: &[Record],
+        published: &[Output],
+    ) -> impl Future<Output = Result<Vec<Output>, HandlerError>> + Send {
+        (**self).settled(batch, published)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::error::Error as _;

@@ -4,14 +4,17 @@
 //!
 //! [`RedisTarget::resolve`] turns configuration (URLs, Cluster or not, CA and password files) into where and
 //! how to connect; [`RedisConnection::connect`] opens a multiplexed, self-reconnecting connection to one
-//! server or to a Cluster.
+//! server or to a Cluster. [`Rebuild`] is the marker and lock of state that is rebuilt as a whole after Redis
+//! loses it.
 
 mod connection;
+mod rebuild;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use connection::{RedisConnection, RedisTarget, subscribe};
+pub use rebuild::{LOCK_MS as REBUILD_LOCK_MS, Rebuild, rebuild_token};
 
 /// What can go wrong resolving where Redis is.
 #[derive(Debug, thiserror::Error)]

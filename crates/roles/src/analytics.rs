@@ -5,15 +5,22 @@
 //! Kafka to Redis (or to this process's memory when no Redis is configured). Effects are idempotent per order
 //! and kind, so at-least-once delivery counts every order once: offsets are committed after the aggregates
 //! are updated, and a re-delivered event changes nothing.
+//!
+//! The aggregates are derived state: when they are lost (Redis flushed or restarted empty; this process
+//! started, for the in-process store), the role notices (their epoch marker is gone: at the next batch, or
+//! within [`WATCH_INTERVAL`] when idle) and refolds every order of the last `order_marks_secs` from the
+//! database ([`StoreFacts`]) before it applies anything more.
 
 use std::time::Duration;
 
 use orderflow_analytics::{
-    Analytics, AnalyticsError, Fact, FactKind, Hopping, MemoryAnalytics, RedisAnalytics,
+    Analytics, AnalyticsError, Fact, FactKind, FactPage, FactSource, Hopping, MemoryAnalytics,
+    RedisAnalytics, SourceError,
 };
 use orderflow_consumer::effects::redis_error;
 use orderflow_consumer::{Delivery, Handler, HandlerError, Output, Record};
 use orderflow_events::{AvroCodec, Lifecycle, LifecycleEvent, LifecycleTopic, LifecycleTopics};
+use orderflow_store::{OrderFacts, Store};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
@@ -23,6 +30,12 @@ use crate::{Backends, RoleError, decode_error};
 
 /// The topics analytics counts: every event that moves an order's status.
 pub const COUNTED: [LifecycleTopic; 6] = LifecycleTopic::STATUS_CHANGES;
+
+/// How often an idle analytics role checks that its aggregates are intact.
+pub const WATCH_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Orders read per page by a rebuild.
+const REBUILD_PAGE: i64 = 1_000;
 
 /// Settings of the analytics role and of the aggregates it keeps.
 #[derive(Debug, Clone, Deserialize)]
@@ -79,10 +92,112 @@ impl AnalyticsSettings {
                 )
                 .map_err(settings)?,
             ),
+            // This process starts with nothing: the role loads the aggregates from the database first.
             None => Analytics::Memory(std::sync::Arc::new(
-                MemoryAnalytics::new(hopping).map_err(settings)?,
+                MemoryAnalytics::unloaded(hopping).map_err(settings)?,
             )),
         })
+    }
+}
+
+/// What the database says happened to each order, as analytics facts: the source of a rebuild.
+pub struct StoreFacts {
+    /// The source of truth.
+    pub store: Store,
+    /// Orders created before this (seconds since the epoch) are left out: their marks would have expired.
+    pub since: i64,
+}
+
+impl StoreFacts {
+    /// The facts of every order created in the last `settings.order_marks_secs`.
+    pub fn recent(store: Store, settings: &AnalyticsSettings) -> Self {
+        let marks = i64::try_from(settings.order_marks_secs).unwrap_or(i64::MAX);
+        Self {
+            store,
+            since: chrono::Utc::now().timestamp().saturating_sub(marks),
+        }
+    }
+}
+
+/// The facts one order's rows stand for, in the order its events happen.
+pub fn order_facts(order: OrderFacts) -> Vec<Fact> {
+    let order_id = order.id.to_string();
+    let bare = |kind, at: chrono::DateTime<chrono::Utc>| Fact {
+        kind,
+        order_id: order_id.clone(),
+        at: at.timestamp(),
+        customer: String::new(),
+        currency: String::new(),
+        amount_minor: 0,
+        items: Vec::new(),
+    };
+    let mut facts = vec![Fact {
+        customer: order.customer_id.clone(),
+        items: order.items.clone(),
+        ..bare(FactKind::Created, order.created_at)
+    }];
+    if let Some(charge) = &order.charge {
+        facts.push(match charge.outcome.as_str() {
+            "CAPTURED" => Fact {
+                currency: charge.currency.clone(),
+                amount_minor: charge.amount_minor,
+                ..bare(FactKind::Paid, charge.at)
+            },
+            _ => bare(FactKind::PaymentFailed, charge.at),
+        });
+    }
+    match &order.reservation {
+        Some((status, at)) if status == "ALLOCATED" || status == "RELEASED" => {
+            facts.push(bare(FactKind::Allocated, *at));
+        }
+        Some((status, at)) if status == "REJECTED" => facts.push(bare(FactKind::Rejected, *at)),
+        _ => {}
+    }
+    if order.status == "CANCELLED" {
+        facts.push(bare(FactKind::Cancelled, order.updated_at));
+    }
+    facts
+}
+
+impl FactSource for StoreFacts {
+    async fn page(&self, after: Option<String>) -> Result<FactPage, SourceError> {
+        let after = after
+            .map(|id| id.parse::<orderflow_domain::OrderId>())
+            .transpose()
+            .map_err(|e| -> SourceError { format!("rebuild cursor: {e}").into() })?;
+        let orders = self.store.order_facts(after, REBUILD_PAGE).await?;
+        let next = (orders.len() as i64 == REBUILD_PAGE)
+            .then(|| orders.last().map(|o| o.id.to_string()))
+            .flatten();
+        let facts = orders
+            .into_iter()
+            .filter(|o| o.created_at.timestamp() >= self.since)
+            .flat_map(order_facts)
+            .collect();
+        Ok(FactPage { facts, next })
+    }
+}
+
+/// Rebuilds the aggregates from the database if they were lost; reports a rebuild.
+async fn rebuild_if_lost(
+    analytics: &Analytics,
+    store: &Store,
+    settings: &AnalyticsSettings,
+) -> Result<(), AnalyticsError> {
+    if let Some(applied) = analytics
+        .rebuild_if_lost(&StoreFacts::recent(store.clone(), settings))
+        .await?
+    {
+        RoleEvent::AnalyticsRebuilt { applied }.emit();
+    }
+    Ok(())
+}
+
+fn analytics_error(error: AnalyticsError) -> HandlerError {
+    match error {
+        AnalyticsError::Redis(e) => redis_error(e),
+        e @ (AnalyticsError::Lost | AnalyticsError::Source(_)) => HandlerError::transient(e),
+        other => HandlerError::permanent(other),
     }
 }
 
@@ -90,6 +205,8 @@ impl AnalyticsSettings {
 struct Counter {
     codec: std::sync::Arc<AvroCodec>,
     analytics: Analytics,
+    store: Store,
+    settings: AnalyticsSettings,
     /// [`COUNTED`] under their full names (with the deployment prefix).
     topics: LifecycleTopics,
 }
@@ -142,10 +259,16 @@ impl Handler for Counter {
         for record in batch {
             facts.push(self.fact(record).await?);
         }
-        let applied = self.analytics.apply(&facts).await.map_err(|e| match e {
-            AnalyticsError::Redis(e) => redis_error(e),
-            other => HandlerError::permanent(other),
-        })?;
+        let applied = match self.analytics.apply(&facts).await {
+            Err(AnalyticsError::Lost) => {
+                rebuild_if_lost(&self.analytics, &self.store, &self.settings)
+                    .await
+                    .map_err(analytics_error)?;
+                self.analytics.apply(&facts).await
+            }
+            other => other,
+        }
+        .map_err(analytics_error)?;
         RoleEvent::AnalyticsApplied {
             applied,
             seen_before: facts.len() - applied,
@@ -171,7 +294,36 @@ pub async fn run(
     let counter = Counter {
         codec: backends.codec.clone(),
         analytics: backends.analytics.clone(),
+        store: backends.store.clone(),
+        settings: settings.clone(),
         topics: role.topics(&backends),
     };
-    role.run(&backends, counter, shutdown).await
+    let watch = tokio::spawn(watch(
+        backends.analytics.clone(),
+        backends.store.clone(),
+        settings.clone(),
+        shutdown.clone(),
+    ));
+    let result = role.run(&backends, counter, shutdown).await;
+    watch.abort();
+    result
+}
+
+/// Checks every [`WATCH_INTERVAL`] (and at once) that the aggregates are intact, and rebuilds them when not,
+/// so that a loss is repaired while no events arrive too.
+async fn watch(analytics: Analytics, store: Store, settings: AnalyticsSettings, shutdown: CancellationToken) {
+    loop {
+        if let Err(e) = rebuild_if_lost(&analytics, &store, &settings).await
+            && !matches!(e, AnalyticsError::Lost)
+        {
+            tracing::warn!(
+                error = &e as &dyn std::error::Error,
+                "checking the analytics aggregates"
+            );
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(WATCH_INTERVAL) => {}
+        }
+    }
 }

@@ -108,6 +108,15 @@ pub enum RoleError {
     /// The read model.
     #[error("read model")]
     Cache(#[from] CacheError),
+    /// Rebuilding derived state after its store lost it.
+    #[error("rebuilding the {what}")]
+    Rebuild {
+        /// What was being rebuilt.
+        what: &'static str,
+        /// Why it failed.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// The Redis settings.
     #[error("redis settings")]
     Redis(#[from] orderflow_redis::TargetError),

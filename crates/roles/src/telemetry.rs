@@ -10,6 +10,7 @@
 //! | `orderflow_enrichment_late_payments_total` | counter | | enrichment: a payment outside the join window |
 //! | `orderflow_enrichment_unpaid_total` | counter | | enrichment: an order reported unpaid at its deadline |
 //! | `orderflow_analytics_facts_total` | counter | outcome (`applied`, `seen_before`) | analytics |
+//! | `orderflow_analytics_rebuilds_total` | counter | | analytics: aggregates found lost and refolded from the database |
 //! | `orderflow_orders_stranded` | gauge | status (`CREATED`, `PAID`) | orders: orders that stopped moving |
 //! | `orderflow_db_pool_connections` | gauge | state (`idle`, `busy`) | every role with a database |
 //! | `orderflow_db_pool_max_connections` | gauge | | every role with a database |
@@ -37,6 +38,11 @@ pub(crate) enum RoleEvent {
         applied: usize,
         /// Facts that had been applied before (re-deliveries).
         seen_before: usize,
+    },
+    /// Analytics found its aggregates lost and refolded every order from the database.
+    AnalyticsRebuilt {
+        /// Facts the rebuild applied.
+        applied: usize,
     },
     /// The stranded-order sweep found `created` orders waiting for a payment outcome and `paid` waiting for
     /// stock, each longer than the configured time.
@@ -76,6 +82,13 @@ impl RoleEvent {
                 counter!("orderflow_analytics_facts_total", "outcome" => "applied").increment(applied as u64);
                 counter!("orderflow_analytics_facts_total", "outcome" => "seen_before")
                     .increment(seen_before as u64);
+            }
+            Self::AnalyticsRebuilt { applied } => {
+                tracing::warn!(
+                    applied,
+                    "analytics aggregates were lost: rebuilt from the database"
+                );
+                counter!("orderflow_analytics_rebuilds_total").increment(1);
             }
             Self::Stranded { created, paid } => {
                 gauge!("orderflow_orders_stranded", "status" => "CREATED").set(created as f64);

@@ -9,6 +9,7 @@ mod backend;
 mod charges;
 mod error;
 mod group_commit;
+mod history;
 mod inventory;
 mod join;
 mod postgres;
@@ -39,6 +40,7 @@ pub struct Stranded {
     pub oldest: Vec<(OrderId, String, DateTime<Utc>)>,
 }
 pub use group_commit::{GroupCommitSettings, OrderWriter};
+pub use history::{ChargeFact, OrderFacts};
 pub use inventory::{InventoryOp, InventoryOutcome, Product, StockLine};
 pub use join::{JoinEntry, JoinExpired, JoinPut};
 pub use postgres::PgStore;
@@ -422,6 +424,15 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<(OrderId, String, i64)>, StoreError> {
         dispatch!(self, s => s.order_states(after, limit).await)
+    }
+
+    /// Up to `limit` orders after `after` in id order, each with its lines, charge and reservation.
+    pub async fn order_facts(
+        &self,
+        after: Option<OrderId>,
+        limit: i64,
+    ) -> Result<Vec<OrderFacts>, StoreError> {
+        dispatch!(self, s => s.order_facts(after, limit).await)
     }
 
     /// Listens for commits of outbox rows by any process (see [`OutboxWatch`]).

@@ -10,7 +10,7 @@ use sqlx::sqlite::{
 
 use crate::{
     RelayLease, StoreError, audit::audit_queries, backend::shared_queries, charges::charge_queries,
-    inventory::inventory_queries, join::join_queries, reconcile::reconcile_queries,
+    history::history_queries, inventory::inventory_queries, join::join_queries, reconcile::reconcile_queries,
 };
 
 /// A SQLite connection pool over one database file.
@@ -73,4 +73,5 @@ charge_queries!(SqliteStore, Sqlite);
 inventory_queries!(SqliteStore, Sqlite, "");
 audit_queries!(SqliteStore, Sqlite);
 reconcile_queries!(SqliteStore, Sqlite);
+history_queries!(SqliteStore, Sqlite);
 join_queries!(SqliteStore, Sqlite, "");

@@ -20,6 +20,28 @@ pub async fn place_orders(
     first: usize,
     count: usize,
 ) -> Result<Vec<Placed>, HarnessError> {
+    place_all(client, base, first, count, false).await
+}
+
+/// Like [`place_orders`], as a client that rides out outages: a request answered `503` or not answered at
+/// all is sent again after 200 ms until it is answered (a POST never answered may have placed an order the
+/// result does not list; only orders answered `201` are returned).
+pub async fn place_orders_through_outages(
+    client: &reqwest::Client,
+    base: &str,
+    first: usize,
+    count: usize,
+) -> Result<Vec<Placed>, HarnessError> {
+    place_all(client, base, first, count, true).await
+}
+
+async fn place_all(
+    client: &reqwest::Client,
+    base: &str,
+    first: usize,
+    count: usize,
+    patient: bool,
+) -> Result<Vec<Placed>, HarnessError> {
     let next = Arc::new(AtomicUsize::new(first));
     let mut clients = tokio::task::JoinSet::new();
     for _ in 0..8 {
@@ -31,7 +53,7 @@ pub async fn place_orders(
                 if i >= first + count {
                     return Ok::<_, HarnessError>(placed);
                 }
-                placed.push(place(&client, &base, i).await?);
+                placed.push(place(&client, &base, i, patient).await?);
             }
         });
     }
@@ -46,8 +68,33 @@ fn failed(what: &str) -> impl FnOnce(reqwest::Error) -> HarnessError + '_ {
     move |e| HarnessError::step(what)(e.into())
 }
 
+/// Sends `request` until it is answered other than `503` (when `patient`), or once.
+async fn send(
+    request: impl Fn() -> reqwest::RequestBuilder,
+    patient: bool,
+    what: &str,
+) -> Result<reqwest::Response, HarnessError> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let outcome = request().send().await;
+        let again = match &outcome {
+            Ok(response) => response.status().as_u16() == 503,
+            Err(e) => e.is_connect() || e.is_timeout() || e.is_request(),
+        };
+        if !patient || !again || std::time::Instant::now() >= deadline {
+            return outcome.map_err(failed(what));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
 /// Places order `i` (and cancels it when its number says so).
-async fn place(client: &reqwest::Client, base: &str, i: usize) -> Result<Placed, HarnessError> {
+async fn place(
+    client: &reqwest::Client,
+    base: &str,
+    i: usize,
+    patient: bool,
+) -> Result<Placed, HarnessError> {
     let unit = if i.is_multiple_of(17) {
         50_000
     } else {
@@ -58,12 +105,12 @@ async fn place(client: &reqwest::Client, base: &str, i: usize) -> Result<Placed,
         items.push(json!({"sku": "SCARCE", "quantity": 1, "unit_price_minor": 2_500}));
     }
     let body = json!({"customer_id": format!("c-{}", i % 300), "currency": "EUR", "items": items});
-    let response = client
-        .post(format!("{base}/v1/orders"))
-        .json(&body)
-        .send()
-        .await
-        .map_err(failed("POST /v1/orders"))?;
+    let response = send(
+        || client.post(format!("{base}/v1/orders")).json(&body),
+        patient,
+        "POST /v1/orders",
+    )
+    .await?;
     if response.status().as_u16() != 201 {
         return Err(HarnessError::Failed(format!(
             "POST /v1/orders answered {}",
@@ -75,13 +122,14 @@ async fn place(client: &reqwest::Client, base: &str, i: usize) -> Result<Placed,
         return Ok((created, false));
     }
     let id = created["id"].as_str().unwrap_or_default();
-    let status = client
-        .post(format!("{base}/v1/orders/{id}/cancel"))
-        .send()
-        .await
-        .map_err(failed("POST cancel"))?
-        .status()
-        .as_u16();
+    let status = send(
+        || client.post(format!("{base}/v1/orders/{id}/cancel")),
+        patient,
+        "POST cancel",
+    )
+    .await?
+    .status()
+    .as_u16();
     match status {
         200 => Ok((created, true)),
         409 => Ok((created, false)),

@@ -16,6 +16,26 @@ fn kill_test_orders() -> usize {
         .unwrap_or(3_000)
 }
 
+/// The flags that point a process at the configuration file, the database, the harness's Kafka under topic
+/// prefix `<prefix>.`, and Redis.
+fn backend_args(config: &std::path::Path, db: &str, prefix: &str, redis_url: &str) -> Vec<String> {
+    [
+        "--config",
+        config.to_str().expect("path"),
+        "--database-url",
+        db,
+        "--kafka-bootstrap",
+        &orderflow_testkit::kafka().bootstrap_servers(),
+        "--topic-prefix",
+        &format!("{prefix}."),
+        "--redis-url",
+        redis_url,
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect()
+}
+
 /// One role running as its own `orderflow run --role <role>` process.
 struct RoleProcess {
     role: &'static str,
@@ -98,21 +118,7 @@ async fn killing_any_role_process_mid_run_and_restarting_it_changes_no_outcome()
         decline_above_minor: Some(40_000),
         ..ProviderSettings::default()
     });
-    let args: Vec<String> = [
-        "--config",
-        config.to_str().expect("path"),
-        "--database-url",
-        &db,
-        "--kafka-bootstrap",
-        &orderflow_testkit::kafka().bootstrap_servers(),
-        "--topic-prefix",
-        &format!("{prefix}."),
-        "--redis-url",
-        &orderflow_testkit::redis().url(),
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect();
+    let args = backend_args(&config, &db, &prefix, &orderflow_testkit::redis().url());
     let roles = [
         "orders",
         "payments",
@@ -311,4 +317,202 @@ async fn killing_any_role_process_mid_run_and_restarting_it_changes_no_outcome()
         process.instance.terminate().await;
     }
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Orders for the server-fault test.
+fn server_fault_orders() -> usize {
+    std::env::var("SERVER_FAULT_ORDERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000)
+}
+
+/// Orders in the database, and how many of them are not terminal yet.
+async fn progress(pool: &sqlx::PgPool) -> (i64, i64) {
+    sqlx::query_as("SELECT COUNT(*), COUNT(*) FILTER (WHERE status IN ('CREATED', 'PAID')) FROM orders")
+        .fetch_one(pool)
+        .await
+        .unwrap_or((0, 0))
+}
+
+/// Waits until at least `n` orders are in the database, then returns the progress; fails should `placing`
+/// end first.
+async fn wait_for_orders<T: std::fmt::Debug>(
+    pool: &sqlx::PgPool,
+    n: i64,
+    placing: &mut tokio::task::JoinHandle<T>,
+) -> (i64, i64) {
+    let started = Instant::now();
+    loop {
+        let progress = progress(pool).await;
+        if progress.0 >= n {
+            return progress;
+        }
+        if placing.is_finished() {
+            panic!("placing orders ended at {progress:?}: {:?}", placing.await);
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "orders stopped arriving: {progress:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_loss_and_a_postgresql_crash_mid_run_lose_no_accepted_order_and_reconcile_passes() {
+    use orderflow_testkit::{PostgresServer, RedisServer};
+    let orders_n = server_fault_orders();
+    // This test's own PostgreSQL (production durability) and Redis (no persistence: it comes back empty),
+    // so that its faults hit no other test.
+    let (pg, redis) = tokio::task::spawn_blocking(|| {
+        (
+            PostgresServer::start_durable().expect("postgresql"),
+            RedisServer::start().expect("redis"),
+        )
+    })
+    .await
+    .expect("servers");
+    let prefix = unique("crash");
+    let dir = temp_dir();
+    std::fs::create_dir_all(&dir).expect("dir");
+    let db = pg.fresh_database().expect("database");
+    let migrated = run_binary(&["migrate", "--database-url", &db], &[]);
+    assert!(migrated.status.success());
+    let store = orderflow_store::Store::connect(&db, 2).await.expect("store");
+    for (sku, stock) in [("PLENTY", 1_000_000), ("SCARCE", (orders_n / 10) as i32)] {
+        let product = orderflow_store::Product {
+            sku: sku.into(),
+            name: sku.into(),
+            price_minor: 1_000,
+            stock,
+        };
+        store.put_product(&product).await.expect("product");
+    }
+    store.close().await;
+    // Orders still waiting 15 s after their last change are handed back to their steps, every 5 s.
+    let config = dir.join("crash.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[cache]\nkey_prefix = \"{prefix}:\"\n\n[gateway.rate_limit]\nenabled = false\n\n\
+             [orders]\nstranded_after_secs = 15\nsweep_interval_secs = 5\n\n\
+             [payments.provider]\nseed = 3\nfailure_rate = 0.05\ndecline_above_minor = 40000\n"
+        ),
+    )
+    .expect("config");
+    let args = backend_args(&config, &db, &prefix, &redis.url());
+    let mut up_args = vec!["up"];
+    up_args.extend(args.iter().map(String::as_str));
+    up_args.extend(["--listen", "127.0.0.1:0"]);
+    let (child, banner) = spawn_until_banner(&up_args, &dir, &[]);
+    let mut platform = Instance(Some(child));
+    let base = banner
+        .iter()
+        .find_map(|l| l.strip_prefix("orderflow listening on "))
+        .expect("listening")
+        .trim()
+        .to_owned();
+
+    // Orders are placed by 8 clients that ride out outages (a 503 or no answer is sent again).
+    let mut placing = tokio::spawn({
+        let base = base.clone();
+        async move {
+            orderflow_testkit::workload::place_orders_through_outages(&client(), &base, 0, orders_n).await
+        }
+    });
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&db)
+        .await
+        .expect("pg");
+
+    // A third in: Redis is killed and comes back empty 3 s later, while orders are on their way.
+    let (seen, waiting) = wait_for_orders(&pool, orders_n as i64 / 3, &mut placing).await;
+    let mut conn = redis::Client::open(redis.url())
+        .expect("redis url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let keys: i64 = redis::cmd("DBSIZE").query_async(&mut conn).await.expect("dbsize");
+    drop(conn);
+    assert!(
+        waiting > 0 && (seen as usize) < orders_n && keys > 0,
+        "the Redis loss lands mid-run: {seen} orders placed, {waiting} on their way, {keys} keys in Redis"
+    );
+    redis.kill();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let redis = tokio::task::spawn_blocking(move || redis.restart().map(|()| redis))
+        .await
+        .expect("task")
+        .expect("redis back");
+
+    // Two thirds in: PostgreSQL crashes (SIGKILL of the postmaster) and restarts into crash recovery.
+    let (seen, waiting) = wait_for_orders(&pool, 2 * orders_n as i64 / 3, &mut placing).await;
+    assert!(
+        waiting > 0 && (seen as usize) < orders_n,
+        "the PostgreSQL crash lands mid-run: {seen} orders placed, {waiting} on their way"
+    );
+    pool.close().await;
+    pg.kill();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let pg = tokio::task::spawn_blocking(move || pg.restart().map(|()| pg))
+        .await
+        .expect("task")
+        .expect("postgresql back");
+    let last_fault = Instant::now();
+
+    let placed = placing.await.expect("placing").expect("orders placed");
+    let placed_by = Instant::now();
+    assert_eq!(placed.len(), orders_n, "every order was answered 201 in the end");
+
+    // No order answered 201 is missing, and every order is terminal within 60 s of the last fault or of
+    // the last order placed, whichever came later.
+    let pool = sqlx::PgPool::connect(&db).await.expect("pg");
+    let deadline = last_fault.max(placed_by) + Duration::from_secs(60);
+    loop {
+        let (total, waiting) = progress(&pool).await;
+        if total as usize >= orders_n && waiting == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{waiting} of {total} orders not terminal 60 s after the last fault or order"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let ids: Vec<uuid::Uuid> = placed
+        .iter()
+        .map(|(order, _)| order["id"].as_str().expect("id").parse().expect("uuid"))
+        .collect();
+    let (found,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM orders WHERE id = ANY($1)")
+        .bind(&ids)
+        .fetch_one(&pool)
+        .await
+        .expect("count");
+    assert_eq!(
+        found as usize, orders_n,
+        "every order answered 201 is in the database"
+    );
+
+    // The independent oracle: charges, stock, analytics (rebuilt after the Redis loss), the read model,
+    // order.state, the audit chain and dead letters all agree with the database.
+    let mut reconcile_args = vec!["reconcile", "--within", "60"];
+    reconcile_args.extend(args.iter().map(String::as_str));
+    let started = Instant::now();
+    loop {
+        let out = run_binary(&reconcile_args, &[]);
+        if out.status.success() {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "reconcile fails:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+    platform.terminate().await;
+    drop((pg, redis));
 }

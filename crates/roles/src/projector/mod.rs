@@ -6,6 +6,14 @@
 //! publishes the result as `order.read-model` and as `order.state` (the compacted latest state per order).
 //! Offsets are committed after; a re-delivered event changes nothing and publishes the same state again.
 //! An undecodable record goes to the dead-letter topic; a registry or Redis outage is retried.
+//!
+//! When Redis loses the model, two things bring it back. A change for an order whose header is unknown
+//! (its `order.created` was applied before the loss, or not yet) takes the header from the database, so the
+//! order's state is published at once. And the projector notices the loss (the model's marker is gone: at
+//! once on start, then every [`WATCH_INTERVAL`]) and applies every record of its input topics again, from
+//! their beginning (the topics are the model's changelog, as a Kafka Streams store is rebuilt from its
+//! changelog topic), which restores each order's status and whole history; changes applied meanwhile are
+//! not disturbed, since applying changes in any order ends in the same state.
 
 mod model;
 
@@ -23,10 +31,16 @@ use tokio_util::sync::CancellationToken;
 
 use crate::runner::ConsumerRole;
 use crate::{Backends, ProjectorSettings, RoleError, decode_error, event_output};
-use model::{Change, ReadModel, View};
+use model::{Change, ModelError, ReadModel, View};
 
 /// The topics the read model follows: every event that moves an order's status.
 pub const FOLLOWED: [LifecycleTopic; 6] = LifecycleTopic::STATUS_CHANGES;
+
+/// How often the projector checks that its read model is intact.
+pub const WATCH_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Records applied per step of a rebuild.
+const REBUILD_CHUNK: usize = 1_000;
 
 /// Applies status changes to the read model and reports the results.
 struct Projection {
@@ -40,11 +54,18 @@ struct Projection {
 
 impl Projection {
     async fn change(&self, record: &Record) -> Result<Change, HandlerError> {
-        let source = record.source_topic();
+        self.change_of(
+            record.source_topic(),
+            record.payload.as_deref().unwrap_or_default(),
+        )
+        .await
+    }
+
+    /// The change a record of input topic `source` stands for.
+    async fn change_of(&self, source: &str, payload: &[u8]) -> Result<Change, HandlerError> {
         let not_followed =
             || HandlerError::permanent(format!("the projector does not follow topic {source}"));
         let topic = self.inputs.get(source).ok_or_else(not_followed)?;
-        let payload = record.payload.as_deref().unwrap_or_default();
         let event = Lifecycle::decode(&self.backends.codec, topic, payload)
             .await
             .map_err(decode_error)?;
@@ -118,13 +139,127 @@ impl Projection {
     }
 }
 
+/// A failed rebuild of the read model.
+fn rebuild_error(source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> RoleError {
+    RoleError::Rebuild {
+        what: "read model",
+        source: source.into(),
+    }
+}
+
+impl Projection {
+    /// Applies `changes` again after giving the orders without a view (their header unknown: their
+    /// `order.created` not applied yet, or lost with Redis) their header from the database, as their
+    /// `order.created` would have.
+    async fn with_headers(
+        &self,
+        changes: &[Change],
+        views: Vec<Option<View>>,
+    ) -> Result<Vec<Option<View>>, HandlerError> {
+        let mut missing: Vec<&str> = changes
+            .iter()
+            .zip(&views)
+            .filter(|(_, view)| view.is_none())
+            .map(|(change, _)| change.order_id.as_str())
+            .collect();
+        missing.sort_unstable();
+        missing.dedup();
+        let mut created = Vec::with_capacity(missing.len());
+        for id in missing {
+            let Ok(order_id) = id.parse::<orderflow_domain::OrderId>() else {
+                continue;
+            };
+            let found = self
+                .backends
+                .store
+                .get_order(order_id)
+                .await
+                .map_err(crate::store_error)?;
+            if let Some(mut order) = found {
+                order.status = orderflow_domain::OrderStatus::Created;
+                order.version = 1;
+                order.updated_at = order.created_at;
+                created.push(Change {
+                    order_id: id.to_owned(),
+                    status: order.status,
+                    version: 1,
+                    at: order.created_at.timestamp_micros(),
+                    created: Some(order),
+                });
+            }
+        }
+        if created.is_empty() {
+            return Ok(views);
+        }
+        self.model.apply(&created).await?;
+        Ok(self.model.apply(changes).await?)
+    }
+
+    /// Rebuilds the model from its input topics if it is not intact; returns the records applied, or `None`
+    /// when it was intact or another process is rebuilding it.
+    async fn rebuild_if_lost(&self) -> Result<Option<usize>, RoleError> {
+        let failed = |e: ModelError| rebuild_error(e);
+        if self.model.intact().await.map_err(failed)? {
+            return Ok(None);
+        }
+        let Some(token) = self.model.begin_rebuild().await.map_err(failed)? else {
+            return Ok(None);
+        };
+        let result = self.refold(&token).await;
+        let done = result.is_ok();
+        let finished = self.model.end_rebuild(&token, done).await.map_err(failed)?;
+        let applied = result?;
+        Ok(finished.then_some(applied))
+    }
+
+    /// Applies every record of the input topics again, chunk by chunk.
+    async fn refold(&self, token: &str) -> Result<usize, RoleError> {
+        let failed = |e: ModelError| rebuild_error(e);
+        let mut applied = 0;
+        for topic in self.inputs.names() {
+            let (tx, mut chunks) = tokio::sync::mpsc::channel(2);
+            let bus = self.backends.bus.clone();
+            let name = topic.clone();
+            let reader =
+                tokio::spawn(
+                    async move { orderflow_consumer::dlq::stream(&bus, &name, REBUILD_CHUNK, tx).await },
+                );
+            while let Some(chunk) = chunks.recv().await {
+                let mut changes = Vec::with_capacity(chunk.len());
+                for record in &chunk {
+                    // What the live projection dead-letters, a rebuild skips.
+                    if let Ok(change) = self.change_of(&topic, &record.payload).await {
+                        changes.push(change);
+                    }
+                }
+                self.model.apply(&changes).await.map_err(failed)?;
+                applied += changes.len();
+                if !self.model.renew_rebuild(token).await.map_err(failed)? {
+                    return Err(rebuild_error("another process took the rebuild over"));
+                }
+            }
+            match reader.await {
+                Ok(Ok(_)) => {}
+                // A topic nothing was published to yet has nothing to rebuild from.
+                Ok(Err(orderflow_consumer::dlq::DlqError::NoSuchTopic(_))) => {}
+                Ok(Err(e)) => return Err(rebuild_error(e)),
+                Err(e) => return Err(rebuild_error(e)),
+            }
+        }
+        Ok(applied)
+    }
+}
+
 impl Handler for Projection {
     async fn handle(&self, batch: &[Record]) -> Result<Vec<Output>, HandlerError> {
         let mut changes = Vec::with_capacity(batch.len());
         for record in batch {
             changes.push(self.change(record).await?);
         }
-        let views = self.model.apply(&changes).await?;
+        let mut views = self.model.apply(&changes).await?;
+        if views.iter().any(Option::is_none) {
+            views = self.with_headers(&changes, views).await?;
+        }
         // Version-checked: a re-delivered or late event never moves the cached order backwards. A Redis
         // outage is absorbed by the cache (reads fall back to the database), so it does not stall here.
         let keys: Vec<(String, &View)> = views
@@ -206,12 +341,32 @@ pub async fn run(
         ),
         None => ReadModel::memory(),
     };
-    let projection = Projection {
+    let projection = std::sync::Arc::new(Projection {
         state_topic: backends.bus.topic(topics::ORDER_STATE),
         read_model_topic: backends.bus.topic(topics::ORDER_READ_MODEL),
         inputs: role.topics(&backends),
         backends: backends.clone(),
         model,
-    };
-    role.run(&backends, projection, shutdown).await
+    });
+    let watch = tokio::spawn(watch(projection.clone(), shutdown.clone()));
+    let result = role.run(&backends, projection, shutdown).await;
+    watch.abort();
+    result
+}
+
+/// Checks at once and every [`WATCH_INTERVAL`] that the read model is intact, and rebuilds it when not.
+async fn watch(projection: std::sync::Arc<Projection>, shutdown: CancellationToken) {
+    loop {
+        match projection.rebuild_if_lost().await {
+            Ok(Some(applied)) => {
+                tracing::warn!(applied, "the read model was lost: rebuilt from its input topics");
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = &e as &dyn std::error::Error, "rebuilding the read model"),
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(WATCH_INTERVAL) => {}
+        }
+    }
 }

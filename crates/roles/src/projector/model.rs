@@ -4,13 +4,18 @@
 //! On Redis: a hash `<prefix>rm:{<id>}` and a sorted set `<prefix>rm:{<id>}:history` (score = version), under
 //! the order's hash tag, updated by one script per change, so it holds on Redis Cluster; in process for the
 //! embedded default. Applying a change twice, or changes out of order, ends in the same state.
+//!
+//! Beside the orders, a marker (`<prefix>rm:epoch`) says the model is intact; when Redis loses its data
+//! the marker goes with it, and the projector rebuilds the model by applying every change of its input topics
+//! again (the topics are the model's changelog), under a lock (`<prefix>rm:rebuild`) so that one process
+//! does it. In process the model starts without the marker: a process rebuilds on start.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::Duration;
 
 use orderflow_domain::{Order, OrderStatus};
-use orderflow_redis::RedisConnection;
+use orderflow_redis::{Rebuild, RedisConnection};
 use redis::{Script, Value};
 
 /// The Redis hash holding order `order_id`'s read model under key prefix `prefix` (fields `h` header,
@@ -120,9 +125,21 @@ pub(crate) enum ReadModel {
         ttl: Duration,
         /// The change script.
         script: Script,
+        /// The model's marker and rebuild lock.
+        rebuild: Rebuild,
     },
     /// This process only.
-    Memory(Mutex<HashMap<String, Entry>>),
+    Memory(Mutex<MemoryModel>),
+}
+
+/// The in-process model.
+#[derive(Default)]
+pub(crate) struct MemoryModel {
+    entries: HashMap<String, Entry>,
+    /// Whether a rebuild completed since the process started.
+    intact: bool,
+    /// The rebuild under way.
+    rebuilding: Option<String>,
 }
 
 fn view(mut order: Order, status: OrderStatus, version: i64, at: i64, history: Vec<(String, i64)>) -> View {
@@ -158,6 +175,11 @@ impl ReadModel {
     /// A model on Redis under `prefix`, keeping each order `ttl` after its last change.
     pub(crate) fn redis(connection: RedisConnection, prefix: &str, ttl: Duration) -> Self {
         Self::Redis {
+            rebuild: Rebuild::new(
+                connection.clone(),
+                format!("{prefix}rm:epoch"),
+                format!("{prefix}rm:rebuild"),
+            ),
             connection,
             prefix: prefix.to_owned(),
             ttl,
@@ -167,7 +189,64 @@ impl ReadModel {
 
     /// A model in this process.
     pub(crate) fn memory() -> Self {
-        Self::Memory(Mutex::new(HashMap::new()))
+        Self::Memory(Mutex::new(MemoryModel::default()))
+    }
+
+    fn memory_state(model: &Mutex<MemoryModel>) -> std::sync::MutexGuard<'_, MemoryModel> {
+        model.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Whether the model is intact: its marker is there, so nothing was lost since the last rebuild.
+    pub(crate) async fn intact(&self) -> Result<bool, ModelError> {
+        match self {
+            Self::Redis { rebuild, .. } => Ok(rebuild.intact().await?),
+            Self::Memory(model) => Ok(Self::memory_state(model).intact),
+        }
+    }
+
+    /// Takes the rebuild lock with a fresh token; `None` while another rebuild holds it.
+    pub(crate) async fn begin_rebuild(&self) -> Result<Option<String>, ModelError> {
+        match self {
+            Self::Redis { rebuild, .. } => Ok(rebuild.begin().await?),
+            Self::Memory(model) => {
+                let mut model = Self::memory_state(model);
+                if model.rebuilding.is_some() {
+                    return Ok(None);
+                }
+                let token = orderflow_redis::rebuild_token();
+                model.rebuilding = Some(token.clone());
+                Ok(Some(token))
+            }
+        }
+    }
+
+    /// Renews the rebuild lock (`false`: the rebuild lost it).
+    pub(crate) async fn renew_rebuild(&self, token: &str) -> Result<bool, ModelError> {
+        match self {
+            Self::Redis { rebuild, .. } => Ok(rebuild.renew(token).await?),
+            Self::Memory(model) => Ok(Self::memory_state(model).rebuilding.as_deref() == Some(token)),
+        }
+    }
+
+    /// Ends a rebuild: marks the model intact if the rebuild still held the lock (`false` otherwise), or,
+    /// with `done` false, only gives the lock up.
+    pub(crate) async fn end_rebuild(&self, token: &str, done: bool) -> Result<bool, ModelError> {
+        match self {
+            Self::Redis { rebuild, .. } if done => Ok(rebuild.finish(token).await?),
+            Self::Redis { rebuild, .. } => {
+                rebuild.abandon(token).await?;
+                Ok(false)
+            }
+            Self::Memory(model) => {
+                let mut model = Self::memory_state(model);
+                if model.rebuilding.as_deref() != Some(token) {
+                    return Ok(false);
+                }
+                model.rebuilding = None;
+                model.intact |= done;
+                Ok(done)
+            }
+        }
     }
 
     /// Applies `changes` in order; answers each one's view (`None` while its order's header is unknown).
@@ -178,6 +257,7 @@ impl ReadModel {
                 prefix,
                 ttl,
                 script,
+                ..
             } => {
                 let mut pipe = redis::pipe();
                 for change in changes {
@@ -210,8 +290,9 @@ impl ReadModel {
                 };
                 replies.iter().map(parse_view).collect()
             }
-            Self::Memory(entries) => {
-                let mut entries = entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            Self::Memory(model) => {
+                let mut model = Self::memory_state(model);
+                let entries = &mut model.entries;
                 Ok(changes
                     .iter()
                     .map(|change| {
