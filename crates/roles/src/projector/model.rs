@@ -8,7 +8,8 @@
 //! Beside the orders, a marker (`<prefix>rm:epoch`) says the model is intact; when Redis loses its data
 //! the marker goes with it, and the projector rebuilds the model by applying every change of its input topics
 //! again (the topics are the model's changelog), under a lock (`<prefix>rm:rebuild`) so that one process
-//! does it. In process the model starts without the marker: a process rebuilds on start.
+//! does it. In process the model is intact from the start: the embedded bus it folds lives and dies with
+//! the same process.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -136,7 +137,7 @@ pub(crate) enum ReadModel {
 #[derive(Default)]
 pub(crate) struct MemoryModel {
     entries: HashMap<String, Entry>,
-    /// Whether a rebuild completed since the process started.
+    /// Whether the model holds everything its topics hold (always, in process).
     intact: bool,
     /// The rebuild under way.
     rebuilding: Option<String>,
@@ -189,7 +190,11 @@ impl ReadModel {
 
     /// A model in this process.
     pub(crate) fn memory() -> Self {
-        Self::Memory(Mutex::new(MemoryModel::default()))
+        // The embedded bus it folds lives in this process too, so there is never more to rebuild it from.
+        Self::Memory(Mutex::new(MemoryModel {
+            intact: true,
+            ..MemoryModel::default()
+        }))
     }
 
     fn memory_state(model: &Mutex<MemoryModel>) -> std::sync::MutexGuard<'_, MemoryModel> {
