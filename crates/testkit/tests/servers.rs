@@ -84,3 +84,45 @@ fn kafka_formats_with_a_cluster_id_that_looks_like_an_option() {
     let _ = std::fs::remove_dir_all(&dir);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
 }
+
+/// One round trip through `port`: sends PING in the Redis protocol and reads the answer.
+fn ping(port: u16) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    stream.write_all(b"PING\r\n")?;
+    let mut answer = [0u8; 16];
+    let n = stream.read(&mut answer)?;
+    Ok(String::from_utf8_lossy(&answer[..n]).into_owned())
+}
+
+#[test]
+fn the_proxy_passes_cuts_delays_and_restores_connections() {
+    let redis = RedisServer::start().expect("redis starts");
+    let proxy =
+        orderflow_testkit::TcpProxy::start(([127, 0, 0, 1], redis.port()).into()).expect("proxy starts");
+    assert_eq!(ping(proxy.port()).expect("through the proxy"), "+PONG\r\n");
+
+    // An open connection is closed by a cut, and new ones get nothing until the proxy is restored.
+    let open = std::net::TcpStream::connect(("127.0.0.1", proxy.port())).expect("connects");
+    proxy.cut();
+    open.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let mut byte = [0u8; 1];
+    assert_eq!(
+        std::io::Read::read(&mut &open, &mut byte).expect("closed, not timed out"),
+        0
+    );
+    assert!(ping(proxy.port()).map_or(true, |answer| answer.is_empty()));
+    proxy.restore();
+    assert_eq!(ping(proxy.port()).expect("restored"), "+PONG\r\n");
+
+    // A delay holds every chunk, each way.
+    proxy.delay(Duration::from_millis(300));
+    let started = std::time::Instant::now();
+    assert_eq!(ping(proxy.port()).expect("delayed"), "+PONG\r\n");
+    assert!(
+        started.elapsed() >= Duration::from_millis(600),
+        "{:?}",
+        started.elapsed()
+    );
+}

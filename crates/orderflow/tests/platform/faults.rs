@@ -359,27 +359,128 @@ async fn wait_for_orders<T: std::fmt::Debug>(
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_redis_loss_and_a_postgresql_crash_mid_run_lose_no_accepted_order_and_reconcile_passes() {
-    use orderflow_testkit::{PostgresServer, RedisServer};
+/// A fault a server-fault run injects while orders are on their way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    /// Redis is SIGKILLed and comes back empty 3 s later.
+    RedisLoss,
+    /// The PostgreSQL postmaster is SIGKILLed and restarted into crash recovery.
+    PostgresCrash,
+    /// Every connection to PostgreSQL and Redis is delayed by 100 ms for 3 s, then cut (open connections
+    /// closed, new ones refused) for 3 s, then let through again.
+    NetworkCut,
+}
+
+/// A run's own servers, so that its faults hit no other test: PostgreSQL with production durability and
+/// Redis without persistence (a restart comes back empty), each reached through a TCP proxy.
+struct Servers {
+    pg: Option<orderflow_testkit::PostgresServer>,
+    redis: Option<orderflow_testkit::RedisServer>,
+    pg_proxy: orderflow_testkit::TcpProxy,
+    redis_proxy: orderflow_testkit::TcpProxy,
+}
+
+impl Servers {
+    async fn start() -> Self {
+        use orderflow_testkit::{PostgresServer, RedisServer, TcpProxy};
+        tokio::task::spawn_blocking(|| {
+            let pg = PostgresServer::start_durable().expect("postgresql");
+            let redis = RedisServer::start().expect("redis");
+            Self {
+                pg_proxy: TcpProxy::start(([127, 0, 0, 1], pg.port()).into()).expect("proxy"),
+                redis_proxy: TcpProxy::start(([127, 0, 0, 1], redis.port()).into()).expect("proxy"),
+                pg: Some(pg),
+                redis: Some(redis),
+            }
+        })
+        .await
+        .expect("servers")
+    }
+
+    /// A fresh database: its URL directly and through the proxy.
+    fn database(&self) -> (String, String) {
+        let pg = self.pg.as_ref().expect("postgresql");
+        let direct = pg.fresh_database().expect("database");
+        let proxied = direct.replace(
+            &format!("127.0.0.1:{}/", pg.port()),
+            &format!("127.0.0.1:{}/", self.pg_proxy.port()),
+        );
+        assert_ne!(direct, proxied, "the database URL names the server's port");
+        (direct, proxied)
+    }
+
+    /// Redis through the proxy.
+    fn redis_url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.redis_proxy.port())
+    }
+
+    /// Keys in Redis now.
+    async fn redis_keys(&self) -> i64 {
+        let url = self.redis.as_ref().expect("redis").url();
+        let mut conn = redis::Client::open(url)
+            .expect("redis url")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("redis");
+        redis::cmd("DBSIZE").query_async(&mut conn).await.expect("dbsize")
+    }
+
+    async fn inject(&mut self, fault: Fault) {
+        match fault {
+            Fault::RedisLoss => {
+                assert!(self.redis_keys().await > 0, "Redis held state before its loss");
+                let redis = self.redis.take().expect("redis");
+                redis.kill();
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                let redis = tokio::task::spawn_blocking(move || redis.restart().map(|()| redis))
+                    .await
+                    .expect("task")
+                    .expect("redis back");
+                self.redis = Some(redis);
+            }
+            Fault::PostgresCrash => {
+                let pg = self.pg.take().expect("postgresql");
+                pg.kill();
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let pg = tokio::task::spawn_blocking(move || pg.restart().map(|()| pg))
+                    .await
+                    .expect("task")
+                    .expect("postgresql back");
+                self.pg = Some(pg);
+            }
+            Fault::NetworkCut => {
+                for proxy in [&self.pg_proxy, &self.redis_proxy] {
+                    proxy.delay(Duration::from_millis(100));
+                }
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                for proxy in [&self.pg_proxy, &self.redis_proxy] {
+                    proxy.delay(Duration::ZERO);
+                    proxy.cut();
+                }
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                for proxy in [&self.pg_proxy, &self.redis_proxy] {
+                    proxy.restore();
+                }
+            }
+        }
+    }
+}
+
+/// Runs `orderflow up` on a run's own servers (and the harness's Kafka), places [`server_fault_orders`]
+/// orders from clients that ride out outages, and injects `faults` one after another at even intervals of
+/// the run, each while orders are on their way. Then no order answered `201` may be missing, every order
+/// must be terminal within 60 s of the later of the last fault and the last order, and `orderflow reconcile`
+/// must pass.
+async fn run_through(tag: &str, faults: &[Fault]) {
     let orders_n = server_fault_orders();
-    // This test's own PostgreSQL (production durability) and Redis (no persistence: it comes back empty),
-    // so that its faults hit no other test.
-    let (pg, redis) = tokio::task::spawn_blocking(|| {
-        (
-            PostgresServer::start_durable().expect("postgresql"),
-            RedisServer::start().expect("redis"),
-        )
-    })
-    .await
-    .expect("servers");
-    let prefix = unique("crash");
+    let mut servers = Servers::start().await;
+    let prefix = unique(tag);
     let dir = temp_dir();
     std::fs::create_dir_all(&dir).expect("dir");
-    let db = pg.fresh_database().expect("database");
-    let migrated = run_binary(&["migrate", "--database-url", &db], &[]);
+    let (direct, db) = servers.database();
+    let migrated = run_binary(&["migrate", "--database-url", &direct], &[]);
     assert!(migrated.status.success());
-    let store = orderflow_store::Store::connect(&db, 2).await.expect("store");
+    let store = orderflow_store::Store::connect(&direct, 2).await.expect("store");
     for (sku, stock) in [("PLENTY", 1_000_000), ("SCARCE", (orders_n / 10) as i32)] {
         let product = orderflow_store::Product {
             sku: sku.into(),
@@ -390,8 +491,9 @@ async fn a_redis_loss_and_a_postgresql_crash_mid_run_lose_no_accepted_order_and_
         store.put_product(&product).await.expect("product");
     }
     store.close().await;
-    // Orders still waiting 15 s after their last change are handed back to their steps, every 5 s.
-    let config = dir.join("crash.toml");
+    // No rate limit (the clients place as fast as they can); orders still waiting 15 s after their last
+    // change are handed back to their steps, looked for every 5 s.
+    let config = dir.join("faults.toml");
     std::fs::write(
         &config,
         format!(
@@ -401,7 +503,7 @@ async fn a_redis_loss_and_a_postgresql_crash_mid_run_lose_no_accepted_order_and_
         ),
     )
     .expect("config");
-    let args = backend_args(&config, &db, &prefix, &redis.url());
+    let args = backend_args(&config, &db, &prefix, &servers.redis_url());
     let mut up_args = vec!["up"];
     up_args.extend(args.iter().map(String::as_str));
     up_args.extend(["--listen", "127.0.0.1:0"]);
@@ -414,61 +516,37 @@ async fn a_redis_loss_and_a_postgresql_crash_mid_run_lose_no_accepted_order_and_
         .trim()
         .to_owned();
 
-    // Orders are placed by 8 clients that ride out outages (a 503 or no answer is sent again).
     let mut placing = tokio::spawn({
         let base = base.clone();
         async move {
             orderflow_testkit::workload::place_orders_through_outages(&client(), &base, 0, orders_n).await
         }
     });
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(1)
-        .connect(&db)
-        .await
-        .expect("pg");
-
-    // A third in: Redis is killed and comes back empty 3 s later, while orders are on their way.
-    let (seen, waiting) = wait_for_orders(&pool, orders_n as i64 / 3, &mut placing).await;
-    let mut conn = redis::Client::open(redis.url())
-        .expect("redis url")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("redis");
-    let keys: i64 = redis::cmd("DBSIZE").query_async(&mut conn).await.expect("dbsize");
-    drop(conn);
-    assert!(
-        waiting > 0 && (seen as usize) < orders_n && keys > 0,
-        "the Redis loss lands mid-run: {seen} orders placed, {waiting} on their way, {keys} keys in Redis"
-    );
-    redis.kill();
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let redis = tokio::task::spawn_blocking(move || redis.restart().map(|()| redis))
-        .await
-        .expect("task")
-        .expect("redis back");
-
-    // Two thirds in: PostgreSQL crashes (SIGKILL of the postmaster) and restarts into crash recovery.
-    let (seen, waiting) = wait_for_orders(&pool, 2 * orders_n as i64 / 3, &mut placing).await;
-    assert!(
-        waiting > 0 && (seen as usize) < orders_n,
-        "the PostgreSQL crash lands mid-run: {seen} orders placed, {waiting} on their way"
-    );
-    pool.close().await;
-    pg.kill();
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let pg = tokio::task::spawn_blocking(move || pg.restart().map(|()| pg))
-        .await
-        .expect("task")
-        .expect("postgresql back");
-    let last_fault = Instant::now();
+    let mut last_fault = Instant::now();
+    for (i, fault) in faults.iter().enumerate() {
+        // Watched directly, not through the proxy: the observer must not depend on what is cut.
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .connect(&direct)
+            .await
+            .expect("pg");
+        let at = (i + 1) as i64 * orders_n as i64 / (faults.len() + 1) as i64;
+        let (seen, waiting) = wait_for_orders(&pool, at, &mut placing).await;
+        pool.close().await;
+        assert!(
+            waiting > 0 && (seen as usize) < orders_n,
+            "{fault:?} lands mid-run: {seen} orders placed, {waiting} on their way"
+        );
+        servers.inject(*fault).await;
+        last_fault = Instant::now();
+    }
 
     let placed = placing.await.expect("placing").expect("orders placed");
     let placed_by = Instant::now();
     assert_eq!(placed.len(), orders_n, "every order was answered 201 in the end");
 
-    // No order answered 201 is missing, and every order is terminal within 60 s of the last fault or of
-    // the last order placed, whichever came later.
-    let pool = sqlx::PgPool::connect(&db).await.expect("pg");
+    // No order answered 201 is missing, and every order is terminal in time.
+    let pool = sqlx::PgPool::connect(&direct).await.expect("pg");
     let deadline = last_fault.max(placed_by) + Duration::from_secs(60);
     loop {
         let (total, waiting) = progress(&pool).await;
@@ -495,8 +573,8 @@ async fn a_redis_loss_and_a_postgresql_crash_mid_run_lose_no_accepted_order_and_
         "every order answered 201 is in the database"
     );
 
-    // The independent oracle: charges, stock, analytics (rebuilt after the Redis loss), the read model,
-    // order.state, the audit chain and dead letters all agree with the database.
+    // The independent oracle: charges, stock, analytics, the read model, order.state, the audit chain and
+    // dead letters all agree with the database (derived state may take a few seconds to settle).
     let mut reconcile_args = vec!["reconcile", "--within", "60"];
     reconcile_args.extend(args.iter().map(String::as_str));
     let started = Instant::now();
@@ -514,5 +592,15 @@ async fn a_redis_loss_and_a_postgresql_crash_mid_run_lose_no_accepted_order_and_
         tokio::time::sleep(Duration::from_secs(3)).await;
     }
     platform.terminate().await;
-    drop((pg, redis));
+    drop(servers);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_loss_and_a_postgresql_crash_mid_run_lose_no_accepted_order_and_reconcile_passes() {
+    run_through("crash", &[Fault::RedisLoss, Fault::PostgresCrash]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_network_cut_to_postgresql_and_redis_mid_run_loses_no_accepted_order_and_reconcile_passes() {
+    run_through("netcut", &[Fault::NetworkCut]).await;
 }
