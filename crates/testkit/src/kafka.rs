@@ -96,7 +96,7 @@ pub fn kafka_jars() -> Result<PathBuf, HarnessError> {
     Ok(libs)
 }
 
-fn java(libs: &Path) -> Command {
+pub(crate) fn java(libs: &Path) -> Command {
     let mut cmd = Command::new("java");
     let opts = std::env::var("TESTKIT_KAFKA_JAVA_OPTS")
         .unwrap_or_else(|_| "-Xms256m -Xmx1g -XX:+UseSerialGC -XX:TieredStopAtLevel=1".into());
@@ -109,7 +109,7 @@ fn java(libs: &Path) -> Command {
 
 /// A random KRaft cluster id: 16 random bytes in URL-safe base64 without padding (22 characters), the
 /// textual form of Kafka's `Uuid`.
-fn cluster_id() -> String {
+pub(crate) fn cluster_id() -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let bytes: [u8; 16] = rand::random();
     let mut out = String::with_capacity(22);

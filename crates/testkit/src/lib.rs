@@ -8,6 +8,7 @@
 
 pub mod checks;
 mod kafka;
+mod kafka_cluster;
 mod postgres;
 mod process;
 mod proxy;
@@ -20,6 +21,7 @@ pub mod workload;
 use std::sync::OnceLock;
 
 pub use kafka::{Acl, KAFKA_ADMIN, KAFKA_VERSION, KafkaServer, kafka_jars};
+pub use kafka_cluster::KafkaCluster;
 pub use postgres::PostgresServer;
 pub use process::{free_port, temp_dir};
 pub use proxy::TcpProxy;

@@ -126,3 +126,35 @@ fn the_proxy_passes_cuts_delays_and_restores_connections() {
         started.elapsed()
     );
 }
+
+#[test]
+fn a_three_node_kafka_cluster_elects_a_new_leader_when_one_is_killed() {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    let cluster = orderflow_testkit::KafkaCluster::start().expect("cluster starts");
+    eprintln!("kafka cluster started in {:?}", cluster.startup);
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", cluster.bootstrap_servers())
+        .create()
+        .unwrap();
+    let topic = NewTopic::new("replicated", 1, TopicReplication::Fixed(3));
+    let created = futures::executor::block_on(admin.create_topics([&topic], &AdminOptions::new())).unwrap();
+    assert!(created.iter().all(Result::is_ok), "{created:?}");
+    let wait_leader = |not: Option<usize>| {
+        let started = std::time::Instant::now();
+        loop {
+            if let Ok(Some(leader)) = cluster.leader("replicated", 0)
+                && Some(leader) != not
+            {
+                return leader;
+            }
+            assert!(started.elapsed() < Duration::from_secs(60), "no new leader");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let leader = wait_leader(None);
+    cluster.kill(leader);
+    let next = wait_leader(Some(leader));
+    assert_ne!(next, leader);
+    cluster.restart(leader).expect("the killed node rejoins");
+}

@@ -16,16 +16,22 @@ fn kill_test_orders() -> usize {
         .unwrap_or(3_000)
 }
 
-/// The flags that point a process at the configuration file, the database, the harness's Kafka under topic
-/// prefix `<prefix>.`, and Redis.
-fn backend_args(config: &std::path::Path, db: &str, prefix: &str, redis_url: &str) -> Vec<String> {
+/// The flags that point a process at the configuration file, the database, Kafka under topic prefix
+/// `<prefix>.`, and Redis.
+fn backend_args(
+    config: &std::path::Path,
+    db: &str,
+    kafka: &str,
+    prefix: &str,
+    redis_url: &str,
+) -> Vec<String> {
     [
         "--config",
         config.to_str().expect("path"),
         "--database-url",
         db,
         "--kafka-bootstrap",
-        &orderflow_testkit::kafka().bootstrap_servers(),
+        kafka,
         "--topic-prefix",
         &format!("{prefix}."),
         "--redis-url",
@@ -118,7 +124,13 @@ async fn killing_any_role_process_mid_run_and_restarting_it_changes_no_outcome()
         decline_above_minor: Some(40_000),
         ..ProviderSettings::default()
     });
-    let args = backend_args(&config, &db, &prefix, &orderflow_testkit::redis().url());
+    let args = backend_args(
+        &config,
+        &db,
+        &orderflow_testkit::kafka().bootstrap_servers(),
+        &prefix,
+        &orderflow_testkit::redis().url(),
+    );
     let roles = [
         "orders",
         "payments",
@@ -369,6 +381,9 @@ enum Fault {
     /// Every connection to PostgreSQL and Redis is delayed by 100 ms for 3 s, then cut (open connections
     /// closed, new ones refused) for 3 s, then let through again.
     NetworkCut,
+    /// The Kafka node leading the first `order.created` partition is SIGKILLed, and restarted 5 s later
+    /// (the run has a cluster of three nodes of its own, replication 3, `min.insync.replicas` 2).
+    KafkaLeaderKill,
 }
 
 /// A run's own servers, so that its faults hit no other test: PostgreSQL with production durability and
@@ -378,12 +393,16 @@ struct Servers {
     redis: Option<orderflow_testkit::RedisServer>,
     pg_proxy: orderflow_testkit::TcpProxy,
     redis_proxy: orderflow_testkit::TcpProxy,
+    /// A Kafka cluster of the run's own (three nodes), or `None` for the harness's broker.
+    kafka: Option<orderflow_testkit::KafkaCluster>,
+    /// The topic prefix, with its dot.
+    topic_prefix: String,
 }
 
 impl Servers {
-    async fn start() -> Self {
-        use orderflow_testkit::{PostgresServer, RedisServer, TcpProxy};
-        tokio::task::spawn_blocking(|| {
+    async fn start(kafka_cluster: bool, topic_prefix: String) -> Self {
+        use orderflow_testkit::{KafkaCluster, PostgresServer, RedisServer, TcpProxy};
+        tokio::task::spawn_blocking(move || {
             let pg = PostgresServer::start_durable().expect("postgresql");
             let redis = RedisServer::start().expect("redis");
             Self {
@@ -391,10 +410,28 @@ impl Servers {
                 redis_proxy: TcpProxy::start(([127, 0, 0, 1], redis.port()).into()).expect("proxy"),
                 pg: Some(pg),
                 redis: Some(redis),
+                kafka: kafka_cluster.then(|| KafkaCluster::start().expect("kafka cluster")),
+                topic_prefix,
             }
         })
         .await
         .expect("servers")
+    }
+
+    /// `bootstrap.servers` of the run's Kafka.
+    fn kafka_bootstrap(&self) -> String {
+        match &self.kafka {
+            Some(cluster) => cluster.bootstrap_servers(),
+            None => orderflow_testkit::kafka().bootstrap_servers(),
+        }
+    }
+
+    /// Settings for the run's Kafka: a cluster of three replicates every topic three times.
+    fn kafka_settings(&self) -> &'static str {
+        match &self.kafka {
+            Some(_) => "[kafka]\nreplication_factor = 3\nmin_insync_replicas = 2\n\n",
+            None => "",
+        }
     }
 
     /// A fresh database: its URL directly and through the proxy.
@@ -448,6 +485,22 @@ impl Servers {
                     .expect("postgresql back");
                 self.pg = Some(pg);
             }
+            Fault::KafkaLeaderKill => {
+                let cluster = self.kafka.as_ref().expect("a Kafka cluster of the run's own");
+                let topic = format!("{}order.created", self.topic_prefix);
+                let leader = cluster
+                    .leader(&topic, 0)
+                    .expect("metadata")
+                    .expect("the partition has a leader");
+                cluster.kill(leader);
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                let cluster = self.kafka.take().expect("cluster");
+                let cluster = tokio::task::spawn_blocking(move || cluster.restart(leader).map(|()| cluster))
+                    .await
+                    .expect("task")
+                    .expect("the node rejoins");
+                self.kafka = Some(cluster);
+            }
             Fault::NetworkCut => {
                 for proxy in [&self.pg_proxy, &self.redis_proxy] {
                     proxy.delay(Duration::from_millis(100));
@@ -473,8 +526,8 @@ impl Servers {
 /// must pass.
 async fn run_through(tag: &str, faults: &[Fault]) {
     let orders_n = server_fault_orders();
-    let mut servers = Servers::start().await;
     let prefix = unique(tag);
+    let mut servers = Servers::start(faults.contains(&Fault::KafkaLeaderKill), format!("{prefix}.")).await;
     let dir = temp_dir();
     std::fs::create_dir_all(&dir).expect("dir");
     let (direct, db) = servers.database();
@@ -497,13 +550,20 @@ async fn run_through(tag: &str, faults: &[Fault]) {
     std::fs::write(
         &config,
         format!(
-            "[cache]\nkey_prefix = \"{prefix}:\"\n\n[gateway.rate_limit]\nenabled = false\n\n\
+            "{}[cache]\nkey_prefix = \"{prefix}:\"\n\n[gateway.rate_limit]\nenabled = false\n\n\
              [orders]\nstranded_after_secs = 15\nsweep_interval_secs = 5\n\n\
-             [payments.provider]\nseed = 3\nfailure_rate = 0.05\ndecline_above_minor = 40000\n"
+             [payments.provider]\nseed = 3\nfailure_rate = 0.05\ndecline_above_minor = 40000\n",
+            servers.kafka_settings()
         ),
     )
     .expect("config");
-    let args = backend_args(&config, &db, &prefix, &servers.redis_url());
+    let args = backend_args(
+        &config,
+        &db,
+        &servers.kafka_bootstrap(),
+        &prefix,
+        &servers.redis_url(),
+    );
     let mut up_args = vec!["up"];
     up_args.extend(args.iter().map(String::as_str));
     up_args.extend(["--listen", "127.0.0.1:0"]);
@@ -598,6 +658,11 @@ async fn run_through(tag: &str, faults: &[Fault]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_loss_and_a_postgresql_crash_mid_run_lose_no_accepted_order_and_reconcile_passes() {
     run_through("crash", &[Fault::RedisLoss, Fault::PostgresCrash]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_kafka_partition_leader_mid_run_loses_no_accepted_order_and_reconcile_passes() {
+    run_through("leader", &[Fault::KafkaLeaderKill]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
