@@ -170,6 +170,8 @@ impl RedisAnalytics {
             let n: i64 = invocation.invoke_async(&mut conn).await?;
             applied += usize::try_from(n).map_err(|_| AnalyticsError::Lost)?;
         }
+        // What was counted must outlive a failover before the caller acknowledges it.
+        self.connection.wait_replicated().await?;
         Ok(applied)
     }
 

@@ -98,6 +98,29 @@ impl RedisConnection {
     }
 }
 
+impl RedisConnection {
+    /// On a Cluster, waits (at most 200 ms) until the writes this connection sent so far are on a replica
+    /// of every master that has one in sync, so that a failover (which promotes a replica) keeps them. Call
+    /// it before acknowledging state that must survive a failover (before a consumer commits its offsets);
+    /// should the master fail first, the call fails and the writes are made again. A master with no replica
+    /// right now (its replica was just promoted) is not waited for: nothing can take its place yet. One
+    /// server has no replica to wait for.
+    pub async fn wait_replicated(&self) -> redis::RedisResult<()> {
+        match self {
+            Self::Single(_) => Ok(()),
+            // Routed to every master; the answer is the fewest replicas any of them reached.
+            Self::Cluster(connection) => {
+                let _: i64 = redis::cmd("WAIT")
+                    .arg(1)
+                    .arg(200)
+                    .query_async(&mut connection.clone())
+                    .await?;
+                Ok(())
+            }
+        }
+    }
+}
+
 impl ConnectionLike for RedisConnection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {

@@ -54,7 +54,8 @@ pub struct Rebuild {
 }
 
 impl Rebuild {
-    /// The marker `marker` and lock `lock` on `connection` (under one hash tag on a Cluster, or apart).
+    /// The marker `marker` and lock `lock` on `connection`; on a Cluster both names MUST share a hash tag
+    /// (`{p}:epoch`, `{p}:rebuild`), since one script reads both.
     pub fn new(connection: RedisConnection, marker: String, lock: String) -> Self {
         Self {
             connection,

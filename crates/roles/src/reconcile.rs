@@ -220,6 +220,35 @@ fn comparison(check: &'static str, compared: usize, missing: usize, differ: &[St
     Check::new(check, missing == 0 && differ.is_empty(), detail)
 }
 
+/// Status and version of each read model hash in `keys`: pipelined on one server; on a Cluster, where a
+/// pipeline must keep to one slot and each order has its own, as concurrent calls.
+async fn read_models(
+    redis: &orderflow_redis::RedisConnection,
+    keys: &[String],
+) -> redis::RedisResult<Vec<(Option<String>, Option<i64>)>> {
+    let hmget = |key: &String| {
+        let mut cmd = redis::cmd("HMGET");
+        cmd.arg(key).arg("s").arg("v");
+        cmd
+    };
+    match redis {
+        orderflow_redis::RedisConnection::Single(_) => {
+            let mut pipe = redis::pipe();
+            for key in keys {
+                pipe.add_command(hmget(key));
+            }
+            pipe.query_async(&mut redis.clone()).await
+        }
+        orderflow_redis::RedisConnection::Cluster(_) => {
+            futures::future::try_join_all(keys.iter().map(|key| {
+                let (cmd, mut conn) = (hmget(key), redis.clone());
+                async move { cmd.query_async(&mut conn).await }
+            }))
+            .await
+        }
+    }
+}
+
 /// Pages through the orders and compares each with its read model hash in Redis.
 async fn read_model(
     store: &orderflow_store::Store,
@@ -232,16 +261,11 @@ async fn read_model(
         let page = store.order_states(after, PAGE).await?;
         let Some(last) = page.last() else { break };
         after = Some(last.0);
-        let mut pipe = redis::pipe();
-        for (id, _, _) in &page {
-            pipe.cmd("HMGET")
-                .arg(crate::projector::read_model_key(prefix, &id.to_string()))
-                .arg("s")
-                .arg("v");
-        }
-        let mut conn = redis.clone();
-        let models: Vec<(Option<String>, Option<i64>)> = pipe
-            .query_async(&mut conn)
+        let keys: Vec<String> = page
+            .iter()
+            .map(|(id, _, _)| crate::projector::read_model_key(prefix, &id.to_string()))
+            .collect();
+        let models = read_models(redis, &keys)
             .await
             .map_err(reading("the read model in Redis"))?;
         for ((id, status, version), model) in page.iter().zip(models) {

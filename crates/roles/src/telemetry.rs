@@ -86,7 +86,7 @@ impl RoleEvent {
             Self::AnalyticsRebuilt { applied } => {
                 tracing::warn!(
                     applied,
-                    "analytics aggregates were lost: rebuilt from the database"
+                    "analytics aggregates missing (Redis lost them, or a new deployment): rebuilt from the database"
                 );
                 counter!("orderflow_analytics_rebuilds_total").increment(1);
             }

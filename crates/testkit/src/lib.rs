@@ -23,7 +23,7 @@ use std::sync::OnceLock;
 pub use kafka::{Acl, KAFKA_ADMIN, KAFKA_VERSION, KafkaServer, kafka_jars};
 pub use kafka_cluster::KafkaCluster;
 pub use postgres::PostgresServer;
-pub use process::{free_port, temp_dir};
+pub use process::{free_port, log_tail, temp_dir};
 pub use proxy::TcpProxy;
 pub use python::{console_check, interop_python, schemathesis};
 pub use redis::{RedisServer, make_certificates};

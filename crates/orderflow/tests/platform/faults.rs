@@ -381,6 +381,9 @@ enum Fault {
     /// Every connection to PostgreSQL and Redis is delayed by 100 ms for 3 s, then cut (open connections
     /// closed, new ones refused) for 3 s, then let through again.
     NetworkCut,
+    /// The Redis Cluster master serving the analytics aggregates' slot is SIGKILLed (its replica takes
+    /// over after 1 s), and restarted 3 s later as a replica (the run has a cluster of six nodes of its own).
+    RedisFailover,
     /// The Kafka node leading the first `order.created` partition is SIGKILLed, and restarted 5 s later
     /// (the run has a cluster of three nodes of its own, replication 3, `min.insync.replicas` 2).
     KafkaLeaderKill,
@@ -391,8 +394,11 @@ enum Fault {
 struct Servers {
     pg: Option<orderflow_testkit::PostgresServer>,
     redis: Option<orderflow_testkit::RedisServer>,
+    /// A Redis Cluster instead, for the failover.
+    redis_cluster: Option<orderflow_testkit::RedisCluster>,
     pg_proxy: orderflow_testkit::TcpProxy,
-    redis_proxy: orderflow_testkit::TcpProxy,
+    /// In front of the single Redis server.
+    redis_proxy: Option<orderflow_testkit::TcpProxy>,
     /// A Kafka cluster of the run's own (three nodes), or `None` for the harness's broker.
     kafka: Option<orderflow_testkit::KafkaCluster>,
     /// The topic prefix, with its dot.
@@ -400,16 +406,23 @@ struct Servers {
 }
 
 impl Servers {
-    async fn start(kafka_cluster: bool, topic_prefix: String) -> Self {
-        use orderflow_testkit::{KafkaCluster, PostgresServer, RedisServer, TcpProxy};
+    async fn start(kafka_cluster: bool, redis_cluster: bool, topic_prefix: String) -> Self {
+        use orderflow_testkit::{KafkaCluster, PostgresServer, RedisCluster, RedisServer, TcpProxy};
         tokio::task::spawn_blocking(move || {
             let pg = PostgresServer::start_durable().expect("postgresql");
-            let redis = RedisServer::start().expect("redis");
+            let (redis, cluster) = if redis_cluster {
+                (None, Some(RedisCluster::start().expect("redis cluster")))
+            } else {
+                (Some(RedisServer::start().expect("redis")), None)
+            };
             Self {
                 pg_proxy: TcpProxy::start(([127, 0, 0, 1], pg.port()).into()).expect("proxy"),
-                redis_proxy: TcpProxy::start(([127, 0, 0, 1], redis.port()).into()).expect("proxy"),
+                redis_proxy: redis
+                    .as_ref()
+                    .map(|r| TcpProxy::start(([127, 0, 0, 1], r.port()).into()).expect("proxy")),
                 pg: Some(pg),
-                redis: Some(redis),
+                redis,
+                redis_cluster: cluster,
                 kafka: kafka_cluster.then(|| KafkaCluster::start().expect("kafka cluster")),
                 topic_prefix,
             }
@@ -446,12 +459,24 @@ impl Servers {
         (direct, proxied)
     }
 
-    /// Redis through the proxy.
+    /// Redis through the proxy, or the Cluster's nodes.
     fn redis_url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.redis_proxy.port())
+        match (&self.redis_proxy, &self.redis_cluster) {
+            (Some(proxy), _) => format!("redis://127.0.0.1:{}/", proxy.port()),
+            (None, Some(cluster)) => cluster.urls().join(","),
+            (None, None) => unreachable!("a run has Redis"),
+        }
     }
 
-    /// Keys in Redis now.
+    /// Settings for the run's Redis.
+    fn redis_settings(&self) -> &'static str {
+        match &self.redis_cluster {
+            Some(_) => "redis_cluster = true\n",
+            None => "",
+        }
+    }
+
+    /// Keys in the single Redis server now.
     async fn redis_keys(&self) -> i64 {
         let url = self.redis.as_ref().expect("redis").url();
         let mut conn = redis::Client::open(url)
@@ -502,21 +527,77 @@ impl Servers {
                 self.kafka = Some(cluster);
             }
             Fault::NetworkCut => {
-                for proxy in [&self.pg_proxy, &self.redis_proxy] {
+                let proxies: Vec<&orderflow_testkit::TcpProxy> =
+                    std::iter::once(&self.pg_proxy).chain(&self.redis_proxy).collect();
+                for proxy in &proxies {
                     proxy.delay(Duration::from_millis(100));
                 }
                 tokio::time::sleep(Duration::from_secs(3)).await;
-                for proxy in [&self.pg_proxy, &self.redis_proxy] {
+                for proxy in &proxies {
                     proxy.delay(Duration::ZERO);
                     proxy.cut();
                 }
                 tokio::time::sleep(Duration::from_secs(3)).await;
-                for proxy in [&self.pg_proxy, &self.redis_proxy] {
+                for proxy in &proxies {
                     proxy.restore();
                 }
             }
+            Fault::RedisFailover => {
+                let cluster = self
+                    .redis_cluster
+                    .take()
+                    .expect("a Redis Cluster of the run's own");
+                let tag = format!("{{{}:analytics}}", self.topic_prefix.trim_end_matches('.'));
+                let mut conn = redis::cluster::ClusterClient::new(cluster.urls())
+                    .expect("cluster client")
+                    .get_async_connection()
+                    .await
+                    .expect("cluster");
+                let slot: i64 = redis::cmd("CLUSTER")
+                    .arg("KEYSLOT")
+                    .arg(&tag)
+                    .query_async(&mut conn)
+                    .await
+                    .expect("keyslot");
+                let slots: Vec<redis::Value> = redis::cmd("CLUSTER")
+                    .arg("SLOTS")
+                    .query_async(&mut conn)
+                    .await
+                    .expect("slots");
+                drop(conn);
+                let port = master_of(&slots, slot).expect("the slot has a master");
+                let victim = cluster.ports().iter().position(|&p| p == port).expect("a node");
+                cluster.kill(victim);
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                let cluster = tokio::task::spawn_blocking(move || {
+                    cluster.restart(victim)?;
+                    cluster.wait_healthy(Duration::from_secs(60)).map(|_| cluster)
+                })
+                .await
+                .expect("task")
+                .expect("the cluster heals");
+                self.redis_cluster = Some(cluster);
+            }
         }
     }
+}
+
+/// The port of the master serving `slot`, from a `CLUSTER SLOTS` answer.
+fn master_of(slots: &[redis::Value], slot: i64) -> Option<u16> {
+    slots.iter().find_map(|range| {
+        let redis::Value::Array(fields) = range else {
+            return None;
+        };
+        let (Some(redis::Value::Int(start)), Some(redis::Value::Int(end)), Some(redis::Value::Array(master))) =
+            (fields.first(), fields.get(1), fields.get(2))
+        else {
+            return None;
+        };
+        let Some(redis::Value::Int(port)) = master.get(1) else {
+            return None;
+        };
+        ((*start..=*end).contains(&slot)).then(|| u16::try_from(*port).ok()).flatten()
+    })
 }
 
 /// Runs `orderflow up` on a run's own servers (and the harness's Kafka), places [`server_fault_orders`]
@@ -527,7 +608,12 @@ impl Servers {
 async fn run_through(tag: &str, faults: &[Fault]) {
     let orders_n = server_fault_orders();
     let prefix = unique(tag);
-    let mut servers = Servers::start(faults.contains(&Fault::KafkaLeaderKill), format!("{prefix}.")).await;
+    let mut servers = Servers::start(
+        faults.contains(&Fault::KafkaLeaderKill),
+        faults.contains(&Fault::RedisFailover),
+        format!("{prefix}."),
+    )
+    .await;
     let dir = temp_dir();
     std::fs::create_dir_all(&dir).expect("dir");
     let (direct, db) = servers.database();
@@ -550,10 +636,11 @@ async fn run_through(tag: &str, faults: &[Fault]) {
     std::fs::write(
         &config,
         format!(
-            "{}[cache]\nkey_prefix = \"{prefix}:\"\n\n[gateway.rate_limit]\nenabled = false\n\n\
+            "{}[cache]\nkey_prefix = \"{prefix}:\"\n{}\n[gateway.rate_limit]\nenabled = false\n\n\
              [orders]\nstranded_after_secs = 15\nsweep_interval_secs = 5\n\n\
              [payments.provider]\nseed = 3\nfailure_rate = 0.05\ndecline_above_minor = 40000\n",
-            servers.kafka_settings()
+            servers.kafka_settings(),
+            servers.redis_settings()
         ),
     )
     .expect("config");
@@ -567,7 +654,14 @@ async fn run_through(tag: &str, faults: &[Fault]) {
     let mut up_args = vec!["up"];
     up_args.extend(args.iter().map(String::as_str));
     up_args.extend(["--listen", "127.0.0.1:0"]);
-    let (child, banner) = spawn_until_banner(&up_args, &dir, &[]);
+    let log_path = dir.join("orderflow.log");
+    let log = std::fs::File::create(&log_path).expect("log file");
+    let (child, banner) = spawn_with_stderr(
+        &up_args,
+        &dir,
+        &[("ORDERFLOW_LOG", "warn".to_owned())],
+        std::process::Stdio::from(log),
+    );
     let mut platform = Instance(Some(child));
     let base = banner
         .iter()
@@ -613,10 +707,19 @@ async fn run_through(tag: &str, faults: &[Fault]) {
         if total as usize >= orders_n && waiting == 0 {
             break;
         }
-        assert!(
-            Instant::now() < deadline,
-            "{waiting} of {total} orders not terminal 60 s after the last fault or order"
-        );
+        if Instant::now() >= deadline {
+            let statuses: Vec<(String, i64)> =
+                sqlx::query_as("SELECT status, COUNT(*) FROM orders GROUP BY status ORDER BY status")
+                    .fetch_all(&pool)
+                    .await
+                    .expect("statuses");
+            panic!(
+                "{waiting} of {total} orders not terminal 60 s after the last fault or order: {statuses:?}; \
+                 the end of the log ({}):\n{}",
+                log_path.display(),
+                orderflow_testkit::log_tail(&log_path, 40)
+            );
+        }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let ids: Vec<uuid::Uuid> = placed
@@ -663,6 +766,11 @@ async fn a_redis_loss_and_a_postgresql_crash_mid_run_lose_no_accepted_order_and_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_kafka_partition_leader_mid_run_loses_no_accepted_order_and_reconcile_passes() {
     run_through("leader", &[Fault::KafkaLeaderKill]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_cluster_failover_mid_run_loses_no_accepted_order_and_reconcile_passes() {
+    run_through("failover", &[Fault::RedisFailover]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -355,18 +355,28 @@ pub async fn run(
 }
 
 /// Checks at once and every [`WATCH_INTERVAL`] that the read model is intact, and rebuilds it when not.
+/// A failed rebuild is tried again after twice the wait of the one before, up to 5 minutes: each attempt reads
+/// the topics from their beginning.
 async fn watch(projection: std::sync::Arc<Projection>, shutdown: CancellationToken) {
+    let mut wait = WATCH_INTERVAL;
     loop {
         match projection.rebuild_if_lost().await {
             Ok(Some(applied)) => {
-                tracing::warn!(applied, "the read model was lost: rebuilt from its input topics");
+                tracing::warn!(
+                    applied,
+                    "read model missing (Redis lost it, or a new deployment): rebuilt from its input topics"
+                );
+                wait = WATCH_INTERVAL;
             }
-            Ok(None) => {}
-            Err(e) => tracing::warn!(error = &e as &dyn std::error::Error, "rebuilding the read model"),
+            Ok(None) => wait = WATCH_INTERVAL,
+            Err(e) => {
+                tracing::warn!(error = &e as &dyn std::error::Error, "rebuilding the read model");
+                wait = (wait * 2).min(Duration::from_secs(300));
+            }
         }
         tokio::select! {
             () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(WATCH_INTERVAL) => {}
+            () = tokio::time::sleep(wait) => {}
         }
     }
 }

@@ -5,9 +5,9 @@
 //! the order's hash tag, updated by one script per change, so it holds on Redis Cluster; in process for the
 //! embedded default. Applying a change twice, or changes out of order, ends in the same state.
 //!
-//! Beside the orders, a marker (`<prefix>rm:epoch`) says the model is intact; when Redis loses its data
+//! Beside the orders, a marker (`{<prefix>rm}:epoch`) says the model is intact; when Redis loses its data
 //! the marker goes with it, and the projector rebuilds the model by applying every change of its input topics
-//! again (the topics are the model's changelog), under a lock (`<prefix>rm:rebuild`) so that one process
+//! again (the topics are the model's changelog), under a lock (`{<prefix>rm}:rebuild`) so that one process
 //! does it. In process the model is intact from the start: the embedded bus it folds lives and dies with
 //! the same process.
 
@@ -178,8 +178,8 @@ impl ReadModel {
         Self::Redis {
             rebuild: Rebuild::new(
                 connection.clone(),
-                format!("{prefix}rm:epoch"),
-                format!("{prefix}rm:rebuild"),
+                format!("{{{prefix}rm}}:epoch"),
+                format!("{{{prefix}rm}}:rebuild"),
             ),
             connection,
             prefix: prefix.to_owned(),
@@ -264,7 +264,7 @@ impl ReadModel {
                 script,
                 ..
             } => {
-                let mut pipe = redis::pipe();
+                let mut invocations = Vec::with_capacity(changes.len());
                 for change in changes {
                     let key = redis_key(prefix, &change.order_id);
                     let header = match &change.created {
@@ -273,26 +273,46 @@ impl ReadModel {
                         }
                         None => String::new(),
                     };
-                    pipe.invoke_script(
-                        script
-                            .key(&key)
-                            .key(format!("{key}:history"))
-                            .arg(change.version)
-                            .arg(change.status.as_str())
-                            .arg(change.at)
-                            .arg(header)
-                            .arg(ttl.as_secs().max(1)),
-                    );
+                    let mut invocation = script.key(&key);
+                    invocation
+                        .key(format!("{key}:history"))
+                        .arg(change.version)
+                        .arg(change.status.as_str())
+                        .arg(change.at)
+                        .arg(header)
+                        .arg(ttl.as_secs().max(1));
+                    invocations.push(invocation);
                 }
                 let mut connection = connection.clone();
-                let replies: Vec<Value> = match pipe.query_async(&mut connection).await {
-                    Ok(replies) => replies,
-                    Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-                        script.prepare_invoke().load_async(&mut connection).await?;
-                        pipe.query_async(&mut connection).await?
+                let replies: Vec<Value> = match &connection {
+                    RedisConnection::Single(_) => {
+                        let mut pipe = redis::pipe();
+                        for invocation in &invocations {
+                            pipe.invoke_script(invocation);
+                        }
+                        match pipe.query_async(&mut connection).await {
+                            Ok(replies) => replies,
+                            Err(e)
+                                if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+                            {
+                                script.prepare_invoke().load_async(&mut connection).await?;
+                                pipe.query_async(&mut connection).await?
+                            }
+                            Err(e) => return Err(e.into()),
+                        }
                     }
-                    Err(e) => return Err(e.into()),
+                    // A Cluster pipeline must keep to one slot, and every order has its own: the changes go
+                    // as concurrent calls instead (multiplexed on each node's connection).
+                    RedisConnection::Cluster(_) => {
+                        futures::future::try_join_all(invocations.iter().map(|invocation| {
+                            let mut connection = connection.clone();
+                            async move { invocation.invoke_async::<Value>(&mut connection).await }
+                        }))
+                        .await?
+                    }
                 };
+                // The changes must outlive a failover before the projector publishes and commits.
+                connection.wait_replicated().await?;
                 replies.iter().map(parse_view).collect()
             }
             Self::Memory(model) => {
