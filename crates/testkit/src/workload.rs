@@ -132,6 +132,15 @@ async fn place(
     .as_u16();
     match status {
         200 => Ok((created, true)),
+        // Sent more than once, the cancel may have taken effect the first time: the order says.
+        409 if patient => {
+            let order: Value = send(|| client.get(format!("{base}/v1/orders/{id}")), true, "GET order")
+                .await?
+                .json()
+                .await
+                .map_err(failed("the order"))?;
+            Ok((created, order["status"] == "CANCELLED"))
+        }
         409 => Ok((created, false)),
         other => Err(HarnessError::Failed(format!("cancel answered {other}"))),
     }

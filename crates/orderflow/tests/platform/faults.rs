@@ -16,6 +16,10 @@ fn kill_test_orders() -> usize {
         .unwrap_or(3_000)
 }
 
+/// One fault run at a time: each starts a platform of its own (and servers, for the server faults) and
+/// places thousands of orders, and two at once on two cores starve each other past their deadlines.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// The flags that point a process at the configuration file, the database, Kafka under topic prefix
 /// `<prefix>.`, and Redis.
 fn backend_args(
@@ -88,6 +92,7 @@ impl RoleProcess {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_any_role_process_mid_run_and_restarting_it_changes_no_outcome() {
+    let _turn = ONE_AT_A_TIME.lock().await;
     use orderflow_roles::payments::{Decision, ProviderSettings, SimulatedProvider};
     let orders_n = kill_test_orders();
     let scarce_stock = (orders_n / 10) as i32;
@@ -606,6 +611,7 @@ fn master_of(slots: &[redis::Value], slot: i64) -> Option<u16> {
 /// must be terminal within 60 s of the later of the last fault and the last order, and `orderflow reconcile`
 /// must pass.
 async fn run_through(tag: &str, faults: &[Fault]) {
+    let _turn = ONE_AT_A_TIME.lock().await;
     let orders_n = server_fault_orders();
     let prefix = unique(tag);
     let mut servers = Servers::start(
@@ -677,6 +683,7 @@ async fn run_through(tag: &str, faults: &[Fault]) {
         }
     });
     let mut last_fault = Instant::now();
+    let mut in_flight = Vec::new();
     for (i, fault) in faults.iter().enumerate() {
         // Watched directly, not through the proxy: the observer must not depend on what is cut.
         let pool = sqlx::postgres::PgPoolOptions::new()
@@ -691,6 +698,7 @@ async fn run_through(tag: &str, faults: &[Fault]) {
             waiting > 0 && (seen as usize) < orders_n,
             "{fault:?} lands mid-run: {seen} orders placed, {waiting} on their way"
         );
+        in_flight.push(waiting);
         servers.inject(*fault).await;
         last_fault = Instant::now();
     }
@@ -722,6 +730,7 @@ async fn run_through(tag: &str, faults: &[Fault]) {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    let recovered = last_fault.elapsed();
     let ids: Vec<uuid::Uuid> = placed
         .iter()
         .map(|(order, _)| order["id"].as_str().expect("id").parse().expect("uuid"))
@@ -754,6 +763,48 @@ async fn run_through(tag: &str, faults: &[Fault]) {
         );
         tokio::time::sleep(Duration::from_secs(3)).await;
     }
+
+    // What the faults cost, as a row of the soak table (`scripts/soak.sh`): effects counted twice would
+    // show as more orders or payments in the analytics funnel than in the database.
+    let funnel: Value = client()
+        .get(format!("{base}/v1/analytics/funnel"))
+        .send()
+        .await
+        .expect("funnel")
+        .json()
+        .await
+        .expect("funnel body");
+    let (orders_in_db, captured): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT COUNT(*) FROM orders), (SELECT COUNT(*) FROM payment_charges WHERE outcome = 'CAPTURED')",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("counts");
+    let duplicated = (funnel["created"].as_i64().unwrap_or(0) - orders_in_db).max(0)
+        + (funnel["paid"].as_i64().unwrap_or(0) - captured).max(0);
+    let names: Vec<String> = faults.iter().map(|f| format!("{f:?}")).collect();
+    let row = format!(
+        "| {} | {} | {} | 0 | {duplicated} | {:.1} s |",
+        names.join(" + "),
+        in_flight
+            .iter()
+            .map(i64::to_string)
+            .collect::<Vec<_>>()
+            .join(" + "),
+        orders_n - found as usize,
+        recovered.as_secs_f64()
+    );
+    eprintln!("{row}");
+    if let Ok(table) = std::env::var("FAULT_TABLE") {
+        use std::io::Write;
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(table)
+            .expect("fault table");
+        writeln!(file, "{row}").expect("fault table row");
+    }
+    assert_eq!(duplicated, 0, "no effect counted twice");
     platform.terminate().await;
     drop(servers);
 }

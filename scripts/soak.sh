@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Soak: runs every server-fault test of the platform suite in turn with many orders (100,000 by default,
+# SOAK_ORDERS to change it), release build, one at a time, and prints what each fault cost:
+#
+#   fault | orders in flight | lost | stranded | duplicated effects | time to recover
+#
+# Each test runs on servers of its own (PostgreSQL with production durability, Redis or a Redis Cluster, the
+# harness's Kafka or a three-node cluster) and fails on any loss, strand or mismatch that
+# `orderflow reconcile` finds. Prerequisites as for ./scripts/test.sh (run that once first).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+orders="${SOAK_ORDERS:-100000}"
+table="$(mktemp)"
+trap 'rm -f "$table"' EXIT
+export SERVER_FAULT_ORDERS="$orders" FAULT_TABLE="$table"
+echo "soak: $orders orders per fault kind (release build)"
+cargo test --release --locked -p orderflow --test platform -- --test-threads 1 \
+  faults::a_redis_loss_and_a_postgresql_crash \
+  faults::a_redis_cluster_failover \
+  faults::a_network_cut \
+  faults::killing_the_kafka_partition_leader
+echo
+echo "| fault | orders in flight | lost | stranded | duplicated effects | time to recover |"
+echo "|---|---|---|---|---|---|"
+cat "$table"
