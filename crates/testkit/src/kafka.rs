@@ -127,6 +127,31 @@ pub(crate) fn cluster_id() -> String {
     out
 }
 
+/// Formats the log dir of the node configured by `config` for cluster `id`, with `extra` tool arguments.
+pub(crate) fn format_log_dir(
+    libs: &Path,
+    config: &Path,
+    id: &str,
+    extra: &[String],
+) -> Result<(), HarnessError> {
+    let format = java(libs)
+        .args(["kafka.tools.StorageTool", "format", "--config"])
+        .arg(config)
+        // `=` form: an id may start with '-', which the tool would otherwise take for an option.
+        .arg(format!("--cluster-id={id}"))
+        .args(extra)
+        .output()
+        .map_err(|e| HarnessError::io("run java (is a JDK 17+ installed?)", e))?;
+    if !format.status.success() {
+        return Err(HarnessError::Failed(format!(
+            "formatting the KRaft log dir failed: {}{}",
+            String::from_utf8_lossy(&format.stdout),
+            String::from_utf8_lossy(&format.stderr)
+        )));
+    }
+    Ok(())
+}
+
 impl KafkaServer {
     /// Formats a log dir and starts a broker with the default test settings plus `extra` properties.
     pub fn start_with(extra: &[(&str, &str)]) -> Result<Self, HarnessError> {
@@ -288,21 +313,7 @@ impl KafkaServer {
         let text: String = props.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
         std::fs::write(&config, text).map_err(|e| HarnessError::io("write server.properties", e))?;
 
-        let format = java(&libs)
-            .args(["kafka.tools.StorageTool", "format", "--config"])
-            .arg(&config)
-            // `=` form: an id may start with '-', which the tool would otherwise take for an option.
-            .arg(format!("--cluster-id={}", cluster_id()))
-            .args(&scram)
-            .output()
-            .map_err(|e| HarnessError::io("run java (is a JDK 17+ installed?)", e))?;
-        if !format.status.success() {
-            return Err(HarnessError::Failed(format!(
-                "formatting the KRaft log dir failed: {}{}",
-                String::from_utf8_lossy(&format.stdout),
-                String::from_utf8_lossy(&format.stderr)
-            )));
-        }
+        format_log_dir(&libs, &config, &cluster_id(), &scram)?;
         let ca_file = tls.then(|| dir.join("ca.crt"));
         let process = ServerProcess::new("kafka", dir, move || {
             let mut cmd = java(&libs);

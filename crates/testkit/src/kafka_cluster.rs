@@ -8,7 +8,7 @@ use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
 use crate::HarnessError;
-use crate::kafka::{cluster_id, java, kafka_jars};
+use crate::kafka::{cluster_id, format_log_dir, java, kafka_jars};
 use crate::process::{ServerProcess, free_port, log_tail, temp_dir, wait_until};
 
 /// Nodes in the cluster.
@@ -74,19 +74,7 @@ impl KafkaCluster {
             let config = dir.join("server.properties");
             let text: String = props.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
             std::fs::write(&config, text).map_err(|e| HarnessError::io("write server.properties", e))?;
-            let format = java(&libs)
-                .args(["kafka.tools.StorageTool", "format", "--config"])
-                .arg(&config)
-                .arg(format!("--cluster-id={id}"))
-                .output()
-                .map_err(|e| HarnessError::io("run java (is a JDK 17+ installed?)", e))?;
-            if !format.status.success() {
-                return Err(HarnessError::Failed(format!(
-                    "formatting a KRaft log dir failed: {}{}",
-                    String::from_utf8_lossy(&format.stdout),
-                    String::from_utf8_lossy(&format.stderr)
-                )));
-            }
+            format_log_dir(&libs, &config, &id, &[])?;
             let libs = libs.clone();
             let process = ServerProcess::new("kafka", dir, move || {
                 let mut cmd = java(&libs);
