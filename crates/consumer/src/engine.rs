@@ -464,6 +464,15 @@ impl<H: Handler> Engine<H> {
                 if part.paused {
                     part.paused = false;
                     self.paused -= 1;
+                    // librdkafka keeps a partition paused by the application through its revocation: were
+                    // it given back to this member later, it would never be fetched again. Resume it while
+                    // it is still assigned; a new assignment starts unpaused, as the engine's state does.
+                    if let Err(e) = pause_or_resume(&self.consumer, tp, false) {
+                        tracing::warn!(
+                            error = &e as &dyn std::error::Error,
+                            "resuming a revoked partition failed"
+                        );
+                    }
                 }
             }
         }

@@ -102,6 +102,21 @@ impl ConsumerContext for RuntimeContext {
             }
         }
     }
+
+    /// Newly assigned partitions start unpaused, whatever librdkafka remembers of them: a partition paused
+    /// when its assignment was lost (no revocation was answered) would otherwise never be fetched again
+    /// once it comes back, while the engine, which starts each assignment afresh, waits for its records.
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance
+            && tpl.count() > 0
+            && let Err(e) = consumer.resume(tpl)
+        {
+            tracing::warn!(
+                error = &e as &dyn std::error::Error,
+                "resuming newly assigned partitions failed"
+            );
+        }
+    }
 }
 
 /// Commits `offsets` for the group.

@@ -989,6 +989,63 @@ async fn a_saturated_handler_pauses_and_resumes_partitions_without_losing_the_as
     assert_eq!(handler.payloads().len(), sent.len(), "nothing lost or repeated");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_paused_when_it_moves_away_is_consumed_again_when_it_comes_back() {
+    let bench = Bench::new(2).await;
+    let topic = bench.topic("moves").await;
+    let sent = bench.produce_numbered(&topic, 1_500, 20).await;
+    let group = bench.name("movers");
+    // Slow members with a small buffer: their partitions are paused most of the time.
+    let member = || {
+        let mut s = settings(&bench, &topic, Delivery::AtLeastOnce);
+        s.group = group.clone();
+        s.concurrency = 1;
+        s.max_batch = 10;
+        s.high_water = 50;
+        s.low_water = 10;
+        Arc::new(ConsumerRuntime::new(
+            bench.bus.clone(),
+            s,
+            Recorder {
+                delay: Duration::from_millis(30),
+                ..Recorder::default()
+            },
+        ))
+    };
+    let a = member();
+    let (task_a, stop_a) = start(&a);
+    wait_for(Duration::from_secs(30), || a.stats().paused() >= 1).await;
+    // A second member takes partitions away from `a` while they are paused, then leaves: they come back.
+    let b = member();
+    let (task_b, stop_b) = start(&b);
+    wait_for(Duration::from_secs(30), || {
+        a.stats().revocations() > 0 && b.stats().processed() > 0
+    })
+    .await;
+    stop_b.cancel();
+    task_b.await.unwrap().expect("b stops cleanly");
+
+    let seen = || {
+        let mut all = a.handler().payloads();
+        all.extend(b.handler().payloads());
+        all.into_iter().collect::<std::collections::HashSet<String>>()
+    };
+    let started = std::time::Instant::now();
+    while seen().len() < sent.len() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "every record handled after the partitions came back: {} of {} (a holds {} partitions, {} paused)",
+            seen().len(),
+            sent.len(),
+            a.stats().assigned(),
+            a.stats().paused()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop_a.cancel();
+    task_a.await.unwrap().expect("a stops cleanly");
+}
+
 static POISON_FIXED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
