@@ -20,6 +20,7 @@ use crate::poller::{self, Event, Offsets, RuntimeContext, Tp};
 use crate::record::Record;
 use crate::routing;
 use crate::settings::ConsumerSettings;
+use crate::stall::{FetchBoard, StarvationClock};
 use crate::telemetry::{ConsumerEvent, Telemetry};
 use crate::worker::{Worker, transaction_error};
 
@@ -37,6 +38,8 @@ struct Part {
     progress: Arc<AtomicI64>,
     committed: i64,
     cancel: CancellationToken,
+    /// How long the broker has held records of this partition while none were queued or running here.
+    starved: StarvationClock,
 }
 
 struct BatchDone {
@@ -60,6 +63,8 @@ pub(crate) struct Engine<H> {
     /// True while an operator holds the consumer: nothing new is dispatched (queues fill, then partitions
     /// pause by back-pressure, and the lag grows) until released.
     held: tokio::sync::watch::Receiver<bool>,
+    /// Partition ends and fetch positions: the stall watchdog's evidence.
+    board: Arc<FetchBoard>,
 }
 
 impl<H: Handler> Engine<H> {
@@ -70,6 +75,7 @@ impl<H: Handler> Engine<H> {
         settings: Arc<ConsumerSettings>,
         telemetry: Arc<Telemetry>,
         held: tokio::sync::watch::Receiver<bool>,
+        board: Arc<FetchBoard>,
     ) -> Self {
         Self {
             worker,
@@ -84,6 +90,7 @@ impl<H: Handler> Engine<H> {
             paused: 0,
             wakeup: None,
             held,
+            board,
         }
     }
 
@@ -100,6 +107,8 @@ impl<H: Handler> Engine<H> {
     ) -> Result<(), ConsumerError> {
         let mut tick = tokio::time::interval(self.settings.commit_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut watchdog = tokio::time::interval(crate::runtime::LAG_EVERY);
+        watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let (mut hold, mut hold_open) = (self.held.clone(), true);
         loop {
             self.dispatch();
@@ -131,6 +140,7 @@ impl<H: Handler> Engine<H> {
                     }
                 }
                 _ = tick.tick() => self.commit().await?,
+                _ = watchdog.tick() => self.check_starved()?,
                 changed = hold.changed(), if hold_open => {
                     if changed.is_err() {
                         hold_open = false; // the runtime is gone; nobody can hold or release any more
@@ -175,6 +185,7 @@ impl<H: Handler> Engine<H> {
                             progress: Arc::new(AtomicI64::new(NONE)),
                             committed: NONE,
                             cancel: CancellationToken::new(),
+                            starved: StarvationClock::default(),
                         },
                     );
                 }
@@ -208,6 +219,7 @@ impl<H: Handler> Engine<H> {
                 continue; // no longer ours: the new owner reads it from the committed offset
             };
             part.queue.push_back(record);
+            part.starved.reset();
             let len = part.queue.len();
             let ready = !part.busy && !part.ready;
             if len >= self.settings.high_water && !part.paused {
@@ -312,6 +324,31 @@ impl<H: Handler> Engine<H> {
         done.result?;
         if !part.queue.is_empty() {
             self.mark_ready(&done.tp);
+        }
+        Ok(())
+    }
+
+    /// The stall watchdog: fails the run (which then rebuilds the clients) when a partition has had records
+    /// at the broker beyond what its fetcher fetched, while nothing of it was queued, running or arriving
+    /// here, for the stall timeout. Retry topics (their records wait on purpose) and a held consumer are
+    /// exempt; without fresh measurements nothing is concluded.
+    fn check_starved(&mut self) -> Result<(), ConsumerError> {
+        let held = *self.held.borrow();
+        let unfetched = self.board.unfetched(crate::runtime::LAG_EVERY * 3);
+        let now = Instant::now();
+        for (tp, part) in &mut self.parts {
+            let behind = unfetched.get(tp).copied().unwrap_or(0);
+            let starving = !held && !part.delayed && !part.busy && part.queue.is_empty() && behind > 0;
+            let waited = part.starved.look(starving, now);
+            if starving && waited >= self.settings.stall_timeout {
+                self.telemetry.emit(ConsumerEvent::Stalled { topic: &tp.0 });
+                return Err(ConsumerError::Stalled {
+                    topic: tp.0.to_string(),
+                    partition: tp.1,
+                    unfetched: behind,
+                    waited,
+                });
+            }
         }
         Ok(())
     }

@@ -32,6 +32,18 @@ pub enum ConsumerError {
     /// The polling thread could not be started or stopped unexpectedly.
     #[error("polling thread")]
     Poller(#[source] BoxError),
+    /// The broker holds records of a partition beyond what the fetcher fetched, yet none arrived for `waited`.
+    #[error("{topic}[{partition}] has {unfetched} records at the broker, yet none arrived for {waited:?}")]
+    Stalled {
+        /// The starved partition's topic.
+        topic: String,
+        /// The starved partition.
+        partition: i32,
+        /// Records at the broker beyond the fetch position, at the last measurement.
+        unfetched: i64,
+        /// How long nothing arrived.
+        waited: std::time::Duration,
+    },
 }
 
 impl ConsumerError {
@@ -42,6 +54,9 @@ impl ConsumerError {
 
     /// True when rebuilding the clients and resuming from the committed offsets may succeed.
     pub fn is_restartable(&self) -> bool {
-        matches!(self, Self::TransactionAborted(_) | Self::Poller(_))
+        matches!(
+            self,
+            Self::TransactionAborted(_) | Self::Poller(_) | Self::Stalled { .. }
+        )
     }
 }

@@ -10,7 +10,9 @@
 //! - pauses a partition whose queue passes the high-water mark and resumes it below the low-water mark,
 //!   while polling goes on so the member keeps its assignment;
 //! - on revocation finishes the revoked partitions' running batches and commits them before letting go;
-//! - on shutdown drains within a deadline, commits and leaves the group, with a hard close timeout.
+//! - on shutdown drains within a deadline, commits and leaves the group, with a hard close timeout;
+//! - rebuilds its clients when a partition the broker holds records for gets none for the stall timeout
+//!   (a client wedged by a broker failure heals itself).
 //!
 //! Exactly-once effects come from one of three [`Delivery`] set-ups: a Kafka transaction carrying the
 //! outputs and the consumed offsets ([`Delivery::Transactional`]), or at-least-once delivery into
@@ -25,6 +27,7 @@ mod poller;
 mod record;
 mod runtime;
 mod settings;
+mod stall;
 mod stats;
 mod telemetry;
 mod worker;

@@ -39,6 +39,8 @@ pub(crate) enum Event {
 
 /// Client context: forwards rebalances to the engine and turns statistics into metrics.
 pub(crate) struct RuntimeContext {
+    /// Where the fetcher stands in each partition, for the stall watchdog.
+    pub(crate) board: Arc<crate::stall::FetchBoard>,
     pub(crate) events: mpsc::UnboundedSender<Event>,
     pub(crate) group: String,
     pub(crate) revoke_timeout: Duration,
@@ -60,6 +62,17 @@ impl ClientContext for RuntimeContext {
                 group.state == "up" && group.join_state == "steady",
             ));
         }
+        let fetched = statistics
+            .topics
+            .iter()
+            .flat_map(|(topic, t)| {
+                t.partitions
+                    .iter()
+                    .filter(|(partition, _)| **partition >= 0)
+                    .map(move |(partition, p)| ((Arc::from(topic.as_str()), *partition), p.next_offset))
+            })
+            .collect();
+        self.board.record_fetched(fetched);
         self.kafka_stats.record(&self.group, &statistics);
     }
 }

@@ -19,6 +19,7 @@ use crate::handler::Handler;
 use crate::poller::{self, RuntimeContext};
 use crate::routing;
 use crate::settings::{ConsumerSettings, Delivery};
+use crate::stall::FetchBoard;
 use crate::stats::ConsumerStats;
 use crate::telemetry::{ConsumerEvent, Telemetry};
 use crate::worker::{Worker, transaction_error};
@@ -34,10 +35,14 @@ pub struct ConsumerRuntime<H> {
     handler: Arc<H>,
     stats: Arc<ConsumerStats>,
     hold: Arc<watch::Sender<bool>>,
+    /// This instance's name in the group: the configured one, or one drawn when the runtime is made and
+    /// kept across restarts, so a restart's producer (same transactional id) fences its predecessor and
+    /// aborts the transaction it left open at once, rather than letting it block readers until it times out.
+    instance: String,
 }
 
 /// How often a running consumer measures its lag (committed offset to the end of each assigned partition).
-const LAG_EVERY: Duration = Duration::from_secs(5);
+pub(crate) const LAG_EVERY: Duration = Duration::from_secs(5);
 
 /// A running consumer as operators see it: its group, live counters and a hold switch. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -73,7 +78,12 @@ impl ConsumerHandle {
 impl<H: Handler> ConsumerRuntime<H> {
     /// A runtime for `handler` on `bus` with `settings`.
     pub fn new(bus: Bus, settings: ConsumerSettings, handler: H) -> Self {
+        let instance = settings
+            .instance_id
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::now_v7().simple().to_string());
         Self {
+            instance,
             bus,
             settings: Arc::new(settings),
             handler: Arc::new(handler),
@@ -172,16 +182,15 @@ impl<H: Handler> ConsumerRuntime<H> {
 
     async fn run_once(&self, shutdown: &CancellationToken) -> Result<(), ConsumerError> {
         let settings = &self.settings;
-        let instance = settings
-            .instance_id
-            .clone()
-            .unwrap_or_else(|| uuid::Uuid::now_v7().simple().to_string());
+        let instance = self.instance.clone();
         let client_id = format!("{}-{instance}", settings.group);
         let transactional = settings.delivery == Delivery::Transactional;
 
         let telemetry = Arc::new(Telemetry::new(&settings.group, self.stats.clone()));
         let (events_tx, mut events) = mpsc::unbounded_channel();
+        let board = Arc::new(FetchBoard::default());
         let context = RuntimeContext {
+            board: board.clone(),
             events: events_tx.clone(),
             group: settings.group.clone(),
             revoke_timeout: settings.drain_timeout + settings.transaction_timeout,
@@ -256,6 +265,7 @@ impl<H: Handler> ConsumerRuntime<H> {
         let lag = tokio::spawn(sample_lag(
             Arc::downgrade(&consumer),
             telemetry.clone(),
+            board.clone(),
             lag_stop.clone(),
         ));
         let mut engine = Engine::new(
@@ -265,6 +275,7 @@ impl<H: Handler> ConsumerRuntime<H> {
             settings.clone(),
             telemetry.clone(),
             self.hold.subscribe(),
+            board,
         );
         let result = engine.run(&mut events, shutdown).await;
         lag_stop.cancel();
@@ -306,6 +317,7 @@ impl<H: Handler> ConsumerRuntime<H> {
 async fn sample_lag(
     consumer: Weak<BaseConsumer<RuntimeContext>>,
     telemetry: Arc<Telemetry>,
+    board: Arc<FetchBoard>,
     stop: CancellationToken,
 ) {
     let lag = |topic: &str, partition: i32, lag: i64| {
@@ -329,11 +341,16 @@ async fn sample_lag(
         match measured {
             Ok(Some(Ok(lags))) => {
                 let now: std::collections::HashSet<(String, i32)> =
-                    lags.iter().map(|(t, p, _)| (t.clone(), *p)).collect();
+                    lags.iter().map(|(t, p, _, _)| (t.clone(), *p)).collect();
                 for (topic, partition) in reported.difference(&now) {
                     lag(topic, *partition, 0);
                 }
-                for (topic, partition, behind) in lags {
+                board.record_ends(
+                    lags.iter()
+                        .map(|(topic, partition, end, _)| ((Arc::from(topic.as_str()), *partition), *end))
+                        .collect(),
+                );
+                for (topic, partition, _, behind) in lags {
                     lag(&topic, partition, behind);
                 }
                 reported = now;
@@ -358,12 +375,12 @@ async fn sample_lag(
     }
 }
 
-/// Lag of every assigned partition, asked of the broker (blocking): one offset fetch for the group's
-/// committed offsets and one list-offsets request per broker for the partitions' ends, however many
-/// partitions.
+/// End and lag of every assigned partition as `(topic, partition, end, lag)`, asked of the broker
+/// (blocking): one offset fetch for the group's committed offsets and one list-offsets request per broker
+/// for the partitions' ends, however many partitions.
 fn measure_lag(
     consumer: &BaseConsumer<RuntimeContext>,
-) -> Result<Vec<(String, i32, i64)>, rdkafka::error::KafkaError> {
+) -> Result<Vec<(String, i32, i64, i64)>, rdkafka::error::KafkaError> {
     use rdkafka::{Offset, TopicPartitionList};
     let timeout = Duration::from_secs(1);
     let assignment = consumer.assignment()?;
@@ -407,7 +424,7 @@ fn measure_lag(
             Offset::Offset(offset) => offset,
             _ => starts.get(&key).copied().unwrap_or(0),
         };
-        lags.push((key.0, key.1, (end - from).max(0)));
+        lags.push((key.0, key.1, *end, (end - from).max(0)));
     }
     Ok(lags)
 }

@@ -66,7 +66,8 @@ pub struct ConsumerSettings {
     /// How offsets relate to effects.
     pub delivery: Delivery,
     /// Identity of this instance in the group; used for the transactional id (`<group>-<instance>`) and, with
-    /// `static_membership`, as `group.instance.id`. A random one is used when absent.
+    /// `static_membership`, as `group.instance.id`. When absent, one is drawn for the runtime (kept across its
+    /// restarts).
     pub instance_id: Option<String>,
     /// Join with static membership (`group.instance.id`), so a quick restart keeps the assignment.
     pub static_membership: bool,
@@ -89,6 +90,10 @@ pub struct ConsumerSettings {
     pub close_timeout: Duration,
     /// Kafka transaction timeout (transactional delivery): an abandoned transaction is aborted after it.
     pub transaction_timeout: Duration,
+    /// A partition with records at the broker past the committed offset, yet none queued, running or
+    /// arriving for this long, is starved by a wedged client: the runtime rebuilds its clients and resumes
+    /// from the committed offsets. Retry topics (whose records wait on purpose) and held consumers are exempt.
+    pub stall_timeout: Duration,
 }
 
 impl ConsumerSettings {
@@ -114,6 +119,7 @@ impl ConsumerSettings {
             drain_timeout: Duration::from_secs(10),
             close_timeout: Duration::from_secs(10),
             transaction_timeout: Duration::from_secs(30),
+            stall_timeout: Duration::from_secs(30),
         }
     }
 }

@@ -14,6 +14,7 @@ pub struct ConsumerStats {
     pub(crate) in_flight: AtomicU64,
     pub(crate) processed: AtomicU64,
     pub(crate) commits: AtomicU64,
+    pub(crate) stalls: AtomicU64,
     pub(crate) joined: std::sync::atomic::AtomicBool,
 }
 
@@ -55,5 +56,10 @@ impl ConsumerStats {
     /// Commits (offset commits or transactions) so far.
     pub fn commits(&self) -> u64 {
         self.commits.load(Ordering::Relaxed)
+    }
+
+    /// Times the runtime found a partition starved by its client and rebuilt the clients.
+    pub fn stalls(&self) -> u64 {
+        self.stalls.load(Ordering::Relaxed)
     }
 }

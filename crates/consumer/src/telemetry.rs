@@ -16,6 +16,7 @@
 //! | `orderflow_consumer_end_to_end_seconds` | histogram | group (from when the event occurred to its effects done) |
 //! | `orderflow_consumer_assigned_partitions` | gauge | group |
 //! | `orderflow_consumer_held` | gauge | group (1 while an operator holds the consumer) |
+//! | `orderflow_consumer_stalls_total` | counter | group, topic (a starved partition rebuilt the clients) |
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -114,6 +115,11 @@ pub(crate) enum ConsumerEvent<'a> {
         /// Time the batch took.
         elapsed: Duration,
     },
+    /// A partition of `topic` was starved by its client for the stall timeout; the clients are rebuilt.
+    Stalled {
+        /// The topic.
+        topic: &'a str,
+    },
     /// Lag of one partition: its end minus the group's committed offset.
     Lag {
         /// The topic.
@@ -211,6 +217,11 @@ impl Telemetry {
                 stats.processed.fetch_add(records as u64, Ordering::Relaxed);
             }
             ConsumerEvent::BatchHandled { elapsed } => self.batch_seconds.record(elapsed.as_secs_f64()),
+            ConsumerEvent::Stalled { topic } => {
+                stats.stalls.fetch_add(1, Ordering::Relaxed);
+                counter!("orderflow_consumer_stalls_total", "group" => group(), "topic" => topic.to_owned())
+                    .increment(1);
+            }
             ConsumerEvent::Lag {
                 topic,
                 partition,

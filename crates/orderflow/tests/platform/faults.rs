@@ -665,7 +665,7 @@ async fn run_through(tag: &str, faults: &[Fault]) {
     let (child, banner) = spawn_with_stderr(
         &up_args,
         &dir,
-        &[("ORDERFLOW_LOG", "warn".to_owned())],
+        &[("ORDERFLOW_LOG", "warn,orderflow_consumer=info".to_owned())],
         std::process::Stdio::from(log),
     );
     let mut platform = Instance(Some(child));
@@ -723,9 +723,10 @@ async fn run_through(tag: &str, faults: &[Fault]) {
                     .expect("statuses");
             panic!(
                 "{waiting} of {total} orders not terminal 60 s after the last fault or order: {statuses:?}; \
-                 the end of the log ({}):\n{}",
+                 the consumers:\n{}\nwhat the log says besides stranded orders ({}):\n{}",
+                consumer_metrics(&base).await,
                 log_path.display(),
-                orderflow_testkit::log_tail(&log_path, 40)
+                log_besides_stranded(&log_path, 80)
             );
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -807,6 +808,31 @@ async fn run_through(tag: &str, faults: &[Fault]) {
     assert_eq!(duplicated, 0, "no effect counted twice");
     platform.terminate().await;
     drop(servers);
+}
+
+/// The consumer lines of the platform's metrics (lag, work in flight, assignment, restarts), for a failure
+/// message: which stage stopped moving.
+async fn consumer_metrics(base: &str) -> String {
+    let text = match client().get(format!("{base}/metrics")).send().await {
+        Ok(response) => response.text().await.unwrap_or_default(),
+        Err(e) => return format!("(metrics unavailable: {e})"),
+    };
+    text.lines()
+        .filter(|l| l.starts_with("orderflow_consumer_") && !l.contains("_bucket"))
+        .filter(|l| !l.ends_with(" 0"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The last `lines` lines of the log besides the sweeper's reports of stranded orders and refused
+/// connections to a killed server: what went wrong while orders stopped moving.
+fn log_besides_stranded(path: &std::path::Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let kept: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.contains("order stranded") && !l.contains("Connection refused"))
+        .collect();
+    kept[kept.len().saturating_sub(lines)..].join("\n")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
