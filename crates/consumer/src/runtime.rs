@@ -156,15 +156,23 @@ impl<H: Handler> ConsumerRuntime<H> {
         Ok(())
     }
 
-    /// Consumes until `shutdown` fires, then drains, commits and leaves the group. An aborted transaction or
-    /// a lost poller rebuilds the clients and resumes from the committed offsets; fencing and other errors
-    /// end the run.
+    /// Consumes until `shutdown` fires, then drains, commits and leaves the group. An aborted transaction, a
+    /// lost poller or a starved partition rebuilds the clients and resumes from the committed offsets; other
+    /// errors end the run. So does fencing when the instance was named in the settings: then another process
+    /// with that name took over, and this one is the zombie. With a drawn name nobody else shares the
+    /// transactional id, so a fence can only mean the coordinator aborted a transaction that outlived the
+    /// transaction timeout (bumping the epoch): the next run starts a fresh one.
     pub async fn run(&self, shutdown: CancellationToken) -> Result<(), ConsumerError> {
         self.ensure_topics().await?;
         loop {
             match self.run_once(&shutdown).await {
                 Ok(()) => return Ok(()),
-                Err(e) if e.is_restartable() && !shutdown.is_cancelled() => {
+                Err(e)
+                    if (e.is_restartable()
+                        || (matches!(e, ConsumerError::Fenced(_))
+                            && self.settings.instance_id.is_none()))
+                        && !shutdown.is_cancelled() =>
+                {
                     tracing::warn!(
                         group = self.settings.group,
                         error = &e as &dyn std::error::Error,

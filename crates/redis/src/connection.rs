@@ -1,11 +1,13 @@
 //! The connection: one server or a Redis Cluster, plain or TLS (`rediss://`), with ACL user and password
 //! taken from the URL (`redis://user:password@host:port`).
 
-use std::time::Duration;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, Pipeline, RedisFuture, TlsCertificates, Value};
+use redis::{Cmd, Pipeline, RedisError, RedisFuture, TlsCertificates, Value};
 
 /// Where and how to reach Redis.
 #[derive(Clone, Default)]
@@ -38,7 +40,7 @@ pub enum RedisConnection {
     /// One server (standalone, or a primary behind a stable address).
     Single(ConnectionManager),
     /// A Redis Cluster: commands go to the node serving their key's slot.
-    Cluster(ClusterConnection),
+    Cluster(ClusterHandle),
 }
 
 impl From<ConnectionManager> for RedisConnection {
@@ -49,7 +51,152 @@ impl From<ConnectionManager> for RedisConnection {
 
 impl From<ClusterConnection> for RedisConnection {
     fn from(connection: ClusterConnection) -> Self {
-        Self::Cluster(connection)
+        Self::Cluster(ClusterHandle::new(None, connection))
+    }
+}
+
+/// How long every request must have failed before a Cluster connection is replaced, and the least time
+/// between two replacements.
+pub const CLUSTER_REBUILD_AFTER: Duration = Duration::from_secs(5);
+
+/// A Redis Cluster connection that replaces itself when it stops answering altogether; cheap to clone.
+///
+/// redis-rs recovers from a failover by refreshing its slot map; a recovery that never completes (seen when
+/// a killed master came back while the client was still recovering from its loss) leaves every request
+/// timing out for good, and a timed-out request is retried on the same connection, never rebuilt. So when
+/// every request has failed on I/O (timeouts, refused or dropped connections) for
+/// [`CLUSTER_REBUILD_AFTER`], the next failure builds a fresh connection from the seed nodes and swaps it in.
+/// A failover in progress, where the other masters still answer, resets the clock with each success.
+#[derive(Clone)]
+pub struct ClusterHandle(Arc<ClusterInner>);
+
+struct ClusterInner {
+    /// The client that built the connection; `None` when handed a connection (it cannot be rebuilt).
+    client: Option<ClusterClient>,
+    current: RwLock<ClusterConnection>,
+    health: Mutex<Health>,
+}
+
+#[derive(Default)]
+struct Health {
+    /// Since when every request has failed on I/O.
+    failing_since: Option<Instant>,
+    /// When the connection was last replaced.
+    rebuilt_at: Option<Instant>,
+    /// A replacement is being built.
+    rebuilding: bool,
+}
+
+impl ClusterHandle {
+    fn new(client: Option<ClusterClient>, connection: ClusterConnection) -> Self {
+        Self(Arc::new(ClusterInner {
+            client,
+            current: RwLock::new(connection),
+            health: Mutex::new(Health::default()),
+        }))
+    }
+
+    /// The connection in use now.
+    fn connection(&self) -> Option<ClusterConnection> {
+        self.0.current.read().ok().map(|c| c.clone())
+    }
+
+    /// Notes how a request ended, and replaces the connection when requests have only failed for long.
+    async fn observe(&self, error: Option<&RedisError>) {
+        let failed_on_io = error.is_some_and(|e| {
+            e.is_timeout() || e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal()
+        });
+        let due = {
+            let Ok(mut health) = self.0.health.lock() else {
+                return;
+            };
+            if !failed_on_io {
+                // An answer, even an error reply, shows the connection works.
+                health.failing_since = None;
+                return;
+            }
+            let now = Instant::now();
+            let since = *health.failing_since.get_or_insert(now);
+            let due = now.duration_since(since) >= CLUSTER_REBUILD_AFTER
+                && !health.rebuilding
+                && health
+                    .rebuilt_at
+                    .is_none_or(|at| now.duration_since(at) >= CLUSTER_REBUILD_AFTER);
+            if due {
+                health.rebuilding = true;
+            }
+            due
+        };
+        if !due {
+            return;
+        }
+        let Some(client) = &self.0.client else {
+            return;
+        };
+        let rebuilt = tokio::time::timeout(CLUSTER_REBUILD_AFTER, client.get_async_connection()).await;
+        let replaced = match rebuilt {
+            Ok(Ok(connection)) => {
+                if let Ok(mut current) = self.0.current.write() {
+                    *current = connection;
+                }
+                true
+            }
+            _ => false,
+        };
+        if let Ok(mut health) = self.0.health.lock() {
+            health.rebuilding = false;
+            health.rebuilt_at = Some(Instant::now());
+            if replaced {
+                health.failing_since = None;
+            }
+        }
+        if replaced {
+            tracing::warn!(
+                after = ?CLUSTER_REBUILD_AFTER,
+                "every Redis Cluster request failed for a while: reconnected from the seed nodes"
+            );
+        } else {
+            tracing::warn!(
+                "reconnecting to the Redis Cluster from the seed nodes failed; trying again later"
+            );
+        }
+    }
+}
+
+/// The error of a request made while the connection could not be read.
+fn poisoned() -> RedisError {
+    RedisError::from((
+        redis::ErrorKind::Client,
+        "the Redis Cluster connection is unusable",
+    ))
+}
+
+impl ConnectionLike for ClusterHandle {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        Box::pin(async move {
+            let mut connection = self.connection().ok_or_else(poisoned)?;
+            let result = connection.req_packed_command(cmd).await;
+            self.observe(result.as_ref().err()).await;
+            result
+        })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        Box::pin(async move {
+            let mut connection = self.connection().ok_or_else(poisoned)?;
+            let result = connection.req_packed_commands(pipeline, offset, count).await;
+            self.observe(result.as_ref().err()).await;
+            result
+        })
+    }
+
+    fn get_db(&self) -> i64 {
+        0
     }
 }
 
@@ -81,7 +228,8 @@ impl RedisConnection {
                 builder = builder.certs(certificates);
             }
             let client = builder.build()?;
-            return Ok(Self::Cluster(client.get_async_connection().await?));
+            let connection = client.get_async_connection().await?;
+            return Ok(Self::Cluster(ClusterHandle::new(Some(client), connection)));
         }
         let url = target.urls.first().map(String::as_str).unwrap_or_default();
         let client = match certificates {

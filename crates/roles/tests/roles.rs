@@ -338,6 +338,34 @@ async fn read_events<E: orderflow_events::Event>(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn customer_tiers_come_from_the_database_while_redis_does_not_answer() {
+    let url = orderflow_testkit::postgres().fresh_database().unwrap();
+    let store = orderflow_store::Store::connect(&url, 2).await.unwrap();
+    store.migrate().await.unwrap();
+    store.set_customer_tier("cust-gold", "gold").await.unwrap();
+    let redis = tokio::task::spawn_blocking(|| orderflow_testkit::RedisServer::start().unwrap())
+        .await
+        .unwrap();
+    let target = orderflow_redis::RedisTarget {
+        urls: vec![redis.url()],
+        ..Default::default()
+    };
+    let connection = orderflow_redis::RedisConnection::connect(&target).await.unwrap();
+    let tiers = orderflow_roles::enrichment::CustomerTiers::new(Some(connection), "tiers:");
+    tiers.load(&store).await.unwrap();
+    let customers = ["cust-gold", "cust-plain", "cust-gold"];
+    let want = ["gold", "standard", "gold"];
+    assert_eq!(tiers.lookup(&store, &customers).await.unwrap(), want);
+
+    redis.kill();
+    assert_eq!(
+        tiers.lookup(&store, &customers).await.unwrap(),
+        want,
+        "read from the database while Redis is down"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn enrichment_joins_paid_orders_with_their_tier_and_its_state_survives_a_restart_and_a_redis_loss() {
     const ORDERS: usize = 30;
     let mut settings = with_redis(real_settings("enrich"));

@@ -156,6 +156,25 @@ macro_rules! shared_queries {
                     .await?)
             }
 
+            /// The tiers of the given customers that have one, as `(id, tier)`.
+            pub async fn customer_tiers_of(
+                &self,
+                ids: &[&str],
+            ) -> Result<Vec<(String, String)>, $crate::StoreError> {
+                let mut found = Vec::new();
+                // Chunks stay under both backends' limit on bound parameters.
+                for chunk in ids.chunks(500) {
+                    let mut query = sqlx::QueryBuilder::<$db>::new("SELECT id, tier FROM customers WHERE id IN (");
+                    let mut list = query.separated(", ");
+                    for id in chunk {
+                        list.push_bind(*id);
+                    }
+                    list.push_unseparated(")");
+                    found.extend(query.build_query_as::<(String, String)>().fetch_all(&self.pool).await?);
+                }
+                Ok(found)
+            }
+
             /// Sets a customer's tier.
             pub async fn set_customer_tier(&self, id: &str, tier: &str) -> Result<(), $crate::StoreError> {
                 sqlx::query(

@@ -326,6 +326,14 @@ impl Store {
         dispatch!(self, s => s.customer_tiers().await)
     }
 
+    /// The tiers of the given customers that have one, as `(id, tier)`.
+    pub async fn customer_tiers_of(&self, ids: &[&str]) -> Result<Vec<(String, String)>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        dispatch!(self, s => s.customer_tiers_of(ids).await)
+    }
+
     /// Sets a customer's tier.
     pub async fn set_customer_tier(&self, id: &str, tier: &str) -> Result<(), StoreError> {
         dispatch!(self, s => s.set_customer_tier(id, tier).await)

@@ -416,8 +416,14 @@ pub async fn run(
     // orders and payments still waiting for each other.
     let state = JoinState::Database(DbJoin::new(backends.store.clone(), JOIN_NAME));
     let tiers = CustomerTiers::new(backends.redis.clone(), &prefix);
-    let loaded = tiers.load(&backends.store).await?;
-    tracing::info!(customers = loaded, "enrichment loaded the customer tiers");
+    match tiers.load(&backends.store).await {
+        Ok(loaded) => tracing::info!(customers = loaded, "enrichment loaded the customer tiers"),
+        // Lookups read the database until Redis answers again; the refresh loads them then.
+        Err(e) => tracing::warn!(
+            error = &e as &dyn std::error::Error,
+            "could not load the customer tiers into Redis; reading them from the database meanwhile"
+        ),
+    }
     let role = ConsumerRole {
         role: crate::Role::Enrichment,
         group: &settings.group,

@@ -73,7 +73,8 @@ impl CustomerTiers {
     }
 
     /// The tier of each customer, in order ([`DEFAULT_TIER`] for unknown ones). When Redis lost the tiers,
-    /// they are reloaded from `store` first.
+    /// they are reloaded from `store` first; when Redis does not answer, they are read from `store`, so a
+    /// Redis outage slows enrichment down rather than stopping it.
     pub async fn lookup(&self, store: &Store, customers: &[&str]) -> Result<Vec<String>, RoleError> {
         if customers.is_empty() {
             return Ok(Vec::new());
@@ -94,13 +95,16 @@ impl CustomerTiers {
                     let loaded = !found.is_empty() && found.remove(0).is_some();
                     Ok::<_, RoleError>((loaded, found))
                 };
-                let (loaded, found) = read(connection.clone()).await?;
-                if loaded {
-                    found
-                } else {
-                    tracing::warn!("the customer tiers are gone from Redis; reloading them");
-                    self.load(store).await?;
-                    read(connection.clone()).await?.1
+                match read(connection.clone()).await {
+                    Ok((true, found)) => found,
+                    Ok((false, _)) => {
+                        tracing::warn!("the customer tiers are gone from Redis; reloading them");
+                        match self.load(store).await {
+                            Ok(_) => read(connection.clone()).await?.1,
+                            Err(e) => from_store(store, customers, &e).await?,
+                        }
+                    }
+                    Err(e) => from_store(store, customers, &e).await?,
                 }
             }
             Self::Memory(map) => {
@@ -113,4 +117,21 @@ impl CustomerTiers {
             .map(|tier| tier.unwrap_or_else(|| DEFAULT_TIER.to_owned()))
             .collect())
     }
+}
+
+/// The tiers of `customers`, in order, read from the database because Redis failed with `error`.
+async fn from_store(
+    store: &Store,
+    customers: &[&str],
+    error: &RoleError,
+) -> Result<Vec<Option<String>>, RoleError> {
+    tracing::debug!(
+        error = error as &dyn std::error::Error,
+        "reading customer tiers from the database: Redis failed"
+    );
+    let mut unique: Vec<&str> = customers.to_vec();
+    unique.sort_unstable();
+    unique.dedup();
+    let tiers: HashMap<String, String> = store.customer_tiers_of(&unique).await?.into_iter().collect();
+    Ok(customers.iter().map(|c| tiers.get(*c).cloned()).collect())
 }
