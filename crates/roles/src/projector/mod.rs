@@ -27,6 +27,7 @@ use orderflow_events::{
     Envelope, Event, Lifecycle, LifecycleEvent, LifecycleTopic, LifecycleTopics, OrderReadModel, OrderState,
     StatusChange, headers, topics,
 };
+use rdkafka::producer::FutureRecord;
 use tokio_util::sync::CancellationToken;
 
 use crate::runner::ConsumerRole;
@@ -212,10 +213,19 @@ impl Projection {
         Ok(finished.then_some(applied))
     }
 
-    /// Applies every record of the input topics again, chunk by chunk.
+    /// Applies every record of the input topics again, chunk by chunk, then publishes the state of every
+    /// order it touched once more.
+    ///
+    /// While the model was lost, live batches applied their changes to what was left of it and may have
+    /// published states older than the orders' own (an order cancelled before the loss read back as its
+    /// earlier payment failure, say); nothing publishes an order again until it changes. Once every change
+    /// is in again, each order's current state goes out, so `order.state` and `order.read-model` end
+    /// agreeing with the model.
     async fn refold(&self, token: &str) -> Result<usize, RoleError> {
         let failed = |e: ModelError| rebuild_error(e);
         let mut applied = 0;
+        // The newest change of each order (without the order as created: re-applying it answers the state).
+        let mut latest: HashMap<String, Change> = HashMap::new();
         for topic in self.inputs.names() {
             let (tx, mut chunks) = tokio::sync::mpsc::channel(2);
             let bus = self.backends.bus.clone();
@@ -229,6 +239,18 @@ impl Projection {
                 for record in &chunk {
                     // What the live projection dead-letters, a rebuild skips.
                     if let Ok(change) = self.change_of(&topic, &record.payload).await {
+                        let newest = latest
+                            .get(&change.order_id)
+                            .is_none_or(|known| change.version > known.version);
+                        if newest {
+                            latest.insert(
+                                change.order_id.clone(),
+                                Change {
+                                    created: None,
+                                    ..change.clone()
+                                },
+                            );
+                        }
                         changes.push(change);
                     }
                 }
@@ -246,7 +268,56 @@ impl Projection {
                 Err(e) => return Err(rebuild_error(e)),
             }
         }
+        let republished = self.republish(latest.into_values().collect(), token).await?;
+        tracing::info!(
+            orders = republished,
+            "published the rebuilt state of every order again"
+        );
         Ok(applied)
+    }
+
+    /// Applies `changes` again (a no-op that answers each order's current state) and publishes the states,
+    /// waiting for the broker's acknowledgements; returns how many orders went out.
+    async fn republish(&self, changes: Vec<Change>, token: &str) -> Result<usize, RoleError> {
+        use rdkafka::message::{Header, OwnedHeaders};
+        let failed = |e: ModelError| rebuild_error(e);
+        let producer = self
+            .backends
+            .bus
+            .producer("orderflow-projector-rebuild")
+            .map_err(rebuild_error)?;
+        let mut sent = 0;
+        for chunk in changes.chunks(REBUILD_CHUNK) {
+            let views = self.model.apply(chunk).await.map_err(failed)?;
+            let mut outputs = Vec::with_capacity(2 * views.len());
+            for view in views.iter().flatten() {
+                outputs.extend(self.outputs(view, None).map_err(rebuild_error)?);
+            }
+            let deliveries = outputs.iter().map(|output| {
+                let mut headers = OwnedHeaders::new_with_capacity(output.headers.len());
+                for (key, value) in &output.headers {
+                    headers = headers.insert(Header {
+                        key,
+                        value: Some(value),
+                    });
+                }
+                let mut record = FutureRecord::<[u8], [u8]>::to(&output.topic)
+                    .payload(&output.payload)
+                    .headers(headers);
+                if let Some(key) = &output.key {
+                    record = record.key(key);
+                }
+                producer.send(record, Duration::from_secs(10))
+            });
+            for delivered in futures::future::join_all(deliveries).await {
+                delivered.map_err(|(e, _)| rebuild_error(e))?;
+            }
+            sent += views.iter().flatten().count();
+            if !self.model.renew_rebuild(token).await.map_err(failed)? {
+                return Err(rebuild_error("another process took the rebuild over"));
+            }
+        }
+        Ok(sent)
     }
 }
 
