@@ -65,6 +65,9 @@ pub(crate) struct Engine<H> {
     held: tokio::sync::watch::Receiver<bool>,
     /// Partition ends and fetch positions: the stall watchdog's evidence.
     board: Arc<FetchBoard>,
+    /// Transactional: when the first batch of the open transaction started (the coordinator aborts a
+    /// transaction older than the transaction timeout, fencing this producer).
+    txn_started: Option<Instant>,
 }
 
 impl<H: Handler> Engine<H> {
@@ -91,6 +94,7 @@ impl<H: Handler> Engine<H> {
             wakeup: None,
             held,
             board,
+            txn_started: None,
         }
     }
 
@@ -140,7 +144,10 @@ impl<H: Handler> Engine<H> {
                     }
                 }
                 _ = tick.tick() => self.commit().await?,
-                _ = watchdog.tick() => self.check_starved()?,
+                _ = watchdog.tick() => {
+                    self.check_starved()?;
+                    self.check_transaction_age()?;
+                }
                 changed = hold.changed(), if hold_open => {
                     if changed.is_err() {
                         hold_open = false; // the runtime is gone; nobody can hold or release any more
@@ -299,6 +306,9 @@ impl<H: Handler> Engine<H> {
             let (epoch, progress, cancel) = (part.epoch, part.progress.clone(), part.cancel.clone());
             let worker = self.worker.clone();
             let key = tp.clone();
+            if self.worker.transactional && self.txn_started.is_none() {
+                self.txn_started = Some(Instant::now());
+            }
             self.tasks.spawn(async move {
                 let result = worker.process(batch, progress, cancel).await;
                 BatchDone {
@@ -353,6 +363,24 @@ impl<H: Handler> Engine<H> {
         Ok(())
     }
 
+    /// Transactional: fails the run when a batch of the open transaction is still running three quarters
+    /// into the transaction timeout (nothing completed, so no commit waited for it meanwhile).
+    fn check_transaction_age(&self) -> Result<(), ConsumerError> {
+        let limit = self.settings.transaction_timeout * 3 / 4;
+        match self.txn_started {
+            Some(started) if !self.tasks.is_empty() && started.elapsed() >= limit => {
+                Err(ConsumerError::TransactionAborted(
+                    format!(
+                        "batches still running {limit:?} into the transaction, near its {:?} timeout",
+                        self.settings.transaction_timeout
+                    )
+                    .into(),
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Offsets of completed work not yet committed, for `filter`ed partitions.
     fn pending_offsets(&self, filter: impl Fn(&Tp) -> bool) -> Offsets {
         self.parts
@@ -382,7 +410,7 @@ impl<H: Handler> Engine<H> {
         }
         if self.transactional() {
             // A transaction may only carry offsets whose outputs it holds: let running batches finish first.
-            self.wait_in_flight(None, None).await?;
+            self.finish_transaction_batches().await?;
             return self.commit_transaction().await;
         }
         let started = Instant::now();
@@ -422,6 +450,27 @@ impl<H: Handler> Engine<H> {
         Ok(true)
     }
 
+    /// Waits for every running batch of the open transaction, but not past the point where the coordinator
+    /// would abort it: a batch still running then (its outputs stuck on a broker that went away, say) dooms
+    /// the transaction, and the run restarts from the committed offsets with fresh clients.
+    async fn finish_transaction_batches(&mut self) -> Result<(), ConsumerError> {
+        let limit = self.settings.transaction_timeout * 3 / 4;
+        let deadline = self.txn_started.unwrap_or_else(Instant::now) + limit;
+        if self
+            .wait_in_flight(Some(tokio::time::Instant::from_std(deadline)), None)
+            .await?
+        {
+            return Ok(());
+        }
+        Err(ConsumerError::TransactionAborted(
+            format!(
+                "batches still running {limit:?} into the transaction, near its {:?} timeout",
+                self.settings.transaction_timeout
+            )
+            .into(),
+        ))
+    }
+
     async fn commit_transaction(&mut self) -> Result<(), ConsumerError> {
         let offsets = self.pending_offsets(|_| true);
         if offsets.is_empty() {
@@ -430,9 +479,11 @@ impl<H: Handler> Engine<H> {
         let started = Instant::now();
         let producer = self.producer.clone();
         let consumer = self.consumer.clone();
-        let timeout = self.settings.transaction_timeout;
+        let limit = self.settings.transaction_timeout;
+        // Each call gets a share of the transaction timeout, so that all of them fit in it.
+        let timeout = limit / 3;
         let sent = offsets.clone();
-        let result = tokio::task::spawn_blocking(move || -> Result<(), ConsumerError> {
+        let result = bounded_blocking("committing the transaction", limit, move || {
             let metadata = consumer
                 .group_metadata()
                 .ok_or_else(|| ConsumerError::TransactionAborted("no group metadata".into()))?;
@@ -463,9 +514,9 @@ impl<H: Handler> Engine<H> {
                 }
             }
         })
-        .await
-        .map_err(|e| ConsumerError::TransactionAborted(e.into()))?;
+        .await;
         result?;
+        self.txn_started = None;
         self.mark_committed(&offsets, started.elapsed());
         Ok(())
     }
@@ -473,8 +524,13 @@ impl<H: Handler> Engine<H> {
     async fn abort_transaction(&self) {
         let producer = self.producer.clone();
         let timeout = self.settings.transaction_timeout;
-        let aborted = tokio::task::spawn_blocking(move || producer.abort_transaction(timeout)).await;
-        if let Ok(Err(e)) = aborted {
+        let aborted = bounded_blocking("aborting the transaction", timeout, move || {
+            producer
+                .abort_transaction(timeout / 2)
+                .map_err(|e| ConsumerError::TransactionAborted(e.into()))
+        })
+        .await;
+        if let Err(e) = aborted {
             tracing::warn!(
                 error = &e as &dyn std::error::Error,
                 "aborting the transaction failed"
@@ -523,8 +579,8 @@ impl<H: Handler> Engine<H> {
                 outcome = Err(ConsumerError::TransactionAborted("assignment lost".into()));
             }
         } else if self.transactional() {
-            outcome = match self.wait_in_flight(None, None).await {
-                Ok(_) => self.commit_transaction().await,
+            outcome = match self.finish_transaction_batches().await {
+                Ok(()) => self.commit_transaction().await,
                 Err(e) => Err(e),
             };
         } else {
@@ -593,6 +649,34 @@ impl<H: Handler> Engine<H> {
             }
         }
         finished.map(|_| ())
+    }
+}
+
+/// Runs a blocking librdkafka transaction call on the blocking pool, giving up after `limit`.
+///
+/// librdkafka has been seen to wait for ever inside `rd_kafka_send_offsets_to_transaction` once a broker
+/// was killed, whatever timeout it was given (its internal wait has none). Giving up dooms the open
+/// transaction: the run restarts with fresh clients, whose producer (same transactional id) fences this one
+/// and has the coordinator abort what it left open. The abandoned call keeps its thread until librdkafka
+/// returns.
+pub(crate) async fn bounded_blocking<T: Send + 'static>(
+    what: &'static str,
+    limit: Duration,
+    call: impl FnOnce() -> Result<T, ConsumerError> + Send + 'static,
+) -> Result<T, ConsumerError> {
+    match tokio::time::timeout(limit, tokio::task::spawn_blocking(call)).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(panicked)) => Err(ConsumerError::TransactionAborted(panicked.into())),
+        Err(_) => {
+            tracing::warn!(
+                what,
+                ?limit,
+                "librdkafka did not return: abandoning the call and the open transaction"
+            );
+            Err(ConsumerError::TransactionAborted(
+                format!("{what} did not return within {limit:?}").into(),
+            ))
+        }
     }
 }
 

@@ -235,13 +235,13 @@ impl<H: Handler> ConsumerRuntime<H> {
         if transactional {
             let p = producer.clone();
             let timeout = settings.transaction_timeout;
-            tokio::task::spawn_blocking(move || {
-                p.init_transactions(timeout)?;
-                p.begin_transaction()
+            let checked = producer.clone();
+            crate::engine::bounded_blocking("starting transactions", timeout, move || {
+                p.init_transactions(timeout / 2)
+                    .and_then(|()| p.begin_transaction())
+                    .map_err(|e| transaction_error(&checked, e))
             })
-            .await
-            .map_err(|e| ConsumerError::TransactionAborted(e.into()))?
-            .map_err(|e| transaction_error(&producer, e))?;
+            .await?;
         }
 
         let subscriptions = self.subscriptions();
