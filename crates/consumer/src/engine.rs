@@ -478,15 +478,17 @@ impl<H: Handler> Engine<H> {
         }
         let started = Instant::now();
         let producer = self.producer.clone();
-        let consumer = self.consumer.clone();
+        // Taken here rather than in the call: should the call be abandoned, it must not keep the consumer
+        // (and with it this member's place in the group) alive.
+        let metadata = self
+            .consumer
+            .group_metadata()
+            .ok_or_else(|| ConsumerError::TransactionAborted("no group metadata".into()))?;
         let limit = self.settings.transaction_timeout;
         // Each call gets a share of the transaction timeout, so that all of them fit in it.
         let timeout = limit / 3;
         let sent = offsets.clone();
         let result = bounded_blocking("committing the transaction", limit, move || {
-            let metadata = consumer
-                .group_metadata()
-                .ok_or_else(|| ConsumerError::TransactionAborted("no group metadata".into()))?;
             let tpl = poller::to_tpl(&sent).map_err(|e| transaction_error(&producer, e))?;
             // Every output has been acknowledged already; make sure before committing, since
             // commit_transaction's own flush waits in 100 ms steps.

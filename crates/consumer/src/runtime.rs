@@ -215,6 +215,15 @@ impl<H: Handler> ConsumerRuntime<H> {
         if settings.static_membership {
             config.set("group.instance.id", &instance);
         }
+        // The poller polls all the time (back-pressure pauses partitions instead of stopping it), blocking
+        // at most for a revocation (drain and transaction timeouts). A member that stopped polling for longer
+        // is wedged, or a predecessor a restart left behind: it leaves the group after this, instead of
+        // holding its partitions for librdkafka's default five minutes.
+        if config.get("max.poll.interval.ms").is_none() {
+            let bound = (settings.drain_timeout + settings.transaction_timeout + Duration::from_secs(20))
+                .max(Duration::from_secs(60));
+            config.set("max.poll.interval.ms", bound.as_millis().to_string());
+        }
         let consumer: BaseConsumer<RuntimeContext> = config
             .create_with_context(context)
             .map_err(ConsumerError::kafka("creating the consumer"))?;

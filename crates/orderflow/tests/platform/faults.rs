@@ -683,6 +683,7 @@ async fn run_through(tag: &str, faults: &[Fault]) {
         }
     });
     let mut last_fault = Instant::now();
+    let mut last_fault_start = Instant::now();
     let mut in_flight = Vec::new();
     for (i, fault) in faults.iter().enumerate() {
         // Watched directly, not through the proxy: the observer must not depend on what is cut.
@@ -699,10 +700,15 @@ async fn run_through(tag: &str, faults: &[Fault]) {
             "{fault:?} lands mid-run: {seen} orders placed, {waiting} on their way"
         );
         in_flight.push(waiting);
+        last_fault_start = Instant::now();
         servers.inject(*fault).await;
         last_fault = Instant::now();
     }
 
+    // Time to recover: from the last fault until the last moment an order was overdue (waiting more than
+    // 10 s in a non-terminal status), watched until every order is terminal.
+    let last_overdue = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let overdue_watch = tokio::spawn(watch_overdue(direct.clone(), last_overdue.clone()));
     let placed = placing.await.expect("placing").expect("orders placed");
     let placed_by = Instant::now();
     assert_eq!(placed.len(), orders_n, "every order was answered 201 in the end");
@@ -731,7 +737,12 @@ async fn run_through(tag: &str, faults: &[Fault]) {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let recovered = last_fault.elapsed();
+    overdue_watch.abort();
+    let _ = overdue_watch.await;
+    let last_overdue = *last_overdue.lock().expect("overdue watch");
+    let recovered = last_overdue
+        .map(|at| at.saturating_duration_since(last_fault_start))
+        .unwrap_or_default();
     let ids: Vec<uuid::Uuid> = placed
         .iter()
         .map(|(order, _)| order["id"].as_str().expect("id").parse().expect("uuid"))
@@ -808,6 +819,41 @@ async fn run_through(tag: &str, faults: &[Fault]) {
     assert_eq!(duplicated, 0, "no effect counted twice");
     platform.terminate().await;
     drop(servers);
+}
+
+/// Every 500 ms until aborted, notes in `last` when it last saw an order waiting more than 10 s in a
+/// non-terminal status (a failed query, the database being down, counts as one).
+async fn watch_overdue(url: String, last: std::sync::Arc<std::sync::Mutex<Option<Instant>>>) {
+    let mut pool = None;
+    loop {
+        if pool.is_none() {
+            pool = sqlx::postgres::PgPoolOptions::new()
+                .max_connections(1)
+                .acquire_timeout(Duration::from_secs(1))
+                .connect(&url)
+                .await
+                .ok();
+        }
+        let overdue: Option<(i64,)> = match &pool {
+            Some(pool) => sqlx::query_as(
+                "SELECT COUNT(*) FROM orders WHERE status IN ('CREATED', 'PAID') \
+                 AND updated_at < now() - interval '10 seconds'",
+            )
+            .fetch_one(pool)
+            .await
+            .ok(),
+            None => None,
+        };
+        if overdue.is_none_or(|(n,)| n > 0) {
+            if overdue.is_none() {
+                pool = None;
+            }
+            if let Ok(mut last) = last.lock() {
+                *last = Some(Instant::now());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 /// The consumer lines of the platform's metrics (lag, work in flight, assignment, restarts), for a failure
