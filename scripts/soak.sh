@@ -4,6 +4,8 @@
 #
 #   fault | orders in flight | lost | stranded | duplicated effects | time to recover
 #
+# (time to recover: from the fault to the last moment an order waited more than 10 s in a non-terminal status)
+#
 # Each test runs on servers of its own (PostgreSQL with production durability, Redis or a Redis Cluster, the
 # harness's Kafka or a three-node cluster) and fails on any loss, strand or mismatch that
 # `orderflow reconcile` finds. Prerequisites as for ./scripts/test.sh (run that once first).
