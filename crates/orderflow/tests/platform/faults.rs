@@ -1,4 +1,6 @@
-//! Faults: killing any role's process mid-run and restarting it changes no outcome.
+//! Faults: killing any role's process mid-run and restarting it changes no outcome (every role runs as two
+//! processes, so partitions move between them as the kills land), and server faults (PostgreSQL, Redis,
+//! Kafka, the network) lose no accepted order.
 
 use std::time::{Duration, Instant};
 
@@ -49,13 +51,16 @@ fn backend_args(
 /// One role running as its own `orderflow run --role <role>` process.
 struct RoleProcess {
     role: &'static str,
+    /// Its instance id (`<role>-a` or `<role>-b`).
+    name: String,
     instance: Instance,
 }
 
-/// Starts `role` with `args` (the shared backends) under the stable instance id `role`, so a restart takes
+/// Starts `role` with `args` (the shared backends) under the stable instance id `name`, so a restart takes
 /// the killed process's place in its groups at once and fences its open transactions.
 async fn start_role(
     role: &'static str,
+    name: String,
     args: Vec<String>,
     dir: std::path::PathBuf,
 ) -> (RoleProcess, Vec<String>) {
@@ -66,11 +71,21 @@ async fn start_role(
             all.extend(["--listen".to_owned(), "127.0.0.1:0".to_owned()]);
         }
         let refs: Vec<&str> = all.iter().map(String::as_str).collect();
-        let env = [("ORDERFLOW_KAFKA__INSTANCE_ID", role.to_owned())];
-        let (child, banner) = spawn_until_banner(&refs, &dir, &env);
+        let env = [
+            ("ORDERFLOW_KAFKA__INSTANCE_ID", name.clone()),
+            ("ORDERFLOW_LOG", "warn,orderflow_consumer=info".to_owned()),
+        ];
+        // Each process logs to `<name>.log`, its restarts after it.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join(format!("{name}.log")))
+            .expect("role log");
+        let (child, banner) = spawn_with_stderr(&refs, &dir, &env, std::process::Stdio::from(log));
         (
             RoleProcess {
                 role,
+                name,
                 instance: Instance(Some(child)),
             },
             banner,
@@ -78,6 +93,16 @@ async fn start_role(
     })
     .await
     .expect("start role")
+}
+
+/// Orders not yet terminal: the work on its way through the pipeline.
+async fn orders_in_flight(pool: &sqlx::PgPool) -> i64 {
+    sqlx::query_as::<_, (i64,)>(
+        "SELECT COUNT(*) FROM orders WHERE status NOT IN ('PAYMENT_FAILED', 'ALLOCATED', 'REJECTED', 'CANCELLED')",
+    )
+    .fetch_one(pool)
+    .await
+    .map_or(0, |(n,)| n)
 }
 
 impl RoleProcess {
@@ -145,21 +170,28 @@ async fn killing_any_role_process_mid_run_and_restarting_it_changes_no_outcome()
         "analytics",
         "audit",
     ];
+    // Two processes per role, so that partitions move between them when one is killed and comes back.
     let mut running = Vec::new();
     let mut base = String::new();
     for role in roles {
-        let (process, banner) = start_role(role, args.clone(), dir.clone()).await;
-        if let Some(url) = banner
-            .iter()
-            .find_map(|l| l.strip_prefix("orderflow listening on "))
-        {
-            base = url.trim().to_owned();
+        for side in ["a", "b"] {
+            let (process, banner) =
+                start_role(role, format!("{role}-{side}"), args.clone(), dir.clone()).await;
+            if let Some(url) = banner
+                .iter()
+                .find_map(|l| l.strip_prefix("orderflow listening on "))
+                && side == "a"
+            {
+                base = url.trim().to_owned();
+            }
+            running.push(process);
         }
-        running.push(process);
     }
+    let pool = sqlx::PgPool::connect(&db).await.expect("pg");
 
-    // Orders in two halves; while each is placed, three roles are killed and restarted one after another,
-    // and the orders role itself is killed and restarted between the halves.
+    // Orders in two halves; while each is placed, one process of each of three roles is killed and
+    // restarted one after another, each while orders are on their way through the pipeline, and between
+    // the halves the orders process serving the clients (and perhaps holding the relay's lease) is killed.
     let mut placed: Vec<(Value, bool)> = Vec::new();
     let half = orders_n / 2;
     for (round, victims) in [
@@ -178,6 +210,7 @@ async fn killing_any_role_process_mid_run_and_restarting_it_changes_no_outcome()
         );
         let killing = async {
             let mut restarted = Vec::new();
+            let mut in_flight = Vec::new();
             for victim in victims {
                 tokio::time::sleep(Duration::from_millis(700)).await;
                 let index = running
@@ -185,19 +218,30 @@ async fn killing_any_role_process_mid_run_and_restarting_it_changes_no_outcome()
                     .position(|p: &RoleProcess| p.role == victim)
                     .expect("running");
                 let mut process = running.remove(index);
+                in_flight.push(orders_in_flight(&pool).await);
                 process.kill();
                 tokio::time::sleep(Duration::from_millis(300)).await;
-                restarted.push(start_role(victim, args.clone(), dir.clone()).await.0);
+                restarted.push(
+                    start_role(victim, process.name.clone(), args.clone(), dir.clone())
+                        .await
+                        .0,
+                );
             }
-            restarted
+            (restarted, in_flight)
         };
-        let (orders, restarted) = tokio::join!(placing, killing);
+        let (orders, (restarted, in_flight)) = tokio::join!(placing, killing);
         placed.extend(orders.expect("orders placed"));
         running.extend(restarted);
+        assert!(
+            in_flight.iter().all(|&n| n > 0),
+            "every kill landed while orders were on their way: {in_flight:?}"
+        );
         if round == 0 {
-            let index = running.iter().position(|p| p.role == "orders").expect("orders");
-            running.remove(index).kill();
-            let (process, banner) = start_role("orders", args.clone(), dir.clone()).await;
+            let index = running.iter().position(|p| p.name == "orders-a").expect("orders");
+            let mut process = running.remove(index);
+            process.kill();
+            let (process, banner) =
+                start_role("orders", process.name.clone(), args.clone(), dir.clone()).await;
             base = banner
                 .iter()
                 .find_map(|l| l.strip_prefix("orderflow listening on "))
@@ -210,7 +254,6 @@ async fn killing_any_role_process_mid_run_and_restarting_it_changes_no_outcome()
     assert_eq!(placed.len(), orders_n);
 
     // Every order ends where the rules say.
-    let pool = sqlx::PgPool::connect(&db).await.expect("pg");
     let started = Instant::now();
     let statuses = loop {
         let rows: Vec<(uuid::Uuid, String)> = sqlx::query_as("SELECT id, status FROM orders")
@@ -229,10 +272,39 @@ async fn killing_any_role_process_mid_run_and_restarting_it_changes_no_outcome()
                 .map(|(id, s)| (id.to_string(), s))
                 .collect::<std::collections::HashMap<_, _>>();
         }
-        assert!(
-            started.elapsed() < Duration::from_secs(300),
-            "orders did not all finish"
-        );
+        if started.elapsed() > Duration::from_secs(300) {
+            let mut by_status = std::collections::BTreeMap::new();
+            for (_, status) in &rows {
+                *by_status.entry(status.clone()).or_insert(0) += 1;
+            }
+            let notable: Vec<String> = running
+                .iter()
+                .flat_map(|p| {
+                    let text =
+                        std::fs::read_to_string(dir.join(format!("{}.log", p.name))).unwrap_or_default();
+                    text.lines()
+                        .filter(|l| {
+                            [
+                                "restarting",
+                                "did not return",
+                                "role stopped",
+                                "revoked",
+                                "stall",
+                                "ERROR orderflow",
+                            ]
+                            .iter()
+                            .any(|w| l.contains(w))
+                        })
+                        .map(|l| format!("{}: {l}", p.name))
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            panic!(
+                "orders did not all finish within 300 s: {by_status:?}; the roles' notable log lines (in {}):\n{}",
+                dir.display(),
+                notable.join("\n")
+            );
+        }
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
     for (order, cancelled) in &placed {
