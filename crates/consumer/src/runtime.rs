@@ -164,8 +164,9 @@ impl<H: Handler> ConsumerRuntime<H> {
     /// transaction timeout (bumping the epoch): the next run starts a fresh one.
     pub async fn run(&self, shutdown: CancellationToken) -> Result<(), ConsumerError> {
         self.ensure_topics().await?;
+        let mut restarted = false;
         loop {
-            match self.run_once(&shutdown).await {
+            match self.run_once(&shutdown, restarted).await {
                 Ok(()) => return Ok(()),
                 Err(e)
                     if (e.is_restartable()
@@ -178,6 +179,7 @@ impl<H: Handler> ConsumerRuntime<H> {
                         error = &e as &dyn std::error::Error,
                         "consumer restarting from committed offsets"
                     );
+                    restarted = true;
                     tokio::select! {
                         () = shutdown.cancelled() => return Ok(()),
                         () = tokio::time::sleep(Duration::from_secs(1)) => {}
@@ -188,7 +190,12 @@ impl<H: Handler> ConsumerRuntime<H> {
         }
     }
 
-    async fn run_once(&self, shutdown: &CancellationToken) -> Result<(), ConsumerError> {
+    /// One run with fresh clients. A `restarted` run joins as a dynamic member even when the settings ask
+    /// for static membership: its predecessor in this process closed without leaving the group (static
+    /// members do not), and rejoining under the same static id hands back the predecessor's assignment
+    /// without a rebalance, which was seen to leave partitions that were moving between members with no
+    /// owner at all. As a new member it makes the group rebalance once the predecessor's session expires.
+    async fn run_once(&self, shutdown: &CancellationToken, restarted: bool) -> Result<(), ConsumerError> {
         let settings = &self.settings;
         let instance = self.instance.clone();
         let client_id = format!("{}-{instance}", settings.group);
@@ -212,7 +219,7 @@ impl<H: Handler> ConsumerRuntime<H> {
             .set("isolation.level", "read_committed")
             .set("statistics.interval.ms", STATISTICS_INTERVAL_MS)
             .set("queued.max.messages.kbytes", "16384");
-        if settings.static_membership {
+        if settings.static_membership && !restarted {
             config.set("group.instance.id", &instance);
         }
         // The poller polls all the time (back-pressure pauses partitions instead of stopping it), blocking
