@@ -35,8 +35,12 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let outcome = runtime.block_on(commands::run(cli.command, settings));
+    // A blocking call abandoned to a wedged Kafka client (the consumer runtime bounds its transaction calls
+    // and gives up on them) would otherwise hold the exit for good.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
     // The edge: the whole error chain is printed once, on one line.
-    match runtime.block_on(commands::run(cli.command, settings)) {
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -2,7 +2,7 @@
 //! and OTLP export.
 
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use orderflow_roles::{Platform, Role};
 use serde_json::Value;
@@ -167,14 +167,26 @@ async fn metrics_follow_the_load_lag_rises_while_a_consumer_is_held_then_drains(
     stock_products(&platform.backends.store).await;
     let base = format!("http://{}", platform.http_addr.expect("http"));
     let ops = format!("http://{}", platform.ops_addr.expect("ops listener"));
-    let projector = platform
-        .backends
-        .consumers
-        .list()
-        .into_iter()
-        .find(|(role, _)| *role == Role::Projector)
-        .map(|(_, handle)| handle.group().to_owned())
-        .expect("the projector's consumer");
+    // A role registers its consumer when its task first runs, which on a busy machine can be just after
+    // the platform is up.
+    let started = Instant::now();
+    let projector = loop {
+        let found = platform
+            .backends
+            .consumers
+            .list()
+            .into_iter()
+            .find(|(role, _)| *role == Role::Projector)
+            .map(|(_, handle)| handle.group().to_owned());
+        if let Some(group) = found {
+            break group;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the projector's consumer"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     let scrape = || async {
         // The ops listener needs no key; the API's /metrics needs admin.
         reqwest::get(format!("{ops}/metrics"))
