@@ -29,9 +29,14 @@ pub enum Rejection {
     /// The request could not be read (the detail adds why).
     #[error("the request body could not be read")]
     BadRequest(#[source] Box<dyn std::error::Error + Send + Sync>),
-    /// No upstream answered; the last upstream's failure is kept for the log, never sent.
+    /// An upstream failed after the request may have reached it; its failure is kept for the log, never
+    /// sent. Whether the request took effect is unknown.
     #[error("no orders instance could be reached")]
     BadGateway(#[source] Option<UpstreamError>),
+    /// Every upstream refused the connection, so the request reached none of them and is safe to send
+    /// again: answered `503` with `Retry-After`. The last refusal is kept for the log, never sent.
+    #[error("no orders instance is accepting connections")]
+    Unavailable(#[source] Option<UpstreamError>),
     /// The request took longer than allowed.
     #[error("the request took longer than {0} ms")]
     Timeout(u64),
@@ -82,6 +87,11 @@ impl Rejection {
                 "Unreadable request body",
             ),
             Self::BadGateway(_) => (StatusCode::BAD_GATEWAY, "/problems/bad-gateway", "Bad gateway"),
+            Self::Unavailable(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "/problems/unavailable",
+                "Service unavailable",
+            ),
             Self::Timeout(_) => (
                 StatusCode::GATEWAY_TIMEOUT,
                 "/problems/timeout",
@@ -97,7 +107,7 @@ impl IntoResponse for Rejection {
         // The reason is the problem type's last segment: `unauthenticated`, `forbidden`, `rate-limited`, ...
         let reason = kind.rsplit('/').next().unwrap_or(kind);
         GatewayEvent::Rejected { reason }.emit();
-        if let Self::BadGateway(_) = &self {
+        if let Self::BadGateway(_) | Self::Unavailable(_) = &self {
             tracing::error!(error = &self as &dyn std::error::Error, "no upstream answered");
         }
         // A client error's detail says why (its cause included); a server error's says only what happened.
@@ -127,6 +137,9 @@ impl IntoResponse for Rejection {
             }
             Self::RateLimited { retry_after_secs } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            }
+            Self::Unavailable(_) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(1u64));
             }
             _ => {}
         }

@@ -1,6 +1,7 @@
 //! Forwarding to the orders instances behind a standalone gateway: round-robin over the upstreams,
 //! moving on to the next one when an upstream refuses the connection (the request was never sent, so
-//! even a POST is safe to send elsewhere).
+//! even a POST is safe to send elsewhere). When every upstream refuses, the answer is `503` with
+//! `Retry-After`, since the request took no effect; a failure after the request may have been sent is `502`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -176,5 +177,6 @@ async fn forward(State(upstreams): State<Upstreams>, request: Request) -> Respon
             }
         }
     }
-    Rejection::BadGateway(last_error).into_response()
+    // Every upstream refused the connection: the request reached none, so a client may send it again.
+    Rejection::Unavailable(last_error).into_response()
 }

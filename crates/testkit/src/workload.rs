@@ -20,19 +20,22 @@ pub async fn place_orders(
     first: usize,
     count: usize,
 ) -> Result<Vec<Placed>, HarnessError> {
-    place_all(client, base, first, count, false).await
+    place_all(client, base, first, count, None).await
 }
 
-/// Like [`place_orders`], as a client that rides out outages: a request answered `503` or not answered at
-/// all is sent again after 200 ms until it is answered (a POST never answered may have placed an order the
-/// result does not list; only orders answered `201` are returned).
+/// Like [`place_orders`], as a client that rides out outages: a request answered `502`, `503` or `504`, or
+/// not answered at all, is sent again after 200 ms until it is answered. A POST that may have reached the
+/// server before it failed (anything but a refused connection or a `503`) may have placed an order the
+/// result does not list; only orders answered `201` are returned. `interrupted` counts those sends: each is
+/// a request cut off while the server held it.
 pub async fn place_orders_through_outages(
     client: &reqwest::Client,
     base: &str,
     first: usize,
     count: usize,
+    interrupted: Arc<AtomicUsize>,
 ) -> Result<Vec<Placed>, HarnessError> {
-    place_all(client, base, first, count, true).await
+    place_all(client, base, first, count, Some(interrupted)).await
 }
 
 async fn place_all(
@@ -40,12 +43,12 @@ async fn place_all(
     base: &str,
     first: usize,
     count: usize,
-    patient: bool,
+    patient: Option<Arc<AtomicUsize>>,
 ) -> Result<Vec<Placed>, HarnessError> {
     let next = Arc::new(AtomicUsize::new(first));
     let mut clients = tokio::task::JoinSet::new();
     for _ in 0..8 {
-        let (client, base, next) = (client.clone(), base.to_owned(), next.clone());
+        let (client, base, next, patient) = (client.clone(), base.to_owned(), next.clone(), patient.clone());
         clients.spawn(async move {
             let mut placed = Vec::new();
             loop {
@@ -53,7 +56,7 @@ async fn place_all(
                 if i >= first + count {
                     return Ok::<_, HarnessError>(placed);
                 }
-                placed.push(place(&client, &base, i, patient).await?);
+                placed.push(place(&client, &base, i, patient.as_deref()).await?);
             }
         });
     }
@@ -68,21 +71,33 @@ fn failed(what: &str) -> impl FnOnce(reqwest::Error) -> HarnessError + '_ {
     move |e| HarnessError::step(what)(e.into())
 }
 
-/// Sends `request` until it is answered other than `503` (when `patient`), or once.
+/// Sends `request` until it is answered other than `502`, `503` or `504`, or not at all (when `patient`,
+/// counting the sends the server may have acted on in it), or once.
 async fn send(
     request: impl Fn() -> reqwest::RequestBuilder,
-    patient: bool,
+    patient: Option<&AtomicUsize>,
     what: &str,
 ) -> Result<reqwest::Response, HarnessError> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     loop {
         let outcome = request().send().await;
-        let again = match &outcome {
-            Ok(response) => response.status().as_u16() == 503,
-            Err(e) => e.is_connect() || e.is_timeout() || e.is_request(),
+        let (again, reached) = match &outcome {
+            Ok(response) => match response.status().as_u16() {
+                503 => (true, false),
+                502 | 504 => (true, true),
+                _ => (false, false),
+            },
+            Err(e) if e.is_connect() => (true, false),
+            Err(e) => (e.is_timeout() || e.is_request(), true),
         };
-        if !patient || !again || std::time::Instant::now() >= deadline {
+        let Some(interrupted) = patient else {
             return outcome.map_err(failed(what));
+        };
+        if !again || std::time::Instant::now() >= deadline {
+            return outcome.map_err(failed(what));
+        }
+        if reached {
+            interrupted.fetch_add(1, Ordering::Relaxed);
         }
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
@@ -93,7 +108,7 @@ async fn place(
     client: &reqwest::Client,
     base: &str,
     i: usize,
-    patient: bool,
+    patient: Option<&AtomicUsize>,
 ) -> Result<Placed, HarnessError> {
     let unit = if i.is_multiple_of(17) {
         50_000
@@ -133,12 +148,16 @@ async fn place(
     match status {
         200 => Ok((created, true)),
         // Sent more than once, the cancel may have taken effect the first time: the order says.
-        409 if patient => {
-            let order: Value = send(|| client.get(format!("{base}/v1/orders/{id}")), true, "GET order")
-                .await?
-                .json()
-                .await
-                .map_err(failed("the order"))?;
+        409 if patient.is_some() => {
+            let order: Value = send(
+                || client.get(format!("{base}/v1/orders/{id}")),
+                patient,
+                "GET order",
+            )
+            .await?
+            .json()
+            .await
+            .map_err(failed("the order"))?;
             Ok((created, order["status"] == "CANCELLED"))
         }
         409 => Ok((created, false)),
