@@ -269,16 +269,7 @@ pub async fn ensure_with(
                 found.replicas, settings.replication_factor
             ));
         }
-        let described = admin
-            .describe_configs([&ResourceSpecifier::Topic(&topic)], &options)
-            .await
-            .map_err(BusError::kafka(format!("describing topic {topic}")))?;
-        let actual: HashMap<String, Option<String>> = described
-            .into_iter()
-            .flatten()
-            .flat_map(|resource| resource.entries)
-            .map(|entry| (entry.name, entry.value))
-            .collect();
+        let actual = topic_configs(&admin, &topic, &options).await?;
         let mut expected = cleanup.configs();
         if settings.replication_factor > 1 {
             expected.push(("min.insync.replicas", settings.min_insync_replicas.to_string()));
@@ -301,6 +292,41 @@ pub async fn ensure_with(
         Ok(reports)
     } else {
         Err(BusError::TopicMismatch(differences))
+    }
+}
+
+/// The configuration of `topic` as its broker describes it. A topic another process has just created may be
+/// unknown to the broker answering (its metadata arrives a moment later), which shows as an error or an
+/// empty description: asked again for up to 15 s before that counts, so that two instances starting at once
+/// do not take each other's new topics for drifted ones.
+async fn topic_configs(
+    admin: &AdminClient<DefaultClientContext>,
+    topic: &str,
+    options: &AdminOptions,
+) -> Result<HashMap<String, Option<String>>, BusError> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let described = admin
+            .describe_configs([&ResourceSpecifier::Topic(topic)], options)
+            .await
+            .map_err(BusError::kafka(format!("describing topic {topic}")))?;
+        let outcome = described
+            .into_iter()
+            .next()
+            .map(|r| r.map(|resource| resource.entries));
+        match outcome {
+            Some(Ok(entries)) if !entries.is_empty() => {
+                return Ok(entries.into_iter().map(|e| (e.name, e.value)).collect());
+            }
+            Some(Err(code)) if tokio::time::Instant::now() >= deadline => {
+                return Err(BusError::Kafka {
+                    context: format!("describing topic {topic}"),
+                    source: rdkafka::error::KafkaError::AdminOp(code),
+                });
+            }
+            _ if tokio::time::Instant::now() >= deadline => return Ok(HashMap::new()),
+            _ => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
     }
 }
 

@@ -247,25 +247,82 @@ impl RedisConnection {
 }
 
 impl RedisConnection {
-    /// On a Cluster, waits (at most 200 ms) until the writes this connection sent so far are on a replica
-    /// of every master that has one in sync, so that a failover (which promotes a replica) keeps them. Call
-    /// it before acknowledging state that must survive a failover (before a consumer commits its offsets);
-    /// should the master fail first, the call fails and the writes are made again. A master with no replica
-    /// right now (its replica was just promoted) is not waited for: nothing can take its place yet. One
+    /// On a Cluster, waits until the writes this connection sent so far are on a replica of every master
+    /// that has a replica, so that a failover (which promotes a replica) keeps them. Call it before
+    /// acknowledging state that must survive a failover (before a consumer commits its offsets). A master
+    /// with no replica right now (its replica was just promoted) is not waited for: nothing can take its
+    /// place yet. A master whose replica has not confirmed the writes within [`REPLICATION_WAIT`] fails the
+    /// call with a timeout, so the caller makes the writes again rather than acknowledge what a failover
+    /// could lose (seen: a projector's change lost that way let an older state be published last). One
     /// server has no replica to wait for.
     pub async fn wait_replicated(&self) -> redis::RedisResult<()> {
-        match self {
-            Self::Single(_) => Ok(()),
-            // Routed to every master; the answer is the fewest replicas any of them reached.
-            Self::Cluster(connection) => {
-                let _: i64 = redis::cmd("WAIT")
-                    .arg(1)
-                    .arg(200)
-                    .query_async(&mut connection.clone())
-                    .await?;
-                Ok(())
+        use redis::cluster_routing::{MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo};
+        let Self::Cluster(handle) = self else {
+            return Ok(());
+        };
+        let mut connection = handle.connection().ok_or_else(poisoned)?;
+        let every_master =
+            || RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, Some(ResponsePolicy::Special)));
+        let deadline = Instant::now() + REPLICATION_WAIT;
+        loop {
+            // Each master answers how many replicas have everything this connection wrote to it.
+            let mut wait = redis::cmd("WAIT");
+            wait.arg(1).arg(200);
+            let answers = connection.route_command(wait, every_master()).await?;
+            let mut behind: Vec<String> = per_node(answers)
+                .into_iter()
+                .filter(|(_, value)| !matches!(value, Value::Int(n) if *n >= 1))
+                .map(|(node, _)| node)
+                .collect();
+            if behind.is_empty() {
+                return Ok(());
+            }
+            // ROLE lists each master's connected replicas; one without any has nothing to wait for.
+            let roles = per_node(
+                connection
+                    .route_command(redis::cmd("ROLE"), every_master())
+                    .await?,
+            );
+            behind.retain(|node| {
+                roles.iter().any(|(n, role)| {
+                    n == node
+                        && matches!(role, Value::Array(parts)
+                            if matches!(parts.get(2), Some(Value::Array(replicas)) if !replicas.is_empty()))
+                })
+            });
+            if behind.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(RedisError::from(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!(
+                        "writes not confirmed by a replica of {} within {REPLICATION_WAIT:?}",
+                        behind.join(", ")
+                    ),
+                )));
             }
         }
+    }
+}
+
+/// How long [`RedisConnection::wait_replicated`] waits for a master's replica before it fails.
+pub const REPLICATION_WAIT: Duration = Duration::from_secs(2);
+
+/// The answers of a command sent to several nodes, by node address.
+fn per_node(answers: Value) -> Vec<(String, Value)> {
+    match answers {
+        Value::Map(entries) => entries
+            .into_iter()
+            .map(|(node, value)| {
+                let node = match node {
+                    Value::BulkString(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+                    other => format!("{other:?}"),
+                };
+                (node, value)
+            })
+            .collect(),
+        _ => Vec::new(),
     }
 }
 

@@ -13,7 +13,9 @@ mod rebuild;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use connection::{CLUSTER_REBUILD_AFTER, ClusterHandle, RedisConnection, RedisTarget, subscribe};
+pub use connection::{
+    CLUSTER_REBUILD_AFTER, ClusterHandle, REPLICATION_WAIT, RedisConnection, RedisTarget, subscribe,
+};
 pub use rebuild::{LOCK_MS as REBUILD_LOCK_MS, Rebuild, rebuild_token};
 
 /// What can go wrong resolving where Redis is.

@@ -1,4 +1,6 @@
-//! The Cluster connection through a master failover, on a Redis Cluster of the test's own.
+//! The Cluster connection through a master failover, and writes acknowledged only once a replica has
+//! them, on Redis Clusters of the tests' own.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail by panicking
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,8 +34,8 @@ async fn round(connection: &RedisConnection) -> redis::RedisResult<()> {
     connection.wait_replicated().await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_cluster_connection_serves_again_soon_after_a_master_is_killed_and_comes_back() {
+/// A Redis Cluster of the test's own and a connection to it.
+async fn start_cluster() -> (RedisCluster, RedisConnection) {
     let cluster = tokio::task::spawn_blocking(|| RedisCluster::start().expect("redis cluster"))
         .await
         .expect("task");
@@ -43,6 +45,12 @@ async fn the_cluster_connection_serves_again_soon_after_a_master_is_killed_and_c
         ..RedisTarget::default()
     };
     let connection = RedisConnection::connect(&target).await.expect("connect");
+    (cluster, connection)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_connection_serves_again_soon_after_a_master_is_killed_and_comes_back() {
+    let (cluster, connection) = start_cluster().await;
     round(&connection).await.expect("a healthy cluster serves");
 
     // Writers keep going through the failover.
@@ -97,4 +105,37 @@ async fn the_cluster_connection_serves_again_soon_after_a_master_is_killed_and_c
     );
     eprintln!("served again {served:?} after the cluster healed");
     drop(cluster);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_a_replica_has_not_confirmed_are_not_acknowledged() {
+    let (cluster, connection) = start_cluster().await;
+    round(&connection)
+        .await
+        .expect("a healthy cluster confirms the writes");
+
+    // Every replica frozen: still connected to its master, confirming nothing.
+    let masters = cluster.masters().expect("masters");
+    let replicas: Vec<usize> = (0..cluster.ports().len())
+        .filter(|i| !masters.contains(i))
+        .collect();
+    assert!(!replicas.is_empty(), "the cluster has replicas");
+    for &replica in &replicas {
+        cluster.freeze(replica);
+    }
+    let started = Instant::now();
+    let outcome = round(&connection).await;
+    let waited = started.elapsed();
+    for &replica in &replicas {
+        cluster.thaw(replica);
+    }
+    let error = outcome.expect_err("writes no replica confirmed are not acknowledged");
+    assert!(error.is_timeout() || error.is_io_error(), "{error}");
+    assert!(
+        waited >= orderflow_redis::REPLICATION_WAIT && waited < Duration::from_secs(10),
+        "failed after {waited:?}"
+    );
+
+    // Once the replicas go on, the same writes are confirmed.
+    round(&connection).await.expect("confirmed again");
 }

@@ -155,20 +155,28 @@ pub(crate) fn format_log_dir(
 impl KafkaServer {
     /// Formats a log dir and starts a broker with the default test settings plus `extra` properties.
     pub fn start_with(extra: &[(&str, &str)]) -> Result<Self, HarnessError> {
-        Self::start_inner(extra, None, false)
+        Self::start_inner(extra, None, false, None)
+    }
+
+    /// Starts a broker whose clients reach it through a [`TcpProxy`](crate::TcpProxy): a second listener,
+    /// `EXTERNAL` on a port of its own, advertises the proxy's address, so that every connection a client
+    /// opens (bootstrap and partition leaders alike) passes through the proxy and a cut there cuts them all.
+    /// [`KafkaServer::bootstrap_servers`] stays the direct listener; clients use the proxy's port.
+    pub fn start_behind(proxy: &crate::TcpProxy, external: u16) -> Result<Self, HarnessError> {
+        Self::start_inner(&[], None, false, Some((external, proxy.port())))
     }
 
     /// Starts a broker whose clients must log in with SASL (SCRAM-SHA-512, or PLAIN for the
     /// administrator) and are held to ACLs: [`KAFKA_ADMIN`] is a super user, each of `users` (name,
     /// password) may do nothing until ACLs are added ([`KafkaServer::create_acls`]).
     pub fn start_secured(users: &[(&str, &str)]) -> Result<Self, HarnessError> {
-        Self::start_inner(&[], Some(users), false)
+        Self::start_inner(&[], Some(users), false, None)
     }
 
     /// [`KafkaServer::start_secured`] with TLS on the client listener (`SASL_SSL`): a certificate for
     /// 127.0.0.1 signed by a throw-away CA ([`KafkaServer::ca_file`]).
     pub fn start_secured_tls(users: &[(&str, &str)]) -> Result<Self, HarnessError> {
-        Self::start_inner(&[], Some(users), true)
+        Self::start_inner(&[], Some(users), true, None)
     }
 
     /// The CA file clients must trust, when the listener speaks TLS.
@@ -189,6 +197,7 @@ impl KafkaServer {
         extra: &[(&str, &str)],
         users: Option<&[(&str, &str)]>,
         tls: bool,
+        external: Option<(u16, u16)>,
     ) -> Result<Self, HarnessError> {
         let libs = kafka_jars()?;
         let started = Instant::now();
@@ -229,6 +238,28 @@ impl KafkaServer {
             ("share.coordinator.state.topic.min.isr".into(), "1".into()),
             ("group.initial.rebalance.delay.ms".into(), "0".into()),
         ];
+        if let Some((external, advertised)) = external {
+            let listeners = [
+                (
+                    "listeners",
+                    format!(
+                        "PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller},EXTERNAL://127.0.0.1:{external}"
+                    ),
+                ),
+                (
+                    "advertised.listeners",
+                    format!("PLAINTEXT://127.0.0.1:{port},EXTERNAL://127.0.0.1:{advertised}"),
+                ),
+                (
+                    "listener.security.protocol.map",
+                    "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,EXTERNAL:PLAINTEXT".to_owned(),
+                ),
+            ];
+            for (k, v) in listeners {
+                props.retain(|(key, _)| key != k);
+                props.push((k.to_owned(), v));
+            }
+        }
         let (admin, admin_password) = KAFKA_ADMIN;
         let mut scram = Vec::new();
         if let Some(users) = users {

@@ -159,6 +159,26 @@ impl ServerProcess {
         }
     }
 
+    /// Freezes the process (SIGSTOP): it keeps its connections open but answers nothing, as a server
+    /// stuck on a slow disk or starved of CPU does. [`ServerProcess::thaw`] lets it go on.
+    pub fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a frozen process go on (SIGCONT).
+    pub fn thaw(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        if let Some(child) = lock(&self.child).as_ref() {
+            let _ = Command::new("kill")
+                .arg(signal)
+                .arg(child.id().to_string())
+                .status();
+        }
+    }
+
     /// True while the process runs.
     pub fn is_running(&self) -> bool {
         lock(&self.child)

@@ -146,6 +146,16 @@ impl RedisServer {
         self.process.kill();
     }
 
+    /// Freezes the server (SIGSTOP): its connections stay open, nothing is answered or replicated.
+    pub fn freeze(&self) {
+        self.process.freeze();
+    }
+
+    /// Lets a frozen server go on.
+    pub fn thaw(&self) {
+        self.process.thaw();
+    }
+
     /// True while the server process runs.
     pub fn is_running(&self) -> bool {
         self.process.is_running()

@@ -127,6 +127,21 @@ impl RedisCluster {
         }
     }
 
+    /// Freezes node `index` (SIGSTOP) until [`RedisCluster::thaw`]: it stays connected but acknowledges
+    /// nothing, as a replica that has fallen behind.
+    pub fn freeze(&self, index: usize) {
+        if let Some(node) = self.nodes.get(index) {
+            node.freeze();
+        }
+    }
+
+    /// Lets a frozen node go on.
+    pub fn thaw(&self, index: usize) {
+        if let Some(node) = self.nodes.get(index) {
+            node.thaw();
+        }
+    }
+
     /// Starts node `index` again with its cluster state; it rejoins the cluster.
     pub fn restart(&self, index: usize) -> Result<(), HarnessError> {
         match self.nodes.get(index) {

@@ -1,6 +1,8 @@
-//! Faults: killing any role's process mid-run and restarting it changes no outcome (with
-//! `KILL_TEST_PROCESSES=2` every role runs as two processes, so partitions move between them as the kills
-//! land), and server faults (PostgreSQL, Redis, Kafka, the network) lose no accepted order.
+//! Faults: killing any role's process (the gateway and the orders process running the relay included)
+//! while it holds work, and restarting it, changes no outcome; server faults (PostgreSQL, Redis, Kafka, the
+//! network) lose no accepted order. Every role runs as two processes in both, so partitions move between
+//! the members of each consumer group as the faults land. Each run ends with `orderflow reconcile` and
+//! prints its row of the soak table.
 
 use std::time::{Duration, Instant};
 
@@ -18,15 +20,15 @@ fn kill_test_orders() -> usize {
         .unwrap_or(3_000)
 }
 
-/// Processes per role in the kill test (`KILL_TEST_PROCESSES`, 1 or 2; 1 by default). With two, partitions
-/// move between the members as the kills land; that run still strands orders for minutes in about half the
-/// tries (a transactional group whose member failed a commit with ILLEGAL_GENERATION while its peer was
-/// killed mid-rebalance stops consuming `order.created`), so CI runs one process per role until it is fixed.
+/// Processes per role in the kill test (`KILL_TEST_PROCESSES`, 1 or 2; 2 by default): with two, every
+/// consumer group has two members, and partitions move between them as the kills land. Consumers get their
+/// share of partitions before the first order, and each victim is the first process of its role seen
+/// holding work.
 fn kill_test_processes() -> usize {
     std::env::var("KILL_TEST_PROCESSES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(1)
+        .unwrap_or(2)
         .clamp(1, 2)
 }
 
@@ -159,6 +161,51 @@ async fn work_held(process: &RoleProcess, pool: &sqlx::PgPool) -> Option<String>
     (batches > 0.0 || lag > 0.0).then(|| format!("{batches} batches in flight, lag {lag}"))
 }
 
+/// Runs `orderflow reconcile` with the run's backend flags until it passes (derived state may take a few
+/// seconds to settle), failing the test with its table after 60 s.
+async fn reconcile_passes(args: &[String]) {
+    let mut reconcile_args = vec!["reconcile", "--within", "60"];
+    reconcile_args.extend(args.iter().map(String::as_str));
+    let started = Instant::now();
+    loop {
+        let out = run_binary(&reconcile_args, &[]);
+        if out.status.success() {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "reconcile fails:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+}
+
+/// Prints a row of the soak table and appends it to `$FAULT_TABLE` when set.
+fn record_row(row: &str) {
+    eprintln!("{row}");
+    if let Ok(table) = std::env::var("FAULT_TABLE") {
+        use std::io::Write;
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(table)
+            .expect("fault table");
+        writeln!(file, "{row}").expect("fault table row");
+    }
+}
+
+/// Orders not yet terminal: the work on its way through the pipeline.
+async fn orders_in_flight(pool: &sqlx::PgPool) -> i64 {
+    sqlx::query_as::<_, (i64,)>(
+        "SELECT COUNT(*) FROM orders WHERE status NOT IN ('PAYMENT_FAILED', 'ALLOCATED', 'REJECTED', 'CANCELLED')",
+    )
+    .fetch_one(pool)
+    .await
+    .map_or(0, |(n,)| n)
+}
+
 impl RoleProcess {
     /// SIGKILL: no drain, no commit, no goodbye to the group.
     fn kill(&mut self) {
@@ -286,6 +333,10 @@ async fn killing_any_role_process_mid_run_and_restarting_it_changes_no_outcome()
     // so the requests the clients had to send again in the second half were cut by its kill).
     let mut placed: Vec<(Value, bool)> = Vec::new();
     let half = orders_n / 2;
+    let last_overdue = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let overdue_watch = tokio::spawn(watch_overdue(db.clone(), last_overdue.clone()));
+    let mut last_kill = Instant::now();
+    let mut in_flight: Vec<i64> = Vec::new();
     for (round, victims) in [
         ["payments", "enrichment", "inventory", "orders"],
         ["projector", "analytics", "audit", "gateway"],
@@ -326,8 +377,14 @@ async fn killing_any_role_process_mid_run_and_restarting_it_changes_no_outcome()
                     (index.expect("running"), None)
                 });
                 let mut process = running.remove(index);
+                let killed_at = Instant::now();
                 process.kill();
-                held.push((process.name.clone(), work));
+                held.push((
+                    process.name.clone(),
+                    work,
+                    orders_in_flight(&pool).await,
+                    killed_at,
+                ));
                 tokio::time::sleep(Duration::from_millis(300)).await;
                 let name = process.name.clone();
                 restarted
@@ -338,15 +395,27 @@ async fn killing_any_role_process_mid_run_and_restarting_it_changes_no_outcome()
         let (orders, (restarted, held)) = tokio::join!(placing, killing);
         placed.extend(orders.expect("orders placed"));
         running.extend(restarted);
+        let seen: Vec<String> = held
+            .iter()
+            .map(|(name, work, waiting, _)| {
+                format!(
+                    "{name}: {}, {waiting} orders in flight",
+                    work.as_deref().unwrap_or("requests on their way")
+                )
+            })
+            .collect();
         eprintln!(
-            "round {round}: held at each kill {held:?}; {} requests cut off and sent again",
+            "round {round}: killed {}; {} requests cut off and sent again",
+            seen.join("; "),
             interrupted.load(std::sync::atomic::Ordering::Relaxed)
         );
-        for (name, work) in &held {
+        for (name, work, waiting, killed_at) in &held {
             assert!(
                 work.is_some() || name.starts_with("gateway"),
-                "{name} was killed while it held work: {held:?}"
+                "{name} was killed while it held work: {seen:?}"
             );
+            in_flight.push(*waiting);
+            last_kill = *killed_at;
         }
         if round == 1 {
             assert!(
@@ -510,10 +579,61 @@ async fn killing_any_role_process_mid_run_and_restarting_it_changes_no_outcome()
         String::from_utf8_lossy(&verified.stderr)
     );
 
+    // The independent oracle agrees, as after the server faults.
+    reconcile_passes(&args).await;
+
+    // The run's row of the soak table: every order placed is in the database and terminal (asserted
+    // above), and the funnel counted each order created once (asserted above); effects counted twice would
+    // show as more payments in the funnel than captured charges.
+    overdue_watch.abort();
+    let _ = overdue_watch.await;
+    let recovered = (*last_overdue.lock().expect("overdue watch"))
+        .map(|at| at.saturating_duration_since(last_kill))
+        .unwrap_or_default();
+    let (captured,): (i64,) =
+        sqlx::query_as("SELECT COUNT(*) FROM payment_charges WHERE outcome = 'CAPTURED'")
+            .fetch_one(&pool)
+            .await
+            .expect("captured");
+    let duplicated = (funnel["paid"].as_i64().unwrap_or(0) - captured).max(0);
+    let row = format!(
+        "| role processes killed mid-batch ({} per role; {}) | {} | 0 | 0 | {duplicated} | {:.1} s |",
+        kill_test_processes(),
+        [
+            "payments",
+            "enrichment",
+            "inventory",
+            "orders",
+            "projector",
+            "analytics",
+            "audit",
+            "gateway"
+        ]
+        .join(", "),
+        in_flight
+            .iter()
+            .map(i64::to_string)
+            .collect::<Vec<_>>()
+            .join(" + "),
+        recovered.as_secs_f64()
+    );
+    record_row(&row);
+    assert_eq!(duplicated, 0, "no payment counted twice");
+
     for mut process in running {
         process.instance.terminate().await;
     }
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Platform processes in a server-fault run (`FAULT_TEST_PROCESSES`, 1 or 2; `default` otherwise), each
+/// running every role: with two, every consumer group has two members.
+fn fault_test_processes(default: usize) -> usize {
+    std::env::var("FAULT_TEST_PROCESSES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+        .clamp(1, 2)
 }
 
 /// Orders for the server-fault test.
@@ -563,8 +683,9 @@ enum Fault {
     RedisLoss,
     /// The PostgreSQL postmaster is SIGKILLed and restarted into crash recovery.
     PostgresCrash,
-    /// Every connection to PostgreSQL and Redis is delayed by 100 ms for 3 s, then cut (open connections
-    /// closed, new ones refused) for 3 s, then let through again.
+    /// Every connection to PostgreSQL, Redis and Kafka is delayed by 100 ms for 3 s, then cut (open
+    /// connections closed, new ones refused) for 3 s, then let through again (the run has a broker of its
+    /// own that advertises the proxy's address).
     NetworkCut,
     /// The Redis Cluster master serving the analytics aggregates' slot is SIGKILLed (its replica takes
     /// over after 1 s), and restarted 3 s later as a replica (the run has a cluster of six nodes of its own).
@@ -586,14 +707,29 @@ struct Servers {
     redis_proxy: Option<orderflow_testkit::TcpProxy>,
     /// A Kafka cluster of the run's own (three nodes), or `None` for the harness's broker.
     kafka: Option<orderflow_testkit::KafkaCluster>,
+    /// A broker of the run's own that clients reach only through the proxy, for the network cut.
+    kafka_proxied: Option<(orderflow_testkit::KafkaServer, orderflow_testkit::TcpProxy)>,
     /// The topic prefix, with its dot.
     topic_prefix: String,
 }
 
 impl Servers {
-    async fn start(kafka_cluster: bool, redis_cluster: bool, topic_prefix: String) -> Self {
-        use orderflow_testkit::{KafkaCluster, PostgresServer, RedisCluster, RedisServer, TcpProxy};
+    async fn start(
+        kafka_cluster: bool,
+        kafka_proxied: bool,
+        redis_cluster: bool,
+        topic_prefix: String,
+    ) -> Self {
+        use orderflow_testkit::{
+            KafkaCluster, KafkaServer, PostgresServer, RedisCluster, RedisServer, TcpProxy,
+        };
         tokio::task::spawn_blocking(move || {
+            let kafka_proxied = kafka_proxied.then(|| {
+                let external = orderflow_testkit::free_port().expect("port");
+                let proxy = TcpProxy::start(([127, 0, 0, 1], external).into()).expect("proxy");
+                let broker = KafkaServer::start_behind(&proxy, external).expect("kafka");
+                (broker, proxy)
+            });
             let pg = PostgresServer::start_durable().expect("postgresql");
             let (redis, cluster) = if redis_cluster {
                 (None, Some(RedisCluster::start().expect("redis cluster")))
@@ -609,6 +745,7 @@ impl Servers {
                 redis,
                 redis_cluster: cluster,
                 kafka: kafka_cluster.then(|| KafkaCluster::start().expect("kafka cluster")),
+                kafka_proxied,
                 topic_prefix,
             }
         })
@@ -618,9 +755,10 @@ impl Servers {
 
     /// `bootstrap.servers` of the run's Kafka.
     fn kafka_bootstrap(&self) -> String {
-        match &self.kafka {
-            Some(cluster) => cluster.bootstrap_servers(),
-            None => orderflow_testkit::kafka().bootstrap_servers(),
+        match (&self.kafka, &self.kafka_proxied) {
+            (Some(cluster), _) => cluster.bootstrap_servers(),
+            (None, Some((_, proxy))) => format!("127.0.0.1:{}", proxy.port()),
+            (None, None) => orderflow_testkit::kafka().bootstrap_servers(),
         }
     }
 
@@ -712,8 +850,10 @@ impl Servers {
                 self.kafka = Some(cluster);
             }
             Fault::NetworkCut => {
-                let proxies: Vec<&orderflow_testkit::TcpProxy> =
-                    std::iter::once(&self.pg_proxy).chain(&self.redis_proxy).collect();
+                let proxies: Vec<&orderflow_testkit::TcpProxy> = std::iter::once(&self.pg_proxy)
+                    .chain(&self.redis_proxy)
+                    .chain(self.kafka_proxied.as_ref().map(|(_, proxy)| proxy))
+                    .collect();
                 for proxy in &proxies {
                     proxy.delay(Duration::from_millis(100));
                 }
@@ -796,6 +936,7 @@ async fn run_through(tag: &str, faults: &[Fault]) {
     let prefix = unique(tag);
     let mut servers = Servers::start(
         faults.contains(&Fault::KafkaLeaderKill),
+        faults.contains(&Fault::NetworkCut),
         faults.contains(&Fault::RedisFailover),
         format!("{prefix}."),
     )
@@ -848,13 +989,62 @@ async fn run_through(tag: &str, faults: &[Fault]) {
         &[("ORDERFLOW_LOG", "warn,orderflow_consumer=info".to_owned())],
         std::process::Stdio::from(log),
     );
-    let mut platform = Instance(Some(child));
+    let mut platforms = vec![Instance(Some(child))];
     let base = banner
         .iter()
         .find_map(|l| l.strip_prefix("orderflow listening on "))
         .expect("listening")
         .trim()
         .to_owned();
+    // A second platform runs every role too, so every consumer group has two members and the faults land
+    // while partitions move between them.
+    let mut logs = vec![log_path.clone()];
+    let mut bases = vec![base.clone()];
+    // Two platforms, but one for the Redis Cluster failover: with two, the last `order.state` record of a
+    // few orders in 10,000 ended older than the order (PAID v2 for ALLOCATED v3) while the read model and
+    // everything else agreed; the cause is not found yet, so CI keeps that run to one platform
+    // (FAULT_TEST_PROCESSES=2 reproduces it).
+    let processes = fault_test_processes(if faults.contains(&Fault::RedisFailover) {
+        1
+    } else {
+        2
+    });
+    for n in 1..processes {
+        let (second_dir, second_log) = (dir.join(format!("p{n}")), dir.join(format!("orderflow-{n}.log")));
+        let log = std::fs::File::create(&second_log).expect("log file");
+        let (child, banner) = spawn_with_stderr(
+            &up_args,
+            &second_dir,
+            &[("ORDERFLOW_LOG", "warn,orderflow_consumer=info".to_owned())],
+            std::process::Stdio::from(log),
+        );
+        platforms.push(Instance(Some(child)));
+        logs.push(second_log);
+        bases.push(
+            banner
+                .iter()
+                .find_map(|l| l.strip_prefix("orderflow listening on "))
+                .expect("listening")
+                .trim()
+                .to_owned(),
+        );
+    }
+    // Every platform's consumers have their share of partitions before the first order.
+    for base in &bases {
+        let metrics = format!("{base}/metrics");
+        eventually("every platform to be assigned partitions", move || {
+            let metrics = metrics.clone();
+            async move {
+                let text = client().get(metrics).send().await.ok()?.text().await.ok()?;
+                text.lines()
+                    .filter(|l| l.starts_with("orderflow_consumer_assigned_partitions{"))
+                    .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                    .any(|n| n > 0.0)
+                    .then_some(())
+            }
+        })
+        .await;
+    }
 
     let mut placing = tokio::spawn({
         let base = base.clone();
@@ -918,8 +1108,11 @@ async fn run_through(tag: &str, faults: &[Fault]) {
                 "{waiting} of {total} orders not terminal 60 s after the last fault or order: {statuses:?}; \
                  the consumers:\n{}\nwhat the log says besides stranded orders ({}):\n{}",
                 consumer_metrics(&base).await,
-                log_path.display(),
-                log_besides_stranded(&log_path, 80)
+                dir.display(),
+                logs.iter()
+                    .map(|log| log_besides_stranded(log, 80 / logs.len()))
+                    .collect::<Vec<_>>()
+                    .join("\n")
             );
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -946,22 +1139,7 @@ async fn run_through(tag: &str, faults: &[Fault]) {
 
     // The independent oracle: charges, stock, analytics, the read model, order.state, the audit chain and
     // dead letters all agree with the database (derived state may take a few seconds to settle).
-    let mut reconcile_args = vec!["reconcile", "--within", "60"];
-    reconcile_args.extend(args.iter().map(String::as_str));
-    let started = Instant::now();
-    loop {
-        let out = run_binary(&reconcile_args, &[]);
-        if out.status.success() {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "reconcile fails:\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        tokio::time::sleep(Duration::from_secs(3)).await;
-    }
+    reconcile_passes(&args).await;
 
     // What the faults cost, as a row of the soak table (`scripts/soak.sh`): effects counted twice would
     // show as more orders or payments in the analytics funnel than in the database.
@@ -993,18 +1171,11 @@ async fn run_through(tag: &str, faults: &[Fault]) {
         orders_n - found as usize,
         recovered.as_secs_f64()
     );
-    eprintln!("{row}");
-    if let Ok(table) = std::env::var("FAULT_TABLE") {
-        use std::io::Write;
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(table)
-            .expect("fault table");
-        writeln!(file, "{row}").expect("fault table row");
-    }
+    record_row(&row);
     assert_eq!(duplicated, 0, "no effect counted twice");
-    platform.terminate().await;
+    for mut platform in platforms {
+        platform.terminate().await;
+    }
     drop(servers);
 }
 
@@ -1084,6 +1255,6 @@ async fn a_redis_cluster_failover_mid_run_loses_no_accepted_order_and_reconcile_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_network_cut_to_postgresql_and_redis_mid_run_loses_no_accepted_order_and_reconcile_passes() {
+async fn a_network_cut_to_postgresql_redis_and_kafka_mid_run_loses_no_accepted_order_and_reconcile_passes() {
     run_through("netcut", &[Fault::NetworkCut]).await;
 }

@@ -42,6 +42,9 @@ pub const WATCH_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Records applied per step of a rebuild.
 const REBUILD_CHUNK: usize = 1_000;
+/// Rounds of publishing a rebuilt chunk again while live batches overtake it (each round needs an order
+/// to have changed during the previous one, so a few suffice).
+const REPUBLISH_ROUNDS: usize = 5;
 
 /// Applies status changes to the read model and reports the results.
 struct Projection {
@@ -278,8 +281,13 @@ impl Projection {
 
     /// Applies `changes` again (a no-op that answers each order's current state) and publishes the states,
     /// waiting for the broker's acknowledgements; returns how many orders went out.
+    ///
+    /// Live batches (of this process, or of another member of the group that owns the order's partition)
+    /// keep publishing while this runs, from another producer: one of them may publish a newer state that
+    /// lands before this older one. So once a chunk is acknowledged, its changes are applied once more, and
+    /// the orders now newer than what went out are published again, until none is: a live batch updates the
+    /// model before it publishes, so a newer state acknowledged before this one is seen here.
     async fn republish(&self, changes: Vec<Change>, token: &str) -> Result<usize, RoleError> {
-        use rdkafka::message::{Header, OwnedHeaders};
         let failed = |e: ModelError| rebuild_error(e);
         let producer = self
             .backends
@@ -288,36 +296,72 @@ impl Projection {
             .map_err(rebuild_error)?;
         let mut sent = 0;
         for chunk in changes.chunks(REBUILD_CHUNK) {
-            let views = self.model.apply(chunk).await.map_err(failed)?;
-            let mut outputs = Vec::with_capacity(2 * views.len());
-            for view in views.iter().flatten() {
-                outputs.extend(self.outputs(view, None).map_err(rebuild_error)?);
-            }
-            let deliveries = outputs.iter().map(|output| {
-                let mut headers = OwnedHeaders::new_with_capacity(output.headers.len());
-                for (key, value) in &output.headers {
-                    headers = headers.insert(Header {
-                        key,
-                        value: Some(value),
-                    });
+            let mut views = self.current_views(chunk).await?;
+            sent += views.len();
+            for _ in 0..REPUBLISH_ROUNDS {
+                self.publish_views(&producer, &views).await?;
+                let published: HashMap<String, i64> = views
+                    .iter()
+                    .map(|v| (v.order.id.to_string(), v.order.version))
+                    .collect();
+                views = self
+                    .current_views(chunk)
+                    .await?
+                    .into_iter()
+                    .filter(|v| {
+                        published
+                            .get(&v.order.id.to_string())
+                            .is_some_and(|&version| v.order.version > version)
+                    })
+                    .collect();
+                if views.is_empty() {
+                    break;
                 }
-                let mut record = FutureRecord::<[u8], [u8]>::to(&output.topic)
-                    .payload(&output.payload)
-                    .headers(headers);
-                if let Some(key) = &output.key {
-                    record = record.key(key);
-                }
-                producer.send(record, Duration::from_secs(10))
-            });
-            for delivered in futures::future::join_all(deliveries).await {
-                delivered.map_err(|(e, _)| rebuild_error(e))?;
             }
-            sent += views.iter().flatten().count();
             if !self.model.renew_rebuild(token).await.map_err(failed)? {
                 return Err(rebuild_error("another process took the rebuild over"));
             }
         }
         Ok(sent)
+    }
+
+    /// The current views of the orders of `changes` (applying them again is a no-op that answers them).
+    async fn current_views(&self, changes: &[Change]) -> Result<Vec<View>, RoleError> {
+        let views = self.model.apply(changes).await.map_err(rebuild_error)?;
+        Ok(views.into_iter().flatten().collect())
+    }
+
+    /// Publishes the state and read-model records of `views` and waits for the broker's acknowledgements.
+    async fn publish_views(
+        &self,
+        producer: &orderflow_bus::EventProducer,
+        views: &[View],
+    ) -> Result<(), RoleError> {
+        use rdkafka::message::{Header, OwnedHeaders};
+        let mut outputs = Vec::with_capacity(2 * views.len());
+        for view in views {
+            outputs.extend(self.outputs(view, None).map_err(rebuild_error)?);
+        }
+        let deliveries = outputs.iter().map(|output| {
+            let mut headers = OwnedHeaders::new_with_capacity(output.headers.len());
+            for (key, value) in &output.headers {
+                headers = headers.insert(Header {
+                    key,
+                    value: Some(value),
+                });
+            }
+            let mut record = FutureRecord::<[u8], [u8]>::to(&output.topic)
+                .payload(&output.payload)
+                .headers(headers);
+            if let Some(key) = &output.key {
+                record = record.key(key);
+            }
+            producer.send(record, Duration::from_secs(10))
+        });
+        for delivered in futures::future::join_all(deliveries).await {
+            delivered.map_err(|(e, _)| rebuild_error(e))?;
+        }
+        Ok(())
     }
 }
 
