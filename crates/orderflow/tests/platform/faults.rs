@@ -12,12 +12,12 @@ use serde_json::Value;
 
 use crate::support::*;
 
-/// Orders for the kill test (a few thousand keep it within a minute in a debug build).
+/// Orders for the kill test (10,000 by default, as for the other fault kinds).
 fn kill_test_orders() -> usize {
     std::env::var("KILL_TEST_ORDERS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(3_000)
+        .unwrap_or(10_000)
 }
 
 /// Processes per role in the kill test (`KILL_TEST_PROCESSES`, 1 or 2; 2 by default): with two, every

@@ -154,7 +154,11 @@ fn rebuild_error(source: impl Into<Box<dyn std::error::Error + Send + Sync>>) ->
 impl Projection {
     /// Applies `changes` again after giving the orders without a view (their header unknown: their
     /// `order.created` not applied yet, or lost with Redis) their header from the database, as their
-    /// `order.created` would have.
+    /// `order.created` would have, and their current status and version from the database too. An order
+    /// the model does not know may have been lost from it after newer changes than `changes` were applied
+    /// (a Redis node that came back empty and served its slots for a moment before it learnt of its
+    /// failover, say); folding only `changes` into a fresh entry would then answer, and publish, an older
+    /// state than the order's. The database is never behind an event, so its state is safe to fold in.
     async fn with_headers(
         &self,
         changes: &[Change],
@@ -180,6 +184,13 @@ impl Projection {
                 .await
                 .map_err(crate::store_error)?;
             if let Some(mut order) = found {
+                let current = Change {
+                    order_id: id.to_owned(),
+                    status: order.status,
+                    version: order.version,
+                    at: order.updated_at.timestamp_micros(),
+                    created: None,
+                };
                 order.status = orderflow_domain::OrderStatus::Created;
                 order.version = 1;
                 order.updated_at = order.created_at;
@@ -190,6 +201,9 @@ impl Projection {
                     at: order.created_at.timestamp_micros(),
                     created: Some(order),
                 });
+                if current.version > 1 {
+                    created.push(current);
+                }
             }
         }
         if created.is_empty() {
