@@ -286,14 +286,20 @@ async fn order_state(backends: &Backends) -> Result<Check, RoleError> {
     let records = orderflow_consumer::dlq::list(&backends.bus, &topic)
         .await
         .map_err(reading("order.state"))?;
-    // Records of one order share a partition; the latest offset is its state.
+    // Records of one order share a partition; the latest offset is its state. Each order's records are
+    // kept too (status, version and offset), so that a mismatch shows how the order's states came in.
     let mut latest: HashMap<String, (i64, OrderState)> = HashMap::new();
+    let mut seen: HashMap<String, Vec<(i64, String)>> = HashMap::new();
     for record in records {
         let state: OrderState = backends
             .codec
             .decode(&record.payload)
             .await
             .map_err(reading("an order.state record"))?;
+        seen.entry(state.order_id.clone()).or_default().push((
+            record.offset,
+            format!("{} v{}@{}", state.status, state.order_version, record.offset),
+        ));
         match latest.get(&state.order_id) {
             Some((offset, _)) if *offset > record.offset => {}
             _ => {
@@ -312,10 +318,17 @@ async fn order_state(backends: &Backends) -> Result<Check, RoleError> {
             match latest.get(&id.to_string()) {
                 None => missing += 1,
                 Some((_, s)) if s.status == *status && s.order_version == *version => {}
-                Some((_, s)) => differ.push(format!(
-                    "{id}: {} v{}, database {status} v{version}",
-                    s.status, s.order_version
-                )),
+                Some((_, s)) => {
+                    let mut history = seen.remove(&id.to_string()).unwrap_or_default();
+                    history.sort_unstable();
+                    let history: Vec<String> = history.into_iter().map(|(_, h)| h).collect();
+                    differ.push(format!(
+                        "{id}: {} v{}, database {status} v{version} (its records: {})",
+                        s.status,
+                        s.order_version,
+                        history.join(", ")
+                    ))
+                }
             }
         }
     }
