@@ -18,13 +18,15 @@ table="$(mktemp)"
 trap 'rm -f "$table"' EXIT
 export SERVER_FAULT_ORDERS="$orders" KILL_TEST_ORDERS="$orders" KILL_TEST_PROCESSES=2 FAULT_TABLE="$table"
 echo "soak: $orders orders per fault kind (release build)"
+status=0
 cargo test --release --locked -p orderflow --test platform -- --test-threads 1 \
   faults::a_redis_loss_and_a_postgresql_crash \
   faults::a_redis_cluster_failover \
   faults::a_network_cut \
   faults::killing_the_kafka_partition_leader \
-  faults::killing_any_role_process
+  faults::killing_any_role_process || status=$?
 echo
 echo "| fault | orders in flight | lost | stranded | duplicated effects | time to recover |"
 echo "|---|---|---|---|---|---|"
 cat "$table"
+exit "$status"
