@@ -160,15 +160,9 @@ async fn work_held(process: &RoleProcess, pool: &sqlx::PgPool) -> Option<String>
         .text()
         .await
         .ok()?;
-    let sum = |metric: &str| -> f64 {
-        text.lines()
-            .filter(|l| l.starts_with(metric) && l[metric.len()..].starts_with('{'))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
-    };
     let (batches, lag) = (
-        sum("orderflow_consumer_in_flight_batches"),
-        sum("orderflow_consumer_lag"),
+        metric_sum(&text, "orderflow_consumer_in_flight_batches"),
+        metric_sum(&text, "orderflow_consumer_lag"),
     );
     (batches > 0.0 || lag > 0.0).then(|| format!("{batches} batches in flight, lag {lag}"))
 }
@@ -206,6 +200,26 @@ fn record_row(row: &str) {
             .expect("fault table");
         writeln!(file, "{row}").expect("fault table row");
     }
+}
+
+/// The sum of every series of `metric` in a Prometheus text exposition.
+fn metric_sum(text: &str, metric: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(metric) && l[metric.len()..].starts_with('{'))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Waits until the consumers behind `metrics` (a `/metrics` URL) hold at least one partition.
+async fn wait_assigned(what: &str, metrics: String) {
+    eventually(what, move || {
+        let metrics = metrics.clone();
+        async move {
+            let text = http_get(metrics).await.ok()?.text().await.ok()?;
+            (metric_sum(&text, "orderflow_consumer_assigned_partitions") > 0.0).then_some(())
+        }
+    })
+    .await;
 }
 
 /// Orders not yet terminal: the work on its way through the pipeline.
@@ -329,21 +343,7 @@ async fn killing_any_role_process_mid_run_and_restarting_it_changes_no_outcome()
     // Every consumer has its share of partitions before the first order.
     for process in running.iter().filter(|p| p.role != "gateway") {
         let metrics = format!("{}/metrics", process.ops);
-        eventually(
-            &format!("{} to be assigned partitions", process.name),
-            move || {
-                let metrics = metrics.clone();
-                async move {
-                    let text = http_get(metrics).await.ok()?.text().await.ok()?;
-                    text.lines()
-                        .filter(|l| l.starts_with("orderflow_consumer_assigned_partitions{"))
-                        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-                        .any(|n| n > 0.0)
-                        .then_some(())
-                }
-            },
-        )
-        .await;
+        wait_assigned(&format!("{} to be assigned partitions", process.name), metrics).await;
     }
 
     // Orders in two halves; while each is placed, one process of each of four roles is killed and
@@ -1051,18 +1051,7 @@ async fn run_through(tag: &str, faults: &[Fault]) {
     // Every platform's consumers have their share of partitions before the first order.
     for base in &bases {
         let metrics = format!("{base}/metrics");
-        eventually("every platform to be assigned partitions", move || {
-            let metrics = metrics.clone();
-            async move {
-                let text = client().get(metrics).send().await.ok()?.text().await.ok()?;
-                text.lines()
-                    .filter(|l| l.starts_with("orderflow_consumer_assigned_partitions{"))
-                    .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-                    .any(|n| n > 0.0)
-                    .then_some(())
-            }
-        })
-        .await;
+        wait_assigned("every platform to be assigned partitions", metrics).await;
     }
 
     let mut placing = tokio::spawn({
