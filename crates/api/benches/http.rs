@@ -216,6 +216,7 @@ async fn router_alone(router: &Router, paths: &Arc<Vec<String>>, n: usize, tasks
 
 fn state(store: &Store, codec: &Arc<AvroCodec>, cache: OrderCache) -> AppState {
     AppState {
+        catalogue: orderflow_api::Catalogue::new(store.clone()),
         store: store.clone(),
         orders: orderflow_store::OrderWriter::spawn(store.clone(), Default::default()),
         cache,
@@ -249,6 +250,16 @@ fn main() {
             .await
             .expect("store");
         store.migrate().await.expect("migrate");
+        // The products the posted order buys, at the prices it quotes.
+        for (sku, price_minor) in [("SKU-1", 1_250), ("SKU-2", 990)] {
+            let product = orderflow_store::Product {
+                sku: sku.into(),
+                name: sku.into(),
+                price_minor,
+                stock: i32::MAX / 2,
+            };
+            store.put_product(&product).await.expect("product");
+        }
         let registry = RegistryService::new(Arc::new(store.clone()));
         let codec = Arc::new(
             AvroCodec::connect(Arc::new(registry), "orderflow.")

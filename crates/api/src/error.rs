@@ -34,6 +34,9 @@ pub enum ApiError {
     /// The body is JSON but some fields are missing, of the wrong type or out of range.
     #[error(transparent)]
     Validation(ValidationErrors),
+    /// Lines quote a unit price that is not the catalogue's (409, one entry per line).
+    #[error("the prices quoted differ from the catalogue's")]
+    PriceChanged(ValidationErrors),
     /// A path parameter is not a valid order id.
     #[error("'{0}' is not a valid order id (expected a UUID)")]
     InvalidOrderId(String),
@@ -135,6 +138,11 @@ impl ApiError {
                 "/problems/validation",
                 "The request has invalid fields",
             ),
+            Self::PriceChanged(_) => (
+                StatusCode::CONFLICT,
+                "/problems/price-changed",
+                "Quoted prices differ from the catalogue",
+            ),
             Self::InvalidOrderId(_) => (
                 StatusCode::BAD_REQUEST,
                 "/problems/invalid-order-id",
@@ -195,7 +203,7 @@ impl IntoResponse for ApiError {
             status: status.as_u16(),
             detail,
             errors: match &self {
-                Self::Validation(v) => Some(v.errors()),
+                Self::Validation(v) | Self::PriceChanged(v) => Some(v.errors()),
                 _ => None,
             },
         };

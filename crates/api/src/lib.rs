@@ -2,6 +2,7 @@
 //! `/metrics`.
 
 mod analytics;
+mod catalogue;
 mod error;
 pub mod metrics;
 mod orders;
@@ -21,6 +22,7 @@ use orderflow_store::Store;
 use tokio::sync::Notify;
 use tower_http::trace::TraceLayer;
 
+pub use catalogue::{Catalogue, PRICE_TTL};
 pub use error::ApiError;
 pub use orders::{OrderItemView, OrderView};
 pub use tls::{TlsSettings, serve_tls};
@@ -37,6 +39,8 @@ pub struct AppState {
     pub orders: orderflow_store::OrderWriter,
     /// The order cache (in-process and Redis tiers).
     pub cache: OrderCache,
+    /// Prices new orders from the product catalogue.
+    pub catalogue: Catalogue,
     /// Encodes events for the outbox.
     pub codec: Arc<AvroCodec>,
     /// The embedded schema registry, served under `/registry` when present.

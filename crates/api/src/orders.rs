@@ -7,7 +7,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
-use orderflow_domain::{NewOrder, Order, OrderId, OrderStatus, ValidationErrors};
+use orderflow_domain::{Order, OrderId, OrderRequest, OrderStatus, ValidationErrors};
 use orderflow_events::{OrderCancelled, OrderCreated};
 use serde::Serialize;
 
@@ -94,7 +94,7 @@ fn event_traceparent(headers: &HeaderMap) -> Option<String> {
     })
 }
 
-/// `POST /v1/orders`: validates, then writes order, lines and `order.created` in one transaction (shared with
+/// `POST /v1/orders`: validates, prices each line from the catalogue, then writes order, lines and `order.created` in one transaction (shared with
 /// the POSTs arriving meanwhile: a group commit); 201 after commit.
 pub async fn create(
     State(state): State<AppState>,
@@ -104,7 +104,8 @@ pub async fn create(
     is_json(&headers)?;
     let body = body.map_err(ApiError::from)?;
     let doc: serde_json::Value = serde_json::from_slice(&body).map_err(ApiError::MalformedJson)?;
-    let new = NewOrder::parse(&doc).map_err(ApiError::Validation)?;
+    let request = OrderRequest::parse(&doc).map_err(ApiError::Validation)?;
+    let new = state.catalogue.price(request).await?;
 
     let order = Order::create(new, Utc::now());
     let traceparent = event_traceparent(&headers);

@@ -10,5 +10,8 @@ mod validation;
 
 pub use ids::{CustomerId, EventId, OrderId, Sku};
 pub use money::{Currency, MinorUnits, Quantity};
-pub use order::{NewOrder, NewOrderItem, Order, OrderItem, OrderStatus, TransitionError, UnknownStatus};
+pub use order::{
+    NewOrder, NewOrderItem, Order, OrderItem, OrderRequest, OrderStatus, PricingError, QuoteMismatch,
+    RequestedItem, TransitionError, UnknownStatus,
+};
 pub use validation::{FieldError, ValidationErrors};

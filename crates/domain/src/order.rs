@@ -130,35 +130,28 @@ impl NewOrder {
     /// Most lines accepted in one order.
     pub const MAX_ITEMS: usize = 100;
 
-    /// Parses a JSON document of the shape
+    /// Parses a fully priced order document of the shape
     /// `{"customer_id": "...", "currency": "EUR", "items": [{"sku": "...", "quantity": 1, "unit_price_minor": 100}]}`,
-    /// reporting every missing, wrong-typed or out-of-range field at once.
+    /// reporting every missing, wrong-typed or out-of-range field at once. Tools and tests build orders this
+    /// way; the API never takes a client's price: it parses an [`OrderRequest`] and prices it from the
+    /// catalogue ([`OrderRequest::price`]).
     pub fn parse(doc: &Value) -> Result<Self, ValidationErrors> {
         let mut errors = ValidationErrors::default();
-        let Some(obj) = doc.as_object() else {
-            errors.push("", "the request body must be a JSON object");
-            return Err(errors);
-        };
-        let customer_id = string_field(obj.get("customer_id"), "customer_id", &mut errors).and_then(|s| {
-            CustomerId::parse(s)
-                .map_err(|m| errors.push("customer_id", m))
-                .ok()
-        });
-        let currency = string_field(obj.get("currency"), "currency", &mut errors)
-            .and_then(|s| Currency::parse(s).map_err(|m| errors.push("currency", m)).ok());
-        let items = parse_items(obj.get("items"), &mut errors);
-
-        let total = items.as_ref().and_then(|items| {
-            items
-                .iter()
-                .try_fold(MinorUnits::ZERO, |acc, i| {
-                    acc.checked_add(i.unit_price_minor.checked_mul(i.quantity)?)
+        let (customer_id, currency, lines) = parse_request(doc, true, &mut errors);
+        // With prices required, a line is only kept when its price parsed.
+        let items = lines.map(|lines| {
+            lines
+                .into_iter()
+                .filter_map(|(sku, quantity, price)| {
+                    price.map(|unit_price_minor| NewOrderItem {
+                        sku,
+                        quantity,
+                        unit_price_minor,
+                    })
                 })
-                .or_else(|| {
-                    errors.push("items", "the order total is too large");
-                    None
-                })
+                .collect::<Vec<_>>()
         });
+        let total = items.as_ref().and_then(|items| total_of(items, &mut errors));
         match (customer_id, currency, items, total) {
             (Some(customer_id), Some(currency), Some(items), Some(total)) if errors.is_empty() => Ok(Self {
                 customer_id,
@@ -188,6 +181,166 @@ impl NewOrder {
     /// Sum of quantity x unit price over all lines.
     pub fn total(&self) -> MinorUnits {
         self.total
+    }
+}
+
+/// Sum of quantity x unit price over `items`; `None` (with an error) when it does not fit.
+fn total_of(items: &[NewOrderItem], errors: &mut ValidationErrors) -> Option<MinorUnits> {
+    items
+        .iter()
+        .try_fold(MinorUnits::ZERO, |acc, i| {
+            acc.checked_add(i.unit_price_minor.checked_mul(i.quantity)?)
+        })
+        .or_else(|| {
+            errors.push("items", "the order total is too large");
+            None
+        })
+}
+
+/// One parsed line: product, units and the unit price given (if any).
+type ParsedLine = (Sku, Quantity, Option<MinorUnits>);
+
+/// The customer, currency and lines of an order document; `price_required` says whether every line must
+/// carry `unit_price_minor`.
+fn parse_request(
+    doc: &Value,
+    price_required: bool,
+    errors: &mut ValidationErrors,
+) -> (Option<CustomerId>, Option<Currency>, Option<Vec<ParsedLine>>) {
+    let Some(obj) = doc.as_object() else {
+        errors.push("", "the request body must be a JSON object");
+        return (None, None, None);
+    };
+    let customer_id = string_field(obj.get("customer_id"), "customer_id", errors).and_then(|s| {
+        CustomerId::parse(s)
+            .map_err(|m| errors.push("customer_id", m))
+            .ok()
+    });
+    let currency = string_field(obj.get("currency"), "currency", errors)
+        .and_then(|s| Currency::parse(s).map_err(|m| errors.push("currency", m)).ok());
+    let items = parse_items(obj.get("items"), price_required, errors);
+    (customer_id, currency, items)
+}
+
+/// One line of an [`OrderRequest`]: what and how many; the price is the catalogue's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestedItem {
+    /// Product ordered.
+    pub sku: Sku,
+    /// Units ordered.
+    pub quantity: Quantity,
+    /// The unit price the client expects, when it sent one: it must be the catalogue's.
+    pub quoted_unit_price: Option<MinorUnits>,
+}
+
+/// A validated order request as a client sends it: customer, currency and lines, without trusted prices.
+/// [`OrderRequest::price`] turns it into a [`NewOrder`] with the catalogue's prices.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderRequest {
+    customer_id: CustomerId,
+    currency: Currency,
+    items: Vec<RequestedItem>,
+}
+
+/// Why an [`OrderRequest`] could not be priced.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PricingError {
+    /// Lines whose product the catalogue does not hold (or the total does not fit), one error per line.
+    #[error("order lines cannot be priced: {0}")]
+    Unpriceable(ValidationErrors),
+    /// Lines whose quoted price is not the catalogue's: `items[i].unit_price_minor` and what it costs now.
+    #[error("quoted prices differ from the catalogue: {}", .0.iter().map(|q| format!("{} (quoted {}, price {})", q.field, q.quoted, q.price)).collect::<Vec<_>>().join(", "))]
+    QuoteDiffers(Vec<QuoteMismatch>),
+}
+
+/// A line whose quoted price is not the catalogue's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuoteMismatch {
+    /// The field, `items[i].unit_price_minor`.
+    pub field: String,
+    /// The product.
+    pub sku: String,
+    /// The unit price the client sent.
+    pub quoted: i64,
+    /// The catalogue's unit price.
+    pub price: i64,
+}
+
+impl OrderRequest {
+    /// Parses `{"customer_id": "...", "currency": "EUR", "items": [{"sku": "...", "quantity": 1}]}`; a line
+    /// may quote `unit_price_minor`, which must then be the catalogue's. Every bad field is reported at once.
+    pub fn parse(doc: &Value) -> Result<Self, ValidationErrors> {
+        let mut errors = ValidationErrors::default();
+        let (customer_id, currency, lines) = parse_request(doc, false, &mut errors);
+        match (customer_id, currency, lines) {
+            (Some(customer_id), Some(currency), Some(lines)) if errors.is_empty() => Ok(Self {
+                customer_id,
+                currency,
+                items: lines
+                    .into_iter()
+                    .map(|(sku, quantity, quoted_unit_price)| RequestedItem {
+                        sku,
+                        quantity,
+                        quoted_unit_price,
+                    })
+                    .collect(),
+            }),
+            _ => Err(errors),
+        }
+    }
+
+    /// The customer the order is for.
+    pub fn customer_id(&self) -> &CustomerId {
+        &self.customer_id
+    }
+
+    /// The lines requested.
+    pub fn items(&self) -> &[RequestedItem] {
+        &self.items
+    }
+
+    /// The order with each line at `price_of` its product (the catalogue's unit price, `None` for a product
+    /// it does not hold). Unknown products are reported before quotes that differ.
+    pub fn price(self, price_of: impl Fn(&Sku) -> Option<MinorUnits>) -> Result<NewOrder, PricingError> {
+        let mut unknown = ValidationErrors::default();
+        let mut differing = Vec::new();
+        let mut items = Vec::with_capacity(self.items.len());
+        for (i, line) in self.items.into_iter().enumerate() {
+            let Some(price) = price_of(&line.sku) else {
+                unknown.push(
+                    format!("items[{i}].sku"),
+                    format!("no product '{}' in the catalogue", line.sku),
+                );
+                continue;
+            };
+            if let Some(quoted) = line.quoted_unit_price.filter(|q| *q != price) {
+                differing.push(QuoteMismatch {
+                    field: format!("items[{i}].unit_price_minor"),
+                    sku: line.sku.to_string(),
+                    quoted: quoted.get(),
+                    price: price.get(),
+                });
+            }
+            items.push(NewOrderItem {
+                sku: line.sku,
+                quantity: line.quantity,
+                unit_price_minor: price,
+            });
+        }
+        if !unknown.is_empty() {
+            return Err(PricingError::Unpriceable(unknown));
+        }
+        if !differing.is_empty() {
+            return Err(PricingError::QuoteDiffers(differing));
+        }
+        let mut errors = ValidationErrors::default();
+        let total = total_of(&items, &mut errors).ok_or(PricingError::Unpriceable(errors))?;
+        Ok(NewOrder {
+            customer_id: self.customer_id,
+            currency: self.currency,
+            items,
+            total,
+        })
     }
 }
 
@@ -229,7 +382,11 @@ fn integer_field(value: Option<&Value>, field: &str, errors: &mut ValidationErro
     }
 }
 
-fn parse_items(value: Option<&Value>, errors: &mut ValidationErrors) -> Option<Vec<NewOrderItem>> {
+fn parse_items(
+    value: Option<&Value>,
+    price_required: bool,
+    errors: &mut ValidationErrors,
+) -> Option<Vec<ParsedLine>> {
     let list = match value {
         None | Some(Value::Null) => {
             errors.push("items", "is required");
@@ -269,18 +426,18 @@ fn parse_items(value: Option<&Value>, errors: &mut ValidationErrors) -> Option<V
                 .map_err(|m| errors.push(at("quantity"), m))
                 .ok()
         });
-        let price =
-            integer_field(obj.get("unit_price_minor"), &at("unit_price_minor"), errors).and_then(|p| {
+        let given = obj.get("unit_price_minor").filter(|v| !v.is_null());
+        let price = if given.is_some() || price_required {
+            integer_field(given, &at("unit_price_minor"), errors).and_then(|p| {
                 MinorUnits::unit_price(p)
                     .map_err(|m| errors.push(at("unit_price_minor"), m))
                     .ok()
-            });
-        if let (Some(sku), Some(quantity), Some(unit_price_minor)) = (sku, quantity, price) {
-            items.push(NewOrderItem {
-                sku,
-                quantity,
-                unit_price_minor,
-            });
+            })
+        } else {
+            None
+        };
+        if let (Some(sku), Some(quantity)) = (sku, quantity) {
+            items.push((sku, quantity, price));
         }
     }
     (errors.errors().len() == before).then_some(items)
@@ -517,5 +674,62 @@ mod tests {
                 })
             );
         }
+    }
+
+    fn catalogue(sku: &Sku) -> Option<MinorUnits> {
+        match sku.as_str() {
+            "A" => MinorUnits::unit_price(150).ok(),
+            "B" => MinorUnits::unit_price(5).ok(),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn a_request_is_priced_from_the_catalogue_whatever_the_client_would_pay() {
+        let doc = json!({"customer_id": "c-1", "currency": "EUR",
+            "items": [{"sku": "A", "quantity": 2}, {"sku": "B", "quantity": 1, "unit_price_minor": 5}]});
+        let order = OrderRequest::parse(&doc)
+            .expect("valid")
+            .price(catalogue)
+            .expect("priced");
+        assert_eq!(order.total().get(), 305);
+        assert_eq!(order.items()[0].unit_price_minor.get(), 150);
+
+        let cheaper = json!({"customer_id": "c-1", "currency": "EUR",
+            "items": [{"sku": "B", "quantity": 1}, {"sku": "A", "quantity": 1, "unit_price_minor": 1}]});
+        let refused = OrderRequest::parse(&cheaper).expect("valid").price(catalogue);
+        assert_eq!(
+            refused,
+            Err(PricingError::QuoteDiffers(vec![QuoteMismatch {
+                field: "items[1].unit_price_minor".into(),
+                sku: "A".into(),
+                quoted: 1,
+                price: 150,
+            }]))
+        );
+
+        let unknown = json!({"customer_id": "c-1", "currency": "EUR",
+            "items": [{"sku": "A", "quantity": 1, "unit_price_minor": 1}, {"sku": "NOPE", "quantity": 1}]});
+        match OrderRequest::parse(&unknown).expect("valid").price(catalogue) {
+            Err(PricingError::Unpriceable(errors)) => {
+                let fields: Vec<_> = errors.errors().iter().map(|e| e.field.as_str()).collect();
+                assert_eq!(fields, ["items[1].sku"]);
+            }
+            other => panic!("expected the unknown line named, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_request_still_checks_a_quoted_price_and_every_other_field() {
+        let doc = json!({"customer_id": "", "currency": "EUR",
+            "items": [{"sku": "A", "quantity": 0, "unit_price_minor": -1}]});
+        let fields: Vec<String> = OrderRequest::parse(&doc)
+            .err()
+            .map(|e| e.0.into_iter().map(|f| f.field).collect())
+            .unwrap_or_default();
+        assert_eq!(
+            fields,
+            ["customer_id", "items[0].quantity", "items[0].unit_price_minor"]
+        );
     }
 }

@@ -79,11 +79,28 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Manage the product catalogue (prices and stock)
+    Catalog {
+        /// The catalogue command.
+        #[command(subcommand)]
+        command: CatalogCommand,
+    },
     /// Check the audit trail
     Audit {
         /// The audit command.
         #[command(subcommand)]
         command: AuditCommand,
+    },
+}
+
+/// `orderflow catalog …`
+#[derive(Debug, Subcommand)]
+pub enum CatalogCommand {
+    /// Create or update products from a CSV file with the header `sku,name,price_minor,stock` (all rows in
+    /// one transaction: a bad row writes nothing); a product's stock becomes the file's
+    Import {
+        /// The CSV file (`-` reads standard input)
+        file: PathBuf,
     },
 }
 

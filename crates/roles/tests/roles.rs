@@ -28,15 +28,10 @@ fn real_settings(tag: &str) -> Settings {
     settings
 }
 
-async fn post_order(
-    client: &reqwest::Client,
-    base: &str,
-    customer: &str,
-    unit_price: i64,
-    qty: i64,
-) -> Value {
+/// Places an order for `qty` units of `sku` at the catalogue's price.
+async fn post_order(client: &reqwest::Client, base: &str, customer: &str, sku: &str, qty: i64) -> Value {
     let body = json!({"customer_id": customer, "currency": "EUR",
-        "items": [{"sku": "SKU-1", "quantity": qty, "unit_price_minor": unit_price}]});
+        "items": [{"sku": sku, "quantity": qty}]});
     let response = client
         .post(format!("{base}/v1/orders"))
         .json(&body)
@@ -45,6 +40,21 @@ async fn post_order(
         .unwrap();
     assert_eq!(response.status().as_u16(), 201);
     response.json().await.unwrap()
+}
+
+/// A product priced `price` with plenty in stock (put in the catalogue the first time): its SKU.
+async fn priced(store: &orderflow_store::Store, price: i64) -> String {
+    let sku = format!("AT-{price}");
+    if store.get_product(&sku).await.unwrap().is_none() {
+        let product = orderflow_store::Product {
+            sku: sku.clone(),
+            name: format!("product at {price}"),
+            price_minor: price,
+            stock: 1_000_000,
+        };
+        store.put_product(&product).await.unwrap();
+    }
+    sku
 }
 
 /// The JSON body of a GET.
@@ -149,7 +159,8 @@ async fn payments_charge_each_order_once_and_orders_follow_the_outcome() {
     for i in 0..ORDERS {
         // Every seventh order is over the provider's limit.
         let unit_price = if i % 7 == 0 { 30_000 } else { 1_000 + i as i64 };
-        orders.push(post_order(&client, &base, &format!("cust-{}", i % 13), unit_price, 1).await);
+        let sku = priced(&store, unit_price).await;
+        orders.push(post_order(&client, &base, &format!("cust-{}", i % 13), &sku, 1).await);
     }
     let decisions: HashMap<String, Decision> = orders
         .iter()
@@ -391,7 +402,8 @@ async fn enrichment_joins_paid_orders_with_their_tier_and_its_state_survives_a_r
         let customer = if i % 2 == 0 { "cust-gold" } else { "cust-plain" };
         // Every third order is declined by the provider.
         let price = if i % 3 == 0 { 9_000 } else { 1_000 + i as i64 };
-        orders.push(post_order(&client, &base, customer, price, 1).await);
+        let sku = priced(&store, price).await;
+        orders.push(post_order(&client, &base, customer, &sku, 1).await);
     }
     let orderflow_store::Store::Postgres(pg) = &store else {
         panic!("postgres")
@@ -484,7 +496,8 @@ async fn orders_without_a_payment_in_the_window_are_reported_once_and_late_payme
     let client = reqwest::Client::new();
     let mut ids = HashSet::new();
     for _ in 0..ORDERS {
-        let order = post_order(&client, &base, "cust-slow", 1_500, 2).await;
+        let sku = priced(&platform.backends.store, 1_500).await;
+        let order = post_order(&client, &base, "cust-slow", &sku, 2).await;
         ids.insert(order["id"].as_str().unwrap().to_owned());
     }
     let topic = format!("{prefix}order.unpaid");
@@ -549,21 +562,12 @@ async fn inventory_never_oversells_releases_on_cancel_and_orders_end_allocated_o
     let client = reqwest::Client::new();
     let mut ids = Vec::new();
     for i in 0..ORDERS {
-        let order = post_order(&client, &base, &format!("c-{i}"), 1_000, 1).await;
+        let order = post_order(&client, &base, &format!("c-{i}"), "SKU-1", 1).await;
         ids.push(order["id"].as_str().unwrap().parse::<OrderId>().unwrap());
     }
-    // An order for a product nobody sells.
-    let body = json!({"customer_id": "c-x", "currency": "EUR",
-        "items": [{"sku": "NO-SUCH", "quantity": 1, "unit_price_minor": 500}]});
-    let unknown: Value = client
-        .post(format!("{base}/v1/orders"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    // An order for a product sold out from the start.
+    store.put_product(&product("SKU-9", 0)).await.unwrap();
+    let unknown = post_order(&client, &base, "c-x", "SKU-9", 1).await;
     let unknown: OrderId = unknown["id"].as_str().unwrap().parse().unwrap();
 
     let final_status = |id: OrderId| {
@@ -649,7 +653,8 @@ async fn the_audit_trail_records_every_event_once_and_verification_catches_tampe
     let store = platform.backends.store.clone();
     let client = reqwest::Client::new();
     for i in 0..ORDERS {
-        post_order(&client, &base, &format!("c-{i}"), 700, 1).await;
+        let sku = priced(&store, 700).await;
+        post_order(&client, &base, &format!("c-{i}"), &sku, 1).await;
     }
     // order.created and one payment event per order; re-publishing order.created (same event ids) makes
     // payments report again (same event ids), and the trail still holds each event once.
@@ -830,11 +835,11 @@ async fn many_orders_end_where_the_rules_say_and_everything_reconciles() {
     let db_url = settings.database.url.clone().unwrap();
     let store = orderflow_store::Store::connect(&db_url, 4).await.unwrap();
     store.migrate().await.unwrap();
-    for (sku, stock) in [("PLENTY", 1_000_000), ("SCARCE", scarce_stock)] {
+    for (sku, price_minor, stock) in orderflow_testkit::workload::catalogue(scarce_stock) {
         let product = orderflow_store::Product {
             sku: sku.into(),
             name: sku.into(),
-            price_minor: 1_000,
+            price_minor,
             stock,
         };
         store.put_product(&product).await.unwrap();
@@ -1108,7 +1113,7 @@ async fn the_projector_publishes_each_orders_state_and_history_and_never_moves_b
     let client = reqwest::Client::new();
     let mut ids = Vec::new();
     for i in 0..6 {
-        let order = post_order(&client, &base, &format!("c-{i}"), 1_000, 1).await;
+        let order = post_order(&client, &base, &format!("c-{i}"), "SKU-1", 1).await;
         ids.push(order["id"].as_str().unwrap().to_owned());
     }
     let cancelled = &ids[0];
@@ -1338,7 +1343,7 @@ async fn the_sweep_drives_stranded_orders_on_through_the_steps_own_retry_topics(
     let client = reqwest::Client::new();
     let mut ids = Vec::new();
     for i in 0..ORDERS {
-        let order = post_order(&client, &base, &format!("c{i}"), 1_000, 1).await;
+        let order = post_order(&client, &base, &format!("c{i}"), "SKU-1", 1).await;
         ids.push(order["id"].as_str().unwrap().parse::<OrderId>().unwrap());
     }
     let statuses = |store: orderflow_store::Store, ids: Vec<OrderId>| async move {

@@ -392,6 +392,44 @@ macro_rules! inventory_queries {
                 Ok(())
             }
 
+            /// Creates or replaces every product of `products` in one transaction (all or none), as
+            /// [`Self::put_product`] does one.
+            pub async fn put_products(&self, products: &[$crate::Product]) -> Result<(), $crate::StoreError> {
+                let mut tx = self.pool.begin().await?;
+                for product in products {
+                    sqlx::query(
+                        "INSERT INTO products (sku, name, price_minor, stock, received) VALUES ($1, $2, $3, $4, $4) \
+                         ON CONFLICT (sku) DO UPDATE SET name = $2, price_minor = $3, \
+                         received = products.received - products.stock + $4, stock = $4",
+                    )
+                    .bind(&product.sku)
+                    .bind(&product.name)
+                    .bind(product.price_minor)
+                    .bind(product.stock)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            /// The unit prices of those of `skus` the catalogue holds.
+            pub async fn product_prices(&self, skus: &[&str]) -> Result<Vec<(String, i64)>, $crate::StoreError> {
+                let mut found = Vec::new();
+                // Chunks stay under both backends' limit on bound parameters.
+                for chunk in skus.chunks(500) {
+                    let mut query =
+                        sqlx::QueryBuilder::<$db>::new("SELECT sku, price_minor FROM products WHERE sku IN (");
+                    let mut list = query.separated(", ");
+                    for sku in chunk {
+                        list.push_bind(*sku);
+                    }
+                    list.push_unseparated(")");
+                    found.extend(query.build_query_as::<(String, i64)>().fetch_all(&self.pool).await?);
+                }
+                Ok(found)
+            }
+
             /// Puts `products` in the catalogue if it holds none yet, in one transaction; says whether it did.
             /// A catalogue someone filled is never touched.
             pub async fn seed_catalogue(&self, products: &[$crate::Product]) -> Result<bool, $crate::StoreError> {

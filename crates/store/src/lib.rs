@@ -349,6 +349,16 @@ impl Store {
         dispatch!(self, s => s.put_product(product).await)
     }
 
+    /// Creates or replaces every product of `products`, all in one transaction.
+    pub async fn put_products(&self, products: &[Product]) -> Result<(), StoreError> {
+        dispatch!(self, s => s.put_products(products).await)
+    }
+
+    /// The unit prices (minor units) of those of `skus` the catalogue holds.
+    pub async fn product_prices(&self, skus: &[&str]) -> Result<Vec<(String, i64)>, StoreError> {
+        dispatch!(self, s => s.product_prices(skus).await)
+    }
+
     /// One product, if it exists.
     pub async fn get_product(&self, sku: &str) -> Result<Option<Product>, StoreError> {
         dispatch!(self, s => s.get_product(sku).await)

@@ -10,9 +10,20 @@ use crate::HarnessError;
 /// One placed order: the API's answer to the POST, and whether its immediate cancel was accepted.
 pub type Placed = (Value, bool);
 
+/// The products the workload buys: (SKU, unit price in minor units, stock), with `scarce` units of `SCARCE`.
+/// `PRICEY` costs more than the lifecycle tests let their payment provider accept (`decline_above_minor`
+/// 40,000), so its orders are declined.
+pub fn catalogue(scarce: i32) -> [(&'static str, i64, i32); 3] {
+    [
+        ("PLENTY", 1_000, 1_000_000),
+        ("SCARCE", 2_500, scarce),
+        ("PRICEY", 50_000, 1_000_000),
+    ]
+}
+
 /// Places orders `first..first + count` against `base` over 8 connections, as the lifecycle tests want them:
-/// every order buys 1 to 3 units of `PLENTY` (every 17th at a price that gets declined), every 4th also one
-/// `SCARCE`; customers `c-0` to `c-299`. Every 10th order is cancelled at once (a 409 is fine when its
+/// every order buys 1 to 3 units of `PLENTY` (every 17th one `PRICEY` instead, which gets declined), every
+/// 4th also one `SCARCE`, at the catalogue's prices ([`catalogue`]); customers `c-0` to `c-299`. Every 10th order is cancelled at once (a 409 is fine when its
 /// payment already failed). Fails on any other answer. `client` carries the credentials, if any.
 pub async fn place_orders(
     client: &reqwest::Client,
@@ -110,14 +121,25 @@ async fn place(
     i: usize,
     patient: Option<&AtomicUsize>,
 ) -> Result<Placed, HarnessError> {
-    let unit = if i.is_multiple_of(17) {
-        50_000
-    } else {
-        1_000 + (i % 50) as i64
+    // Every other order quotes the catalogue's price, as a client showing prices would; the rest send none.
+    let line = |sku: &str, quantity: usize| {
+        let price = catalogue(0)
+            .iter()
+            .find(|(s, _, _)| *s == sku)
+            .map_or(0, |(_, price, _)| *price);
+        if i.is_multiple_of(2) {
+            json!({"sku": sku, "quantity": quantity, "unit_price_minor": price})
+        } else {
+            json!({"sku": sku, "quantity": quantity})
+        }
     };
-    let mut items = vec![json!({"sku": "PLENTY", "quantity": 1 + i % 3, "unit_price_minor": unit})];
+    let mut items = if i.is_multiple_of(17) {
+        vec![line("PRICEY", 1)]
+    } else {
+        vec![line("PLENTY", 1 + i % 3)]
+    };
     if i.is_multiple_of(4) {
-        items.push(json!({"sku": "SCARCE", "quantity": 1, "unit_price_minor": 2_500}));
+        items.push(line("SCARCE", 1));
     }
     let body = json!({"customer_id": format!("c-{}", i % 300), "currency": "EUR", "items": items});
     let response = send(

@@ -5,7 +5,7 @@ use orderflow_roles::{Settings, redact_url};
 use orderflow_store::{AuditVerdict, Store};
 
 /// Connects to the configured database with one connection.
-async fn connect(settings: &Settings) -> anyhow::Result<Store> {
+pub(crate) async fn connect(settings: &Settings) -> anyhow::Result<Store> {
     let url = settings.database_url();
     Store::connect(&url, 1)
         .await

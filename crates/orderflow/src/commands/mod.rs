@@ -1,6 +1,7 @@
 //! One module per command; [`run`] dispatches the parsed command line to them.
 
 pub mod bench;
+mod catalog;
 mod database;
 mod dlq;
 mod reconcile;
@@ -10,7 +11,7 @@ mod topics;
 
 use orderflow_roles::{Role, Settings};
 
-use crate::cli::{AuditCommand, Command, SchemasCommand, TopicsCommand};
+use crate::cli::{AuditCommand, CatalogCommand, Command, SchemasCommand, TopicsCommand};
 
 /// Runs `command` with `settings`.
 pub async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
@@ -21,6 +22,9 @@ pub async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         Command::Audit {
             command: AuditCommand::Verify,
         } => database::verify_audit(&settings).await,
+        Command::Catalog {
+            command: CatalogCommand::Import { file },
+        } => catalog::import(&settings, &file).await,
         Command::Dlq { command } => dlq::run(settings, command).await,
         Command::Reconcile { within, json } => reconcile::run(settings, within, json).await,
         Command::Bench(args) => bench::run(settings, args).await,

@@ -137,6 +137,118 @@ async fn bad_input_gets_problem_details_and_writes_nothing() {
     platform.stop().await.expect("clean stop");
 }
 
+/// `orderflow catalog import` loads products from a CSV file (a bad row writes nothing and names its line),
+/// and the API charges the catalogue's prices: a line without a price gets the catalogue's, a quote that
+/// differs gets `409` naming the line, an unknown product `422` naming the line, and neither writes anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_catalogue_sets_every_price_and_catalog_import_loads_it() {
+    let dir = temp_dir_created();
+    let db_url = orderflow_testkit::postgres().fresh_database().expect("database");
+    assert!(
+        run_binary(&["migrate", "--database-url", &db_url], &[])
+            .status
+            .success()
+    );
+    let import = |csv: &str| {
+        let file = dir.join(format!("{}.csv", unique("catalogue")));
+        std::fs::write(&file, csv).expect("csv");
+        run_binary(
+            &[
+                "catalog",
+                "import",
+                file.to_str().expect("path"),
+                "--database-url",
+                &db_url,
+            ],
+            &[],
+        )
+    };
+    let store = orderflow_store::Store::connect(&db_url, 2).await.expect("store");
+    let refused = import("sku,name,price_minor,stock\nTEA,Green tea,450,10\nCUP,Cup,-3,5\n");
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("line 3") && stderr.contains("price_minor"),
+        "{stderr}"
+    );
+    assert!(
+        store.get_product("TEA").await.expect("read").is_none(),
+        "a bad file wrote rows"
+    );
+    let imported = import("sku,name,price_minor,stock\nTEA,Green tea,450,10\nCUP,Cup,1200,5\n");
+    assert!(
+        imported.status.success(),
+        "{}",
+        String::from_utf8_lossy(&imported.stderr)
+    );
+    let tea = store.get_product("TEA").await.expect("read").expect("imported");
+    assert_eq!((tea.price_minor, tea.stock), (450, 10));
+
+    let mut settings = embedded_settings(&dir);
+    settings.database.url = Some(db_url.clone());
+    let platform = Platform::start(settings, &[Role::Orders])
+        .await
+        .expect("platform starts");
+    let base = format!("http://{}", platform.http_addr.expect("http"));
+    let client = reqwest::Client::new();
+    let post = |items: Value| {
+        let client = client.clone();
+        let url = format!("{base}/v1/orders");
+        async move {
+            let response = client
+                .post(url)
+                .json(&json!({"customer_id": "c-1", "currency": "EUR", "items": items}))
+                .send()
+                .await
+                .expect("POST");
+            let status = response.status().as_u16();
+            let kind = response.headers()["content-type"]
+                .to_str()
+                .expect("type")
+                .to_owned();
+            (status, kind, response.json::<Value>().await.expect("json"))
+        }
+    };
+    let (status, _, created) =
+        post(json!([{"sku": "TEA", "quantity": 2}, {"sku": "CUP", "quantity": 1, "unit_price_minor": 1200}]))
+            .await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["items"][0]["unit_price_minor"], 450);
+    assert_eq!(created["total_minor"], 2 * 450 + 1200);
+
+    let (status, kind, problem) =
+        post(json!([{"sku": "TEA", "quantity": 1}, {"sku": "CUP", "quantity": 1, "unit_price_minor": 1}]))
+            .await;
+    assert_eq!(
+        (status, kind.as_str()),
+        (409, "application/problem+json"),
+        "{problem}"
+    );
+    assert_eq!(problem["type"], "/problems/price-changed");
+    assert_eq!(
+        problem["errors"][0]["field"], "items[1].unit_price_minor",
+        "{problem}"
+    );
+
+    let (status, kind, problem) =
+        post(json!([{"sku": "TEA", "quantity": 1}, {"sku": "NOPE", "quantity": 1}])).await;
+    assert_eq!(
+        (status, kind.as_str()),
+        (422, "application/problem+json"),
+        "{problem}"
+    );
+    assert_eq!(problem["errors"][0]["field"], "items[1].sku", "{problem}");
+
+    let pool = sqlx::PgPool::connect(&db_url).await.expect("pg");
+    let (orders,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM orders")
+        .fetch_one(&pool)
+        .await
+        .expect("count");
+    assert_eq!(orders, 1, "only the order at the catalogue's prices was written");
+    platform.stop().await.expect("clean stop");
+}
+
 /// Schemathesis against `/openapi.json`, through the gateway with a valid key: no 5xx, and every status,
 /// content type and body as the document says. Bounded (20 examples per operation, a fixed seed) so it
 /// stays a few seconds; raise `FUZZ_EXAMPLES` for a longer hunt.

@@ -255,11 +255,11 @@ async fn killing_any_role_process_mid_run_and_restarting_it_changes_no_outcome()
     let migrated = run_binary(&["migrate", "--database-url", &db], &[]);
     assert!(migrated.status.success());
     let store = orderflow_store::Store::connect(&db, 2).await.expect("store");
-    for (sku, stock) in [("PLENTY", 1_000_000), ("SCARCE", scarce_stock)] {
+    for (sku, price_minor, stock) in orderflow_testkit::workload::catalogue(scarce_stock) {
         let product = orderflow_store::Product {
             sku: sku.into(),
             name: sku.into(),
-            price_minor: 1_000,
+            price_minor,
             stock,
         };
         store.put_product(&product).await.expect("product");
@@ -966,11 +966,11 @@ async fn run_through(tag: &str, faults: &[Fault]) {
     let migrated = run_binary(&["migrate", "--database-url", &direct], &[]);
     assert!(migrated.status.success());
     let store = orderflow_store::Store::connect(&direct, 2).await.expect("store");
-    for (sku, stock) in [("PLENTY", 1_000_000), ("SCARCE", (orders_n / 10) as i32)] {
+    for (sku, price_minor, stock) in orderflow_testkit::workload::catalogue((orders_n / 10) as i32) {
         let product = orderflow_store::Product {
             sku: sku.into(),
             name: sku.into(),
-            price_minor: 1_000,
+            price_minor,
             stock,
         };
         store.put_product(&product).await.expect("product");

@@ -259,9 +259,10 @@ async fn every_role_runs_with_least_privilege_credentials_over_tls_and_no_secret
         .build()
         .expect("client");
     let app_pool = sqlx::PgPool::connect(&db_url).await.expect("pg");
-    for (sku, stock) in [("PLENTY", 1_000_000), ("SCARCE", 10)] {
-        sqlx::query("INSERT INTO products (sku, name, price_minor, stock) VALUES ($1, $1, 1000, $2)")
+    for (sku, price, stock) in orderflow_testkit::workload::catalogue(10) {
+        sqlx::query("INSERT INTO products (sku, name, price_minor, stock) VALUES ($1, $1, $2, $3)")
             .bind(sku)
+            .bind(price)
             .bind(stock)
             .execute(&app_pool)
             .await

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 pub fn order_body() -> Value {
     json!({"customer_id": "cust-1", "currency": "EUR",
-        "items": [{"sku": "SKU-1", "quantity": 2, "unit_price_minor": 1250}, {"sku": "SKU-2", "quantity": 1, "unit_price_minor": 99}]})
+        "items": [{"sku": "SKU-1", "quantity": 2, "unit_price_minor": 1250}, {"sku": "SKU-2", "quantity": 1}]})
 }
 
 pub fn temp_dir() -> std::path::PathBuf {
@@ -85,13 +85,14 @@ pub async fn get_order(base: &str, id: &str) -> Value {
         .expect("json")
 }
 
-/// Puts the products of [`order_body`] in stock, so orders for them can be allocated.
+/// Puts the products of [`order_body`] in the catalogue at the prices its total (2,599) assumes, in stock, so
+/// orders for them can be allocated.
 pub async fn stock_products(store: &orderflow_store::Store) {
-    for sku in ["SKU-1", "SKU-2"] {
+    for (sku, price_minor) in [("SKU-1", 1_250), ("SKU-2", 99)] {
         let product = orderflow_store::Product {
             sku: sku.into(),
             name: sku.into(),
-            price_minor: 1_250,
+            price_minor,
             stock: 100,
         };
         store.put_product(&product).await.expect("product");

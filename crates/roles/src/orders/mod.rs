@@ -44,6 +44,7 @@ pub async fn start(
     let state = AppState {
         store: backends.store.clone(),
         orders: orderflow_store::OrderWriter::spawn(backends.store.clone(), Default::default()),
+        catalogue: orderflow_api::Catalogue::new(backends.store.clone()),
         cache: backends.cache.clone(),
         codec: backends.codec.clone(),
         registry: backends.registry.clone(),

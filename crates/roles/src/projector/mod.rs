@@ -3,8 +3,9 @@
 //! Every lifecycle event is a status change of its order. The projector applies it to its read model
 //! ([`model`]: header, lines, current status, status history; versions only move forward), refreshes the
 //! order cache with the result (version-checked, so an older version never replaces a newer one), and
-//! publishes the result as `order.read-model` and as `order.state` (the compacted latest state per order).
-//! Offsets are committed after; a re-delivered event changes nothing and publishes the same state again.
+//! publishes the result as `order.read-model` and as `order.state` (the compacted latest state per order),
+//! in one Kafka transaction with the batch's offsets (on a real broker); a re-delivered event changes nothing
+//! and publishes the order's current state again.
 //! An undecodable record goes to the dead-letter topic; a registry or Redis outage is retried.
 //!
 //! When Redis loses the model, two things bring it back. A change for an order whose header is unknown
@@ -459,7 +460,12 @@ pub async fn run(
         role: crate::Role::Projector,
         group: &settings.group,
         inputs: &FOLLOWED,
-        delivery: Delivery::AtLeastOnce,
+        // Transactional: the states a batch publishes count only once its offsets commit with them. A
+        // process killed (or cut off from its group) between publishing an order's state and publishing the
+        // newer state its batch found afterwards ([`Handler::settled`]) would otherwise leave the older one as
+        // the order's last `order.state` record; aborted, it is never read, and the next owner of the
+        // partition handles the batch again from the model's current state.
+        delivery: Delivery::Transactional,
         concurrency: settings.concurrency,
     };
     let model = match &backends.redis {
