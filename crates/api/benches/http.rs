@@ -217,6 +217,7 @@ async fn router_alone(router: &Router, paths: &Arc<Vec<String>>, n: usize, tasks
 fn state(store: &Store, codec: &Arc<AvroCodec>, cache: OrderCache) -> AppState {
     AppState {
         catalogue: orderflow_api::Catalogue::new(store.clone()),
+        idempotency_ttl: std::time::Duration::from_secs(86_400),
         store: store.clone(),
         orders: orderflow_store::OrderWriter::spawn(store.clone(), Default::default()),
         cache,

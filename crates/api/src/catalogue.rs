@@ -40,28 +40,24 @@ impl Catalogue {
     /// `request` with every line at the catalogue's price: `422` naming each line whose product the
     /// catalogue does not hold, `409` naming each line that quoted another price.
     pub async fn price(&self, request: OrderRequest) -> Result<NewOrder, ApiError> {
-        let missing: Vec<&str> = request
-            .items()
-            .iter()
-            .map(|line| line.sku.as_str())
-            .filter(|sku| !self.prices.contains_key(*sku))
-            .collect();
+        // Each price is taken once, here: an entry that expires after this point does not matter.
+        let mut known: Vec<(String, Option<i64>)> = Vec::with_capacity(request.items().len());
+        let mut missing: Vec<&str> = Vec::new();
+        for line in request.items() {
+            let sku = line.sku.as_str();
+            match self.prices.get(sku) {
+                Some(price) => known.push((sku.to_owned(), price)),
+                None => missing.push(sku),
+            }
+        }
         if !missing.is_empty() {
             let found = self.store.product_prices(&missing).await?;
             for sku in missing {
                 let price = found.iter().find(|(s, _)| s == sku).map(|(_, p)| *p);
                 self.prices.insert(sku.to_owned(), price);
+                known.push((sku.to_owned(), price));
             }
         }
-        // A price read a moment ago that has just expired is read again next time; this request uses it.
-        let known: Vec<(String, Option<i64>)> = request
-            .items()
-            .iter()
-            .map(|line| {
-                let sku = line.sku.as_str();
-                (sku.to_owned(), self.prices.get(sku).flatten())
-            })
-            .collect();
         request
             .price(|sku| {
                 known

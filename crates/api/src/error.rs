@@ -37,6 +37,15 @@ pub enum ApiError {
     /// Lines quote a unit price that is not the catalogue's (409, one entry per line).
     #[error("the prices quoted differ from the catalogue's")]
     PriceChanged(ValidationErrors),
+    /// The `Idempotency-Key` header is malformed.
+    #[error("the Idempotency-Key header is invalid: {0}")]
+    InvalidIdempotencyKey(String),
+    /// The idempotency key was first used for a different request.
+    #[error("idempotency key '{0}' was already used for a different request (method, path or body)")]
+    IdempotencyKeyReused(String),
+    /// The body names a customer other than the one the caller's credential is bound to.
+    #[error("this credential places orders for customer '{0}' only")]
+    ForeignCustomer(String),
     /// A path parameter is not a valid order id.
     #[error("'{0}' is not a valid order id (expected a UUID)")]
     InvalidOrderId(String),
@@ -142,6 +151,21 @@ impl ApiError {
                 StatusCode::CONFLICT,
                 "/problems/price-changed",
                 "Quoted prices differ from the catalogue",
+            ),
+            Self::InvalidIdempotencyKey(_) => (
+                StatusCode::BAD_REQUEST,
+                "/problems/invalid-idempotency-key",
+                "Invalid Idempotency-Key header",
+            ),
+            Self::IdempotencyKeyReused(_) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "/problems/idempotency-key-reused",
+                "Idempotency key already used for another request",
+            ),
+            Self::ForeignCustomer(_) => (
+                StatusCode::FORBIDDEN,
+                "/problems/foreign-customer",
+                "Orders for another customer are not allowed",
             ),
             Self::InvalidOrderId(_) => (
                 StatusCode::BAD_REQUEST,

@@ -4,6 +4,8 @@
 mod analytics;
 mod catalogue;
 mod error;
+mod idempotency;
+pub mod identity;
 pub mod metrics;
 mod orders;
 mod tls;
@@ -24,6 +26,7 @@ use tower_http::trace::TraceLayer;
 
 pub use catalogue::{Catalogue, PRICE_TTL};
 pub use error::ApiError;
+pub use idempotency::{HEADER as IDEMPOTENCY_KEY, MAX_KEY_CHARS};
 pub use orders::{OrderItemView, OrderView};
 pub use tls::{TlsSettings, serve_tls};
 
@@ -47,6 +50,8 @@ pub struct AppState {
     pub registry: Option<RegistryService>,
     /// The analytics aggregates served under `/v1/analytics`.
     pub analytics: orderflow_analytics::Analytics,
+    /// How long an `Idempotency-Key` is kept after its first use.
+    pub idempotency_ttl: std::time::Duration,
     /// Poked after each committed write so the outbox relay publishes at once (when it runs in-process).
     pub relay_wakeup: Option<Arc<Notify>>,
 }

@@ -1,6 +1,5 @@
 //! `/v1/orders`: create an order (one transaction with its outbox event) and read one back cache-aside.
 
-use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, RawQuery, State};
@@ -11,7 +10,9 @@ use orderflow_domain::{Order, OrderId, OrderRequest, OrderStatus, ValidationErro
 use orderflow_events::{OrderCancelled, OrderCreated};
 use serde::Serialize;
 
-use crate::{ApiError, AppState};
+use crate::identity::Caller;
+use crate::{ApiError, AppState, idempotency};
+use orderflow_store::KeyedWrite;
 
 /// One order line as the API shows it.
 #[derive(Debug, Serialize)]
@@ -94,17 +95,34 @@ fn event_traceparent(headers: &HeaderMap) -> Option<String> {
     })
 }
 
-/// `POST /v1/orders`: validates, prices each line from the catalogue, then writes order, lines and `order.created` in one transaction (shared with
-/// the POSTs arriving meanwhile: a group commit); 201 after commit.
+/// `POST /v1/orders`: validates, prices each line from the catalogue, then writes order, lines and
+/// `order.created` in one transaction (shared with the POSTs arriving meanwhile: a group commit); 201 after
+/// commit.
+///
+/// With an `Idempotency-Key` the order, its event and the response are written in a transaction of their
+/// own, so a retry with the key gets this response (and no second order), whichever instance it reaches.
+/// A caller bound to a customer places orders for that customer only (`403` otherwise).
 pub async fn create(
     State(state): State<AppState>,
+    caller: Caller,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    is_json(&headers)?;
     let body = body.map_err(ApiError::from)?;
+    let key = idempotency::key(&headers, &caller, "POST /v1/orders", &body, state.idempotency_ttl)?;
+    if let Some(key) = &key
+        && let Some(kept) = state.store.kept_response(key).await?
+    {
+        return idempotency::replay(kept, key);
+    }
+    is_json(&headers)?;
     let doc: serde_json::Value = serde_json::from_slice(&body).map_err(ApiError::MalformedJson)?;
     let request = OrderRequest::parse(&doc).map_err(ApiError::Validation)?;
+    if let Some(own) = &caller.customer
+        && own != request.customer_id().as_str()
+    {
+        return Err(ApiError::ForeignCustomer(own.clone()));
+    }
     let new = state.catalogue.price(request).await?;
 
     let order = Order::create(new, Utc::now());
@@ -113,15 +131,28 @@ pub async fn create(
     let event = state
         .codec
         .encode(&OrderCreated::from_order(&order), traceparent)?;
-    state.orders.insert(order.clone(), event).await?;
+    let location = format!("/v1/orders/{}", order.id);
+    let rendered = render_order(&order);
+    match &key {
+        None => state.orders.insert(order.clone(), event).await?,
+        Some(key) => {
+            let kept = idempotency::kept(key, StatusCode::CREATED, &rendered, Some(&location));
+            match state.store.insert_order_once(&order, &event, key, &kept).await? {
+                KeyedWrite::Written => {}
+                KeyedWrite::Kept(first) => return idempotency::replay(first, key),
+                KeyedWrite::Moved => {
+                    return Err(ApiError::Conflict("the order changed while being created".into()));
+                }
+            }
+        }
+    }
     if let Some(relay) = &state.relay_wakeup {
         relay.notify_one();
     }
     // Write-through: the writer's next GET sees this version (or a newer one), on any instance.
     state.cache.refresh(&order.id.to_string(), &order).await;
 
-    let location = format!("/v1/orders/{}", order.id);
-    let mut response = (StatusCode::CREATED, Json(OrderView::from(&order))).into_response();
+    let mut response = (StatusCode::CREATED, json_order(rendered)).into_response();
     if let Ok(value) = HeaderValue::from_str(&location) {
         response.headers_mut().insert(header::LOCATION, value);
     }
@@ -212,28 +243,39 @@ fn wait_params(query: Option<&str>) -> Result<Option<(WaitFor, std::time::Durati
 /// With `wait_for=<STATUS>|terminal` (and `timeout_ms`, default 10 s, at most 30 s) it answers once the
 /// order reached that status (or went past it, or ended), or when the time is up: `200` with the current
 /// state either way, so a client reads its own write without polling.
+///
+/// A caller bound to a customer gets `404` for another customer's order, as for one that does not exist.
 pub async fn get(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let order_id: OrderId = id.parse().map_err(|_| ApiError::InvalidOrderId(id.clone()))?;
     let wait = wait_params(query.as_deref())?;
     let key = order_id.to_string();
+    // The order as this caller may see it (another customer's is as missing as an unknown one).
+    let visible = || async {
+        state
+            .cache
+            .get_or_load(&key, loader(&state, order_id))
+            .await
+            .map_err(ApiError::load)?
+            .filter(|order| caller.may_see(order))
+            .ok_or_else(|| ApiError::OrderNotFound(id.clone()))
+    };
     if let Some((wanted, timeout)) = wait {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let order = state
-                .cache
-                .get_or_load(&key, loader(&state, order_id))
-                .await
-                .map_err(ApiError::load)?
-                .ok_or_else(|| ApiError::OrderNotFound(id.clone()))?;
+            let order = visible().await?;
             if wanted.reached(&order) || tokio::time::Instant::now() + WAIT_STEP > deadline {
                 return Ok(json_order(render_order(&order)));
             }
             tokio::time::sleep(WAIT_STEP).await;
         }
+    }
+    if caller.customer.is_some() {
+        return Ok(json_order(render_order(&visible().await?)));
     }
     let body = state
         .cache
@@ -317,18 +359,26 @@ fn cancel_reason(headers: &HeaderMap, body: &[u8]) -> Result<Option<String>, Api
     }
 }
 
-/// `POST /v1/orders/{id}/cancel`: from CREATED, PAID or ALLOCATED only (409 otherwise). The status change and
+/// `POST /v1/orders/{id}/cancel` (with an optional `Idempotency-Key`, as for create): from CREATED, PAID or ALLOCATED only (409 otherwise). The status change and
 /// `order.cancelled` commit in one transaction, guarded by the order's version (a concurrent change makes it
 /// decide again on the new state); the new version is written through the cache, so the caller's next GET
 /// shows it.
 pub async fn cancel(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<OrderView>, ApiError> {
+) -> Result<Response, ApiError> {
     let order_id: OrderId = id.parse().map_err(|_| ApiError::InvalidOrderId(id.clone()))?;
     let body = body.map_err(ApiError::from)?;
+    let request = format!("POST /v1/orders/{order_id}/cancel");
+    let key = idempotency::key(&headers, &caller, &request, &body, state.idempotency_ttl)?;
+    if let Some(key) = &key
+        && let Some(kept) = state.store.kept_response(key).await?
+    {
+        return idempotency::replay(kept, key);
+    }
     let reason = cancel_reason(&headers, &body)?;
     let traceparent = event_traceparent(&headers);
     let traceparent = traceparent.as_deref();
@@ -337,18 +387,47 @@ pub async fn cancel(
             .store
             .get_order(order_id)
             .await?
+            .filter(|order| caller.may_see(order))
             .ok_or_else(|| ApiError::OrderNotFound(id.clone()))?;
-        let cancelled = current.cancel(Utc::now()).map_err(ApiError::Transition)?;
+        let cancelled = match current.cancel(Utc::now()) {
+            Ok(cancelled) => cancelled,
+            Err(refused) => {
+                // A request with this key may have cancelled it since the key was first looked up: its
+                // answer, committed with the cancel, is the answer.
+                if let Some(key) = &key
+                    && let Some(kept) = state.store.kept_response(key).await?
+                {
+                    return idempotency::replay(kept, key);
+                }
+                return Err(ApiError::Transition(refused));
+            }
+        };
         let event = state.codec.encode(
             &OrderCancelled::from_order(&cancelled, current.status, reason.clone()),
             traceparent,
         )?;
-        if state.store.update_order(&current, &cancelled, &event).await? {
+        let rendered = render_order(&cancelled);
+        let written = match &key {
+            None => state.store.update_order(&current, &cancelled, &event).await?,
+            Some(key) => {
+                let kept = idempotency::kept(key, StatusCode::OK, &rendered, None);
+                match state
+                    .store
+                    .update_order_once(&current, &cancelled, &event, key, &kept)
+                    .await?
+                {
+                    KeyedWrite::Written => true,
+                    KeyedWrite::Kept(first) => return idempotency::replay(first, key),
+                    KeyedWrite::Moved => false,
+                }
+            }
+        };
+        if written {
             if let Some(relay) = &state.relay_wakeup {
                 relay.notify_one();
             }
             state.cache.refresh(&id, &cancelled).await;
-            return Ok(Json(OrderView::from(&cancelled)));
+            return Ok(json_order(rendered));
         }
     }
     Err(ApiError::Conflict(format!("order {id} kept changing; try again")))

@@ -26,6 +26,8 @@ pub struct Principal {
     pub scopes: Scopes,
     /// Its own sustained rate and burst, when configured.
     pub limit: Option<OwnLimit>,
+    /// The customer it acts for, when its credential is bound to one (never for `admin`).
+    pub customer: Option<String>,
 }
 
 /// A verified API key's owner.
@@ -34,6 +36,12 @@ struct KeyOwner {
     id: String,
     scopes: Scopes,
     limit: Option<OwnLimit>,
+    customer: Option<String>,
+}
+
+/// The customer a credential with `scopes` acts for: `bound`, unless the credential is staff (`admin`).
+fn bound_customer(scopes: &Scopes, bound: Option<String>) -> Option<String> {
+    bound.filter(|c| !c.is_empty() && !scopes.allow_staff())
 }
 
 /// A key that may verify tokens.
@@ -55,6 +63,9 @@ pub struct Authenticator {
 #[derive(Debug, Deserialize)]
 struct Claims {
     sub: String,
+    /// Every claim, for the configurable customer claim.
+    #[serde(flatten)]
+    other: HashMap<String, serde_json::Value>,
     #[serde(default)]
     scope: Option<String>,
     #[serde(default)]
@@ -153,6 +164,7 @@ fn key_owner(entry: &ApiKeySettings) -> Result<([u8; 32], KeyOwner), GatewayErro
         digest,
         KeyOwner {
             id: entry.id.clone(),
+            customer: bound_customer(&scopes, entry.customer_id.clone()),
             scopes,
             limit,
         },
@@ -272,6 +284,7 @@ impl Authenticator {
                 id: id.to_owned(),
                 scopes,
                 limit: None,
+                customer: None,
             },
         );
     }
@@ -326,6 +339,7 @@ impl Authenticator {
                 client: format!("key:{}", owner.id),
                 scopes: owner.scopes.clone(),
                 limit: owner.limit,
+                customer: owner.customer.clone(),
             })
             .ok_or_else(|| unauthenticated("unknown API key"))
     }
@@ -389,9 +403,20 @@ impl Authenticator {
                         }
                         None => {}
                     }
+                    let scopes = Scopes::from_names(names.iter().map(String::as_str));
+                    let customer = match self.jwt.customer_claim.as_deref() {
+                        Some("sub") => Some(claims.sub.clone()),
+                        Some(claim) => claims
+                            .other
+                            .get(claim)
+                            .and_then(|v| v.as_str())
+                            .map(str::to_owned),
+                        None => None,
+                    };
                     return Ok(Principal {
                         client: format!("sub:{}", claims.sub),
-                        scopes: Scopes::from_names(names.iter().map(String::as_str)),
+                        customer: bound_customer(&scopes, customer),
+                        scopes,
                         limit: None,
                     });
                 }

@@ -23,6 +23,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderName, HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use orderflow_api::identity;
 use orderflow_redis::RedisConnection;
 use orderflow_telemetry::TRACEPARENT;
 use tracing::Instrument;
@@ -156,6 +157,9 @@ async fn guard(State(gateway): State<Arc<Inner>>, mut request: Request, next: Ne
     }
     let work = async {
         request.headers_mut().insert(REQUEST_ID, id.clone());
+        // Who the caller is, the gateway says: whatever a caller claims in these headers goes.
+        request.headers_mut().remove(identity::CLIENT);
+        request.headers_mut().remove(identity::CUSTOMER);
         let mut decision = None;
         let access = scopes::access(request.method(), request.uri().path());
         // Callers the gateway cannot name (public routes, failed logins) share a budget per address, so
@@ -183,6 +187,19 @@ async fn guard(State(gateway): State<Arc<Inner>>, mut request: Request, next: Ne
                 }
             };
             tracing::Span::current().record("client", principal.client.as_str());
+            if let Ok(client) = HeaderValue::from_str(&principal.client) {
+                request.headers_mut().insert(identity::CLIENT, client);
+            }
+            if let Some(customer) = &principal.customer {
+                // A bound credential whose customer cannot travel as a header is refused rather than let
+                // through unbound.
+                match HeaderValue::from_str(customer) {
+                    Ok(value) => {
+                        request.headers_mut().insert(identity::CUSTOMER, value);
+                    }
+                    Err(_) => return Rejection::Forbidden("a customer id fit for a header").into_response(),
+                }
+            }
             if let Access::Scope(needed) = access
                 && !principal.scopes.allow(needed)
             {

@@ -69,6 +69,11 @@ impl Scopes {
         self.0.contains(&needed) || self.0.contains(&Scope::Admin)
     }
 
+    /// Whether these are staff scopes (`admin`): never bound to one customer.
+    pub fn allow_staff(&self) -> bool {
+        self.0.contains(&Scope::Admin)
+    }
+
     /// Whether no scope is held.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()

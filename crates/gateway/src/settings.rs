@@ -68,6 +68,9 @@ pub struct ApiKeySettings {
     pub requests_per_second: Option<f64>,
     /// This client's burst, instead of the default.
     pub burst: Option<u32>,
+    /// The customer this key acts for: it then places, reads, cancels and lists that customer's orders
+    /// only (another customer's order answers `404`). A key with the `admin` scope is never bound.
+    pub customer_id: Option<String>,
 }
 
 /// JWT settings: HS256 with a shared secret and/or RS256 and ES256 with public keys.
@@ -88,6 +91,10 @@ pub struct JwtSettings {
     pub audience: Option<String>,
     /// Seconds of clock skew tolerated on `exp` and `nbf`.
     pub leeway_secs: u64,
+    /// The claim naming the customer a token acts for (`sub`, or a custom one such as `customer_id`): a token
+    /// carrying it as a string is bound to that customer, as an API key's `customer_id` binds the key. Tokens
+    /// with the `admin` scope, and tokens without the claim, are not bound.
+    pub customer_claim: Option<String>,
 }
 
 impl Default for JwtSettings {
@@ -100,6 +107,7 @@ impl Default for JwtSettings {
             issuer: None,
             audience: None,
             leeway_secs: 30,
+            customer_claim: None,
         }
     }
 }

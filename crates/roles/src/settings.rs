@@ -158,6 +158,9 @@ pub struct OrdersSettings {
     /// Whether the sweep drives stranded orders on (hands their `order.created` again to the steps that owe
     /// them an answer, through those steps' own retry topics) besides reporting them.
     pub drive_on_stranded: bool,
+    /// Seconds an `Idempotency-Key` holds after its first use: a retry with it within that time gets the first
+    /// response; after it, the key is free again (and its row is pruned by the sweep).
+    pub idempotency_ttl_secs: u64,
 }
 
 impl Default for OrdersSettings {
@@ -167,6 +170,7 @@ impl Default for OrdersSettings {
             stranded_after_secs: 600,
             sweep_interval_secs: 60,
             drive_on_stranded: true,
+            idempotency_ttl_secs: 24 * 60 * 60,
         }
     }
 }

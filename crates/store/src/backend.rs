@@ -17,6 +17,16 @@ macro_rules! shared_queries {
                     return Ok(());
                 }
                 let mut tx = self.pool.begin().await?;
+                Self::write_orders(&mut tx, orders).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            /// Writes orders, their lines and their events to the outbox inside `tx`.
+            async fn write_orders(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                orders: &[(&orderflow_domain::Order, &orderflow_events::EncodedEvent)],
+            ) -> Result<(), $crate::StoreError> {
                 // Chunks stay under both backends' limit on bound parameters (SQLite: 32,766).
                 for chunk in orders.chunks(500) {
                     let mut insert = sqlx::QueryBuilder::<$db>::new(
@@ -32,7 +42,7 @@ macro_rules! shared_queries {
                             .push_bind(order.created_at)
                             .push_bind(order.updated_at);
                     });
-                    insert.build().execute(&mut *tx).await?;
+                    insert.build().execute(&mut **tx).await?;
                 }
                 let lines: Vec<_> = orders
                     .iter()
@@ -50,12 +60,10 @@ macro_rules! shared_queries {
                             .push_bind(item.quantity.get() as i32)
                             .push_bind(item.unit_price_minor.get());
                     });
-                    items.build().execute(&mut *tx).await?;
+                    items.build().execute(&mut **tx).await?;
                 }
                 let events: Vec<_> = orders.iter().map(|(order, event)| (*event, order.updated_at)).collect();
-                Self::insert_outbox(&mut tx, &events).await?;
-                tx.commit().await?;
-                Ok(())
+                Self::insert_outbox(tx, &events).await
             }
 
             /// Adds `events` to the outbox inside `tx`, each stamped with the time of the change it describes;
@@ -99,6 +107,21 @@ macro_rules! shared_queries {
                 event: &orderflow_events::EncodedEvent,
             ) -> Result<bool, $crate::StoreError> {
                 let mut tx = self.pool.begin().await?;
+                if !Self::move_order(&mut tx, before, after, event).await? {
+                    tx.rollback().await?;
+                    return Ok(false);
+                }
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            /// [`Self::update_order`]'s statements inside `tx`; `false` when the order moved on meanwhile.
+            async fn move_order(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                before: &orderflow_domain::Order,
+                after: &orderflow_domain::Order,
+                event: &orderflow_events::EncodedEvent,
+            ) -> Result<bool, $crate::StoreError> {
                 let updated = sqlx::query(
                     "UPDATE orders SET status = $1, version = $2, updated_at = $3 WHERE id = $4 AND version = $5",
                 )
@@ -107,15 +130,13 @@ macro_rules! shared_queries {
                 .bind(after.updated_at)
                 .bind(before.id.as_uuid())
                 .bind(before.version)
-                .execute(&mut *tx)
+                .execute(&mut **tx)
                 .await?
                 .rows_affected();
                 if updated != 1 {
-                    tx.rollback().await?;
                     return Ok(false);
                 }
-                Self::insert_outbox(&mut tx, &[(event, after.updated_at)]).await?;
-                tx.commit().await?;
+                Self::insert_outbox(tx, &[(event, after.updated_at)]).await?;
                 Ok(true)
             }
 

@@ -33,6 +33,10 @@ pub enum StoreError {
     /// The group-commit writer has stopped (the process is shutting down).
     #[error("the order writer has stopped")]
     WriterStopped,
+    /// A write met a concurrent one it cannot decide against (an idempotency key that expired while it was
+    /// being claimed); trying again decides it.
+    #[error("concurrent change: {0}")]
+    Conflict(String),
     /// A stored row does not describe a valid domain value (the database was edited by hand?).
     #[error("corrupt row in {table}: {reason}")]
     Corrupt {
@@ -54,7 +58,7 @@ impl StoreError {
         match self {
             Self::Database(e) => is_unavailable(e),
             Self::Batch(e) => e.is_unavailable(),
-            Self::WriterStopped => true,
+            Self::WriterStopped | Self::Conflict(_) => true,
             Self::BadUrl(_)
             | Self::DataDir { .. }
             | Self::Migration(_)

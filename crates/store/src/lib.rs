@@ -10,6 +10,7 @@ mod charges;
 mod error;
 mod group_commit;
 mod history;
+mod idempotency;
 mod inventory;
 mod join;
 mod postgres;
@@ -41,6 +42,7 @@ pub struct Stranded {
 }
 pub use group_commit::{GroupCommitSettings, OrderWriter};
 pub use history::{ChargeFact, OrderFacts};
+pub use idempotency::{IdempotencyKey, KeptResponse, KeyedWrite};
 pub use inventory::{InventoryOp, InventoryOutcome, Product, StockLine};
 pub use join::{JoinEntry, JoinExpired, JoinPut};
 pub use postgres::PgStore;
@@ -357,6 +359,40 @@ impl Store {
     /// The unit prices (minor units) of those of `skus` the catalogue holds.
     pub async fn product_prices(&self, skus: &[&str]) -> Result<Vec<(String, i64)>, StoreError> {
         dispatch!(self, s => s.product_prices(skus).await)
+    }
+
+    /// The response kept for an idempotency key, if it was used within its time.
+    pub async fn kept_response(&self, key: &IdempotencyKey) -> Result<Option<KeptResponse>, StoreError> {
+        dispatch!(self, s => s.kept_response(key).await)
+    }
+
+    /// Writes a new order and its event, and keeps `response` under `key`, in one transaction; when the key
+    /// is taken, writes nothing and answers what it holds.
+    pub async fn insert_order_once(
+        &self,
+        order: &Order,
+        event: &EncodedEvent,
+        key: &IdempotencyKey,
+        response: &KeptResponse,
+    ) -> Result<KeyedWrite, StoreError> {
+        dispatch!(self, s => s.insert_order_once(order, event, key, response).await)
+    }
+
+    /// [`Store::update_order`] keeping `response` under `key` in the same transaction.
+    pub async fn update_order_once(
+        &self,
+        before: &Order,
+        after: &Order,
+        event: &EncodedEvent,
+        key: &IdempotencyKey,
+        response: &KeptResponse,
+    ) -> Result<KeyedWrite, StoreError> {
+        dispatch!(self, s => s.update_order_once(before, after, event, key, response).await)
+    }
+
+    /// Removes idempotency keys first used before `before`; returns how many.
+    pub async fn idempotency_prune(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        dispatch!(self, s => s.idempotency_prune(before).await)
     }
 
     /// One product, if it exists.

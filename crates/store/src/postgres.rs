@@ -8,7 +8,8 @@ use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 
 use crate::{
     RelayLease, StoreError, audit::audit_queries, backend::shared_queries, charges::charge_queries,
-    history::history_queries, inventory::inventory_queries, join::join_queries, reconcile::reconcile_queries,
+    history::history_queries, idempotency::idempotency_queries, inventory::inventory_queries,
+    join::join_queries, reconcile::reconcile_queries,
 };
 
 /// Advisory-lock key that elects the single active outbox relay ("orderflow" in ASCII).
@@ -95,4 +96,5 @@ inventory_queries!(PgStore, Postgres, " FOR UPDATE");
 audit_queries!(PgStore, Postgres);
 reconcile_queries!(PgStore, Postgres);
 history_queries!(PgStore, Postgres);
+idempotency_queries!(PgStore, Postgres);
 join_queries!(PgStore, Postgres, " FOR UPDATE SKIP LOCKED");

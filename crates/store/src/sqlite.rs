@@ -10,7 +10,8 @@ use sqlx::sqlite::{
 
 use crate::{
     RelayLease, StoreError, audit::audit_queries, backend::shared_queries, charges::charge_queries,
-    history::history_queries, inventory::inventory_queries, join::join_queries, reconcile::reconcile_queries,
+    history::history_queries, idempotency::idempotency_queries, inventory::inventory_queries,
+    join::join_queries, reconcile::reconcile_queries,
 };
 
 /// A SQLite connection pool over one database file.
@@ -74,4 +75,5 @@ inventory_queries!(SqliteStore, Sqlite, "");
 audit_queries!(SqliteStore, Sqlite);
 reconcile_queries!(SqliteStore, Sqlite);
 history_queries!(SqliteStore, Sqlite);
+idempotency_queries!(SqliteStore, Sqlite);
 join_queries!(SqliteStore, Sqlite, "");

@@ -24,6 +24,7 @@ async fn the_binary_uses_real_servers_when_configured() {
         String::from_utf8_lossy(&migrated.stdout).trim(),
         "migrations applied (postgresql)"
     );
+    import_catalogue(&db);
 
     let topics = [
         "topics",

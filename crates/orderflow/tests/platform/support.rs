@@ -251,12 +251,40 @@ impl Drop for Instance {
 /// Two `orderflow run --role orders` processes sharing a fresh database and the Redis server, with cache keys
 /// under `<prefix>:` and `env` layered over their configuration; returns them, their base URLs and the
 /// database URL.
+/// Puts the products of [`order_body`] in database `db`'s catalogue (as [`stock_products`] does) with
+/// `orderflow catalog import`, as an operator would.
+pub fn import_catalogue(db: &str) {
+    let file = temp_dir().with_extension("csv");
+    std::fs::write(
+        &file,
+        "sku,name,price_minor,stock\nSKU-1,SKU-1,1250,100\nSKU-2,SKU-2,99,100\n",
+    )
+    .expect("csv");
+    let imported = run_binary(
+        &[
+            "catalog",
+            "import",
+            file.to_str().expect("path"),
+            "--database-url",
+            db,
+        ],
+        &[],
+    );
+    assert!(
+        imported.status.success(),
+        "{}",
+        String::from_utf8_lossy(&imported.stderr)
+    );
+    let _ = std::fs::remove_file(file);
+}
+
 pub fn orders_instances(prefix: &str, env: &[(&str, String)]) -> (Vec<Instance>, Vec<String>, String) {
     let db = orderflow_testkit::postgres().fresh_database().expect("database");
     let kafka = orderflow_testkit::kafka().bootstrap_servers();
     let redis_url = orderflow_testkit::redis().url();
     let migrated = run_binary(&["migrate", "--database-url", &db], &[]);
     assert!(migrated.status.success());
+    import_catalogue(&db);
     let mut env = env.to_vec();
     env.push(("ORDERFLOW_CACHE__KEY_PREFIX", format!("{prefix}:")));
     let topic_prefix = format!("{prefix}.");

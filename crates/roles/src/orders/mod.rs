@@ -45,6 +45,7 @@ pub async fn start(
         store: backends.store.clone(),
         orders: orderflow_store::OrderWriter::spawn(backends.store.clone(), Default::default()),
         catalogue: orderflow_api::Catalogue::new(backends.store.clone()),
+        idempotency_ttl: std::time::Duration::from_secs(settings.orders.idempotency_ttl_secs.max(1)),
         cache: backends.cache.clone(),
         codec: backends.codec.clone(),
         registry: backends.registry.clone(),

@@ -178,6 +178,17 @@ pub(crate) async fn run(
             () = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
+        let expired = i64::try_from(settings.idempotency_ttl_secs)
+            .ok()
+            .and_then(chrono::Duration::try_seconds)
+            .and_then(|ttl| chrono::Utc::now().checked_sub_signed(ttl))
+            .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC);
+        if let Err(e) = store.idempotency_prune(expired).await {
+            tracing::warn!(
+                error = &e as &dyn std::error::Error,
+                "pruning expired idempotency keys failed"
+            );
+        }
         let stranded = match sweep(&store, after).await {
             Ok(stranded) => stranded,
             Err(e) => {
