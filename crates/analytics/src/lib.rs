@@ -3,8 +3,8 @@
 //!
 //! Updates come in as [`Fact`]s, one per lifecycle event, and are idempotent per order and kind: a fact
 //! seen again (a re-delivery, a replay) changes nothing. Revenue is counted when a payment is received and
-//! taken back when the order is cancelled, whichever of the two arrives first, so the revenue reported is
-//! always the sum of paid orders that are not cancelled. Times are event times (seconds since the epoch),
+//! taken back when it is refunded (its order rejected or cancelled), whichever of the two arrives first, so
+//! the revenue reported is always the captured payments less the refunded ones. Times are event times (seconds since the epoch),
 //! so a replay lands in the same buckets.
 //!
 //! Aggregates are derived state and may be lost (Redis flushed, restarted empty, or a process restarted for the
@@ -49,6 +49,8 @@ pub enum FactKind {
     Rejected,
     /// The customer cancelled it.
     Cancelled,
+    /// Its captured payment was refunded.
+    Refunded,
 }
 
 impl FactKind {
@@ -61,6 +63,7 @@ impl FactKind {
             Self::Allocated => "allocated",
             Self::Rejected => "rejected",
             Self::Cancelled => "cancelled",
+            Self::Refunded => "refunded",
         }
     }
 }
@@ -76,9 +79,9 @@ pub struct Fact {
     pub at: i64,
     /// Who placed the order (for [`FactKind::Created`]).
     pub customer: String,
-    /// ISO 4217 code (for [`FactKind::Paid`]).
+    /// ISO 4217 code (for [`FactKind::Paid`] and [`FactKind::Refunded`]).
     pub currency: String,
-    /// Amount captured in minor units (for [`FactKind::Paid`]).
+    /// Amount captured, or refunded, in minor units (for [`FactKind::Paid`] and [`FactKind::Refunded`]).
     pub amount_minor: i64,
     /// Products and units ordered (for [`FactKind::Created`]).
     pub items: Vec<(String, i64)>,
@@ -163,6 +166,8 @@ pub struct Funnel {
     pub rejected: u64,
     /// Orders cancelled.
     pub cancelled: u64,
+    /// Orders whose payment was refunded.
+    pub refunded: u64,
 }
 
 impl Funnel {

@@ -109,7 +109,7 @@ impl MemoryAnalytics {
             }
             applied += 1;
             let hour = hour_of(fact.at);
-            let cancelled = marks.seen.contains(&FactKind::Cancelled);
+            let refunded = marks.seen.contains(&FactKind::Refunded);
             let paid = marks.paid.clone();
             if fact.kind == FactKind::Paid {
                 marks.paid = Some((hour, fact.currency.clone(), fact.amount_minor));
@@ -136,7 +136,7 @@ impl MemoryAnalytics {
                 }
                 FactKind::Paid => {
                     state.funnel.paid += 1;
-                    if !cancelled {
+                    if !refunded {
                         *state
                             .revenue
                             .entry(hour)
@@ -145,8 +145,9 @@ impl MemoryAnalytics {
                             .or_default() += fact.amount_minor;
                     }
                 }
-                FactKind::Cancelled => {
-                    state.funnel.cancelled += 1;
+                FactKind::Cancelled => state.funnel.cancelled += 1,
+                FactKind::Refunded => {
+                    state.funnel.refunded += 1;
                     if let Some((paid_hour, currency, amount)) = paid {
                         *state
                             .revenue

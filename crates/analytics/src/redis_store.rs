@@ -61,10 +61,10 @@ for i = 5, #ARGV, 8 do
     elseif kind == 'paid' then
       local currency, amount = ARGV[i + 5], ARGV[i + 6]
       call('HSET', okey, 'currency', currency, 'amount', amount)
-      if call('HEXISTS', okey, 'cancelled') == 0 then
+      if call('HEXISTS', okey, 'refunded') == 0 then
         bump(p .. 'rev:' .. hour, currency, amount)
       end
-    elseif kind == 'cancelled' then
+    elseif kind == 'refunded' then
       local paid = call('HGET', okey, 'paid')
       if paid then
         local currency, amount = unpack(call('HMGET', okey, 'currency', 'amount'))
@@ -264,6 +264,7 @@ impl RedisAnalytics {
             payment_failed: get("failed"),
             rejected: get("rejected"),
             cancelled: get("cancelled"),
+            refunded: get("refunded"),
         })
     }
 }

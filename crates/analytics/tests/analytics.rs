@@ -100,7 +100,15 @@ fn paid(order: &str, at: i64, amount: i64) -> Fact {
     }
 }
 
-async fn counts_each_order_once_and_revenue_excludes_cancelled_orders(analytics: Analytics) {
+fn refunded(order: &str, at: i64, amount: i64) -> Fact {
+    Fact {
+        currency: "EUR".into(),
+        amount_minor: amount,
+        ..fact(FactKind::Refunded, order, at)
+    }
+}
+
+async fn counts_each_order_once_and_revenue_excludes_refunded_payments(analytics: Analytics) {
     let facts = vec![
         created("a", T0 + 5, "alice", &[("SKU-1", 2), ("SKU-2", 1)]),
         created("b", T0 + 15, "bob", &[("SKU-1", 1)]),
@@ -108,11 +116,15 @@ async fn counts_each_order_once_and_revenue_excludes_cancelled_orders(analytics:
         created("d", T0 + 3_605, "carol", &[("SKU-2", 1)]),
         paid("a", T0 + 20, 1_000),
         paid("b", T0 + 30, 2_000),
-        // c: cancelled before its payment arrives, d: cancelled in the next hour after it was paid.
+        // c: cancelled, its refund arriving before its payment; d: cancelled in the next hour after it was
+        // paid, and refunded; b: rejected, and refunded.
         fact(FactKind::Cancelled, "c", T0 + 70),
+        refunded("c", T0 + 75, 4_000),
         paid("c", T0 + 80, 4_000),
         paid("d", T0 + 3_610, 8_000),
         fact(FactKind::Cancelled, "d", T0 + 7_300),
+        refunded("d", T0 + 7_301, 8_000),
+        refunded("b", T0 + 41, 2_000),
         fact(FactKind::Allocated, "a", T0 + 40),
         fact(FactKind::Rejected, "b", T0 + 40),
     ];
@@ -124,7 +136,7 @@ async fn counts_each_order_once_and_revenue_excludes_cancelled_orders(analytics:
 
     let revenue = analytics.revenue(T0, T0 + 7_300).await.unwrap();
     let per_hour: Vec<(i64, i64)> = revenue.iter().map(|h| (h.hour, h.by_currency["EUR"])).collect();
-    assert_eq!(per_hour, vec![(T0, 3_000), (T0 + 3_600, 0)]);
+    assert_eq!(per_hour, vec![(T0, 1_000), (T0 + 3_600, 0)]);
 
     let funnel = analytics.funnel().await.unwrap();
     assert_eq!(
@@ -133,9 +145,10 @@ async fn counts_each_order_once_and_revenue_excludes_cancelled_orders(analytics:
             funnel.paid,
             funnel.allocated,
             funnel.rejected,
-            funnel.cancelled
+            funnel.cancelled,
+            funnel.refunded
         ),
-        (4, 4, 1, 1, 2)
+        (4, 4, 1, 1, 2, 3)
     );
     assert_eq!(funnel.paid_rate(), 1.0);
     assert_eq!(funnel.allocated_rate(), 0.25);
@@ -174,6 +187,7 @@ fn lifecycle() -> Vec<Fact> {
         paid("b", T0 + 30, 2_000),
         fact(FactKind::Allocated, "a", T0 + 40),
         fact(FactKind::Cancelled, "b", T0 + 50),
+        refunded("b", T0 + 51, 2_000),
         created("c", T0 + 3_605, "carol", &[("SKU-1", 1)]),
         paid("c", T0 + 3_610, 4_000),
     ]
@@ -271,17 +285,17 @@ async fn on_redis_a_flush_is_noticed_and_rebuilt() {
 
 #[tokio::test]
 async fn in_process() {
-    counts_each_order_once_and_revenue_excludes_cancelled_orders(memory()).await;
+    counts_each_order_once_and_revenue_excludes_refunded_payments(memory()).await;
 }
 
 #[tokio::test]
 async fn on_redis() {
-    counts_each_order_once_and_revenue_excludes_cancelled_orders(redis(false).await).await;
+    counts_each_order_once_and_revenue_excludes_refunded_payments(redis(false).await).await;
 }
 
 #[tokio::test]
 async fn on_redis_cluster() {
-    counts_each_order_once_and_revenue_excludes_cancelled_orders(redis(true).await).await;
+    counts_each_order_once_and_revenue_excludes_refunded_payments(redis(true).await).await;
 }
 
 #[test]

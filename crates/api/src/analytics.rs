@@ -204,6 +204,7 @@ pub(crate) async fn funnel(
         "payment_failed": funnel.payment_failed,
         "rejected": funnel.rejected,
         "cancelled": funnel.cancelled,
+        "refunded": funnel.refunded,
         "conversion": {
             "created_to_paid": funnel.paid_rate(),
             "paid_to_allocated": funnel.allocated_rate(),

@@ -6,6 +6,7 @@ mod catalogue;
 mod error;
 mod idempotency;
 pub mod identity;
+mod listing;
 pub mod metrics;
 mod orders;
 mod tls;
@@ -27,6 +28,7 @@ use tower_http::trace::TraceLayer;
 pub use catalogue::{Catalogue, PRICE_TTL};
 pub use error::ApiError;
 pub use idempotency::{HEADER as IDEMPOTENCY_KEY, MAX_KEY_CHARS};
+pub use listing::{DEFAULT_LIMIT, MAX_LIMIT, OrderPage};
 pub use orders::{OrderItemView, OrderView};
 pub use tls::{TlsSettings, serve_tls};
 
@@ -66,7 +68,12 @@ pub fn router(state: AppState) -> Router {
 pub fn router_with(state: AppState, extra: Router) -> Router {
     let registry = state.registry.clone();
     let app = Router::new()
-        .route("/v1/orders", post(orders::create).fallback(method_not_allowed))
+        .route(
+            "/v1/orders",
+            post(orders::create)
+                .get(listing::list)
+                .fallback(method_not_allowed),
+        )
         .route("/v1/orders/{id}", get(orders::get).fallback(method_not_allowed))
         .route(
             "/v1/orders/{id}/cancel",

@@ -64,6 +64,10 @@ pub const TOPICS: &[TopicSpec] = &[
         cleanup: Cleanup::Delete { days: 7 },
     },
     TopicSpec {
+        name: "payment.refunded",
+        cleanup: Cleanup::Delete { days: 7 },
+    },
+    TopicSpec {
         name: "order.enriched",
         cleanup: Cleanup::Delete { days: 30 },
     },

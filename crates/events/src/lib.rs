@@ -23,6 +23,8 @@ pub mod topics {
     pub const PAYMENT_RECEIVED: &str = "payment.received";
     /// A payment failed or was declined.
     pub const PAYMENT_FAILED: &str = "payment.failed";
+    /// A captured payment was refunded (its order rejected or cancelled).
+    pub const PAYMENT_REFUNDED: &str = "payment.refunded";
     /// An order joined with its payment and reference data.
     pub const ORDER_ENRICHED: &str = "order.enriched";
     /// No payment arrived for an order within the join window (reported by enrichment).

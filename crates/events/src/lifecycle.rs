@@ -12,7 +12,7 @@ use orderflow_domain::{EventId, OrderId, OrderStatus};
 
 use crate::{
     AvroCodec, DecodeError, Event, InventoryAllocated, InventoryRejected, OrderCancelled, OrderCreated,
-    OrderEnriched, OrderUnpaid, PaymentFailed, PaymentReceived, topics,
+    OrderEnriched, OrderUnpaid, PaymentFailed, PaymentReceived, PaymentRefunded, topics,
 };
 
 /// A topic of the order lifecycle: one event type each, keyed by order id.
@@ -26,6 +26,8 @@ pub enum LifecycleTopic {
     PaymentReceived,
     /// `payment.failed`.
     PaymentFailed,
+    /// `payment.refunded`.
+    PaymentRefunded,
     /// `order.enriched`.
     OrderEnriched,
     /// `order.unpaid`.
@@ -38,11 +40,12 @@ pub enum LifecycleTopic {
 
 impl LifecycleTopic {
     /// Every lifecycle topic.
-    pub const ALL: [LifecycleTopic; 8] = [
+    pub const ALL: [LifecycleTopic; 9] = [
         Self::OrderCreated,
         Self::OrderCancelled,
         Self::PaymentReceived,
         Self::PaymentFailed,
+        Self::PaymentRefunded,
         Self::OrderEnriched,
         Self::OrderUnpaid,
         Self::InventoryAllocated,
@@ -66,6 +69,7 @@ impl LifecycleTopic {
             Self::OrderCancelled => topics::ORDER_CANCELLED,
             Self::PaymentReceived => topics::PAYMENT_RECEIVED,
             Self::PaymentFailed => topics::PAYMENT_FAILED,
+            Self::PaymentRefunded => topics::PAYMENT_REFUNDED,
             Self::OrderEnriched => topics::ORDER_ENRICHED,
             Self::OrderUnpaid => topics::ORDER_UNPAID,
             Self::InventoryAllocated => topics::INVENTORY_ALLOCATED,
@@ -74,7 +78,7 @@ impl LifecycleTopic {
     }
 
     /// The status an event on this topic moves its order to; `None` for the steps that report without
-    /// moving the order (enrichment's join and its unpaid report).
+    /// moving the order (enrichment's join and its unpaid report, refunds).
     pub fn status(self) -> Option<OrderStatus> {
         match self {
             Self::OrderCreated => Some(OrderStatus::Created),
@@ -83,7 +87,7 @@ impl LifecycleTopic {
             Self::PaymentFailed => Some(OrderStatus::PaymentFailed),
             Self::InventoryAllocated => Some(OrderStatus::Allocated),
             Self::InventoryRejected => Some(OrderStatus::Rejected),
-            Self::OrderEnriched | Self::OrderUnpaid => None,
+            Self::OrderEnriched | Self::OrderUnpaid | Self::PaymentRefunded => None,
         }
     }
 }
@@ -205,6 +209,8 @@ pub enum LifecycleEvent {
     PaymentReceived(PaymentReceived),
     /// A payment failed or was declined.
     PaymentFailed(PaymentFailed),
+    /// A captured payment was refunded.
+    PaymentRefunded(PaymentRefunded),
     /// An order was joined with its payment.
     OrderEnriched(OrderEnriched),
     /// No payment came within the join window.
@@ -265,6 +271,9 @@ impl Lifecycle {
                 wrap(Decoded::decode(codec, payload).await?, L::PaymentReceived)
             }
             LifecycleTopic::PaymentFailed => wrap(Decoded::decode(codec, payload).await?, L::PaymentFailed),
+            LifecycleTopic::PaymentRefunded => {
+                wrap(Decoded::decode(codec, payload).await?, L::PaymentRefunded)
+            }
             LifecycleTopic::OrderEnriched => wrap(Decoded::decode(codec, payload).await?, L::OrderEnriched),
             LifecycleTopic::OrderUnpaid => wrap(Decoded::decode(codec, payload).await?, L::OrderUnpaid),
             LifecycleTopic::InventoryAllocated => {
@@ -284,6 +293,7 @@ impl Lifecycle {
             LifecycleEvent::OrderCancelled(_) => LifecycleTopic::OrderCancelled,
             LifecycleEvent::PaymentReceived(_) => LifecycleTopic::PaymentReceived,
             LifecycleEvent::PaymentFailed(_) => LifecycleTopic::PaymentFailed,
+            LifecycleEvent::PaymentRefunded(_) => LifecycleTopic::PaymentRefunded,
             LifecycleEvent::OrderEnriched(_) => LifecycleTopic::OrderEnriched,
             LifecycleEvent::OrderUnpaid(_) => LifecycleTopic::OrderUnpaid,
             LifecycleEvent::InventoryAllocated(_) => LifecycleTopic::InventoryAllocated,

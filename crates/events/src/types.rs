@@ -125,6 +125,22 @@ event! {
 }
 
 event! {
+    /// `payment.refunded`: a captured payment was refunded in full, its order rejected or cancelled.
+    PaymentRefunded = "payment.refunded" {
+        /// The provider's id of the payment refunded.
+        payment_id: String,
+        /// The provider's id of the refund.
+        refund_id: String,
+        /// Amount refunded, in minor units.
+        amount_minor: i64,
+        /// ISO 4217 code.
+        currency: String,
+        /// Why: `rejected` or `cancelled`.
+        reason: String,
+    }
+}
+
+event! {
     /// `order.enriched`: a paid order joined with its payment and reference data.
     OrderEnriched = "order.enriched" {
         /// Who placed it.

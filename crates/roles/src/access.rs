@@ -76,7 +76,11 @@ fn flows(role: Role) -> (Vec<&'static str>, Vec<&'static str>) {
         ),
         Role::Payments => (
             names(&crate::payments::INPUTS),
-            vec![topics::PAYMENT_RECEIVED, topics::PAYMENT_FAILED],
+            vec![
+                topics::PAYMENT_RECEIVED,
+                topics::PAYMENT_FAILED,
+                topics::PAYMENT_REFUNDED,
+            ],
         ),
         Role::Enrichment => (
             names(&crate::enrichment::INPUTS),

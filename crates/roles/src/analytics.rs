@@ -28,8 +28,17 @@ use crate::runner::ConsumerRole;
 use crate::telemetry::RoleEvent;
 use crate::{Backends, RoleError, decode_error};
 
-/// The topics analytics counts: every event that moves an order's status.
-pub const COUNTED: [LifecycleTopic; 6] = LifecycleTopic::STATUS_CHANGES;
+/// The topics analytics counts: every event that moves an order's status, and refunds (which take revenue
+/// back).
+pub const COUNTED: [LifecycleTopic; 7] = [
+    LifecycleTopic::OrderCreated,
+    LifecycleTopic::PaymentReceived,
+    LifecycleTopic::PaymentFailed,
+    LifecycleTopic::InventoryAllocated,
+    LifecycleTopic::InventoryRejected,
+    LifecycleTopic::OrderCancelled,
+    LifecycleTopic::PaymentRefunded,
+];
 
 /// How often an idle analytics role checks that its aggregates are intact.
 pub const WATCH_INTERVAL: Duration = Duration::from_secs(5);
@@ -156,6 +165,13 @@ pub fn order_facts(order: OrderFacts) -> Vec<Fact> {
     if order.status == "CANCELLED" {
         facts.push(bare(FactKind::Cancelled, order.updated_at));
     }
+    if let (Some((amount_minor, at)), Some(charge)) = (order.refund, &order.charge) {
+        facts.push(Fact {
+            currency: charge.currency.clone(),
+            amount_minor,
+            ..bare(FactKind::Refunded, at)
+        });
+    }
     facts
 }
 
@@ -248,6 +264,11 @@ impl Counter {
             LifecycleEvent::InventoryAllocated(_) => bare(FactKind::Allocated),
             LifecycleEvent::InventoryRejected(_) => bare(FactKind::Rejected),
             LifecycleEvent::OrderCancelled(_) => bare(FactKind::Cancelled),
+            LifecycleEvent::PaymentRefunded(e) => Fact {
+                currency: e.currency,
+                amount_minor: e.amount_minor,
+                ..bare(FactKind::Refunded)
+            },
             LifecycleEvent::OrderEnriched(_) | LifecycleEvent::OrderUnpaid(_) => return Err(not_counted()),
         })
     }

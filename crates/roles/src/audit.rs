@@ -18,7 +18,7 @@ use crate::runner::{ConsumerRole, StoreEffects};
 use crate::{Backends, RoleError, store_error};
 
 /// Every topic the audit trail records.
-pub const AUDITED: [LifecycleTopic; 8] = LifecycleTopic::ALL;
+pub const AUDITED: [LifecycleTopic; 9] = LifecycleTopic::ALL;
 
 /// Settings of the audit role.
 #[derive(Debug, Clone, Deserialize)]

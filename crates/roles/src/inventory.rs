@@ -85,6 +85,7 @@ impl Handler for Inventory {
                 LifecycleEvent::OrderCreated(_)
                 | LifecycleEvent::PaymentReceived(_)
                 | LifecycleEvent::PaymentFailed(_)
+                | LifecycleEvent::PaymentRefunded(_)
                 | LifecycleEvent::OrderUnpaid(_)
                 | LifecycleEvent::InventoryAllocated(_)
                 | LifecycleEvent::InventoryRejected(_) => return Err(not_read()),

@@ -92,12 +92,26 @@ pub async fn reconcile(backends: &Backends, within: Duration) -> Result<Vec<Chec
 
     // Charges: one per order by construction (the order id is the ledger's key); here, that they fit.
     let charges = store.charge_discrepancies().await?;
+    let refunds_ok = charges.refund_missing == 0 && charges.refund_wrong == 0;
     checks.push(Check::new(
         "charges",
-        charges == orderflow_store::ChargeDiscrepancies::default(),
+        orderflow_store::ChargeDiscrepancies {
+            refund_missing: 0,
+            refund_wrong: 0,
+            ..charges
+        } == orderflow_store::ChargeDiscrepancies::default(),
         format!(
             "{} captured charges not matching their order's total, {} paid orders without a captured charge, {} failed orders with one",
             charges.wrong_amount, charges.paid_without_charge, charges.failed_with_charge
+        ),
+    ));
+    // Refunds: every rejected or cancelled order's captured charge refunded once, in full, and nothing else.
+    checks.push(Check::new(
+        "refunds",
+        refunds_ok,
+        format!(
+            "{} rejected or cancelled orders with a captured charge not refunded, {} refunds of live orders or of another amount",
+            charges.refund_missing, charges.refund_wrong
         ),
     ));
 
@@ -127,8 +141,8 @@ pub async fn reconcile(backends: &Backends, within: Duration) -> Result<Vec<Chec
         },
     ));
 
-    // Analytics revenue against the captured charges of orders not cancelled.
-    let expected = store.captured_not_cancelled_minor().await?;
+    // Analytics revenue against the captured charges less the refunds.
+    let expected = store.captured_less_refunded_minor().await?;
     checks.push(match &backends.analytics {
         orderflow_analytics::Analytics::Redis(_) => {
             let from = store
@@ -144,9 +158,7 @@ pub async fn reconcile(backends: &Backends, within: Duration) -> Result<Vec<Chec
             Check::new(
                 "analytics revenue",
                 reported == expected,
-                format!(
-                    "analytics {reported}, captured charges of orders not cancelled {expected} (minor units)"
-                ),
+                format!("analytics {reported}, captured charges less refunds {expected} (minor units)"),
             )
         }
         orderflow_analytics::Analytics::Memory(_) => Check::skipped(

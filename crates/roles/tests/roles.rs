@@ -9,7 +9,7 @@ use orderflow_domain::{OrderId, OrderStatus};
 use orderflow_events::{AvroCodec, OrderCreated, PaymentFailed, PaymentReceived};
 use orderflow_roles::payments::{Decision, ProviderSettings, SimulatedProvider};
 use orderflow_roles::{Platform, Role, Settings};
-use orderflow_testkit::checks::{StockLine, assert_stock_reconciles, eventually, paid_not_cancelled_minor};
+use orderflow_testkit::checks::{StockLine, assert_stock_reconciles, eventually, revenue_once_refunded};
 use orderflow_testkit::{read_topic, unique};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -541,10 +541,11 @@ async fn orders_without_a_payment_in_the_window_are_reported_once_and_late_payme
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn inventory_never_oversells_releases_on_cancel_and_orders_end_allocated_or_rejected() {
+async fn inventory_never_oversells_releases_on_cancel_and_every_rejected_or_cancelled_paid_order_is_refunded() {
     const ORDERS: usize = 24;
     const STOCK: i32 = 10;
     let settings = with_redis(real_settings("inventory"));
+    let settings_prefix = settings.kafka.topic_prefix.clone();
     let store = orderflow_store::Store::connect(settings.database.url.as_deref().unwrap(), 2)
         .await
         .unwrap();
@@ -636,6 +637,53 @@ async fn inventory_never_oversells_releases_on_cancel_and_orders_end_allocated_o
         .await
         .unwrap();
     assert_eq!(response.status().as_u16(), 409);
+
+    // Every rejected order was paid and is refunded once, in full, and so is the cancelled one: a
+    // payment.refunded each, and the ledger's refunds, agree.
+    let mut owed: Vec<OrderId> = ids.iter().filter(|id| !allocated.contains(id)).copied().collect();
+    owed.push(unknown);
+    owed.push(cancelled);
+    let refunded_topic = format!("{}payment.refunded", settings_prefix);
+    let refunds = eventually(
+        "a refund per rejected or cancelled order",
+        Duration::from_secs(60),
+        || {
+            let (topic, codec, owed) = (
+                refunded_topic.clone(),
+                platform.backends.codec.clone(),
+                owed.clone(),
+            );
+            async move {
+                let records = tokio::task::spawn_blocking(move || {
+                    read_topic(
+                        &orderflow_testkit::kafka().bootstrap_servers(),
+                        &topic,
+                        usize::MAX,
+                        Duration::from_secs(2),
+                    )
+                })
+                .await
+                .unwrap()
+                .unwrap();
+                let mut refunds: HashMap<String, (String, i64)> = HashMap::new();
+                for record in records {
+                    let event: orderflow_events::PaymentRefunded =
+                        codec.decode(&record.payload).await.unwrap();
+                    // The same refund reported again keeps its event id.
+                    let known = refunds.insert(
+                        event.order_id.clone(),
+                        (event.event_id.clone(), event.amount_minor),
+                    );
+                    assert!(known.is_none_or(|(id, _)| id == event.event_id));
+                }
+                (refunds.len() == owed.len()).then_some(refunds)
+            }
+        },
+    )
+    .await;
+    for id in &owed {
+        assert_eq!(refunds[&id.to_string()].1, 1_000, "order {id} refunded in full");
+    }
     platform.stop().await.unwrap();
 }
 
@@ -1016,10 +1064,14 @@ async fn many_orders_end_where_the_rules_say_and_everything_reconciles() {
     };
     assert!(rows >= 2 * orders_n as u64, "{rows} audited events");
 
-    // Analytics revenue is the sum of the paid orders that were not cancelled, and the funnel counts each
-    // order once per stage, re-deliveries and the Redis loss notwithstanding (the aggregates were rebuilt
-    // from the database).
-    let paid_not_cancelled = paid_not_cancelled_minor(&pool).await.unwrap();
+    // Every rejected or cancelled paid order is refunded once; analytics revenue is captured less refunded,
+    // and the funnel counts each order once per stage, re-deliveries and the Redis loss notwithstanding (the
+    // aggregates were rebuilt from the database).
+    let expected = eventually("every refund owed to be made", Duration::from_secs(60), || {
+        let pool = pool.clone();
+        async move { revenue_once_refunded(&pool).await.unwrap() }
+    })
+    .await;
     let count = |sql: &'static str| {
         let pool = pool.clone();
         async move { sqlx::query_as::<_, (i64,)>(sql).fetch_one(&pool).await.unwrap().0 }
@@ -1028,7 +1080,9 @@ async fn many_orders_end_where_the_rules_say_and_everything_reconciles() {
     let cancelled = count("SELECT COUNT(*) FROM orders WHERE status = 'CANCELLED'").await;
     let allocations =
         count("SELECT COUNT(*) FROM inventory_reservations WHERE status IN ('ALLOCATED', 'RELEASED')").await;
-    assert!(paid_not_cancelled > 0);
+    let refunded = count("SELECT COUNT(*) FROM payment_refunds WHERE refunded_at IS NOT NULL").await;
+    assert!(expected > 0);
+    assert!(refunded > 0, "rejected and cancelled paid orders were refunded");
     let range = format!(
         "from={}&to={}",
         (began - chrono::Duration::hours(1)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
@@ -1041,8 +1095,9 @@ async fn many_orders_end_where_the_rules_say_and_everything_reconciles() {
         async move {
             let revenue = get_json(&client, &revenue_url).await;
             let funnel = get_json(&client, &funnel_url).await;
-            (revenue["total_minor"]["EUR"].as_i64() == Some(paid_not_cancelled)
-                && funnel["cancelled"].as_i64() == Some(cancelled))
+            (revenue["total_minor"]["EUR"].as_i64() == Some(expected)
+                && funnel["cancelled"].as_i64() == Some(cancelled)
+                && funnel["refunded"].as_i64() == Some(refunded))
             .then_some(funnel)
         }
     })

@@ -231,6 +231,39 @@ macro_rules! shared_queries {
                 row.into_order(items).map(Some)
             }
 
+            /// The ids of the orders `filter` selects, in (created_at, id) order, at most `filter.limit`.
+            pub async fn list_orders(
+                &self,
+                filter: &$crate::OrderFilter,
+            ) -> Result<Vec<orderflow_domain::OrderId>, $crate::StoreError> {
+                let mut query = sqlx::QueryBuilder::<$db>::new("SELECT id FROM orders WHERE 1 = 1");
+                if let Some(customer) = &filter.customer_id {
+                    query.push(" AND customer_id = ").push_bind(customer.as_str());
+                }
+                if let Some(status) = filter.status {
+                    query.push(" AND status = ").push_bind(status.as_str());
+                }
+                if let Some(after) = filter.created_after {
+                    query.push(" AND created_at > ").push_bind(after);
+                }
+                if let Some((at, id)) = filter.after {
+                    query
+                        .push(" AND (created_at > ")
+                        .push_bind(at)
+                        .push(" OR (created_at = ")
+                        .push_bind(at)
+                        .push(" AND id > ")
+                        .push_bind(id.as_uuid())
+                        .push("))");
+                }
+                query.push(" ORDER BY created_at, id LIMIT ").push_bind(filter.limit);
+                let ids: Vec<(uuid::Uuid,)> = query.build_query_as().fetch_all(&self.pool).await?;
+                Ok(ids
+                    .into_iter()
+                    .map(|(id,)| orderflow_domain::OrderId::from_uuid(id))
+                    .collect())
+            }
+
             /// Reads the orders among `ids` that exist, with their lines: two queries, however many ids.
             pub async fn get_orders(
                 &self,

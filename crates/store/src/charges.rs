@@ -115,6 +115,75 @@ impl ChargeRow {
     }
 }
 
+/// A refund owed for an order that was rejected or cancelled; settled once its charge is captured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefundClaim {
+    /// The order (the idempotency key: one refund per order).
+    pub order_id: OrderId,
+    /// Id of the `payment.refunded` event that will report it (stable across re-deliveries).
+    pub event_id: Uuid,
+    /// The provider's id of the refund.
+    pub refund_id: Uuid,
+    /// Version of the order when the refund became owed.
+    pub order_version: i64,
+    /// `rejected` or `cancelled`.
+    pub reason: &'static str,
+    /// When it became owed.
+    pub at: DateTime<Utc>,
+}
+
+/// A refund made: the whole captured amount of an order's charge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refund {
+    /// The order.
+    pub order_id: OrderId,
+    /// Id of the `payment.refunded` event that reports it.
+    pub event_id: Uuid,
+    /// The provider's id of the refund.
+    pub refund_id: Uuid,
+    /// The provider's id of the payment refunded.
+    pub payment_id: Uuid,
+    /// Version of the order when the refund became owed.
+    pub order_version: i64,
+    /// `rejected` or `cancelled`.
+    pub reason: String,
+    /// Amount refunded, in minor units.
+    pub amount_minor: i64,
+    /// ISO 4217 code.
+    pub currency: String,
+    /// When it was made.
+    pub refunded_at: DateTime<Utc>,
+}
+
+/// A settled `payment_refunds` row joined with its charge's payment id.
+pub(crate) type RefundRow = (
+    Uuid,
+    Uuid,
+    Uuid,
+    Uuid,
+    i64,
+    String,
+    Option<i64>,
+    Option<String>,
+    Option<DateTime<Utc>>,
+);
+
+/// Reads a settled refund row.
+pub(crate) fn refund(row: RefundRow) -> Option<Refund> {
+    let (order_id, event_id, refund_id, payment_id, order_version, reason, amount, currency, at) = row;
+    Some(Refund {
+        order_id: OrderId::from_uuid(order_id),
+        event_id,
+        refund_id,
+        payment_id,
+        order_version,
+        reason,
+        amount_minor: amount?,
+        currency: currency?.trim_end().to_owned(),
+        refunded_at: at?,
+    })
+}
+
 /// Most rows in one statement (SQLite allows 32,766 bound values; a row binds ten).
 pub(crate) const CHARGES_PER_STATEMENT: usize = 1_000;
 
@@ -179,6 +248,69 @@ macro_rules! charge_queries {
                 .fetch_optional(&self.pool)
                 .await?;
                 row.map($crate::charges::ChargeRow::into_charge).transpose()
+            }
+
+            /// Records the refunds `claims` owe (an order already claimed keeps its first claim). Committed on
+            /// its own, before [`Self::settle_refunds`] looks for them: of a claim and a capture recorded at the
+            /// same time, the settle that runs after both is sure to see both.
+            pub async fn claim_refunds(&self, claims: &[$crate::RefundClaim]) -> Result<(), $crate::StoreError> {
+                let mut seen = std::collections::HashSet::new();
+                let unique: Vec<&$crate::RefundClaim> =
+                    claims.iter().filter(|c| seen.insert(c.order_id)).collect();
+                for chunk in unique.chunks($crate::charges::CHARGES_PER_STATEMENT) {
+                    let mut insert = sqlx::QueryBuilder::<$db>::new(
+                        "INSERT INTO payment_refunds (order_id, event_id, refund_id, order_version, reason, claimed_at) ",
+                    );
+                    insert.push_values(chunk, |mut row, c| {
+                        row.push_bind(c.order_id.as_uuid())
+                            .push_bind(c.event_id)
+                            .push_bind(c.refund_id)
+                            .push_bind(c.order_version)
+                            .push_bind(c.reason)
+                            .push_bind(c.at);
+                    });
+                    insert.push(" ON CONFLICT (order_id) DO NOTHING");
+                    insert.build().execute(&self.pool).await?;
+                }
+                Ok(())
+            }
+
+            /// Refunds, in full, the captured charge of every order among `orders` with an unsettled claim
+            /// (once: a settled claim is never settled again), and returns every refund made for `orders`, now
+            /// or before.
+            pub async fn settle_refunds(
+                &self,
+                orders: &[orderflow_domain::OrderId],
+                now: chrono::DateTime<chrono::Utc>,
+            ) -> Result<Vec<$crate::Refund>, $crate::StoreError> {
+                let mut refunds = Vec::new();
+                for chunk in orders.chunks($crate::charges::CHARGES_PER_STATEMENT) {
+                    let mut tx = self.pool.begin().await?;
+                    let mut settle = sqlx::QueryBuilder::<$db>::new(
+                        "UPDATE payment_refunds SET                          amount_minor = (SELECT c.amount_minor FROM payment_charges c WHERE c.order_id = payment_refunds.order_id),                          currency = (SELECT c.currency FROM payment_charges c WHERE c.order_id = payment_refunds.order_id),                          refunded_at = ",
+                    );
+                    settle.push_bind(now).push(
+                        " WHERE refunded_at IS NULL AND EXISTS (SELECT 1 FROM payment_charges c                          WHERE c.order_id = payment_refunds.order_id AND c.outcome = 'CAPTURED') AND order_id IN (",
+                    );
+                    let mut list = settle.separated(", ");
+                    for id in chunk {
+                        list.push_bind(id.as_uuid());
+                    }
+                    list.push_unseparated(")");
+                    settle.build().execute(&mut *tx).await?;
+                    let mut read = sqlx::QueryBuilder::<$db>::new(
+                        "SELECT r.order_id, r.event_id, r.refund_id, c.payment_id, r.order_version, r.reason,                          r.amount_minor, r.currency, r.refunded_at FROM payment_refunds r                          JOIN payment_charges c ON c.order_id = r.order_id                          WHERE r.refunded_at IS NOT NULL AND r.order_id IN (",
+                    );
+                    let mut list = read.separated(", ");
+                    for id in chunk {
+                        list.push_bind(id.as_uuid());
+                    }
+                    list.push_unseparated(")");
+                    let rows: Vec<$crate::charges::RefundRow> = read.build_query_as().fetch_all(&mut *tx).await?;
+                    tx.commit().await?;
+                    refunds.extend(rows.into_iter().filter_map($crate::charges::refund));
+                }
+                Ok(refunds)
             }
 
             /// Totals over the ledger.

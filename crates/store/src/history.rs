@@ -34,6 +34,8 @@ pub struct OrderFacts {
     pub items: Vec<(String, i64)>,
     /// Its payment outcome, once there is one.
     pub charge: Option<ChargeFact>,
+    /// Its refund, once made: amount in minor units and when.
+    pub refund: Option<(i64, DateTime<Utc>)>,
     /// Its stock reservation's status (`ALLOCATED`, `REJECTED`, `RELEASED`, `CANCELLED`) and when it was
     /// last changed, once there is one.
     pub reservation: Option<(String, DateTime<Utc>)>,
@@ -51,6 +53,8 @@ pub(crate) type FactRow = (
     Option<String>,
     Option<DateTime<Utc>>,
     Option<String>,
+    Option<DateTime<Utc>>,
+    Option<i64>,
     Option<DateTime<Utc>>,
 );
 
@@ -71,6 +75,8 @@ pub(crate) fn assemble(rows: Vec<FactRow>, lines: Vec<(uuid::Uuid, String, i64)>
                 charged,
                 res,
                 res_at,
+                refunded,
+                refunded_at,
             )| {
                 let mut items = Vec::new();
                 while let Some((_, sku, units)) = lines.next_if(|(order, _, _)| *order <= id) {
@@ -93,6 +99,7 @@ pub(crate) fn assemble(rows: Vec<FactRow>, lines: Vec<(uuid::Uuid, String, i64)>
                     updated_at,
                     items,
                     charge,
+                    refund: refunded.zip(refunded_at),
                     reservation: res.zip(res_at),
                 }
             },
@@ -113,9 +120,11 @@ macro_rules! history_queries {
                 let after = after.map(|id| id.as_uuid()).unwrap_or(uuid::Uuid::nil());
                 let rows = sqlx::query_as(
                     "SELECT o.id, o.customer_id, o.status, o.created_at, o.updated_at, \
-                     c.outcome, c.amount_minor, c.currency, c.charged_at, r.status, r.updated_at \
+                     c.outcome, c.amount_minor, c.currency, c.charged_at, r.status, r.updated_at, \
+                     f.amount_minor, f.refunded_at \
                      FROM orders o LEFT JOIN payment_charges c ON c.order_id = o.id \
                      LEFT JOIN inventory_reservations r ON r.order_id = o.id \
+                     LEFT JOIN payment_refunds f ON f.order_id = o.id AND f.refunded_at IS NOT NULL \
                      WHERE o.id > $1 ORDER BY o.id LIMIT $2",
                 )
                 .bind(after)

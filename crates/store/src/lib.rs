@@ -26,7 +26,7 @@ use orderflow_domain::{Order, OrderId};
 use orderflow_events::EncodedEvent;
 
 pub use audit::{AuditEntry, AuditVerdict};
-pub use charges::{Charge, ChargeOutcome, ChargeTotals};
+pub use charges::{Charge, ChargeOutcome, ChargeTotals, Refund, RefundClaim};
 pub use error::StoreError;
 
 /// Orders that stopped moving: still waiting for a payment outcome (`CREATED`) or for stock (`PAID`) long
@@ -88,6 +88,21 @@ pub struct OrderSummary {
     pub created_at: DateTime<Utc>,
     /// When its status last changed.
     pub updated_at: DateTime<Utc>,
+}
+
+/// Which orders to list, and from where: the page after `after`, in (created_at, id) order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderFilter {
+    /// Only this customer's orders.
+    pub customer_id: Option<String>,
+    /// Only orders in this status.
+    pub status: Option<orderflow_domain::OrderStatus>,
+    /// Only orders placed after this time.
+    pub created_after: Option<DateTime<Utc>>,
+    /// The last order of the previous page (its creation time and id).
+    pub after: Option<(DateTime<Utc>, OrderId)>,
+    /// Most orders listed.
+    pub limit: i64,
 }
 
 /// A status change the pipeline reports for an order (a payment or stock outcome).
@@ -313,6 +328,21 @@ impl Store {
         dispatch!(self, s => s.record_charges(charges).await)
     }
 
+    /// Records the refunds `claims` owe (one per order; the first claim stays).
+    pub async fn claim_refunds(&self, claims: &[RefundClaim]) -> Result<(), StoreError> {
+        dispatch!(self, s => s.claim_refunds(claims).await)
+    }
+
+    /// Refunds the captured charge of each of `orders` with an unsettled claim, once, and returns every refund
+    /// made for `orders`, now or before.
+    pub async fn settle_refunds(
+        &self,
+        orders: &[OrderId],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Refund>, StoreError> {
+        dispatch!(self, s => s.settle_refunds(orders, now).await)
+    }
+
     /// The ledger's charge for `order`, if any.
     pub async fn get_charge(&self, order: OrderId) -> Result<Option<Charge>, StoreError> {
         dispatch!(self, s => s.get_charge(order).await)
@@ -359,6 +389,11 @@ impl Store {
     /// The unit prices (minor units) of those of `skus` the catalogue holds.
     pub async fn product_prices(&self, skus: &[&str]) -> Result<Vec<(String, i64)>, StoreError> {
         dispatch!(self, s => s.product_prices(skus).await)
+    }
+
+    /// The ids of the orders `filter` selects, oldest first (by creation time, then id).
+    pub async fn list_orders(&self, filter: &OrderFilter) -> Result<Vec<OrderId>, StoreError> {
+        dispatch!(self, s => s.list_orders(filter).await)
     }
 
     /// The response kept for an idempotency key, if it was used within its time.
@@ -461,9 +496,9 @@ impl Store {
         dispatch!(self, s => s.charge_discrepancies().await)
     }
 
-    /// The revenue analytics must report: captured charges of orders not cancelled (minor units).
-    pub async fn captured_not_cancelled_minor(&self) -> Result<i64, StoreError> {
-        dispatch!(self, s => s.captured_not_cancelled_minor().await)
+    /// The revenue analytics must report: captured charges less refunds (minor units).
+    pub async fn captured_less_refunded_minor(&self) -> Result<i64, StoreError> {
+        dispatch!(self, s => s.captured_less_refunded_minor().await)
     }
 
     /// Every product's stock ledger, by SKU.

@@ -11,6 +11,10 @@ pub struct ChargeDiscrepancies {
     pub paid_without_charge: i64,
     /// Orders whose payment failed that have a captured charge.
     pub failed_with_charge: i64,
+    /// Rejected or cancelled orders whose captured charge was not refunded.
+    pub refund_missing: i64,
+    /// Refunds made for orders that are neither rejected nor cancelled, or of another amount than the charge.
+    pub refund_wrong: i64,
 }
 
 /// One product's stock ledger.
@@ -80,18 +84,32 @@ macro_rules! reconcile_queries {
                          WHERE o.status = 'PAYMENT_FAILED' AND c.outcome = 'CAPTURED'",
                     )
                     .await?,
+                    refund_missing: count(
+                        "SELECT COUNT(*) FROM orders o JOIN payment_charges c ON c.order_id = o.id \
+                         WHERE o.status IN ('REJECTED', 'CANCELLED') AND c.outcome = 'CAPTURED' \
+                         AND NOT EXISTS (SELECT 1 FROM payment_refunds r WHERE r.order_id = o.id \
+                         AND r.refunded_at IS NOT NULL)",
+                    )
+                    .await?,
+                    refund_wrong: count(
+                        "SELECT COUNT(*) FROM payment_refunds r JOIN payment_charges c ON c.order_id = r.order_id \
+                         LEFT JOIN orders o ON o.id = r.order_id WHERE r.refunded_at IS NOT NULL \
+                         AND (o.id IS NULL OR o.status NOT IN ('REJECTED', 'CANCELLED') \
+                         OR c.outcome <> 'CAPTURED' OR r.amount_minor <> c.amount_minor)",
+                    )
+                    .await?,
                 })
             }
 
-            /// The revenue analytics must report: captured charges of orders not cancelled (minor units).
-            pub async fn captured_not_cancelled_minor(&self) -> Result<i64, $crate::StoreError> {
-                let (sum,): (Option<i64>,) = sqlx::query_as(
-                    "SELECT CAST(SUM(c.amount_minor) AS BIGINT) FROM payment_charges c \
-                     JOIN orders o ON o.id = c.order_id WHERE c.outcome = 'CAPTURED' AND o.status <> 'CANCELLED'",
+            /// The revenue analytics must report: captured charges less refunds (minor units).
+            pub async fn captured_less_refunded_minor(&self) -> Result<i64, $crate::StoreError> {
+                let (captured, refunded): (Option<i64>, Option<i64>) = sqlx::query_as(
+                    "SELECT (SELECT CAST(SUM(amount_minor) AS BIGINT) FROM payment_charges WHERE outcome = 'CAPTURED'), \
+                     (SELECT CAST(SUM(amount_minor) AS BIGINT) FROM payment_refunds WHERE refunded_at IS NOT NULL)",
                 )
                 .fetch_one(&self.pool)
                 .await?;
-                Ok(sum.unwrap_or(0))
+                Ok(captured.unwrap_or(0) - refunded.unwrap_or(0))
             }
 
             /// Every product's stock ledger, by SKU.

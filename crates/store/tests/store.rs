@@ -334,6 +334,107 @@ async fn sqlite_ledger_keeps_one_charge_per_order() {
     one_charge_per_order_however_often_asked(store).await;
 }
 
+fn claim(order: orderflow_domain::OrderId, reason: &'static str) -> orderflow_store::RefundClaim {
+    orderflow_store::RefundClaim {
+        order_id: order,
+        event_id: uuid::Uuid::now_v7(),
+        refund_id: uuid::Uuid::now_v7(),
+        order_version: 4,
+        reason,
+        at: chrono::SubsecRound::trunc_subsecs(Utc::now(), 6),
+    }
+}
+
+/// A refund owed is made once, in full, whether the claim or the capture comes first, however often either
+/// is asked again; an order never captured keeps its claim unsettled.
+async fn a_refund_is_made_once_whichever_comes_first(store: Store) {
+    let now = chrono::SubsecRound::trunc_subsecs(Utc::now(), 6);
+    let (paid_first, claimed_first, declined) = (
+        orderflow_domain::OrderId::new(),
+        orderflow_domain::OrderId::new(),
+        orderflow_domain::OrderId::new(),
+    );
+    let all = [paid_first, claimed_first, declined];
+    // Captured, then rejected.
+    store
+        .record_charges(&[charge(paid_first, ChargeOutcome::Captured, 1_000)])
+        .await
+        .unwrap();
+    assert!(store.settle_refunds(&all, now).await.unwrap().is_empty());
+    let first = claim(paid_first, "rejected");
+    store.claim_refunds(std::slice::from_ref(&first)).await.unwrap();
+    // Cancelled before its payment was captured, and one whose payment was declined.
+    let early = claim(claimed_first, "cancelled");
+    store
+        .claim_refunds(&[early.clone(), claim(declined, "cancelled")])
+        .await
+        .unwrap();
+    store
+        .record_charges(&[charge(declined, ChargeOutcome::Declined, 5_000)])
+        .await
+        .unwrap();
+    let refunds = store.settle_refunds(&all, now).await.unwrap();
+    assert_eq!(
+        refunds.len(),
+        1,
+        "only the captured charge is refunded: {refunds:?}"
+    );
+    assert_eq!(
+        (refunds[0].order_id, refunds[0].amount_minor),
+        (paid_first, 1_000)
+    );
+    assert_eq!(refunds[0].event_id, first.event_id);
+    store
+        .record_charges(&[charge(claimed_first, ChargeOutcome::Captured, 2_500)])
+        .await
+        .unwrap();
+    // Settled now that it is captured; then claimed again (a re-delivery, with fresh ids) and settled again,
+    // twice: the same two refunds, with the first claims' ids and times.
+    let later = now + chrono::Duration::seconds(1);
+    assert_eq!(
+        store.settle_refunds(&[claimed_first], later).await.unwrap().len(),
+        1
+    );
+    store
+        .claim_refunds(&[claim(paid_first, "rejected"), claim(claimed_first, "cancelled")])
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        let mut refunds = store.settle_refunds(&all, Utc::now()).await.unwrap();
+        refunds.sort_by_key(|r| r.order_id != paid_first);
+        let seen: Vec<_> = refunds
+            .iter()
+            .map(|r| {
+                (
+                    r.order_id,
+                    r.event_id,
+                    r.amount_minor,
+                    r.reason.as_str(),
+                    r.refunded_at,
+                )
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (paid_first, first.event_id, 1_000, "rejected", now),
+                (claimed_first, early.event_id, 2_500, "cancelled", later),
+            ]
+        );
+    }
+}
+
+#[tokio::test]
+async fn postgres_makes_each_refund_once() {
+    a_refund_is_made_once_whichever_comes_first(postgres().await).await;
+}
+
+#[tokio::test]
+async fn sqlite_makes_each_refund_once() {
+    let (store, _dir) = sqlite().await;
+    a_refund_is_made_once_whichever_comes_first(store).await;
+}
+
 #[tokio::test]
 async fn pipeline_outcomes_move_an_order_forward_in_any_arrival_order() {
     use orderflow_domain::OrderStatus::*;

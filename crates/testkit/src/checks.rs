@@ -57,14 +57,26 @@ pub fn assert_stock_reconciles<'a>(
     }
 }
 
-/// The revenue analytics must report: the sum of captured charges of orders that were not cancelled, read
-/// from the source of truth.
-pub async fn paid_not_cancelled_minor(pool: &sqlx::PgPool) -> Result<i64, sqlx::Error> {
-    let (sum,): (i64,) = sqlx::query_as(
-        "SELECT COALESCE(SUM(c.amount_minor), 0)::BIGINT FROM payment_charges c JOIN orders o ON o.id = c.order_id
-         WHERE c.outcome = 'CAPTURED' AND o.status <> 'CANCELLED'",
+/// What analytics revenue must come to, read from the source of truth, once every refund owed is made:
+/// `Some(captured less refunded)` when each rejected or cancelled order's captured charge was refunded once and
+/// in full (and nothing else was), `None` while a refund is still owed.
+pub async fn revenue_once_refunded(pool: &sqlx::PgPool) -> Result<Option<i64>, sqlx::Error> {
+    let (captured, refunded, owed, wrong): (i64, i64, i64, i64) = sqlx::query_as(
+        "SELECT
+           (SELECT COALESCE(SUM(amount_minor), 0)::BIGINT FROM payment_charges WHERE outcome = 'CAPTURED'),
+           (SELECT COALESCE(SUM(amount_minor), 0)::BIGINT FROM payment_refunds WHERE refunded_at IS NOT NULL),
+           (SELECT COUNT(*) FROM orders o JOIN payment_charges c ON c.order_id = o.id
+             WHERE o.status IN ('REJECTED', 'CANCELLED') AND c.outcome = 'CAPTURED'
+             AND NOT EXISTS (SELECT 1 FROM payment_refunds r WHERE r.order_id = o.id AND r.refunded_at IS NOT NULL)),
+           (SELECT COUNT(*) FROM payment_refunds r JOIN payment_charges c ON c.order_id = r.order_id
+             JOIN orders o ON o.id = r.order_id WHERE r.refunded_at IS NOT NULL
+             AND (o.status NOT IN ('REJECTED', 'CANCELLED') OR r.amount_minor <> c.amount_minor))",
     )
     .fetch_one(pool)
     .await?;
-    Ok(sum)
+    assert_eq!(
+        wrong, 0,
+        "refunds of live orders, or of another amount than the charge"
+    );
+    Ok((owed == 0).then_some(captured - refunded))
 }

@@ -319,9 +319,10 @@ async fn fuzzing_the_api_through_the_gateway_finds_no_server_error_or_schema_vio
 /// make one order and all get its `201`; the key with another body gets `422`; another client's same key is
 /// its own; a retried cancel is answered the same and cancels once. Ownership: a key bound to a customer
 /// places orders for it only (`403`), and another customer's order is `404` to it (read, wait, cancel), even
-/// when it forges the identity headers the gateway sets; staff and unbound keys see every order.
+/// when it forges the identity headers the gateway sets; staff and unbound keys see every order. Listing
+/// pages through a customer's orders once each, oldest first, and a bound key lists its own orders only.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_idempotency_key_makes_one_order_across_instances_and_bound_keys_see_only_their_own() {
+async fn one_idempotency_key_makes_one_order_across_instances_and_bound_keys_see_and_list_only_their_own() {
     let db_url = orderflow_testkit::postgres().fresh_database().expect("database");
     let mut settings = embedded_settings(&temp_dir_created());
     settings.database.url = Some(db_url.clone());
@@ -515,6 +516,58 @@ async fn one_idempotency_key_makes_one_order_across_instances_and_bound_keys_see
     )
     .await;
     assert_eq!(status, 200);
+
+    // Listing: pages of two walk through alice's six orders once each, oldest first, on either instance;
+    // bob cannot list them, staff can; filters combine.
+    for _ in 0..5 {
+        let (status, _, _, _) = send(&bases[1], "/v1/orders", alice, None, order_for("alice")).await;
+        assert_eq!(status, 201);
+    }
+    let list = |key: &str, base: &str, query: String| {
+        let request = client
+            .get(format!("{base}/v1/orders?{query}"))
+            .header("x-api-key", key);
+        async move { answer(request.send().await.expect("GET")).await }
+    };
+    let (mut listed, mut cursor, mut pages) = (Vec::new(), None::<String>, 0);
+    loop {
+        let query = match &cursor {
+            Some(cursor) => format!("limit=2&cursor={cursor}"),
+            None => "limit=2".to_owned(),
+        };
+        let (status, _, page) = list(alice, &bases[pages % 2], query).await;
+        assert_eq!(status, 200, "{page}");
+        pages += 1;
+        for order in page["orders"].as_array().expect("orders") {
+            assert_eq!(order["customer_id"], "alice");
+            listed.push(order["id"].as_str().expect("id").to_owned());
+        }
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    let (all,): (Vec<uuid::Uuid>,) = sqlx::query_as(
+        "SELECT ARRAY(SELECT id FROM orders WHERE customer_id = 'alice' ORDER BY created_at, id)",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("ids");
+    let all: Vec<String> = all.iter().map(ToString::to_string).collect();
+    assert_eq!(listed, all, "every order once, oldest first");
+    assert_eq!(all.len(), 6);
+    let (_, _, page) = list(bob, &bases[0], "customer_id=alice".into()).await;
+    assert_eq!(page["orders"], json!([]), "bob lists none of alice's orders");
+    let (_, _, page) = list(staff, &bases[0], "customer_id=alice&status=CANCELLED".into()).await;
+    let cancelled: Vec<&str> = page["orders"]
+        .as_array()
+        .expect("orders")
+        .iter()
+        .map(|o| o["id"].as_str().expect("id"))
+        .collect();
+    assert_eq!(cancelled, [mine.as_str()]);
+    let (status, kind, _) = list(alice, &bases[0], "limit=501".into()).await;
+    assert_eq!((status, kind.as_str()), (400, "application/problem+json"));
     first.stop().await.expect("stop");
     second.stop().await.expect("stop");
 }

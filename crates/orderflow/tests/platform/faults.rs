@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use orderflow_testkit::checks::{StockLine, assert_stock_reconciles, paid_not_cancelled_minor};
+use orderflow_testkit::checks::{StockLine, assert_stock_reconciles, revenue_once_refunded};
 use orderflow_testkit::unique;
 use serde_json::Value;
 
@@ -549,16 +549,17 @@ async fn killing_any_role_process_mid_run_and_restarting_it_changes_no_outcome()
         all_orders as i64
     );
 
-    // Analytics revenue is the paid, non-cancelled orders' sum; each order was counted created once.
-    let paid_not_cancelled = paid_not_cancelled_minor(&pool).await.expect("revenue");
+    // Analytics revenue is captured less refunded, once every rejected or cancelled paid order was refunded;
+    // each order was counted created once.
     let revenue_url = format!(
         "{base}/v1/analytics/revenue?from={}&to={}",
         (chrono::Utc::now() - chrono::Duration::hours(2)).format("%Y-%m-%dT%H:%M:%SZ"),
         (chrono::Utc::now() + chrono::Duration::hours(1)).format("%Y-%m-%dT%H:%M:%SZ")
     );
-    let funnel = eventually("analytics to settle", || {
-        let (revenue_url, base) = (revenue_url.clone(), base.clone());
+    let funnel = eventually("refunds and analytics to settle", || {
+        let (revenue_url, base, pool) = (revenue_url.clone(), base.clone(), pool.clone());
         async move {
+            let expected = revenue_once_refunded(&pool).await.ok()??;
             let revenue: Value = http_get(&revenue_url).await.ok()?.json().await.ok()?;
             let funnel: Value = http_get(format!("{base}/v1/analytics/funnel"))
                 .await
@@ -566,7 +567,7 @@ async fn killing_any_role_process_mid_run_and_restarting_it_changes_no_outcome()
                 .json()
                 .await
                 .ok()?;
-            (revenue["total_minor"]["EUR"].as_i64() == Some(paid_not_cancelled)).then_some(funnel)
+            (revenue["total_minor"]["EUR"].as_i64() == Some(expected)).then_some(funnel)
         }
     })
     .await;

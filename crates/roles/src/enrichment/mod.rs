@@ -155,6 +155,7 @@ impl Enrichment {
             LifecycleEvent::PaymentReceived(_) => payment(RECEIVED),
             LifecycleEvent::PaymentFailed(_) => payment(FAILED),
             LifecycleEvent::OrderCancelled(_)
+            | LifecycleEvent::PaymentRefunded(_)
             | LifecycleEvent::OrderEnriched(_)
             | LifecycleEvent::OrderUnpaid(_)
             | LifecycleEvent::InventoryAllocated(_)

@@ -1,5 +1,10 @@
 //! The payments role: charges every created order once with the (simulated) payment provider and reports the
-//! outcome as `payment.received` or `payment.failed`.
+//! outcome as `payment.received` or `payment.failed`; refunds the captured payment of every order that is
+//! rejected for want of stock or cancelled, once, and reports it as `payment.refunded`.
+//!
+//! A refund is claimed when the rejection or cancellation arrives and settled once the charge is captured,
+//! whichever of the two comes first (a cancel can overtake its order's payment): each side commits its own
+//! write, then settles, so the later of the two settles it ([`orderflow_store::Store::settle_refunds`]).
 //!
 //! Consume-transform-produce inside Kafka transactions: the payment events and the consumed offsets commit
 //! together, so each `order.created` record yields its payment event exactly once. The provider call is the
@@ -18,9 +23,10 @@ use chrono::{SubsecRound, Utc};
 use orderflow_consumer::{Delivery, Handler, HandlerError, Output, Record};
 use orderflow_domain::{EventId, OrderId};
 use orderflow_events::{
-    Decoded, Envelope, Event, LifecycleTopic, OrderCreated, PaymentFailed, PaymentReceived, headers, topics,
+    Envelope, Event, Lifecycle, LifecycleEvent, LifecycleTopic, LifecycleTopics, OrderCreated, PaymentFailed,
+    PaymentReceived, PaymentRefunded, headers, topics,
 };
-use orderflow_store::{Charge, ChargeOutcome};
+use orderflow_store::{Charge, ChargeOutcome, Refund, RefundClaim};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
@@ -29,8 +35,12 @@ pub use provider::{Decision, ProviderSettings, SimulatedProvider};
 use crate::runner::ConsumerRole;
 use crate::{Backends, RoleError, decode_error, event_output, store_error};
 
-/// The topic payments charges: every created order.
-pub const INPUTS: [LifecycleTopic; 1] = [LifecycleTopic::OrderCreated];
+/// What payments reads: created orders (to charge), rejected and cancelled ones (to refund).
+pub const INPUTS: [LifecycleTopic; 3] = [
+    LifecycleTopic::OrderCreated,
+    LifecycleTopic::InventoryRejected,
+    LifecycleTopic::OrderCancelled,
+];
 
 /// Settings of the payments role.
 #[derive(Debug, Clone, Deserialize)]
@@ -58,8 +68,11 @@ impl Default for PaymentsSettings {
 struct Payments {
     backends: Backends,
     provider: SimulatedProvider,
+    /// [`INPUTS`] under their full names.
+    inputs: LifecycleTopics,
     received_topic: String,
     failed_topic: String,
+    refunded_topic: String,
 }
 
 impl Payments {
@@ -113,20 +126,102 @@ impl Payments {
     }
 }
 
+impl Payments {
+    /// The `payment.refunded` record reporting `refund`.
+    fn refund_output(&self, refund: &Refund, traceparent: Option<&str>) -> Result<Output, HandlerError> {
+        let envelope = Envelope {
+            event_id: EventId::from_uuid(refund.event_id),
+            order_id: refund.order_id,
+            version: refund.order_version,
+            at: refund.refunded_at,
+        };
+        let encoded = self
+            .backends
+            .codec
+            .encode(
+                &PaymentRefunded {
+                    event_id: envelope.event_id_text(),
+                    event_type: PaymentRefunded::TYPE.into(),
+                    order_id: envelope.order_id_text(),
+                    order_version: envelope.version,
+                    occurred_at: envelope.occurred_at_micros(),
+                    payment_id: refund.payment_id.to_string(),
+                    refund_id: refund.refund_id.to_string(),
+                    amount_minor: refund.amount_minor,
+                    currency: refund.currency.clone(),
+                    reason: refund.reason.clone(),
+                },
+                traceparent,
+            )
+            .map_err(HandlerError::permanent)?;
+        Ok(event_output(&self.refunded_topic, encoded))
+    }
+
+    /// Settles the refunds owed for `orders` (each with the `traceparent` of its record) and reports every
+    /// refund made for them, now or before (a re-delivery reports it again, under the same event id).
+    async fn refunds(
+        &self,
+        orders: &[(OrderId, Option<&str>)],
+        now: chrono::DateTime<Utc>,
+    ) -> Result<Vec<Output>, HandlerError> {
+        let ids: Vec<OrderId> = orders.iter().map(|(id, _)| *id).collect();
+        let refunds = self
+            .backends
+            .store
+            .settle_refunds(&ids, now)
+            .await
+            .map_err(store_error)?;
+        refunds
+            .iter()
+            .map(|refund| {
+                let traceparent = orders
+                    .iter()
+                    .find(|(id, _)| *id == refund.order_id)
+                    .and_then(|(_, t)| *t);
+                self.refund_output(refund, traceparent)
+            })
+            .collect()
+    }
+}
+
 impl Handler for Payments {
     async fn handle(&self, batch: &[Record]) -> Result<Vec<Output>, HandlerError> {
         let now = Utc::now().trunc_subsecs(6);
         let mut orders = Vec::with_capacity(batch.len());
         let mut charges = Vec::with_capacity(batch.len());
+        let mut claims = Vec::new();
+        let mut claimed = Vec::new();
         let mut slowest = Duration::ZERO;
         for record in batch {
             let payload = record.payload.as_deref().unwrap_or_default();
-            let Decoded {
-                envelope,
-                event: order,
-            } = Decoded::<OrderCreated>::decode(&self.backends.codec, payload)
+            let source = record.source_topic();
+            let not_read = || HandlerError::permanent(format!("payments does not read {source}"));
+            let topic = self.inputs.get(source).ok_or_else(not_read)?;
+            let Lifecycle { envelope, event } = Lifecycle::decode(&self.backends.codec, topic, payload)
                 .await
                 .map_err(decode_error)?;
+            let reason = match event {
+                LifecycleEvent::OrderCreated(order) => Ok(order),
+                LifecycleEvent::InventoryRejected(_) => Err("rejected"),
+                LifecycleEvent::OrderCancelled(_) => Err("cancelled"),
+                _ => return Err(not_read()),
+            };
+            let order: OrderCreated = match reason {
+                Ok(order) => order,
+                Err(reason) => {
+                    // The provider accepts every refund of a captured payment; its id is fixed here, once.
+                    claims.push(RefundClaim {
+                        order_id: envelope.order_id,
+                        event_id: uuid::Uuid::now_v7(),
+                        refund_id: uuid::Uuid::now_v7(),
+                        order_version: envelope.version,
+                        reason,
+                        at: now,
+                    });
+                    claimed.push((envelope.order_id, record.header_str(headers::TRACEPARENT)));
+                    continue;
+                }
+            };
             let order_id = envelope.order_id;
             let (decision, latency) = self.provider.decide(&order);
             slowest = slowest.max(latency);
@@ -149,6 +244,17 @@ impl Handler for Payments {
             });
             orders.push((order_id, record.header_str(headers::TRACEPARENT)));
         }
+        if !claims.is_empty() {
+            self.backends
+                .store
+                .claim_refunds(&claims)
+                .await
+                .map_err(store_error)?;
+        }
+        let mut outputs = self.refunds(&claimed, now).await?;
+        if charges.is_empty() {
+            return Ok(outputs);
+        }
         // The batch's charges are sent to the provider together, so the batch waits for the slowest one.
         if !slowest.is_zero() {
             tokio::time::sleep(slowest).await;
@@ -162,9 +268,8 @@ impl Handler for Payments {
             .into_iter()
             .map(|c| (c.order_id, c))
             .collect();
-        let mut outputs = Vec::with_capacity(orders.len());
         let mut reported = std::collections::HashSet::new();
-        for (order_id, traceparent) in orders {
+        for &(order_id, traceparent) in &orders {
             // The same order twice in one batch (a duplicate publication) is reported once.
             if !reported.insert(order_id) {
                 continue;
@@ -174,11 +279,13 @@ impl Handler for Payments {
             })?;
             outputs.push(self.output(charge, traceparent)?);
         }
+        // Orders whose cancel came before their charge: refunded now that it is captured.
+        outputs.extend(self.refunds(&orders, now).await?);
         Ok(outputs)
     }
 }
 
-/// Consumes `order.created` until `shutdown` fires, then drains, commits and leaves the group (bounded).
+/// Consumes [`INPUTS`] until `shutdown` fires, then drains, commits and leaves the group (bounded).
 pub async fn run(
     settings: PaymentsSettings,
     backends: Backends,
@@ -195,8 +302,10 @@ pub async fn run(
         concurrency: settings.concurrency,
     };
     let handler = Payments {
+        inputs: role.topics(&backends),
         received_topic: backends.bus.topic(topics::PAYMENT_RECEIVED),
         failed_topic: backends.bus.topic(topics::PAYMENT_FAILED),
+        refunded_topic: backends.bus.topic(topics::PAYMENT_REFUNDED),
         provider: SimulatedProvider::new(settings.provider.clone()),
         backends: backends.clone(),
     };
