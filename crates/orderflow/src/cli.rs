@@ -23,12 +23,33 @@ pub struct Cli {
         default_value = "info,sqlx=warn,rdkafka=warn"
     )]
     pub log: String,
+    /// How log lines are written: `text` (coloured only on a terminal) or `json` (one object per line)
+    #[arg(long, global = true, env = "ORDERFLOW_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     /// Flags that override the configuration file and environment.
     #[command(flatten)]
     pub overrides: Overrides,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl From<LogFormat> for orderflow_telemetry::LogFormat {
+    fn from(format: LogFormat) -> Self {
+        match format {
+            LogFormat::Text => Self::Text,
+            LogFormat::Json => Self::Json,
+        }
+    }
 }
 
 /// The commands.
@@ -84,6 +105,12 @@ pub enum Command {
         /// The catalogue command.
         #[command(subcommand)]
         command: CatalogCommand,
+    },
+    /// Print a shell completion script (`orderflow completions bash > /etc/bash_completion.d/orderflow`)
+    Completions {
+        /// The shell
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
     },
     /// Check the audit trail
     Audit {

@@ -13,6 +13,15 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
+    if let cli::Command::Completions { shell } = cli.command {
+        clap_complete::generate(
+            shell,
+            &mut <cli::Cli as clap::CommandFactory>::command(),
+            "orderflow",
+            &mut std::io::stdout(),
+        );
+        return ExitCode::SUCCESS;
+    }
     let settings = match config::load(cli.config.as_deref(), &cli.overrides) {
         Ok(settings) => settings,
         Err(e) => {
@@ -21,7 +30,7 @@ fn main() -> ExitCode {
         }
     };
     // Before the async runtime: the OTLP exporter runs on threads of its own.
-    let _tracing = match orderflow_telemetry::init(&cli.log, &settings.tracing) {
+    let _tracing = match orderflow_telemetry::init(&cli.log, cli.log_format.into(), &settings.tracing) {
         Ok(guard) => guard,
         Err(e) => {
             eprintln!("error: tracing: {:#}", anyhow::Error::new(e));

@@ -541,7 +541,8 @@ async fn orders_without_a_payment_in_the_window_are_reported_once_and_late_payme
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn inventory_never_oversells_releases_on_cancel_and_every_rejected_or_cancelled_paid_order_is_refunded() {
+async fn inventory_never_oversells_releases_on_cancel_and_every_rejected_or_cancelled_paid_order_is_refunded()
+{
     const ORDERS: usize = 24;
     const STOCK: i32 = 10;
     let settings = with_redis(real_settings("inventory"));

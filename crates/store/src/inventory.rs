@@ -378,18 +378,7 @@ macro_rules! inventory_queries {
             /// Creates or replaces a product. Its stock ledger follows: units received move by as much as the
             /// stock does, so stock plus allocated units still equals what was received.
             pub async fn put_product(&self, product: &$crate::Product) -> Result<(), $crate::StoreError> {
-                sqlx::query(
-                    "INSERT INTO products (sku, name, price_minor, stock, received) VALUES ($1, $2, $3, $4, $4) \
-                     ON CONFLICT (sku) DO UPDATE SET name = $2, price_minor = $3, \
-                     received = products.received - products.stock + $4, stock = $4",
-                )
-                .bind(&product.sku)
-                .bind(&product.name)
-                .bind(product.price_minor)
-                .bind(product.stock)
-                .execute(&self.pool)
-                .await?;
-                Ok(())
+                self.put_products(std::slice::from_ref(product)).await
             }
 
             /// Creates or replaces every product of `products` in one transaction (all or none), as

@@ -110,15 +110,35 @@ where
     tracing_opentelemetry::layer().with_tracer(provider.tracer("orderflow"))
 }
 
-/// Installs the process's subscriber: the log on stderr filtered by `filter` (`info`, `orderflow=debug`, ...)
-/// and, when `settings` name an endpoint, OTLP/HTTP export of every `info` span.
-pub fn init(filter: &str, settings: &TracingSettings) -> Result<TracingGuard, TelemetryError> {
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One human-readable line per event, coloured only when stderr is a terminal.
+    #[default]
+    Text,
+    /// One JSON object per event (timestamp, level, target, fields, the current span and its parents), for
+    /// log collectors.
+    Json,
+}
+
+/// Installs the process's subscriber: the log on stderr in `format`, filtered by `filter` (`info`,
+/// `orderflow=debug`, ...) and, when `settings` name an endpoint, OTLP/HTTP export of every `info` span.
+pub fn init(
+    filter: &str,
+    format: LogFormat,
+    settings: &TracingSettings,
+) -> Result<TracingGuard, TelemetryError> {
+    use std::io::IsTerminal as _;
     use tracing_subscriber::filter::FilterExt as _;
     let log_filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
     let not_exported_only = tracing_subscriber::filter::filter_fn(|meta| meta.target() != SPANS);
-    let log = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_filter(log_filter.and(not_exported_only));
+    let lines = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let log = match format {
+        // Escape codes only for a terminal: a file or a log collector would store them verbatim.
+        LogFormat::Text => lines.with_ansi(std::io::stderr().is_terminal()).boxed(),
+        LogFormat::Json => lines.json().with_current_span(true).with_span_list(true).boxed(),
+    }
+    .with_filter(log_filter.and(not_exported_only));
     let endpoint = settings
         .otlp_endpoint
         .as_deref()

@@ -25,6 +25,8 @@ pub async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         Command::Catalog {
             command: CatalogCommand::Import { file },
         } => catalog::import(&settings, &file).await,
+        // Handled before settings and logging are set up (see main).
+        Command::Completions { .. } => Ok(()),
         Command::Dlq { command } => dlq::run(settings, command).await,
         Command::Reconcile { within, json } => reconcile::run(settings, within, json).await,
         Command::Bench(args) => bench::run(settings, args).await,

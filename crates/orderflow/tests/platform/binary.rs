@@ -122,7 +122,7 @@ async fn the_binary_runs_embedded_and_stops_on_sigterm() {
     assert!(banner.contains("kafka:    embedded mock cluster"), "{banner}");
     assert!(banner.contains("cache:    in-process"), "{banner}");
     // The README's first order: the embedded default's demo catalogue has the stock to serve it.
-    let readme = r#"{"customer_id":"c-1","currency":"EUR","items":[{"sku":"SKU-1","quantity":2,"unit_price_minor":1250}]}"#;
+    let readme = r#"{"customer_id":"c-1","currency":"EUR","items":[{"sku":"SKU-1","quantity":2}]}"#;
     let (status, _, created) = post(&base, "application/json", readme).await;
     assert_eq!(status, 201);
     let id = created["id"].as_str().expect("id").to_owned();
@@ -169,4 +169,67 @@ fn bad_configuration_and_arguments_fail_with_a_clear_message() {
     let out = run(&["topics", "apply"], &[]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("needs a Kafka cluster"));
+}
+
+/// Logs written to a file carry no terminal escape codes; `--log-format json` writes one JSON object per
+/// line; `orderflow completions <shell>` prints a completion script for the whole command line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_suit_a_file_or_a_collector_and_completions_cover_the_commands() {
+    for format in ["text", "json"] {
+        let dir = temp_dir();
+        std::fs::create_dir_all(&dir).expect("dir");
+        let log = dir.join("stderr.log");
+        let file = std::fs::File::create(&log).expect("log file");
+        let (child, banner) = spawn_with_stderr(
+            &["--log-format", format, "up", "--listen", "127.0.0.1:0"],
+            &dir,
+            &[],
+            std::process::Stdio::from(file),
+        );
+        let base = banner
+            .iter()
+            .find_map(|l| l.strip_prefix("orderflow listening on "))
+            .expect("the banner says where it listens")
+            .trim()
+            .to_owned();
+        eventually("readiness", || async {
+            let ready = reqwest::get(format!("{base}/readyz")).await.ok()?;
+            (ready.status() == 200).then_some(())
+        })
+        .await;
+        terminate(child).await;
+        let text = std::fs::read_to_string(&log).expect("log");
+        // The first start seeds the demo catalogue and says so.
+        let seeded = text
+            .lines()
+            .find(|l| l.contains("seeded a demo catalogue"))
+            .unwrap_or_else(|| panic!("{format}: no start-up line in {text}"));
+        assert!(
+            !text.contains('\u{1b}'),
+            "{format}: escape codes in a file: {text}"
+        );
+        if format == "json" {
+            for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                let event: Value =
+                    serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+                assert!(
+                    event["level"].is_string() && event["timestamp"].is_string(),
+                    "{line}"
+                );
+            }
+            let event: Value = serde_json::from_str(seeded).expect("json");
+            assert_eq!(event["level"], "INFO");
+        }
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    for shell in ["bash", "zsh", "fish"] {
+        let out = run_binary(&["completions", shell], &[]);
+        assert!(out.status.success(), "{shell}");
+        let script = String::from_utf8_lossy(&out.stdout);
+        for command in ["reconcile", "catalog", "migrate", "dlq"] {
+            assert!(script.contains(command), "{shell} completes {command}");
+        }
+    }
+    let out = run_binary(&["completions", "tcsh"], &[]);
+    assert!(!out.status.success());
 }
