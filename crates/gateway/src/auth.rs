@@ -156,6 +156,14 @@ fn key_owner(entry: &ApiKeySettings) -> Result<([u8; 32], KeyOwner), GatewayErro
             entry.id
         )));
     }
+    if let Some(customer) = &entry.customer_id
+        && (customer.is_empty() || !customer.bytes().all(|b| b.is_ascii_graphic()))
+    {
+        return Err(GatewayError::Settings(format!(
+            "API key '{}': customer_id must be visible ASCII without spaces",
+            entry.id
+        )));
+    }
     let limit = Some(OwnLimit {
         requests_per_second: entry.requests_per_second,
         burst: entry.burst,

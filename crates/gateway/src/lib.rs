@@ -197,7 +197,12 @@ async fn guard(State(gateway): State<Arc<Inner>>, mut request: Request, next: Ne
                     Ok(value) => {
                         request.headers_mut().insert(identity::CUSTOMER, value);
                     }
-                    Err(_) => return Rejection::Forbidden("a customer id fit for a header").into_response(),
+                    Err(_) => {
+                        return Rejection::Unauthenticated(
+                            "the credential's customer id is not visible ASCII".into(),
+                        )
+                        .into_response();
+                    }
                 }
             }
             if let Access::Scope(needed) = access
