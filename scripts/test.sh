@@ -48,4 +48,8 @@ cargo run --quiet --locked -p orderflow -- schemas check
 echo "== promtool (alert rules and their unit tests)"
 promtool check rules deploy/observability/alerts.yml
 (cd deploy/observability && promtool test rules alerts.test.yml)
+echo "== compose.yaml against the Compose specification (check-jsonschema's vendored schema)"
+venv="${HOME}/.cache/orderflow/python-check-jsonschema"
+[[ -x "$venv/bin/check-jsonschema" ]] || { python3 -m venv "$venv" && "$venv/bin/pip" install -q check-jsonschema==0.39.0; }
+"$venv/bin/check-jsonschema" --builtin-schema vendor.compose-spec compose.yaml
 echo "== cargo test";   cargo test --workspace --locked

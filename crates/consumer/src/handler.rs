@@ -89,12 +89,15 @@ pub trait Handler: Send + Sync + 'static {
     /// Applies `batch` and returns the records to publish.
     fn handle(&self, batch: &[Record]) -> impl Future<Output = Result<Vec<Output>, HandlerError>> + Send;
 
-    /// Called once `published`, the outputs of [`Handler::handle`] for `batch`, are acknowledged, before its
-    /// offsets move on; what it returns is published too. A handler whose outputs describe per-key state that batches of other
+    /// Called once `published`, every output published for `batch` so far (those of [`Handler::handle`],
+    /// then those this returned before), is acknowledged, before the batch's offsets move on; what it returns
+    /// is published, and it is called again with that added, until it returns nothing (at most
+    /// [`SETTLE_ROUNDS`] times). A handler whose outputs describe per-key state that batches of other
     /// partitions also change (a projection of several topics) races with them: two changes of one key
     /// applied in one order can be published in the other, leaving an older state last. Re-reading here and
-    /// returning what became newer meanwhile closes that race: whichever output lands last was published
-    /// after the newest change was applied. An error re-runs the batch from `handle` (which must therefore be
+    /// returning what became newer meanwhile closes that race, provided the re-reading goes on until a read
+    /// after the last publish finds nothing newer: whichever output lands last was then published after the
+    /// newest change was applied. An error re-runs the batch from `handle` (which must therefore be
     /// idempotent). By default nothing.
     fn settled(
         &self,
@@ -105,6 +108,10 @@ pub trait Handler: Send + Sync + 'static {
         async { Ok(Vec::new()) }
     }
 }
+
+/// Most times [`Handler::settled`] is asked about one batch: each round needs a key to have changed again
+/// during the round before, which a key's few versions allow only a few times.
+pub const SETTLE_ROUNDS: usize = 8;
 
 /// A shared handler handles as the handler it shares.
 impl<H: Handler> Handler for std::sync::Arc<H> {

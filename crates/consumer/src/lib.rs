@@ -37,7 +37,7 @@ pub mod effects;
 pub mod routing;
 
 pub use error::ConsumerError;
-pub use handler::{ErrorKind, Handler, HandlerError};
+pub use handler::{ErrorKind, Handler, HandlerError, SETTLE_ROUNDS};
 pub use record::{Output, Record};
 pub use runtime::{ConsumerHandle, ConsumerRuntime, ROUTING_RETENTION_DAYS};
 pub use settings::{ConsumerSettings, Delivery, RetryPolicy};

@@ -61,16 +61,27 @@ impl<H: Handler> Worker<H> {
                         if !self.publish(&outputs, &cancel).await? {
                             return Ok(());
                         }
-                        // What other batches made newer while these outputs were on their way.
-                        match self.handler.settled(chunk, &outputs).await {
-                            Ok(mut newer) => {
-                                if !newer.is_empty() {
+                        // What other batches made newer while these outputs were on their way, until a
+                        // read after the last publish finds nothing newer.
+                        let mut settled = Ok(());
+                        for _ in 0..crate::handler::SETTLE_ROUNDS {
+                            match self.handler.settled(chunk, &outputs).await {
+                                Ok(newer) if newer.is_empty() => break,
+                                Ok(mut newer) => {
                                     continue_traces(&mut newer, &spans);
                                     if !self.publish(&newer, &cancel).await? {
                                         return Ok(());
                                     }
+                                    outputs.extend(newer);
+                                }
+                                Err(error) => {
+                                    settled = Err(error);
+                                    break;
                                 }
                             }
+                        }
+                        match settled {
+                            Ok(()) => {}
                             Err(error) => {
                                 tracing::warn!(
                                     error = &error as &dyn std::error::Error,

@@ -41,7 +41,11 @@ pub fn load(file: Option<&Path>, overrides: &Overrides) -> anyhow::Result<Settin
         }
         figment = figment.merge(Toml::file_exact(path));
     }
-    figment = figment.merge(Env::prefixed("ORDERFLOW_").split("__").ignore(&["config", "log"]));
+    figment = figment.merge(
+        Env::prefixed("ORDERFLOW_")
+            .split("__")
+            .ignore(&["config", "log", "log_format"]),
+    );
     let flags: [(&str, Option<String>); 6] = [
         ("http.listen", overrides.listen.clone()),
         (

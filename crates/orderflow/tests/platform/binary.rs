@@ -1,6 +1,8 @@
 //! The `orderflow` binary: real servers when configured, the embedded default, SIGTERM, and clear one-line
 //! errors for bad configuration and arguments.
 
+use std::process::Command;
+
 use orderflow_roles::Settings;
 use orderflow_testkit::unique;
 use serde_json::Value;
@@ -232,4 +234,121 @@ async fn logs_suit_a_file_or_a_collector_and_completions_cover_the_commands() {
     }
     let out = run_binary(&["completions", "tcsh"], &[]);
     assert!(!out.status.success());
+}
+
+/// The parts of the Dockerfile's runtime stage a test can check without a container runtime: it installs
+/// the Debian packages of every shared library the binary links (this machine runs the same Debian
+/// release), runs as an unprivileged user with a health check, and the binary starts with the image's
+/// entrypoint, command and environment (only the data folder and the listen address moved to the test's)
+/// and answers the health check's URL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_images_runtime_stage_holds_what_the_binary_needs_and_starts_it() {
+    let dockerfile = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../Dockerfile"))
+        .expect("Dockerfile");
+    // Instructions, continuation lines joined.
+    let joined = dockerfile
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .collect::<Vec<_>>()
+        .join("\n")
+        .replace("\\\n", " ");
+    let runtime: Vec<&str> = joined
+        .lines()
+        .skip_while(|l| !l.trim_end().ends_with("AS runtime"))
+        .collect();
+    assert!(runtime[0].starts_with("FROM debian:bookworm-slim"), "{runtime:?}");
+    let instruction = |name: &str| -> Vec<&str> {
+        runtime
+            .iter()
+            .filter_map(|l| l.trim().strip_prefix(name))
+            .map(str::trim)
+            .collect()
+    };
+    let packages: Vec<&str> = instruction("RUN ")
+        .iter()
+        .flat_map(|run| run.split("&&"))
+        .filter_map(|command| command.split_once("--no-install-recommends"))
+        .flat_map(|(_, list)| list.split_whitespace())
+        .collect();
+    let binary = env!("CARGO_BIN_EXE_orderflow");
+    let ldd = Command::new("ldd").arg(binary).output().expect("ldd");
+    for line in String::from_utf8_lossy(&ldd.stdout).lines() {
+        let Some((_, path)) = line.split_once("=>") else {
+            continue;
+        };
+        let Some(path) = path.split_whitespace().next().filter(|p| p.starts_with('/')) else {
+            continue;
+        };
+        // Debian 12 merged /lib into /usr/lib: packages own the /usr path.
+        let owner = [path.to_owned(), format!("/usr{path}")]
+            .iter()
+            .map(|p| Command::new("dpkg").args(["-S", p]).output().expect("dpkg"))
+            .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
+            .find(|owner| !owner.trim().is_empty())
+            .unwrap_or_default();
+        let package = owner.split(':').next().unwrap_or_default().trim().to_owned();
+        let package = package.as_str();
+        // The C library and the GCC runtime are in every Debian image.
+        let essential = ["libc6", "libgcc-s1"].contains(&package);
+        assert!(
+            essential || packages.contains(&package),
+            "{path} comes from {package}, which the runtime stage does not install ({packages:?})"
+        );
+    }
+    assert!(
+        packages.contains(&"ca-certificates"),
+        "TLS to the servers needs CA certificates"
+    );
+    let user = instruction("USER ");
+    assert!(
+        user.len() == 1 && !user[0].starts_with("root") && !user[0].starts_with("0"),
+        "runs as root: {user:?}"
+    );
+    let healthcheck = instruction("HEALTHCHECK ");
+    assert!(
+        healthcheck.len() == 1 && healthcheck[0].contains("$HEALTHCHECK_URL"),
+        "{healthcheck:?}"
+    );
+    let array = |name: &str| -> Vec<String> {
+        let list = instruction(name);
+        assert_eq!(list.len(), 1, "one {name}");
+        serde_json::from_str(list[0]).expect("an exec-form array")
+    };
+    assert_eq!(array("ENTRYPOINT "), ["orderflow"]);
+    let mut command = array("CMD ");
+    let data = command
+        .iter()
+        .position(|a| a == "--data-dir")
+        .expect("a data folder");
+    command.drain(data..data + 2);
+    let mut env: Vec<(String, String)> = instruction("ENV ")
+        .iter()
+        .flat_map(|e| e.split_whitespace())
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    let port = orderflow_testkit::free_port().expect("a free port");
+    for (key, value) in &mut env {
+        if key == "ORDERFLOW_HTTP__LISTEN" {
+            *value = format!("127.0.0.1:{port}");
+        }
+        *value = value.replace(":8080", &format!(":{port}"));
+    }
+    let health = env
+        .iter()
+        .find(|(k, _)| k == "HEALTHCHECK_URL")
+        .map(|(_, v)| v.clone())
+        .expect("the health check's URL");
+    let dir = temp_dir();
+    let env: Vec<(&str, String)> = env.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+    let args: Vec<&str> = command.iter().map(String::as_str).collect();
+    let (child, _) = spawn_until_banner(&args, &dir, &env);
+    let answer = eventually("the health check to pass", || {
+        let health = health.clone();
+        async move { reqwest::get(&health).await.ok().filter(|r| r.status() == 200) }
+    })
+    .await;
+    assert_eq!(answer.status(), 200);
+    terminate(child).await;
+    let _ = std::fs::remove_dir_all(dir);
 }

@@ -302,9 +302,9 @@ async fn killing_any_role_process_mid_run_and_restarting_it_changes_no_outcome()
         .iter()
         .flat_map(|&role| {
             // One gateway (the clients' door). The projector runs as many as the others
-            // (`KILL_TEST_PROJECTORS` sets its own number): two non-transactional projectors used to leave
-            // the last `order.state` record of about one order in 10,000 older than the order, when one was
-            // killed between publishing a state and the newer one its batch found afterwards.
+            // (`KILL_TEST_PROJECTORS` sets its own number): with two, the last `order.state` record of about
+            // one order in 10,000 used to end older than the order, when the newer state a batch published
+            // after re-reading was itself overtaken on its way.
             let sides = match role {
                 "gateway" => 1,
                 "projector" => projectors(),

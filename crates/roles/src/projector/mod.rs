@@ -3,9 +3,11 @@
 //! Every lifecycle event is a status change of its order. The projector applies it to its read model
 //! ([`model`]: header, lines, current status, status history; versions only move forward), refreshes the
 //! order cache with the result (version-checked, so an older version never replaces a newer one), and
-//! publishes the result as `order.read-model` and as `order.state` (the compacted latest state per order),
-//! in one Kafka transaction with the batch's offsets (on a real broker); a re-delivered event changes nothing
-//! and publishes the order's current state again.
+//! publishes the result as `order.read-model` and as `order.state` (the compacted latest state per order).
+//! Offsets are committed after; a re-delivered event changes nothing and publishes the order's current state
+//! again. Once a batch's states are acknowledged it reads the model again and publishes what other batches
+//! made newer meanwhile, until a read finds nothing newer ([`Handler::settled`]), so the last `order.state`
+//! record of an order is its current state.
 //! An undecodable record goes to the dead-letter topic; a registry or Redis outage is retried.
 //!
 //! When Redis loses the model, two things bring it back. A change for an order whose header is unknown
@@ -413,8 +415,10 @@ impl Handler for Projection {
 
     /// A batch of another topic may have applied a newer change of the same order and published it before
     /// this batch's (older) state landed: applying the changes again (a no-op that answers the current state)
-    /// finds the orders now newer than what this batch published, and their current state is published once
-    /// more, so the last `order.state` record of an order is never older than its read model.
+    /// finds the orders now newer than the newest state this batch published for them, and their current
+    /// state is published once more. The runtime asks again after each such publish (the newer state may
+    /// itself be overtaken while on its way) until nothing is newer, so the last `order.state` record of an
+    /// order is never older than its read model.
     async fn settled(&self, batch: &[Record], published: &[Output]) -> Result<Vec<Output>, HandlerError> {
         let mut sent: HashMap<&[u8], i64> = HashMap::new();
         for output in published.iter().filter(|o| o.topic == self.state_topic) {
@@ -460,12 +464,7 @@ pub async fn run(
         role: crate::Role::Projector,
         group: &settings.group,
         inputs: &FOLLOWED,
-        // Transactional: the states a batch publishes count only once its offsets commit with them. A
-        // process killed (or cut off from its group) between publishing an order's state and publishing the
-        // newer state its batch found afterwards ([`Handler::settled`]) would otherwise leave the older one as
-        // the order's last `order.state` record; aborted, it is never read, and the next owner of the
-        // partition handles the batch again from the model's current state.
-        delivery: Delivery::Transactional,
+        delivery: Delivery::AtLeastOnce,
         concurrency: settings.concurrency,
     };
     let model = match &backends.redis {
