@@ -285,6 +285,20 @@ macro_rules! charge_queries {
             ) -> Result<Vec<$crate::Refund>, $crate::StoreError> {
                 let mut refunds = Vec::new();
                 for chunk in orders.chunks($crate::charges::CHARGES_PER_STATEMENT) {
+                    // Most orders are never claimed: a read first, so that a batch without claims takes no
+                    // write lock (SQLite has one writer at a time).
+                    let mut claimed = sqlx::QueryBuilder::<$db>::new(
+                        "SELECT COUNT(*) FROM payment_refunds WHERE order_id IN (",
+                    );
+                    let mut list = claimed.separated(", ");
+                    for id in chunk {
+                        list.push_bind(id.as_uuid());
+                    }
+                    list.push_unseparated(")");
+                    let (claims,): (i64,) = claimed.build_query_as().fetch_one(&self.pool).await?;
+                    if claims == 0 {
+                        continue;
+                    }
                     let mut tx = self.pool.begin().await?;
                     let mut settle = sqlx::QueryBuilder::<$db>::new(
                         "UPDATE payment_refunds SET                          amount_minor = (SELECT c.amount_minor FROM payment_charges c WHERE c.order_id = payment_refunds.order_id),                          currency = (SELECT c.currency FROM payment_charges c WHERE c.order_id = payment_refunds.order_id),                          refunded_at = ",
