@@ -283,28 +283,41 @@ macro_rules! charge_queries {
                 orders: &[orderflow_domain::OrderId],
                 now: chrono::DateTime<chrono::Utc>,
             ) -> Result<Vec<$crate::Refund>, $crate::StoreError> {
+                // `<sql> (<ids>)`: the statements below each end on a list of the chunk's order ids.
+                fn with_ids<'q>(
+                    sql: &'q str,
+                    ids: &'q [orderflow_domain::OrderId],
+                ) -> sqlx::QueryBuilder<'q, $db> {
+                    let mut query = sqlx::QueryBuilder::<$db>::new(sql);
+                    let mut list = query.separated(", ");
+                    for id in ids {
+                        list.push_bind(id.as_uuid());
+                    }
+                    list.push_unseparated(")");
+                    query
+                }
                 let mut refunds = Vec::new();
                 for chunk in orders.chunks($crate::charges::CHARGES_PER_STATEMENT) {
                     // Most orders are never claimed: a read first, so that a batch without claims takes no
                     // write lock (SQLite has one writer at a time).
-                    let mut claimed = sqlx::QueryBuilder::<$db>::new(
-                        "SELECT COUNT(*) FROM payment_refunds WHERE order_id IN (",
-                    );
-                    let mut list = claimed.separated(", ");
-                    for id in chunk {
-                        list.push_bind(id.as_uuid());
-                    }
-                    list.push_unseparated(")");
-                    let (claims,): (i64,) = claimed.build_query_as().fetch_one(&self.pool).await?;
+                    let (claims,): (i64,) =
+                        with_ids("SELECT COUNT(*) FROM payment_refunds WHERE order_id IN (", chunk)
+                            .build_query_as()
+                            .fetch_one(&self.pool)
+                            .await?;
                     if claims == 0 {
                         continue;
                     }
                     let mut tx = self.pool.begin().await?;
                     let mut settle = sqlx::QueryBuilder::<$db>::new(
-                        "UPDATE payment_refunds SET                          amount_minor = (SELECT c.amount_minor FROM payment_charges c WHERE c.order_id = payment_refunds.order_id),                          currency = (SELECT c.currency FROM payment_charges c WHERE c.order_id = payment_refunds.order_id),                          refunded_at = ",
+                        "UPDATE payment_refunds SET \
+                         amount_minor = (SELECT c.amount_minor FROM payment_charges c WHERE c.order_id = payment_refunds.order_id), \
+                         currency = (SELECT c.currency FROM payment_charges c WHERE c.order_id = payment_refunds.order_id), \
+                         refunded_at = ",
                     );
                     settle.push_bind(now).push(
-                        " WHERE refunded_at IS NULL AND EXISTS (SELECT 1 FROM payment_charges c                          WHERE c.order_id = payment_refunds.order_id AND c.outcome = 'CAPTURED') AND order_id IN (",
+                        " WHERE refunded_at IS NULL AND EXISTS (SELECT 1 FROM payment_charges c \
+                         WHERE c.order_id = payment_refunds.order_id AND c.outcome = 'CAPTURED') AND order_id IN (",
                     );
                     let mut list = settle.separated(", ");
                     for id in chunk {
@@ -312,15 +325,16 @@ macro_rules! charge_queries {
                     }
                     list.push_unseparated(")");
                     settle.build().execute(&mut *tx).await?;
-                    let mut read = sqlx::QueryBuilder::<$db>::new(
-                        "SELECT r.order_id, r.event_id, r.refund_id, c.payment_id, r.order_version, r.reason,                          r.amount_minor, r.currency, r.refunded_at FROM payment_refunds r                          JOIN payment_charges c ON c.order_id = r.order_id                          WHERE r.refunded_at IS NOT NULL AND r.order_id IN (",
-                    );
-                    let mut list = read.separated(", ");
-                    for id in chunk {
-                        list.push_bind(id.as_uuid());
-                    }
-                    list.push_unseparated(")");
-                    let rows: Vec<$crate::charges::RefundRow> = read.build_query_as().fetch_all(&mut *tx).await?;
+                    let rows: Vec<$crate::charges::RefundRow> = with_ids(
+                        "SELECT r.order_id, r.event_id, r.refund_id, c.payment_id, r.order_version, r.reason, \
+                         r.amount_minor, r.currency, r.refunded_at FROM payment_refunds r \
+                         JOIN payment_charges c ON c.order_id = r.order_id \
+                         WHERE r.refunded_at IS NOT NULL AND r.order_id IN (",
+                        chunk,
+                    )
+                    .build_query_as()
+                    .fetch_all(&mut *tx)
+                    .await?;
                     tx.commit().await?;
                     refunds.extend(rows.into_iter().filter_map($crate::charges::refund));
                 }

@@ -23,7 +23,7 @@ use chrono::{SubsecRound, Utc};
 use orderflow_consumer::{Delivery, Handler, HandlerError, Output, Record};
 use orderflow_domain::{EventId, OrderId};
 use orderflow_events::{
-    Envelope, Event, Lifecycle, LifecycleEvent, LifecycleTopic, LifecycleTopics, OrderCreated, PaymentFailed,
+    Envelope, Event, Lifecycle, LifecycleEvent, LifecycleTopic, LifecycleTopics, PaymentFailed,
     PaymentReceived, PaymentRefunded, headers, topics,
 };
 use orderflow_store::{Charge, ChargeOutcome, Refund, RefundClaim};
@@ -200,27 +200,27 @@ impl Handler for Payments {
             let Lifecycle { envelope, event } = Lifecycle::decode(&self.backends.codec, topic, payload)
                 .await
                 .map_err(decode_error)?;
-            let reason = match event {
-                LifecycleEvent::OrderCreated(order) => Ok(order),
-                LifecycleEvent::InventoryRejected(_) => Err("rejected"),
-                LifecycleEvent::OrderCancelled(_) => Err("cancelled"),
-                _ => return Err(not_read()),
+            // A rejected or cancelled order is owed a refund; a created one is charged.
+            let refund = match &event {
+                LifecycleEvent::InventoryRejected(_) => Some("rejected"),
+                LifecycleEvent::OrderCancelled(_) => Some("cancelled"),
+                _ => None,
             };
-            let order: OrderCreated = match reason {
-                Ok(order) => order,
-                Err(reason) => {
-                    // The provider accepts every refund of a captured payment; its id is fixed here, once.
-                    claims.push(RefundClaim {
-                        order_id: envelope.order_id,
-                        event_id: uuid::Uuid::now_v7(),
-                        refund_id: uuid::Uuid::now_v7(),
-                        order_version: envelope.version,
-                        reason,
-                        at: now,
-                    });
-                    claimed.push((envelope.order_id, record.header_str(headers::TRACEPARENT)));
-                    continue;
-                }
+            if let Some(reason) = refund {
+                // The provider accepts every refund of a captured payment; its id is fixed here, once.
+                claims.push(RefundClaim {
+                    order_id: envelope.order_id,
+                    event_id: uuid::Uuid::now_v7(),
+                    refund_id: uuid::Uuid::now_v7(),
+                    order_version: envelope.version,
+                    reason,
+                    at: now,
+                });
+                claimed.push((envelope.order_id, record.header_str(headers::TRACEPARENT)));
+                continue;
+            }
+            let LifecycleEvent::OrderCreated(order) = event else {
+                return Err(not_read());
             };
             let order_id = envelope.order_id;
             let (decision, latency) = self.provider.decide(&order);
