@@ -7,7 +7,9 @@ use axum::Json;
 use axum::extract::{RawQuery, State};
 use chrono::{DateTime, Utc};
 use orderflow_analytics::AnalyticsError;
+use serde::Serialize;
 use serde_json::{Value, json};
+use utoipa::ToSchema;
 
 use crate::{ApiError, AppState};
 
@@ -83,11 +85,147 @@ fn analytics_error(error: AnalyticsError) -> ApiError {
     }
 }
 
+/// Revenue over a range.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Revenue {
+    /// Start of the range.
+    #[schema(value_type = DateTime<Utc>)]
+    from: Value,
+    /// End of the range.
+    #[schema(value_type = DateTime<Utc>)]
+    to: Value,
+    /// One entry per hour with revenue.
+    hours: Vec<RevenueHour>,
+    /// Revenue over the range per currency, in minor units.
+    total_minor: BTreeMap<String, i64>,
+}
+
+/// Revenue of one hour.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct RevenueHour {
+    /// The hour's start.
+    #[schema(value_type = DateTime<Utc>)]
+    hour: Value,
+    /// Revenue per currency, in minor units.
+    revenue_minor: BTreeMap<String, i64>,
+}
+
+/// Orders per hopping window.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct OrderWindows {
+    /// How long a window is.
+    window_secs: i64,
+    /// How far apart windows start.
+    hop_secs: i64,
+    /// The windows starting in the range.
+    windows: Vec<OrderWindow>,
+}
+
+/// Orders created in one window.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct OrderWindow {
+    /// Window start.
+    #[schema(value_type = DateTime<Utc>)]
+    start: Value,
+    /// Window end.
+    #[schema(value_type = DateTime<Utc>)]
+    end: Value,
+    /// Orders created in it.
+    orders: u64,
+}
+
+/// Distinct customers over a range.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Customers {
+    /// Start of the range.
+    #[schema(value_type = DateTime<Utc>)]
+    from: Value,
+    /// End of the range.
+    #[schema(value_type = DateTime<Utc>)]
+    to: Value,
+    /// Distinct customers per hour.
+    hours: Vec<CustomersHour>,
+    /// Distinct customers over the whole range (estimated).
+    total: u64,
+}
+
+/// Distinct customers of one hour.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct CustomersHour {
+    /// The hour's start.
+    #[schema(value_type = DateTime<Utc>)]
+    hour: Value,
+    /// Distinct customers (estimated).
+    customers: u64,
+}
+
+/// The best-selling products.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct TopProducts {
+    /// Most units first.
+    products: Vec<ProductUnits>,
+}
+
+/// Units sold of one product.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ProductUnits {
+    /// The product.
+    sku: String,
+    /// Units ordered.
+    units: i64,
+}
+
+/// Orders per funnel stage.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Funnel {
+    /// Orders placed.
+    created: u64,
+    /// Orders paid.
+    paid: u64,
+    /// Orders allocated.
+    allocated: u64,
+    /// Orders whose payment failed.
+    payment_failed: u64,
+    /// Paid orders inventory rejected.
+    rejected: u64,
+    /// Orders cancelled.
+    cancelled: u64,
+    /// Orders whose captured payment was refunded (rejected or cancelled after payment).
+    refunded: u64,
+    /// Rates between stages.
+    conversion: Conversion,
+}
+
+/// Conversion rates of the funnel, from 0 to 1 (0 while the earlier stage is empty).
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Conversion {
+    /// Paid over created.
+    created_to_paid: f64,
+    /// Allocated over paid.
+    paid_to_allocated: f64,
+    /// Allocated over created.
+    created_to_allocated: f64,
+}
+
 /// Revenue per hour and per currency over the range (default: the last 24 hours), and its total.
+#[utoipa::path(
+    get,
+    path = "/v1/analytics/revenue",
+    operation_id = "revenue",
+    summary = "Revenue per hour and currency (scope analytics:read)",
+    description = "Revenue is captured payments less refunds. Cross-field rules: from must not be after to, \
+        and the range may span at most 744 hours (400 otherwise).",
+    params(RangeParams),
+    responses(
+        (status = 200, description = "Revenue", body = Revenue),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 503, response = crate::openapi::Unavailable),
+    )
+)]
 pub(crate) async fn revenue(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Revenue>, ApiError> {
     let params = params(query, &["from", "to"])?;
     let (from, to) = range(&params, 24 * 3600, MAX_HOURLY_SECS)?;
     let hours = state.analytics.revenue(from, to).await.map_err(analytics_error)?;
@@ -97,22 +235,39 @@ pub(crate) async fn revenue(
             *total.entry(currency.clone()).or_default() += minor;
         }
     }
-    Ok(Json(json!({
-        "from": rfc3339(from),
-        "to": rfc3339(to),
-        "hours": hours
+    Ok(Json(Revenue {
+        from: rfc3339(from),
+        to: rfc3339(to),
+        hours: hours
             .iter()
-            .map(|h| json!({"hour": rfc3339(h.hour), "revenue_minor": h.by_currency}))
-            .collect::<Vec<_>>(),
-        "total_minor": total,
-    })))
+            .map(|h| RevenueHour {
+                hour: rfc3339(h.hour),
+                revenue_minor: h.by_currency.clone(),
+            })
+            .collect(),
+        total_minor: total,
+    }))
 }
 
 /// Orders created per hopping window starting in the range (default: the last 15 minutes).
+#[utoipa::path(
+    get,
+    path = "/v1/analytics/orders-per-minute",
+    operation_id = "ordersPerMinute",
+    summary = "Orders per one-minute window, hopping (scope analytics:read)",
+    description = "Cross-field rules: from must not be after to, and the range may span at most 24 hours (400 \
+        otherwise).",
+    params(RangeParams),
+    responses(
+        (status = 200, description = "Windows", body = OrderWindows),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 503, response = crate::openapi::Unavailable),
+    )
+)]
 pub(crate) async fn orders_per_minute(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<OrderWindows>, ApiError> {
     let params = params(query, &["from", "to"])?;
     let (from, to) = range(&params, 15 * 60, MAX_WINDOWED_SECS)?;
     let windows = state
@@ -121,21 +276,39 @@ pub(crate) async fn orders_per_minute(
         .await
         .map_err(analytics_error)?;
     let hopping = state.analytics.hopping();
-    Ok(Json(json!({
-        "window_secs": hopping.size_secs,
-        "hop_secs": hopping.hop_secs,
-        "windows": windows
+    Ok(Json(OrderWindows {
+        window_secs: hopping.size_secs,
+        hop_secs: hopping.hop_secs,
+        windows: windows
             .iter()
-            .map(|w| json!({"start": rfc3339(w.start), "end": rfc3339(w.end), "orders": w.orders}))
-            .collect::<Vec<_>>(),
-    })))
+            .map(|w| OrderWindow {
+                start: rfc3339(w.start),
+                end: rfc3339(w.end),
+                orders: w.orders,
+            })
+            .collect(),
+    }))
 }
 
 /// Distinct customers per hour and over the range (default: the last 24 hours).
+#[utoipa::path(
+    get,
+    path = "/v1/analytics/customers",
+    operation_id = "customers",
+    summary = "Unique customers per hour, estimated (scope analytics:read)",
+    description = "Cross-field rules: from must not be after to, and the range may span at most 744 hours \
+        (400 otherwise).",
+    params(RangeParams),
+    responses(
+        (status = 200, description = "Customers", body = Customers),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 503, response = crate::openapi::Unavailable),
+    )
+)]
 pub(crate) async fn customers(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Customers>, ApiError> {
     let params = params(query, &["from", "to"])?;
     let (from, to) = range(&params, 24 * 3600, MAX_HOURLY_SECS)?;
     let customers = state
@@ -143,23 +316,43 @@ pub(crate) async fn customers(
         .unique_customers(from, to)
         .await
         .map_err(analytics_error)?;
-    Ok(Json(json!({
-        "from": rfc3339(from),
-        "to": rfc3339(to),
-        "hours": customers
+    Ok(Json(Customers {
+        from: rfc3339(from),
+        to: rfc3339(to),
+        hours: customers
             .per_hour
             .iter()
-            .map(|(hour, n)| json!({"hour": rfc3339(*hour), "customers": n}))
-            .collect::<Vec<_>>(),
-        "total": customers.total,
-    })))
+            .map(|(hour, n)| CustomersHour {
+                hour: rfc3339(*hour),
+                customers: *n,
+            })
+            .collect(),
+        total: customers.total,
+    }))
 }
 
 /// The products ordered most, by units: over the range when `from` or `to` is given, else ever.
+#[utoipa::path(
+    get,
+    path = "/v1/analytics/top-products",
+    operation_id = "topProducts",
+    summary = "Best-selling products by units (scope analytics:read)",
+    description = "Cross-field rules: from must not be after to, and the range may span at most 744 hours \
+        (400 otherwise).",
+    params(
+        RangeParams,
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "How many products (10 by default)."),
+    ),
+    responses(
+        (status = 200, description = "Products", body = TopProducts),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 503, response = crate::openapi::Unavailable),
+    )
+)]
 pub(crate) async fn top_products(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<TopProducts>, ApiError> {
     let params = params(query, &["from", "to", "limit"])?;
     let limit = match params.get("limit") {
         None => 10,
@@ -182,33 +375,58 @@ pub(crate) async fn top_products(
         .top_products(range, limit)
         .await
         .map_err(analytics_error)?;
-    Ok(Json(json!({
-        "products": products
+    Ok(Json(TopProducts {
+        products: products
             .iter()
-            .map(|(sku, units)| json!({"sku": sku, "units": units}))
-            .collect::<Vec<_>>(),
-    })))
+            .map(|(sku, units)| ProductUnits {
+                sku: sku.clone(),
+                units: *units,
+            })
+            .collect(),
+    }))
 }
 
 /// Orders per funnel stage, ever, with the conversion rates between stages.
+#[utoipa::path(
+    get,
+    path = "/v1/analytics/funnel",
+    operation_id = "funnel",
+    summary = "Created -> paid -> allocated, with conversion rates (scope analytics:read)",
+    responses(
+        (status = 200, description = "Funnel", body = Funnel),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 503, response = crate::openapi::Unavailable),
+    )
+)]
 pub(crate) async fn funnel(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Funnel>, ApiError> {
     params(query, &[])?;
     let funnel = state.analytics.funnel().await.map_err(analytics_error)?;
-    Ok(Json(json!({
-        "created": funnel.created,
-        "paid": funnel.paid,
-        "allocated": funnel.allocated,
-        "payment_failed": funnel.payment_failed,
-        "rejected": funnel.rejected,
-        "cancelled": funnel.cancelled,
-        "refunded": funnel.refunded,
-        "conversion": {
-            "created_to_paid": funnel.paid_rate(),
-            "paid_to_allocated": funnel.allocated_rate(),
-            "created_to_allocated": funnel.overall_rate(),
+    Ok(Json(Funnel {
+        created: funnel.created,
+        paid: funnel.paid,
+        allocated: funnel.allocated,
+        payment_failed: funnel.payment_failed,
+        rejected: funnel.rejected,
+        cancelled: funnel.cancelled,
+        refunded: funnel.refunded,
+        conversion: Conversion {
+            created_to_paid: funnel.paid_rate(),
+            paid_to_allocated: funnel.allocated_rate(),
+            created_to_allocated: funnel.overall_rate(),
         },
-    })))
+    }))
+}
+
+/// The `from` and `to` query parameters of the ranged endpoints.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // Read by `range`; this type only describes them.
+pub(crate) struct RangeParams {
+    /// RFC 3339 start (inclusive).
+    from: Option<DateTime<Utc>>,
+    /// RFC 3339 end.
+    to: Option<DateTime<Utc>>,
 }

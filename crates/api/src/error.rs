@@ -108,15 +108,33 @@ impl ApiError {
     }
 }
 
-#[derive(Serialize)]
-struct Problem<'a> {
+/// An RFC 9457 problem document: what every error answer of the API carries.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Problem)]
+pub(crate) struct Problem<'a> {
+    /// What kind of problem (`/problems/validation`, `/problems/order-not-found`, ...).
     #[serde(rename = "type")]
     kind: &'static str,
+    /// A short summary of the kind.
     title: &'static str,
+    /// The HTTP status.
     status: u16,
+    /// What happened, for a person.
     detail: String,
+    /// One entry per offending field (validation and changed prices).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<FieldProblem>>)]
     errors: Option<&'a [FieldError]>,
+}
+
+/// One offending field of a problem document.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // Describes how a `FieldError` is written.
+pub(crate) struct FieldProblem {
+    /// The field's path, such as `items[0].quantity` (`""` for the document itself).
+    field: String,
+    /// Why it is refused.
+    message: String,
 }
 
 impl ApiError {

@@ -19,6 +19,22 @@ pub const HEADER: &str = "idempotency-key";
 /// Longest key accepted, in characters.
 pub const MAX_KEY_CHARS: usize = 255;
 
+/// The `Idempotency-Key` header as the OpenAPI document describes it.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)] // Read by `key`; this type only describes it.
+pub(crate) struct KeyHeader {
+    /// Makes the request safe to retry (IETF httpapi Idempotency-Key draft): a structured-field string such
+    /// as "8e03978e" (or the bare key), 1 to 255 visible ASCII characters. A request repeating a key of the
+    /// same client within orders.idempotency_ttl_secs (24 h by default) gets the first response again
+    /// (status, body, Location) and changes nothing; the same key with a different method, path or body
+    /// gets 422 (/problems/idempotency-key-reused); a malformed key gets 400. Concurrent requests with one
+    /// key wait for the first. The schema lists the token characters every client can send; any visible
+    /// ASCII is accepted.
+    #[param(rename = "Idempotency-Key", pattern = "^[A-Za-z0-9._~:+/=-]{1,255}$")]
+    key: Option<String>,
+}
+
 /// The request's key, if it has one: `None` without the header, `400` for a malformed one. The value is a
 /// structured-field string (`"…"`, as the draft has it) or, leniently, the bare key.
 pub(crate) fn key(

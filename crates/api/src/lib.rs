@@ -8,6 +8,7 @@ mod idempotency;
 pub mod identity;
 mod listing;
 pub mod metrics;
+pub mod openapi;
 mod orders;
 mod tls;
 
@@ -16,14 +17,15 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::Uri;
-use axum::response::IntoResponse;
-use axum::routing::{get, post};
 use orderflow_cache::OrderCache;
 use orderflow_events::AvroCodec;
 use orderflow_registry::RegistryService;
 use orderflow_store::Store;
 use tokio::sync::Notify;
 use tower_http::trace::TraceLayer;
+use utoipa::OpenApi as _;
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouter};
+use utoipa_axum::routes;
 
 pub use catalogue::{Catalogue, PRICE_TTL};
 pub use error::ApiError;
@@ -60,58 +62,54 @@ pub struct AppState {
 
 /// The API's routes with tracing, a body limit and problem+json fallbacks.
 pub fn router(state: AppState) -> Router {
-    router_with(state, Router::new())
+    router_with(state, OpenApiRouter::new())
 }
 
 /// [`router`] with `extra` routes (the operator routes of the process) served beside the API's, behind the
-/// same request metrics, tracing and body limit.
-pub fn router_with(state: AppState, extra: Router) -> Router {
+/// same request metrics, tracing and body limit, and described in the same OpenAPI document.
+pub fn router_with(state: AppState, extra: OpenApiRouter) -> Router {
+    let (app, _) = router_and_document(state, extra);
+    app
+}
+
+/// [`router_with`] and the OpenAPI document it serves at `/openapi.json`, generated from its routes.
+pub fn router_and_document(state: AppState, extra: OpenApiRouter) -> (Router, utoipa::openapi::OpenApi) {
     let registry = state.registry.clone();
-    let app = Router::new()
-        .route(
-            "/v1/orders",
-            post(orders::create)
-                .get(listing::list)
-                .fallback(method_not_allowed),
-        )
-        .route("/v1/orders/{id}", get(orders::get).fallback(method_not_allowed))
-        .route(
-            "/v1/orders/{id}/cancel",
-            post(orders::cancel).fallback(method_not_allowed),
-        )
-        .route(
-            "/v1/analytics/revenue",
-            get(analytics::revenue).fallback(method_not_allowed),
-        )
-        .route(
-            "/v1/analytics/orders-per-minute",
-            get(analytics::orders_per_minute).fallback(method_not_allowed),
-        )
-        .route(
-            "/v1/analytics/customers",
-            get(analytics::customers).fallback(method_not_allowed),
-        )
-        .route(
-            "/v1/analytics/top-products",
-            get(analytics::top_products).fallback(method_not_allowed),
-        )
-        .route(
-            "/v1/analytics/funnel",
-            get(analytics::funnel).fallback(method_not_allowed),
-        )
-        .route("/openapi.json", get(openapi))
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics::render))
-        .fallback(not_found)
+    let app = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(answer_405(routes!(orders::create, listing::list)))
+        .routes(answer_405(routes!(orders::get)))
+        .routes(answer_405(routes!(orders::cancel)))
+        .routes(answer_405(routes!(analytics::revenue)))
+        .routes(answer_405(routes!(analytics::orders_per_minute)))
+        .routes(answer_405(routes!(analytics::customers)))
+        .routes(answer_405(routes!(analytics::top_products)))
+        .routes(answer_405(routes!(analytics::funnel)))
+        .routes(answer_405(routes!(openapi::serve)))
+        .routes(answer_405(routes!(healthz)))
+        .routes(answer_405(routes!(metrics::render)))
         .with_state(state)
         .merge(extra);
     let app = match registry {
-        Some(service) => app.nest("/registry", orderflow_registry::router(service)),
+        Some(service) => app.nest("/registry", orderflow_registry::openapi_router(service)),
         None => app,
     };
-    app.layer(axum::middleware::from_fn(metrics::track))
+    let (app, mut document) = app.split_for_parts();
+    openapi::gateway_answers(&mut document);
+    // A document of plain strings and numbers always renders.
+    let rendered = serde_json::to_vec(&document).unwrap_or_default();
+    let app = app
+        .fallback(not_found)
+        .layer(axum::Extension(openapi::Rendered(rendered.into())))
+        .layer(axum::middleware::from_fn(metrics::track))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(TraceLayer::new_for_http().make_span_with(request_span))
+        .layer(TraceLayer::new_for_http().make_span_with(request_span));
+    (app, document)
+}
+
+/// `route` with a problem+json `405` for the methods it does not serve.
+pub fn answer_405<S: Clone + Send + Sync + 'static>(route: UtoipaMethodRouter<S>) -> UtoipaMethodRouter<S> {
+    let (schemas, paths, methods) = route;
+    (schemas, paths, methods.fallback(method_not_allowed))
 }
 
 /// 404 problem+json naming the path: the fallback of every router the process serves.
@@ -124,16 +122,23 @@ pub async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
 }
 
-/// The API's OpenAPI 3 description (kept next to the crate; the fuzzing test holds the API to it).
-pub const OPENAPI: &str = include_str!("../openapi.json");
-
-async fn openapi() -> impl IntoResponse {
-    ([(axum::http::header::CONTENT_TYPE, "application/json")], OPENAPI)
+/// What `GET /healthz` answers.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct Health {
+    /// Always `ok`: the process answers.
+    status: &'static str,
 }
 
 /// `GET /healthz`: the process runs (nothing else is checked).
-pub async fn healthz() -> impl IntoResponse {
-    axum::Json(serde_json::json!({"status": "ok"}))
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    operation_id = "healthz",
+    summary = "The process is alive",
+    responses((status = 200, description = "Alive", body = Health))
+)]
+pub async fn healthz() -> axum::Json<Health> {
+    axum::Json(Health { status: "ok" })
 }
 
 /// Serves `app` (the API's [`router`], possibly behind the gateway) on `listener` until `shutdown`

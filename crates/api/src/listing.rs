@@ -20,10 +20,11 @@ pub const DEFAULT_LIMIT: i64 = 50;
 pub const MAX_LIMIT: i64 = 500;
 
 /// One page of orders.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct OrderPage {
+    /// The orders of the page, oldest first.
     orders: Vec<OrderView>,
-    /// Where the next page starts; `None` on the last page.
+    /// Pass as cursor to fetch the next page; null on the last page.
     next_cursor: Option<String>,
 }
 
@@ -115,6 +116,28 @@ fn filter(query: Option<&str>, caller: &Caller) -> Result<(OrderFilter, bool), A
 }
 
 /// `GET /v1/orders?customer_id=&status=&created_after=&limit=&cursor=`.
+#[utoipa::path(
+    get,
+    path = "/v1/orders",
+    operation_id = "listOrders",
+    summary = "List orders, oldest first, a page at a time (scope orders:read)",
+    description = "Keyset pagination: pages are stable (orders placed later appear on later pages). A \
+        credential bound to a customer lists only that customer's orders: naming another customer_id gives \
+        an empty page. Filters combine.",
+    params(
+        ("customer_id" = Option<String>, Query, description = "Only this customer's orders."),
+        ("status" = Option<OrderStatus>, Query, description = "Only orders in this status."),
+        ("created_after" = Option<DateTime<Utc>>, Query, description = "Only orders placed after this RFC 3339 time."),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 500, description = "Orders per page (50 by default)."),
+        ("cursor" = Option<String>, Query, description = "The next_cursor of the previous page, as given. \
+            Any other value is refused with 400."),
+    ),
+    responses(
+        (status = 200, description = "A page of orders", body = OrderPage),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 503, response = crate::openapi::Unavailable),
+    )
+)]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,

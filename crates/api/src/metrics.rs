@@ -59,6 +59,17 @@ pub fn snapshot() -> Option<String> {
 }
 
 /// Serves [`snapshot`]; 404 problem+json when no recorder was installed in this process.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "metrics",
+    summary = "Prometheus metrics of this process, in the text exposition format (scope admin)",
+    responses(
+        (status = 200, description = "The metrics", body = String, content_type = "text/plain"),
+        (status = 404, description = "No metrics recorder runs in this process", body = crate::error::Problem,
+            content_type = "application/problem+json"),
+    )
+)]
 pub async fn render() -> Response {
     match snapshot() {
         Some(text) => (

@@ -8,33 +8,113 @@ use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use orderflow_domain::{Order, OrderId, OrderRequest, OrderStatus, ValidationErrors};
 use orderflow_events::{OrderCancelled, OrderCreated};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::identity::Caller;
 use crate::{ApiError, AppState, idempotency};
 use orderflow_store::KeyedWrite;
 
 /// One order line as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct OrderItemView {
+    /// The product.
     sku: String,
+    /// Units ordered.
     quantity: u32,
+    /// The catalogue's unit price when the order was placed, in minor units of the order's currency.
     unit_price_minor: i64,
+    /// `quantity` times `unit_price_minor`.
     line_total_minor: i64,
 }
 
 /// An order as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Order)]
 pub struct OrderView {
+    /// The order's id.
+    #[schema(format = Uuid)]
     id: String,
+    /// Whose order it is.
     customer_id: String,
+    /// ISO 4217 code.
     currency: &'static str,
+    /// Where the order is in its lifecycle.
+    #[schema(value_type = OrderStatus)]
     status: &'static str,
+    /// Grows by one with each change of status.
+    #[schema(minimum = 1)]
     version: i64,
+    /// The lines, priced.
     items: Vec<OrderItemView>,
+    /// The sum of the lines, in minor units.
     total_minor: i64,
+    /// When the order was placed.
     created_at: DateTime<Utc>,
+    /// When it last changed.
     updated_at: DateTime<Utc>,
+}
+
+/// The body of `POST /v1/orders`: who orders, in which currency, and what.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = NewOrder)]
+#[allow(dead_code)] // Read by `OrderRequest::parse`, which reports every offending field at once; this type describes it.
+pub(crate) struct NewOrderBody {
+    /// Who orders.
+    #[schema(pattern = "^[A-Za-z0-9._:-]{1,64}$", min_length = 1, max_length = 64)]
+    customer_id: String,
+    /// ISO 4217 code.
+    #[schema(pattern = "^[A-Z]{3}$", example = "EUR")]
+    currency: String,
+    /// What is ordered, one line per product.
+    #[schema(min_items = 1, max_items = 100)]
+    items: Vec<NewOrderItemBody>,
+}
+
+/// One line of a new order: a product and how many.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = NewOrderItem)]
+#[allow(dead_code)] // Describes a line `OrderRequest::parse` reads.
+pub(crate) struct NewOrderItemBody {
+    /// A product of the catalogue; an unknown SKU is refused with 422 naming the line (items[i].sku).
+    #[schema(pattern = "^[A-Za-z0-9._:-]{1,64}$", min_length = 1, max_length = 64)]
+    sku: String,
+    /// Units.
+    #[schema(minimum = 1, maximum = 10000)]
+    quantity: u32,
+    /// Optional quote: the unit price the client expects. The server charges the catalogue's price; a
+    /// quote that differs from it is refused with 409 naming the line (problem type /problems/price-changed).
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 1_000_000_000_000_i64)]
+    unit_price_minor: i64,
+}
+
+/// The optional body of `POST /v1/orders/{id}/cancel`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = Cancel)]
+#[allow(dead_code)] // Read by `cancel_reason`; this type describes it.
+pub(crate) struct CancelBody {
+    /// Why the order is cancelled; kept with its order.cancelled event.
+    #[schema(max_length = 500)]
+    reason: Option<String>,
+}
+
+/// The values of `wait_for`: an order status, or `terminal` for any of the statuses that end an order.
+#[derive(ToSchema)]
+#[schema(rename_all = "SCREAMING_SNAKE_CASE")]
+#[allow(dead_code)] // Read by `wait_params`; this type describes the values.
+pub(crate) enum WaitForValue {
+    Created,
+    Paid,
+    PaymentFailed,
+    Allocated,
+    Rejected,
+    Cancelled,
+    #[schema(rename = "terminal")]
+    Terminal,
 }
 
 impl From<&Order> for OrderView {
@@ -102,6 +182,29 @@ fn event_traceparent(headers: &HeaderMap) -> Option<String> {
 /// With an `Idempotency-Key` the order, its event and the response are written in a transaction of their
 /// own, so a retry with the key gets this response (and no second order), whichever instance it reaches.
 /// A caller bound to a customer places orders for that customer only (`403` otherwise).
+#[utoipa::path(
+    post,
+    path = "/v1/orders",
+    operation_id = "createOrder",
+    summary = "Place an order (scope orders:write)",
+    description = "Prices every line from the product catalogue (never from the client). Unknown products get \
+        422 naming each line; a quoted unit_price_minor that is not the catalogue's gets 409 naming each line. \
+        A credential bound to a customer (an API key's customer_id, or the token claim \
+        gateway.jwt.customer_claim) places orders for that customer only: another customer_id gets 403.",
+    params(idempotency::KeyHeader),
+    request_body = NewOrderBody,
+    responses(
+        (status = 201, description = "Created; committed with its order.created event", body = OrderView,
+            headers(("Location" = String, description = "The order's URL"))),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 403, response = crate::openapi::Forbidden),
+        (status = 409, response = crate::openapi::Conflict),
+        (status = 413, response = crate::openapi::PayloadTooLarge),
+        (status = 415, response = crate::openapi::UnsupportedMediaType),
+        (status = 422, response = crate::openapi::Validation),
+        (status = 503, response = crate::openapi::Unavailable),
+    )
+)]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -245,6 +348,28 @@ fn wait_params(query: Option<&str>) -> Result<Option<(WaitFor, std::time::Durati
 /// state either way, so a client reads its own write without polling.
 ///
 /// A caller bound to a customer gets `404` for another customer's order, as for one that does not exist.
+#[utoipa::path(
+    get,
+    path = "/v1/orders/{id}",
+    operation_id = "getOrder",
+    summary = "Read an order, or wait until it reaches a status (scope orders:read)",
+    description = "A credential bound to a customer gets 404 for another customer's order, as for one that \
+        does not exist. timeout_ms is only allowed with wait_for (400 otherwise).",
+    params(
+        ("id" = String, Path, format = Uuid, description = "The order's id (a UUID)"),
+        ("wait_for" = Option<WaitForValue>, Query, description = "Wait until the order has this status, has \
+            gone past the step that sets it, or has ended ('terminal': any of PAYMENT_FAILED, ALLOCATED, \
+            REJECTED, CANCELLED), or until timeout_ms passes; the answer is the current state either way."),
+        ("timeout_ms" = Option<u64>, Query, minimum = 0, maximum = 30000, description = "How long wait_for \
+            may wait, in milliseconds (default 10000); only with wait_for."),
+    ),
+    responses(
+        (status = 200, description = "The order", body = OrderView),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 503, response = crate::openapi::Unavailable),
+    )
+)]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
@@ -319,7 +444,7 @@ fn render_order(order: &Order) -> Bytes {
 /// Longest cancellation reason accepted, in characters.
 pub const MAX_REASON_CHARS: usize = 500;
 
-/// The optional body of a cancel: `{"reason": "..."}`; empty means no reason.
+/// The optional body of a cancel: `{"reason": "..."}`; empty (or `null`) means no reason.
 fn cancel_reason(headers: &HeaderMap, body: &[u8]) -> Result<Option<String>, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
@@ -347,6 +472,8 @@ fn cancel_reason(headers: &HeaderMap, body: &[u8]) -> Result<Option<String>, Api
                 }
             }
         }
+        // `null` is the absent body written as JSON.
+        serde_json::Value::Null => None,
         _ => {
             errors.push("", "expected a JSON object");
             None
@@ -363,6 +490,29 @@ fn cancel_reason(headers: &HeaderMap, body: &[u8]) -> Result<Option<String>, Api
 /// `order.cancelled` commit in one transaction, guarded by the order's version (a concurrent change makes it
 /// decide again on the new state); the new version is written through the cache, so the caller's next GET
 /// shows it.
+#[utoipa::path(
+    post,
+    path = "/v1/orders/{id}/cancel",
+    operation_id = "cancelOrder",
+    summary = "Cancel an order that is CREATED, PAID or ALLOCATED (scope orders:write)",
+    description = "A credential bound to a customer gets 404 for another customer's order. A paid order is \
+        refunded once it is cancelled.",
+    params(
+        ("id" = String, Path, format = Uuid, description = "The order's id (a UUID)"),
+        idempotency::KeyHeader,
+    ),
+    request_body(content = Option<CancelBody>, description = "Optional: why"),
+    responses(
+        (status = 200, description = "The cancelled order", body = OrderView),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 409, response = crate::openapi::Conflict),
+        (status = 413, response = crate::openapi::PayloadTooLarge),
+        (status = 415, response = crate::openapi::UnsupportedMediaType),
+        (status = 422, response = crate::openapi::Validation),
+        (status = 503, response = crate::openapi::Unavailable),
+    )
+)]
 pub async fn cancel(
     State(state): State<AppState>,
     caller: Caller,

@@ -11,7 +11,7 @@ use crate::{Currency, CustomerId, FieldError, MinorUnits, OrderId, Quantity, Sku
 
 /// Where an order is in its lifecycle (`CREATED -> PAID | PAYMENT_FAILED`, `PAID -> ALLOCATED | REJECTED`,
 /// `CANCELLED` from CREATED, PAID or ALLOCATED).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum OrderStatus {
     /// Accepted and recorded; waiting for payment.

@@ -15,7 +15,7 @@ use futures::future::BoxFuture;
 
 pub use client::RegistryClient;
 pub use compat::{Compatibility, Incompatibility};
-pub use server::{CONTENT_TYPE, router};
+pub use server::{CONTENT_TYPE, openapi_router, router};
 pub use service::RegistryService;
 pub use storage::{MemoryStorage, RegisteredVersion, RegistryStorage, StorageError};
 

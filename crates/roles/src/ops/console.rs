@@ -23,8 +23,47 @@ const WINDOW: Duration = Duration::from_secs(60);
 const RECENT_ORDERS: i64 = 12;
 
 /// Serves the page.
+#[utoipa::path(
+    get,
+    path = "/",
+    operation_id = "console",
+    summary = "The live console (an HTML page; its figures come from /console/state)",
+    responses((status = 200, description = "The page", body = String, content_type = "text/html"))
+)]
 pub(crate) async fn page() -> impl IntoResponse {
     Html(PAGE)
+}
+
+/// The console's figures.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // Built as JSON by `Console::state`; this type describes it.
+pub(crate) struct ConsoleState {
+    /// The roles this process runs.
+    roles: Vec<String>,
+    /// Orders accepted by this process's API.
+    orders_accepted: f64,
+    /// Records processed by its consumers.
+    processed_total: u64,
+    /// Its consumers, with their lag and dead letters.
+    #[schema(value_type = Vec<Object>)]
+    consumers: Vec<serde_json::Value>,
+    /// Lag per group and topic.
+    #[schema(value_type = Vec<Object>)]
+    lag: Vec<serde_json::Value>,
+    /// Dead letters per topic.
+    #[schema(value_type = Vec<Object>)]
+    dead_letters: Vec<serde_json::Value>,
+    /// Order cache hits, lookups, hit ratio, stale answers and whether its breaker is open.
+    #[schema(value_type = Object)]
+    cache: serde_json::Value,
+    /// Events committed and not yet published.
+    outbox_backlog: f64,
+    /// End-to-end latency percentiles over the last minute.
+    #[schema(value_type = Object)]
+    end_to_end: serde_json::Value,
+    /// The newest orders.
+    #[schema(value_type = Vec<Object>)]
+    recent_orders: Vec<serde_json::Value>,
 }
 
 /// One sample of a metric: its labels and value.
@@ -66,7 +105,8 @@ impl Console {
                         .filter(|(l, _)| l.get("group").map(String::as_str) == Some(group))
                         .fold(0.0, |sum, (_, v)| sum + v)
                 };
-                let mut view = super::consumer_view(Some(*role), handle);
+                let mut view =
+                    serde_json::to_value(super::consumer_view(Some(*role), handle)).unwrap_or_default();
                 view["lag"] = sum_for("orderflow_consumer_lag").into();
                 view["dead_lettered"] = sum_for("orderflow_consumer_dead_lettered_total").into();
                 view

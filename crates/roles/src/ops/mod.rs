@@ -20,9 +20,11 @@ use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use orderflow_consumer::{ConsumerHandle, ConsumerRuntime};
 use tokio_util::sync::CancellationToken;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::telemetry::RoleEvent;
 use crate::{Backends, Role};
@@ -94,16 +96,16 @@ impl OpsState {
 }
 
 /// The operator routes merged into the API (behind the gateway when it runs): readiness, the console
-/// and consumer holds.
-pub fn api_routes(state: OpsState) -> Router {
-    use orderflow_api::method_not_allowed as other;
-    Router::new()
-        .route("/readyz", get(readyz).fallback(other))
-        .route("/", get(console::page).fallback(other))
-        .route("/console/state", get(console_state).fallback(other))
-        .route("/admin/consumers", get(consumers).fallback(other))
-        .route("/admin/consumers/{group}/hold", post(hold).fallback(other))
-        .route("/admin/consumers/{group}/release", post(release).fallback(other))
+/// and consumer holds, with their OpenAPI description.
+pub fn api_routes(state: OpsState) -> OpenApiRouter {
+    use orderflow_api::answer_405;
+    OpenApiRouter::new()
+        .routes(answer_405(routes!(readyz)))
+        .routes(answer_405(routes!(console::page)))
+        .routes(answer_405(routes!(console_state)))
+        .routes(answer_405(routes!(consumers)))
+        .routes(answer_405(routes!(hold)))
+        .routes(answer_405(routes!(release)))
         .with_state(state)
 }
 
@@ -145,6 +147,16 @@ pub fn gateway_listener_routes(shutdown: CancellationToken) -> Router {
     ops_routes(Router::new().route("/readyz", get(ready)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    operation_id = "readyz",
+    summary = "Ready for traffic: dependencies answer, every consumer has partitions, not shutting down",
+    responses(
+        (status = 200, description = "Ready", body = readiness::Report),
+        (status = 503, description = "Not ready", body = readiness::Report),
+    )
+)]
 async fn readyz(State(state): State<OpsState>) -> Response {
     let report = state.readiness.check().await;
     let status = if report.ready {
@@ -155,6 +167,18 @@ async fn readyz(State(state): State<OpsState>) -> Response {
     (status, axum::Json(report)).into_response()
 }
 
+#[utoipa::path(
+    get,
+    path = "/console/state",
+    operation_id = "consoleState",
+    summary = "The figures of the console at / (scope admin)",
+    responses(
+        (status = 200, description = "Roles, consumers, lag, dead letters, cache, end-to-end latency and the \
+            newest orders", body = console::ConsoleState),
+        (status = 503, description = "The database does not answer", body = Object,
+            content_type = "application/problem+json"),
+    )
+)]
 async fn console_state(State(state): State<OpsState>) -> Response {
     match state.console.state(&state.backends).await {
         Ok(figures) => axum::Json(figures).into_response(),
@@ -172,14 +196,47 @@ async fn console_state(State(state): State<OpsState>) -> Response {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/consumers",
+    operation_id = "listConsumers",
+    summary = "The consumers of this process with their live counters (scope admin)",
+    responses((status = 200, description = "Every consumer", body = Vec<ConsumerView>))
+)]
 async fn consumers(State(state): State<OpsState>) -> Response {
     axum::Json(consumer_views(&state.backends.consumers)).into_response()
 }
 
+#[utoipa::path(
+    post,
+    path = "/admin/consumers/{group}/hold",
+    operation_id = "holdConsumer",
+    summary = "Hold a consumer: it keeps its partitions but starts no new batch, so its lag grows (scope admin)",
+    params(("group" = String, Path, description = "A consumer group of this process (with or without the \
+        deployment prefix)")),
+    responses(
+        (status = 200, description = "The consumer, as it is now", body = ConsumerView),
+        (status = 404, description = "No consumer of that group runs in this process", body = Object,
+            content_type = "application/problem+json"),
+    )
+)]
 async fn hold(State(state): State<OpsState>, Path(group): Path<String>) -> Response {
     set_held(&state, &group, true)
 }
 
+#[utoipa::path(
+    post,
+    path = "/admin/consumers/{group}/release",
+    operation_id = "releaseConsumer",
+    summary = "Release a held consumer (scope admin)",
+    params(("group" = String, Path, description = "A consumer group of this process (with or without the \
+        deployment prefix)")),
+    responses(
+        (status = 200, description = "The consumer, as it is now", body = ConsumerView),
+        (status = 404, description = "No consumer of that group runs in this process", body = Object,
+            content_type = "application/problem+json"),
+    )
+)]
 async fn release(State(state): State<OpsState>, Path(group): Path<String>) -> Response {
     set_held(&state, &group, false)
 }
@@ -204,21 +261,43 @@ fn set_held(state: &OpsState, group: &str, held: bool) -> Response {
 }
 
 /// One consumer as the operator routes show it.
-fn consumer_view(role: Option<Role>, handle: &ConsumerHandle) -> serde_json::Value {
-    let stats = handle.stats();
-    serde_json::json!({
-        "role": role.map(|r| r.name()),
-        "group": handle.group(),
-        "assigned_partitions": stats.assigned(),
-        "paused_partitions": stats.paused(),
-        "in_flight_batches": stats.in_flight(),
-        "processed": stats.processed(),
-        "commits": stats.commits(),
-        "held": handle.is_held(),
-    })
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[schema(as = Consumer)]
+pub(crate) struct ConsumerView {
+    /// The role it serves (absent after a hold or release).
+    role: Option<&'static str>,
+    /// Its consumer group.
+    group: String,
+    /// Partitions it holds.
+    assigned_partitions: u64,
+    /// Partitions paused for backpressure.
+    paused_partitions: u64,
+    /// Batches being handled.
+    in_flight_batches: u64,
+    /// Records handled since start.
+    processed: u64,
+    /// Offset commits since start.
+    commits: u64,
+    /// Whether an operator holds it.
+    held: bool,
 }
 
-fn consumer_views(consumers: &Consumers) -> Vec<serde_json::Value> {
+/// One consumer as the operator routes show it.
+fn consumer_view(role: Option<Role>, handle: &ConsumerHandle) -> ConsumerView {
+    let stats = handle.stats();
+    ConsumerView {
+        role: role.map(|r| r.name()),
+        group: handle.group().to_owned(),
+        assigned_partitions: stats.assigned(),
+        paused_partitions: stats.paused(),
+        in_flight_batches: stats.in_flight(),
+        processed: stats.processed(),
+        commits: stats.commits(),
+        held: handle.is_held(),
+    }
+}
+
+fn consumer_views(consumers: &Consumers) -> Vec<ConsumerView> {
     consumers
         .list()
         .iter()

@@ -28,17 +28,45 @@ pub struct Readiness {
     kafka: Mutex<Option<(Instant, bool)>>,
 }
 
+/// How a dependency answered.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // Describes the strings `Check::status` holds.
+pub enum CheckStatus {
+    /// It answered in time.
+    #[schema(rename = "ok")]
+    Ok,
+    /// It refused or failed.
+    #[schema(rename = "unavailable")]
+    Unavailable,
+    /// It did not answer in time.
+    #[schema(rename = "timed out")]
+    TimedOut,
+}
+
+/// Whether the process is ready.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // Describes the strings `Report::status` holds.
+pub enum ReadyStatus {
+    /// Every check passed.
+    #[schema(rename = "ready")]
+    Ready,
+    /// Some check failed; `reasons` says which.
+    #[schema(rename = "not ready")]
+    NotReady,
+}
+
 /// One dependency's outcome.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Check {
     /// `ok`, `unavailable` or `timed out`.
+    #[schema(value_type = CheckStatus)]
     pub status: &'static str,
     /// How long it took (milliseconds).
     pub millis: u64,
 }
 
 /// One consumer's outcome.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ConsumerCheck {
     /// The role it belongs to.
     pub role: &'static str,
@@ -53,9 +81,10 @@ pub struct ConsumerCheck {
 }
 
 /// The `/readyz` answer.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Report {
     /// `ready` or `not ready`.
+    #[schema(value_type = ReadyStatus)]
     pub status: &'static str,
     /// Whether every check passed.
     #[serde(skip)]
