@@ -16,7 +16,7 @@ use futures::future::BoxFuture;
 pub use client::RegistryClient;
 pub use compat::{Compatibility, Incompatibility};
 pub use server::{CONTENT_TYPE, openapi_router, router};
-pub use service::RegistryService;
+pub use service::{Deleted, Mode, RegistryService};
 pub use storage::{MemoryStorage, RegisteredVersion, RegistryStorage, StorageError};
 
 /// What can go wrong with a registry call; `error_code` values follow the Confluent API.
@@ -56,6 +56,45 @@ pub enum RegistryError {
     /// An unknown compatibility level (42203).
     #[error("invalid compatibility level '{0}'")]
     InvalidCompatibility(String),
+    /// Every version of the subject is soft-deleted (40404).
+    #[error("subject '{0}' was soft deleted; set permanent=true to delete it permanently")]
+    SubjectSoftDeleted(String),
+    /// A permanent delete of a subject that was not soft-deleted first (40405).
+    #[error("subject '{0}' was not deleted first before being permanently deleted")]
+    SubjectNotSoftDeleted(String),
+    /// The version is soft-deleted (40406).
+    #[error(
+        "subject '{subject}' version {version} was soft deleted; set permanent=true to delete it permanently"
+    )]
+    VersionSoftDeleted {
+        /// The subject.
+        subject: String,
+        /// The version.
+        version: u32,
+    },
+    /// A permanent delete of a version that was not soft-deleted first (40407).
+    #[error("subject '{subject}' version {version} was not deleted first before being permanently deleted")]
+    VersionNotSoftDeleted {
+        /// The subject.
+        subject: String,
+        /// The version.
+        version: u32,
+    },
+    /// The subject has no compatibility level of its own (40408).
+    #[error("subject '{0}' does not have subject-level compatibility configured")]
+    SubjectCompatibilityNotFound(String),
+    /// The subject has no mode of its own (40409).
+    #[error("subject '{0}' does not have subject-level mode configured")]
+    SubjectModeNotFound(String),
+    /// A version that is neither a positive number nor `latest` (42202).
+    #[error("the specified version '{0}' is not a valid version id: use a positive integer or 'latest'")]
+    InvalidVersion(String),
+    /// An unknown or unsupported mode (42204).
+    #[error("invalid mode '{0}': expected READWRITE, READONLY or READONLY_OVERRIDE")]
+    InvalidMode(String),
+    /// A write to a subject in a read-only mode (42205).
+    #[error("subject '{0}' is in read-only mode")]
+    ReadOnly(String),
     /// The storage behind the registry failed (50001).
     #[error("registry storage")]
     Storage(#[from] StorageError),
@@ -99,6 +138,15 @@ impl RegistryError {
             Self::VersionNotFound { .. } => 40402,
             Self::SchemaNotFound(_) => 40403,
             Self::InvalidCompatibility(_) => 42203,
+            Self::SubjectSoftDeleted(_) => 40404,
+            Self::SubjectNotSoftDeleted(_) => 40405,
+            Self::VersionSoftDeleted { .. } => 40406,
+            Self::VersionNotSoftDeleted { .. } => 40407,
+            Self::SubjectCompatibilityNotFound(_) => 40408,
+            Self::SubjectModeNotFound(_) => 40409,
+            Self::InvalidVersion(_) => 42202,
+            Self::InvalidMode(_) => 42204,
+            Self::ReadOnly(_) => 42205,
             Self::Storage(_) | Self::Unavailable(_) | Self::BadAnswer { .. } => 50001,
             Self::Other { error_code, .. } => *error_code,
         }

@@ -9,6 +9,79 @@ use sha2::{Digest, Sha256};
 use crate::compat::{self, Compatibility, Incompatibility};
 use crate::{RegisteredVersion, RegistryError, RegistryStorage, SchemaSource};
 
+/// Which versions a read sees: the live ones (the default), soft-deleted ones too, or only those.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Deleted {
+    /// Live versions only.
+    #[default]
+    Exclude,
+    /// Live and soft-deleted versions.
+    Include,
+    /// Soft-deleted versions only.
+    Only,
+}
+
+impl Deleted {
+    fn keeps(self, deleted: bool) -> bool {
+        match self {
+            Self::Exclude => !deleted,
+            Self::Include => true,
+            Self::Only => deleted,
+        }
+    }
+}
+
+/// What a subject (or the registry) lets writers do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// Schemas can be registered and deleted.
+    #[default]
+    ReadWrite,
+    /// No registration or deletion.
+    ReadOnly,
+    /// Read-only, overriding subject-level modes (kept as set; enforced like READONLY).
+    ReadOnlyOverride,
+}
+
+impl Mode {
+    /// The Confluent name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ReadWrite => "READWRITE",
+            Self::ReadOnly => "READONLY",
+            Self::ReadOnlyOverride => "READONLY_OVERRIDE",
+        }
+    }
+}
+
+impl std::str::FromStr for Mode {
+    type Err = RegistryError;
+
+    /// A Confluent mode name; IMPORT (registering schemas with given ids) is not served.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text.to_ascii_uppercase().as_str() {
+            "READWRITE" => Ok(Self::ReadWrite),
+            "READONLY" => Ok(Self::ReadOnly),
+            "READONLY_OVERRIDE" => Ok(Self::ReadOnlyOverride),
+            _ => Err(RegistryError::InvalidMode(text.to_owned())),
+        }
+    }
+}
+
+/// `version` as a version number: `latest` and `-1` are `None`; anything else not a positive number is
+/// refused (42202).
+fn version_number(version: &str) -> Result<Option<u32>, RegistryError> {
+    match version {
+        "latest" | "-1" => Ok(None),
+        n => n
+            .parse::<u32>()
+            .ok()
+            .filter(|n| *n > 0)
+            .map(Some)
+            .ok_or_else(|| RegistryError::InvalidVersion(version.to_owned())),
+    }
+}
+
 /// A schema registry over some storage; cheap to clone.
 #[derive(Clone)]
 pub struct RegistryService {
@@ -48,6 +121,14 @@ fn normalise(text: &str) -> Result<Normalised, RegistryError> {
     })
 }
 
+/// Every stored version parsed, with its number: what compatibility is checked against.
+fn parse_all(versions: &[RegisteredVersion]) -> Result<Vec<(u32, Schema)>, RegistryError> {
+    versions
+        .iter()
+        .map(|v| Ok((v.version, parse_stored(v)?)))
+        .collect()
+}
+
 fn parse_stored(version: &RegisteredVersion) -> Result<Schema, RegistryError> {
     Schema::parse_str(&version.schema).map_err(|e| {
         invalid(
@@ -70,26 +151,42 @@ impl RegistryService {
     /// the subject's compatibility level; registering a schema the subject already has returns that version.
     pub async fn register(&self, subject: &str, schema: &str) -> Result<RegisteredVersion, RegistryError> {
         let new = normalise(schema)?;
-        let versions = self.storage.versions(subject).await?;
+        let versions = self.live_versions(subject).await?;
         if let Some(existing) = versions.iter().find(|v| v.schema == new.text) {
             return Ok(existing.clone());
         }
         let level = self.compatibility(Some(subject)).await?;
-        let previous = versions
-            .iter()
-            .map(|v| Ok((v.version, parse_stored(v)?)))
-            .collect::<Result<Vec<_>, RegistryError>>()?;
+        let previous = parse_all(&versions)?;
         compat::check(level, &new.schema, &previous).map_err(|reasons| RegistryError::Incompatible {
             subject: subject.to_owned(),
             reasons,
         })?;
+        self.writable(subject).await?;
         Ok(self.storage.append(subject, &new.fingerprint, &new.text).await?)
     }
 
-    /// The version of `subject` holding `schema`.
+    /// The live versions of `subject` (none when it has none).
+    async fn live_versions(&self, subject: &str) -> Result<Vec<RegisteredVersion>, RegistryError> {
+        let mut versions = self.storage.versions(subject).await?;
+        versions.retain(|v| !v.deleted);
+        Ok(versions)
+    }
+
+    /// The version of `subject` holding `schema` (among soft-deleted versions too with [`Deleted::Include`]).
     pub async fn lookup(&self, subject: &str, schema: &str) -> Result<RegisteredVersion, RegistryError> {
+        self.lookup_in(subject, schema, Deleted::Exclude).await
+    }
+
+    /// [`Self::lookup`] among the versions `deleted` selects.
+    pub async fn lookup_in(
+        &self,
+        subject: &str,
+        schema: &str,
+        deleted: Deleted,
+    ) -> Result<RegisteredVersion, RegistryError> {
         let new = normalise(schema)?;
-        let versions = self.storage.versions(subject).await?;
+        let mut versions = self.storage.versions(subject).await?;
+        versions.retain(|v| deleted.keeps(v.deleted));
         if versions.is_empty() {
             return Err(RegistryError::SubjectNotFound(subject.to_owned()));
         }
@@ -107,14 +204,36 @@ impl RegistryService {
             .ok_or_else(|| RegistryError::SchemaNotFound(id.to_string()))
     }
 
-    /// Every subject.
+    /// Every subject with a live version.
     pub async fn subjects(&self) -> Result<Vec<String>, RegistryError> {
-        Ok(self.storage.subjects().await?)
+        self.subjects_in(Deleted::Exclude).await
     }
 
-    /// Every version of `subject`, oldest first.
+    /// Every subject with a version `deleted` selects.
+    pub async fn subjects_in(&self, deleted: Deleted) -> Result<Vec<String>, RegistryError> {
+        let mut subjects = Vec::new();
+        for subject in self.storage.subjects().await? {
+            let versions = self.storage.versions(&subject).await?;
+            if versions.iter().any(|v| deleted.keeps(v.deleted)) {
+                subjects.push(subject);
+            }
+        }
+        Ok(subjects)
+    }
+
+    /// Every live version of `subject`, oldest first.
     pub async fn versions(&self, subject: &str) -> Result<Vec<RegisteredVersion>, RegistryError> {
-        let versions = self.storage.versions(subject).await?;
+        self.versions_in(subject, Deleted::Exclude).await
+    }
+
+    /// Every version of `subject` that `deleted` selects, oldest first; none is "subject not found".
+    pub async fn versions_in(
+        &self,
+        subject: &str,
+        deleted: Deleted,
+    ) -> Result<Vec<RegisteredVersion>, RegistryError> {
+        let mut versions = self.storage.versions(subject).await?;
+        versions.retain(|v| deleted.keeps(v.deleted));
         if versions.is_empty() {
             Err(RegistryError::SubjectNotFound(subject.to_owned()))
         } else {
@@ -122,20 +241,170 @@ impl RegistryService {
         }
     }
 
-    /// Version `version` (a number or `latest`) of `subject`.
+    /// Version `version` (a number or `latest`) of `subject`, among its live versions.
     pub async fn version(&self, subject: &str, version: &str) -> Result<RegisteredVersion, RegistryError> {
-        let versions = self.versions(subject).await?;
-        let found = match version {
-            "latest" | "-1" => versions.last().cloned(),
-            n => n
-                .parse::<u32>()
-                .ok()
-                .and_then(|n| versions.into_iter().find(|v| v.version == n)),
+        self.version_in(subject, version, Deleted::Exclude).await
+    }
+
+    /// Version `version` (a number or `latest`) of `subject`, among the versions `deleted` selects.
+    pub async fn version_in(
+        &self,
+        subject: &str,
+        version: &str,
+        deleted: Deleted,
+    ) -> Result<RegisteredVersion, RegistryError> {
+        let wanted = version_number(version)?;
+        let versions = self.versions_in(subject, deleted).await?;
+        let found = match wanted {
+            None => versions.last().cloned(),
+            Some(n) => versions.into_iter().find(|v| v.version == n),
         };
         found.ok_or_else(|| RegistryError::VersionNotFound {
             subject: subject.to_owned(),
             version: version.to_owned(),
         })
+    }
+
+    /// Soft-deletes every live version of `subject` (`permanent` false), or removes every version of a
+    /// subject soft-deleted before, with its own compatibility level and mode. Returns the versions.
+    pub async fn delete_subject(&self, subject: &str, permanent: bool) -> Result<Vec<u32>, RegistryError> {
+        let all = self.storage.versions(subject).await?;
+        if all.is_empty() {
+            return Err(RegistryError::SubjectNotFound(subject.to_owned()));
+        }
+        self.writable(subject).await?;
+        let live: Vec<u32> = all.iter().filter(|v| !v.deleted).map(|v| v.version).collect();
+        if permanent {
+            if !live.is_empty() {
+                return Err(RegistryError::SubjectNotSoftDeleted(subject.to_owned()));
+            }
+            let every: Vec<u32> = all.iter().map(|v| v.version).collect();
+            self.storage.hard_delete(subject, &every).await?;
+            self.storage.set_compatibility(Some(subject), None).await?;
+            self.storage.set_mode(Some(subject), None).await?;
+            return Ok(every);
+        }
+        if live.is_empty() {
+            return Err(RegistryError::SubjectSoftDeleted(subject.to_owned()));
+        }
+        self.storage.soft_delete(subject, &live).await?;
+        Ok(live)
+    }
+
+    /// Soft-deletes version `version` (a number or `latest`) of `subject`, or removes a version soft-deleted
+    /// before (`permanent`). Returns its number.
+    pub async fn delete_version(
+        &self,
+        subject: &str,
+        version: &str,
+        permanent: bool,
+    ) -> Result<u32, RegistryError> {
+        let wanted = version_number(version)?;
+        let all = self.storage.versions(subject).await?;
+        if all.is_empty() {
+            return Err(RegistryError::SubjectNotFound(subject.to_owned()));
+        }
+        let found = match wanted {
+            // The latest live version, or for a permanent delete the latest of all.
+            None => all.iter().rev().find(|v| permanent || !v.deleted),
+            Some(n) => all.iter().find(|v| v.version == n),
+        }
+        .ok_or_else(|| RegistryError::VersionNotFound {
+            subject: subject.to_owned(),
+            version: version.to_owned(),
+        })?;
+        self.writable(subject).await?;
+        let number = found.version;
+        match (permanent, found.deleted) {
+            (false, true) => Err(RegistryError::VersionSoftDeleted {
+                subject: subject.to_owned(),
+                version: number,
+            }),
+            (true, false) => Err(RegistryError::VersionNotSoftDeleted {
+                subject: subject.to_owned(),
+                version: number,
+            }),
+            (false, false) => {
+                self.storage.soft_delete(subject, &[number]).await?;
+                Ok(number)
+            }
+            (true, true) => {
+                self.storage.hard_delete(subject, &[number]).await?;
+                Ok(number)
+            }
+        }
+    }
+
+    /// Every subject version holding the schema with id `id` (soft-deleted ones with [`Deleted::Include`]).
+    pub async fn usages(&self, id: u32, deleted: Deleted) -> Result<Vec<RegisteredVersion>, RegistryError> {
+        self.schema(id).await?;
+        let mut found = Vec::new();
+        for subject in self.storage.subjects().await? {
+            found.extend(
+                self.storage
+                    .versions(&subject)
+                    .await?
+                    .into_iter()
+                    .filter(|v| v.id == id && deleted.keeps(v.deleted)),
+            );
+        }
+        Ok(found)
+    }
+
+    /// The ids of schemas that reference version `version` of `subject`: none, as schema references are
+    /// not accepted here (a schema names only types it defines). The version must exist.
+    pub async fn referenced_by(&self, subject: &str, version: &str) -> Result<Vec<u32>, RegistryError> {
+        self.version_in(subject, version, Deleted::Include).await?;
+        Ok(Vec::new())
+    }
+
+    /// Removes the compatibility level of `subject` (it then follows the global one), or resets the global
+    /// level (`None`) to the default. Returns the level removed.
+    pub async fn delete_compatibility(&self, subject: Option<&str>) -> Result<Compatibility, RegistryError> {
+        let removed = match subject {
+            Some(s) => self
+                .subject_compatibility(s)
+                .await?
+                .ok_or_else(|| RegistryError::SubjectCompatibilityNotFound(s.to_owned()))?,
+            None => self.compatibility(None).await?,
+        };
+        self.storage.set_compatibility(subject, None).await?;
+        Ok(removed)
+    }
+
+    /// The mode of `subject` (its own; else, with `default_to_global`, the global one) or the global mode.
+    pub async fn mode(&self, subject: Option<&str>, default_to_global: bool) -> Result<Mode, RegistryError> {
+        if let Some(s) = subject {
+            match self.storage.mode(Some(s)).await? {
+                Some(mode) => return mode.parse(),
+                None if !default_to_global => return Err(RegistryError::SubjectModeNotFound(s.to_owned())),
+                None => {}
+            }
+        }
+        match self.storage.mode(None).await? {
+            Some(mode) => mode.parse(),
+            None => Ok(Mode::default()),
+        }
+    }
+
+    /// Sets the mode of `subject` (or the global one).
+    pub async fn set_mode(&self, subject: Option<&str>, mode: Mode) -> Result<(), RegistryError> {
+        Ok(self.storage.set_mode(subject, Some(mode.as_str())).await?)
+    }
+
+    /// Removes the mode of `subject` (it then follows the global one). Returns the mode removed.
+    pub async fn delete_mode(&self, subject: &str) -> Result<Mode, RegistryError> {
+        let removed = self.mode(Some(subject), false).await?;
+        self.storage.set_mode(Some(subject), None).await?;
+        Ok(removed)
+    }
+
+    /// Refuses writes (42205) to a subject whose mode (its own, else the global one) is read-only.
+    async fn writable(&self, subject: &str) -> Result<(), RegistryError> {
+        match self.mode(Some(subject), true).await? {
+            Mode::ReadWrite => Ok(()),
+            Mode::ReadOnly | Mode::ReadOnlyOverride => Err(RegistryError::ReadOnly(subject.to_owned())),
+        }
     }
 
     /// Which rules `schema` would break if registered under `subject`: against every earlier version for
@@ -153,10 +422,22 @@ impl RegistryService {
         } else {
             vec![self.version(subject, version).await?]
         };
-        let previous = against
-            .iter()
-            .map(|v| Ok((v.version, parse_stored(v)?)))
-            .collect::<Result<Vec<_>, RegistryError>>()?;
+        let previous = parse_all(&against)?;
+        Ok(compat::check(level, &new.schema, &previous)
+            .err()
+            .unwrap_or_default())
+    }
+
+    /// Which rules `schema` would break if registered under `subject`, checked as registering would check it
+    /// (against the versions its level names); a subject without versions accepts anything.
+    pub async fn test_compatibility_all(
+        &self,
+        subject: &str,
+        schema: &str,
+    ) -> Result<Vec<Incompatibility>, RegistryError> {
+        let new = normalise(schema)?;
+        let level = self.compatibility(Some(subject)).await?;
+        let previous = parse_all(&self.live_versions(subject).await?)?;
         Ok(compat::check(level, &new.schema, &previous)
             .err()
             .unwrap_or_default())
@@ -191,7 +472,10 @@ impl RegistryService {
         subject: Option<&str>,
         level: Compatibility,
     ) -> Result<(), RegistryError> {
-        Ok(self.storage.set_compatibility(subject, level.as_str()).await?)
+        Ok(self
+            .storage
+            .set_compatibility(subject, Some(level.as_str()))
+            .await?)
     }
 }
 

@@ -16,6 +16,8 @@ pub struct RegisteredVersion {
     pub id: u32,
     /// The schema text.
     pub schema: String,
+    /// Soft-deleted: hidden from reads unless asked for, and no longer checked against.
+    pub deleted: bool,
 }
 
 /// A storage failure: the backend's own error.
@@ -34,14 +36,15 @@ impl StorageError {
 pub trait RegistryStorage: Send + Sync {
     /// The schema with this id.
     fn schema_by_id(&self, id: u32) -> BoxFuture<'_, Result<Option<String>, StorageError>>;
-    /// Every subject with at least one version, sorted.
+    /// Every subject with at least one version (soft-deleted ones included), sorted.
     fn subjects(&self) -> BoxFuture<'_, Result<Vec<String>, StorageError>>;
-    /// Every version of `subject`, oldest first.
+    /// Every version of `subject`, soft-deleted ones included, oldest first.
     fn versions<'a>(
         &'a self,
         subject: &'a str,
     ) -> BoxFuture<'a, Result<Vec<RegisteredVersion>, StorageError>>;
-    /// Stores `schema` (deduplicated globally by `fingerprint`) as the next version of `subject`.
+    /// Stores `schema` (deduplicated globally by `fingerprint`) as the next version of `subject`: one past
+    /// the highest it ever had, soft-deleted versions included.
     fn append<'a>(
         &'a self,
         subject: &'a str,
@@ -53,19 +56,56 @@ pub trait RegistryStorage: Send + Sync {
         &'a self,
         subject: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Option<String>, StorageError>>;
-    /// Sets the compatibility level of `subject` (or globally, for `None`).
+    /// Sets the compatibility level of `subject` (or globally, for `None`); `None` removes it.
     fn set_compatibility<'a>(
         &'a self,
         subject: Option<&'a str>,
-        level: &'a str,
+        level: Option<&'a str>,
     ) -> BoxFuture<'a, Result<(), StorageError>>;
+    /// Marks `versions` of `subject` soft-deleted.
+    fn soft_delete<'a>(
+        &'a self,
+        subject: &'a str,
+        versions: &'a [u32],
+    ) -> BoxFuture<'a, Result<(), StorageError>>;
+    /// Removes `versions` of `subject` for good (the schemas stay, by id).
+    fn hard_delete<'a>(
+        &'a self,
+        subject: &'a str,
+        versions: &'a [u32],
+    ) -> BoxFuture<'a, Result<(), StorageError>>;
+    /// The mode set for `subject` (or globally, for `None`).
+    fn mode<'a>(&'a self, subject: Option<&'a str>) -> BoxFuture<'a, Result<Option<String>, StorageError>>;
+    /// Sets the mode of `subject` (or globally, for `None`); `None` removes it.
+    fn set_mode<'a>(
+        &'a self,
+        subject: Option<&'a str>,
+        mode: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<(), StorageError>>;
+}
+
+/// One version of a subject in memory.
+struct Version {
+    version: u32,
+    id: u32,
+    deleted: bool,
 }
 
 #[derive(Default)]
 struct Inner {
     schemas: Vec<(String, String)>,
-    subjects: BTreeMap<String, Vec<u32>>,
+    subjects: BTreeMap<String, Vec<Version>>,
     config: HashMap<String, String>,
+    modes: HashMap<String, String>,
+}
+
+/// Sets (`Some`) or removes (`None`) `key` of `map`.
+fn put(map: &mut HashMap<String, String>, key: Option<&str>, value: Option<&str>) {
+    let key = key.unwrap_or("").to_owned();
+    match value {
+        Some(value) => map.insert(key, value.to_owned()),
+        None => map.remove(&key),
+    };
 }
 
 /// Registry storage in memory (tests, tools); lost when dropped.
@@ -101,14 +141,15 @@ impl RegistryStorage for MemoryStorage {
         let versions = self.with(|i| {
             i.subjects
                 .get(subject)
-                .map(|ids| {
-                    ids.iter()
-                        .enumerate()
-                        .map(|(n, id)| RegisteredVersion {
+                .map(|versions| {
+                    versions
+                        .iter()
+                        .map(|v| RegisteredVersion {
                             subject: subject.to_owned(),
-                            version: n as u32 + 1,
-                            id: *id,
-                            schema: i.schemas[*id as usize - 1].1.clone(),
+                            version: v.version,
+                            id: v.id,
+                            schema: i.schemas[v.id as usize - 1].1.clone(),
+                            deleted: v.deleted,
                         })
                         .collect()
                 })
@@ -132,12 +173,18 @@ impl RegistryStorage for MemoryStorage {
                 }
             };
             let versions = i.subjects.entry(subject.to_owned()).or_default();
-            versions.push(id);
+            let version = versions.last().map_or(1, |v| v.version + 1);
+            versions.push(Version {
+                version,
+                id,
+                deleted: false,
+            });
             RegisteredVersion {
                 subject: subject.to_owned(),
-                version: versions.len() as u32,
+                version,
                 id,
                 schema: schema.to_owned(),
+                deleted: false,
             }
         });
         Box::pin(async move { Ok(registered) })
@@ -154,12 +201,52 @@ impl RegistryStorage for MemoryStorage {
     fn set_compatibility<'a>(
         &'a self,
         subject: Option<&'a str>,
-        level: &'a str,
+        level: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<(), StorageError>> {
+        self.with(|i| put(&mut i.config, subject, level));
+        Box::pin(async move { Ok(()) })
+    }
+
+    fn soft_delete<'a>(
+        &'a self,
+        subject: &'a str,
+        versions: &'a [u32],
     ) -> BoxFuture<'a, Result<(), StorageError>> {
         self.with(|i| {
-            i.config
-                .insert(subject.unwrap_or("").to_owned(), level.to_owned())
+            for v in i.subjects.get_mut(subject).into_iter().flatten() {
+                v.deleted |= versions.contains(&v.version);
+            }
         });
+        Box::pin(async move { Ok(()) })
+    }
+
+    fn hard_delete<'a>(
+        &'a self,
+        subject: &'a str,
+        versions: &'a [u32],
+    ) -> BoxFuture<'a, Result<(), StorageError>> {
+        self.with(|i| {
+            if let Some(kept) = i.subjects.get_mut(subject) {
+                kept.retain(|v| !versions.contains(&v.version));
+                if kept.is_empty() {
+                    i.subjects.remove(subject);
+                }
+            }
+        });
+        Box::pin(async move { Ok(()) })
+    }
+
+    fn mode<'a>(&'a self, subject: Option<&'a str>) -> BoxFuture<'a, Result<Option<String>, StorageError>> {
+        let mode = self.with(|i| i.modes.get(subject.unwrap_or("")).cloned());
+        Box::pin(async move { Ok(mode) })
+    }
+
+    fn set_mode<'a>(
+        &'a self,
+        subject: Option<&'a str>,
+        mode: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<(), StorageError>> {
+        self.with(|i| put(&mut i.modes, subject, mode));
         Box::pin(async move { Ok(()) })
     }
 }

@@ -418,8 +418,8 @@ macro_rules! shared_queries {
                 &self,
                 subject: &str,
             ) -> Result<Vec<orderflow_registry::RegisteredVersion>, $crate::StoreError> {
-                let rows: Vec<(i64, i64, String)> = sqlx::query_as(
-                    "SELECT v.version, v.schema_id, s.schema FROM registry_versions v \
+                let rows: Vec<(i64, i64, String, bool)> = sqlx::query_as(
+                    "SELECT v.version, v.schema_id, s.schema, v.deleted FROM registry_versions v \
                      JOIN registry_schemas s ON s.id = v.schema_id WHERE v.subject = $1 ORDER BY v.version",
                 )
                 .bind(subject)
@@ -427,11 +427,12 @@ macro_rules! shared_queries {
                 .await?;
                 Ok(rows
                     .into_iter()
-                    .map(|(version, id, schema)| orderflow_registry::RegisteredVersion {
+                    .map(|(version, id, schema, deleted)| orderflow_registry::RegisteredVersion {
                         subject: subject.to_owned(),
                         version: version as u32,
                         id: id as u32,
                         schema,
+                        deleted,
                     })
                     .collect())
             }
@@ -491,6 +492,7 @@ macro_rules! shared_queries {
                     version: version as u32,
                     id: id as u32,
                     schema: schema.to_owned(),
+                    deleted: false,
                 })
             }
 
@@ -504,16 +506,70 @@ macro_rules! shared_queries {
                 Ok(row.map(|(c,)| c))
             }
 
-            /// Sets the compatibility level of `subject` ('' is the global level).
-            pub async fn registry_set_compatibility(&self, subject: &str, level: &str) -> Result<(), $crate::StoreError> {
-                sqlx::query(
-                    "INSERT INTO registry_config (subject, compatibility) VALUES ($1, $2) \
-                     ON CONFLICT (subject) DO UPDATE SET compatibility = excluded.compatibility",
-                )
-                .bind(subject)
-                .bind(level)
-                .execute(&self.pool)
-                .await?;
+            /// Sets (or, with `None`, removes) the compatibility level of `subject` ('' is the global level).
+            pub async fn registry_set_compatibility(
+                &self,
+                subject: &str,
+                level: Option<&str>,
+            ) -> Result<(), $crate::StoreError> {
+                let query = match level {
+                    Some(level) => sqlx::query(
+                        "INSERT INTO registry_config (subject, compatibility) VALUES ($1, $2) \
+                         ON CONFLICT (subject) DO UPDATE SET compatibility = excluded.compatibility",
+                    )
+                    .bind(subject)
+                    .bind(level),
+                    None => sqlx::query("DELETE FROM registry_config WHERE subject = $1").bind(subject),
+                };
+                query.execute(&self.pool).await?;
+                Ok(())
+            }
+
+            /// The mode stored for `subject` ('' is the global mode).
+            pub async fn registry_mode(&self, subject: &str) -> Result<Option<String>, $crate::StoreError> {
+                let row: Option<(String,)> = sqlx::query_as("SELECT mode FROM registry_mode WHERE subject = $1")
+                    .bind(subject)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(row.map(|(m,)| m))
+            }
+
+            /// Sets (or, with `None`, removes) the mode of `subject` ('' is the global mode).
+            pub async fn registry_set_mode(&self, subject: &str, mode: Option<&str>) -> Result<(), $crate::StoreError> {
+                let query = match mode {
+                    Some(mode) => sqlx::query(
+                        "INSERT INTO registry_mode (subject, mode) VALUES ($1, $2) \
+                         ON CONFLICT (subject) DO UPDATE SET mode = excluded.mode",
+                    )
+                    .bind(subject)
+                    .bind(mode),
+                    None => sqlx::query("DELETE FROM registry_mode WHERE subject = $1").bind(subject),
+                };
+                query.execute(&self.pool).await?;
+                Ok(())
+            }
+
+            /// Marks `versions` of `subject` soft-deleted (`permanent` false) or removes them.
+            pub async fn registry_delete(
+                &self,
+                subject: &str,
+                versions: &[u32],
+                permanent: bool,
+            ) -> Result<(), $crate::StoreError> {
+                let sql = if permanent {
+                    "DELETE FROM registry_versions WHERE subject = $1 AND version = $2"
+                } else {
+                    "UPDATE registry_versions SET deleted = TRUE WHERE subject = $1 AND version = $2"
+                };
+                let mut tx = self.pool.begin().await?;
+                for version in versions {
+                    sqlx::query(sql)
+                        .bind(subject)
+                        .bind(i64::from(*version))
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
                 Ok(())
             }
         }

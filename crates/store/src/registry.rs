@@ -56,8 +56,36 @@ impl RegistryStorage for Store {
     fn set_compatibility<'a>(
         &'a self,
         subject: Option<&'a str>,
-        level: &'a str,
+        level: Option<&'a str>,
     ) -> BoxFuture<'a, Result<(), StorageError>> {
         dispatch!(self, s => s.registry_set_compatibility(subject.unwrap_or(""), level).await)
+    }
+
+    fn soft_delete<'a>(
+        &'a self,
+        subject: &'a str,
+        versions: &'a [u32],
+    ) -> BoxFuture<'a, Result<(), StorageError>> {
+        dispatch!(self, s => s.registry_delete(subject, versions, false).await)
+    }
+
+    fn hard_delete<'a>(
+        &'a self,
+        subject: &'a str,
+        versions: &'a [u32],
+    ) -> BoxFuture<'a, Result<(), StorageError>> {
+        dispatch!(self, s => s.registry_delete(subject, versions, true).await)
+    }
+
+    fn mode<'a>(&'a self, subject: Option<&'a str>) -> BoxFuture<'a, Result<Option<String>, StorageError>> {
+        dispatch!(self, s => s.registry_mode(subject.unwrap_or("")).await)
+    }
+
+    fn set_mode<'a>(
+        &'a self,
+        subject: Option<&'a str>,
+        mode: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<(), StorageError>> {
+        dispatch!(self, s => s.registry_set_mode(subject.unwrap_or(""), mode).await)
     }
 }
