@@ -77,6 +77,40 @@ pub struct DeadLetter {
     pub payload: Vec<u8>,
     /// Headers, in order.
     pub headers: Vec<(String, Vec<u8>)>,
+    /// When it was dead-lettered (milliseconds since the epoch), when the broker gave a time.
+    pub timestamp_ms: Option<i64>,
+}
+
+/// Which dead letters a command takes: every one, or those of an error kind, dead-lettered since a time.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filter {
+    /// Only letters whose `error-kind` header is this (`permanent` or `transient`).
+    pub error_kind: Option<String>,
+    /// Only letters dead-lettered at or after this time (milliseconds since the epoch).
+    pub since_ms: Option<i64>,
+}
+
+impl Filter {
+    /// Whether `letter` is one of those taken.
+    pub fn matches(&self, letter: &DeadLetter) -> bool {
+        self.error_kind
+            .as_deref()
+            .is_none_or(|kind| letter.header(h::ERROR_KIND) == kind)
+            && self
+                .since_ms
+                .is_none_or(|since| letter.timestamp_ms.is_some_and(|at| at >= since))
+    }
+}
+
+/// What a replay did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReplayReport {
+    /// Dead letters read.
+    pub read: usize,
+    /// Of those, the ones the filter took.
+    pub matched: usize,
+    /// Of those, the ones republished (none on a dry run).
+    pub replayed: usize,
 }
 
 impl DeadLetter {
@@ -242,13 +276,75 @@ pub async fn show(bus: &Bus, topic: &str, partition: i32, offset: i64) -> Result
 /// dead-letter topic has the older shared name `<topic>.dlq`, they go to their original topic, where every
 /// group's dedup keeps effects single.
 pub async fn replay(bus: &Bus, topic: &str, only: Option<(i32, i64)>) -> Result<usize, DlqError> {
-    let letters = match only {
-        Some((partition, offset)) => vec![show(bus, topic, partition, offset).await?],
-        None => list(bus, topic).await?,
+    match only {
+        Some((partition, offset)) => {
+            let letter = show(bus, topic, partition, offset).await?;
+            Republisher::new(bus, topic)?.send(&letter).await?;
+            Ok(1)
+        }
+        None => {
+            let report = replay_matching(bus, topic, &Filter::default(), false, |_| {}).await?;
+            Ok(report.replayed)
+        }
+    }
+}
+
+/// Replays (as [`replay`] does) the dead letters of `topic` that `filter` takes, reading the topic a chunk
+/// at a time rather than whole; with `dry_run` only counts them. `progress` sees the running report after
+/// each chunk.
+pub async fn replay_matching(
+    bus: &Bus,
+    topic: &str,
+    filter: &Filter,
+    dry_run: bool,
+    mut progress: impl FnMut(&ReplayReport),
+) -> Result<ReplayReport, DlqError> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel(2);
+    let reader = {
+        let (bus, topic) = (bus.clone(), topic.to_owned());
+        tokio::spawn(async move { stream(&bus, &topic, 256, tx).await })
     };
-    let mut retry_exists: std::collections::HashMap<String, bool> = std::collections::HashMap::new();
-    let producer = bus.producer("orderflow-dlq-replay")?;
-    for letter in &letters {
+    let mut republisher = if dry_run {
+        None
+    } else {
+        Some(Republisher::new(bus, topic)?)
+    };
+    let mut report = ReplayReport::default();
+    while let Some(chunk) = rx.recv().await {
+        report.read += chunk.len();
+        for letter in chunk.iter().filter(|l| filter.matches(l)) {
+            report.matched += 1;
+            if let Some(republisher) = republisher.as_mut() {
+                republisher.send(letter).await?;
+                report.replayed += 1;
+            }
+        }
+        progress(&report);
+    }
+    reader.await.map_err(DlqError::Task)??;
+    Ok(report)
+}
+
+/// Sends dead letters of one dead-letter topic back for handling; remembers which retry topics exist.
+struct Republisher<'a> {
+    bus: &'a Bus,
+    topic: String,
+    producer: orderflow_bus::EventProducer,
+    retry_exists: std::collections::HashMap<String, bool>,
+}
+
+impl<'a> Republisher<'a> {
+    fn new(bus: &'a Bus, topic: &str) -> Result<Self, DlqError> {
+        Ok(Self {
+            bus,
+            topic: topic.to_owned(),
+            producer: bus.producer("orderflow-dlq-replay")?,
+            retry_exists: std::collections::HashMap::new(),
+        })
+    }
+
+    /// Republishes `letter` to its group's first retry topic, or to its original topic.
+    async fn send(&mut self, letter: &DeadLetter) -> Result<(), DlqError> {
         let original = letter.header(h::ORIGINAL_TOPIC);
         if original.is_empty() {
             return Err(DlqError::NoOrigin {
@@ -256,13 +352,13 @@ pub async fn replay(bus: &Bus, topic: &str, only: Option<(i32, i64)>) -> Result<
                 offset: letter.offset,
             });
         }
-        let retry = match crate::naming::replay_topic(topic, &original) {
+        let retry = match crate::naming::replay_topic(&self.topic, &original) {
             Some(retry) => {
-                let found = match retry_exists.get(&retry) {
+                let found = match self.retry_exists.get(&retry) {
                     Some(&found) => found,
                     None => {
-                        let found = exists(bus, &retry).await?;
-                        retry_exists.insert(retry.clone(), found);
+                        let found = exists(self.bus, &retry).await?;
+                        self.retry_exists.insert(retry.clone(), found);
                         found
                     }
                 };
@@ -312,12 +408,12 @@ pub async fn replay(bus: &Bus, topic: &str, only: Option<(i32, i64)>) -> Result<
         if let Some(key) = &letter.key {
             record = record.key(key);
         }
-        producer
+        self.producer
             .send(record, Duration::from_secs(30))
             .await
             .map_err(|(e, _)| kafka(format!("republishing to {target}"))(e))?;
+        Ok(())
     }
-    Ok(letters.len())
 }
 
 /// Whether `topic` exists in the cluster.
@@ -462,6 +558,7 @@ fn read_each(
                     key: message.key().map(<[u8]>::to_vec),
                     payload: message.payload().unwrap_or_default().to_vec(),
                     headers,
+                    timestamp_ms: message.timestamp().to_millis(),
                 });
                 if at.is_some() || !more {
                     break; // the one asked for, or enough

@@ -149,6 +149,11 @@ pub enum DlqCommand {
         /// Only the dead letters of this consumer group (its name, e.g. `orderflow-payments`)
         #[arg(long)]
         group: Option<String>,
+        #[command(flatten)]
+        filter: DlqFilter,
+        /// One JSON object per dead letter (headers, key, value in base64) instead of one line of text
+        #[arg(long)]
+        json: bool,
     },
     /// Show one dead letter with its headers and value
     Show {
@@ -162,20 +167,52 @@ pub enum DlqCommand {
         #[arg(long)]
         group: Option<String>,
     },
-    /// Hand dead letters back to the group that gave up on them (every one of the topic, or one)
+    /// Hand dead letters back to the group that gave up on them: those of a dead-letter topic, of every
+    /// group's for a topic, or of every topic of --group; filtered, and read a chunk at a time
     Replay {
-        /// The dead-letter topic (`order.created.orderflow-payments.dlq`), or the topic with --group
-        topic: String,
-        /// The consumer group whose dead letters they are, when TOPIC names the original topic
+        /// A dead-letter topic (`order.created.orderflow-payments.dlq`) or a topic (`order.created`: every
+        /// group's dead letters of it, or --group's); absent: every dead-letter topic of --group
+        #[arg(required_unless_present = "group")]
+        topic: Option<String>,
+        /// Only the dead letters of this consumer group (its name, e.g. `orderflow-payments`)
         #[arg(long)]
         group: Option<String>,
-        /// Only the dead letter in this partition (with --offset)
-        #[arg(long, requires = "offset")]
+        /// Only the dead letter in this partition (with --offset and a dead-letter topic)
+        #[arg(long, requires = "offset", requires = "topic")]
         partition: Option<i32>,
         /// Only the dead letter at this offset (with --partition)
         #[arg(long, requires = "partition")]
         offset: Option<i64>,
+        #[command(flatten)]
+        filter: DlqFilter,
+        /// Count what would be replayed; send nothing
+        #[arg(long)]
+        dry_run: bool,
     },
+}
+
+/// Which dead letters `dlq list` and `dlq replay` take.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct DlqFilter {
+    /// Only dead letters of this error kind (`permanent`: the handler refused the record; `transient`: its
+    /// retries ran out)
+    #[arg(long, value_name = "KIND")]
+    pub error_kind: Option<String>,
+    /// Only dead letters written since this time: RFC 3339 (`2026-12-06T10:00:00Z`) or an age (`90m`, `2h`,
+    /// `1d`)
+    #[arg(long, value_name = "TIME", value_parser = parse_since)]
+    pub since: Option<i64>,
+}
+
+/// `--since`: an RFC 3339 time or an age back from now, as milliseconds since the epoch.
+fn parse_since(text: &str) -> Result<i64, String> {
+    if let Ok(at) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Ok(at.timestamp_millis());
+    }
+    let age = humantime::parse_duration(text)
+        .map_err(|_| format!("'{text}' is neither an RFC 3339 time nor an age such as 90m, 2h or 1d"))?;
+    let age = chrono::Duration::from_std(age).map_err(|_| format!("'{text}' is too long ago"))?;
+    Ok((chrono::Utc::now() - age).timestamp_millis())
 }
 
 /// `orderflow schemas …`

@@ -120,42 +120,61 @@ async fn dlq_commands_list_show_and_replay_dead_letters() {
         .set("bootstrap.servers", &kafka)
         .create()
         .expect("producer");
-    let headers = [
-        ("event-id", "ev-1"),
-        ("original-topic", created.as_str()),
-        ("original-partition", "2"),
-        ("original-offset", "17"),
-        ("original-timestamp", "1700000000000"),
-        ("consumer-group", "payments"),
-        ("error-kind", "permanent"),
-        ("error-message", "cannot decode"),
-        ("attempts", "1"),
-    ]
-    .iter()
-    .fold(OwnedHeaders::new(), |h, (k, v)| {
-        h.insert(Header {
-            key: k,
-            value: Some(v.as_bytes()),
+    let letter = |event: &str, kind: &str, message: &str| {
+        [
+            ("event-id", event),
+            ("original-topic", created.as_str()),
+            ("original-partition", "2"),
+            ("original-offset", "17"),
+            ("original-timestamp", "1700000000000"),
+            ("consumer-group", "payments"),
+            ("error-kind", kind),
+            ("error-message", message),
+            ("attempts", "1"),
+        ]
+        .iter()
+        .fold(OwnedHeaders::new(), |h, (k, v)| {
+            h.insert(Header {
+                key: k,
+                value: Some(v.as_bytes()),
+            })
         })
-    });
-    producer
-        .send(
-            FutureRecord::to(&dead)
-                .partition(0)
-                .key("order-1")
-                .payload("not avro")
-                .headers(headers),
-            Duration::from_secs(10),
-        )
-        .await
-        .map_err(|(e, _)| e)
-        .expect("produce");
+    };
+    for (key, payload, headers) in [
+        (
+            "order-1",
+            "not avro",
+            letter("ev-1", "permanent", "cannot decode"),
+        ),
+        ("order-2", "later", letter("ev-2", "transient", "timed out")),
+    ] {
+        producer
+            .send(
+                FutureRecord::to(&dead)
+                    .partition(0)
+                    .key(key)
+                    .payload(payload)
+                    .headers(headers),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .expect("produce");
+    }
 
-    // Every dead-letter topic, every group's of order.created, and the group's own list the same letter.
+    // Every dead-letter topic, every group's of order.created, and the group's own list the same letter
+    // (the permanent one; the transient one is filtered out by kind).
     for args in [
-        &["dlq", "list"][..],
-        &["dlq", "list", "order.created"],
-        &["dlq", "list", "--group", "orderflow-payments"],
+        &["dlq", "list", "--error-kind", "permanent"][..],
+        &["dlq", "list", "order.created", "--error-kind", "permanent"],
+        &[
+            "dlq",
+            "list",
+            "--group",
+            "orderflow-payments",
+            "--error-kind",
+            "permanent",
+        ],
     ] {
         let listed = run_binary(&[args, &cluster].concat(), &[]);
         assert!(
@@ -172,6 +191,67 @@ async fn dlq_commands_list_show_and_replay_dead_letters() {
             "{text}"
         );
     }
+    // JSON lines, filtered by age: both letters are minutes old, none is from the future.
+    let json = run_binary(
+        &[&["dlq", "list", "--json", "--since", "1h"][..], &cluster].concat(),
+        &[],
+    );
+    assert!(json.status.success(), "{}", String::from_utf8_lossy(&json.stderr));
+    let letters: Vec<Value> = String::from_utf8_lossy(&json.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("a JSON object per line"))
+        .collect();
+    assert_eq!(letters.len(), 2, "{letters:?}");
+    assert_eq!(letters[1]["key"], "order-2");
+    assert_eq!(letters[1]["headers"]["error-kind"], "transient");
+    assert_eq!(letters[1]["value_base64"], "bGF0ZXI=");
+    assert!(
+        letters[1]["timestamp"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("20"))
+    );
+    let future = run_binary(
+        &[&["dlq", "list", "--since", "2999-01-01T00:00:00Z"][..], &cluster].concat(),
+        &[],
+    );
+    assert!(future.status.success());
+    assert_eq!(String::from_utf8_lossy(&future.stdout).trim(), "");
+    let bad = run_binary(
+        &[&["dlq", "list", "--since", "lately"][..], &cluster].concat(),
+        &[],
+    );
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("neither an RFC 3339 time nor an age"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+
+    // A dry run counts what a replay would send, over every dead-letter topic of the group, and sends
+    // nothing.
+    let dry = run_binary(
+        &[
+            &[
+                "dlq",
+                "replay",
+                "--group",
+                "orderflow-payments",
+                "--error-kind",
+                "permanent",
+                "--dry-run",
+            ][..],
+            &cluster,
+        ]
+        .concat(),
+        &[],
+    );
+    assert!(dry.status.success(), "{}", String::from_utf8_lossy(&dry.stderr));
+    assert!(
+        String::from_utf8_lossy(&dry.stdout).starts_with("would replay 1 dead letter(s) of 2 read in "),
+        "{}",
+        String::from_utf8_lossy(&dry.stdout)
+    );
+
     let other = run_binary(
         &[
             &["dlq", "list", "order.created", "--group", "orderflow-audit"][..],
@@ -234,7 +314,13 @@ async fn dlq_commands_list_show_and_replay_dead_letters() {
 
     let replayed = run_binary(
         &[
-            &["dlq", "replay", "order.created.orderflow-payments.dlq"][..],
+            &[
+                "dlq",
+                "replay",
+                "order.created.orderflow-payments.dlq",
+                "--error-kind",
+                "permanent",
+            ][..],
             &cluster,
         ]
         .concat(),
