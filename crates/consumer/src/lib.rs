@@ -34,6 +34,7 @@ mod worker;
 
 pub mod dlq;
 pub mod effects;
+pub mod groups;
 pub mod routing;
 
 pub use error::ConsumerError;

@@ -100,6 +100,23 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Every consumer group: its state, members and lag per topic partition; held and paused consumers from
+    /// the processes' readiness (--ops)
+    Consumers {
+        /// Only this role's group
+        #[arg(long, value_enum)]
+        role: Option<Role>,
+        /// A process's ops listener or API (`http://10.0.0.5:9090`), read for held and paused consumers;
+        /// repeat for each process
+        #[arg(long, value_name = "URL")]
+        ops: Vec<String>,
+        /// Every partition, the retry topics' idle ones included
+        #[arg(long)]
+        all: bool,
+        /// Print the groups as JSON instead of a table
+        #[arg(long)]
+        json: bool,
+    },
     /// Manage the product catalogue (prices and stock)
     Catalog {
         /// The catalogue command.

@@ -2,6 +2,7 @@
 
 pub mod bench;
 mod catalog;
+mod consumers;
 mod database;
 mod dlq;
 mod reconcile;
@@ -28,6 +29,7 @@ pub async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         // Handled before settings and logging are set up (see main).
         Command::Completions { .. } => Ok(()),
         Command::Dlq { command } => dlq::run(settings, command).await,
+        Command::Consumers { role, ops, all, json } => consumers::run(settings, role, &ops, all, json).await,
         Command::Reconcile { within, json } => reconcile::run(settings, within, json).await,
         Command::Bench(args) => bench::run(settings, args).await,
         Command::Schemas {

@@ -161,6 +161,7 @@ async fn metrics_follow_the_load_lag_rises_while_a_consumer_is_held_then_drains(
     orderflow_api::metrics::install().expect("recorder");
     let mut settings = real_server_settings("metrics", 2);
     settings.ops.listen = Some("127.0.0.1:0".parse().expect("addr"));
+    let prefix = settings.kafka.topic_prefix.clone();
     let platform = Platform::start(settings, Role::ALL)
         .await
         .expect("platform starts");
@@ -263,6 +264,57 @@ async fn metrics_follow_the_load_lag_rises_while_a_consumer_is_held_then_drains(
         metric_sum(&page, "orderflow_consumer_held", &[("group", &projector)]),
         1.0
     );
+    // `orderflow consumers` shows the same from outside: the cluster's view of every group (members, lag
+    // per partition from committed offsets) and, from the process's readiness, which consumer is held.
+    let kafka = orderflow_testkit::kafka().bootstrap_servers();
+    let shown = {
+        let (ops, prefix) = (ops.clone(), prefix.clone());
+        tokio::task::spawn_blocking(move || {
+            run_binary(
+                &[
+                    "consumers",
+                    "--json",
+                    "--ops",
+                    &ops,
+                    "--kafka-bootstrap",
+                    &kafka,
+                    "--topic-prefix",
+                    &prefix,
+                ],
+                &[],
+            )
+        })
+        .await
+        .expect("task")
+    };
+    assert!(
+        shown.status.success(),
+        "{}",
+        String::from_utf8_lossy(&shown.stderr)
+    );
+    let groups: Value = serde_json::from_slice(&shown.stdout).expect("JSON");
+    let groups = groups.as_array().expect("a list of groups");
+    assert_eq!(groups.len(), 7, "one group per consuming role: {groups:?}");
+    for group in groups {
+        let is_projector = group["group"] == projector.as_str();
+        assert_eq!(group["state"], "Stable", "{group}");
+        assert!(
+            !group["members"].as_array().expect("members").is_empty(),
+            "{group}"
+        );
+        assert_eq!(group["processes"][0]["held"], is_projector, "{group}");
+        if is_projector {
+            assert!(group["lag"].as_i64() >= Some(ORDERS as i64), "{group}");
+            assert!(
+                group["partitions"]
+                    .as_array()
+                    .expect("partitions")
+                    .iter()
+                    .any(|p| p["topic"] == format!("{prefix}order.created") && p["lag"].as_i64() > Some(0)),
+                "{group}"
+            );
+        }
+    }
     let posted = |page: &str| {
         metric_sum(
             page,

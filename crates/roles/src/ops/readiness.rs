@@ -78,6 +78,8 @@ pub struct ConsumerCheck {
     pub joined: bool,
     /// Whether an operator holds it (it stays ready: holding is deliberate).
     pub held: bool,
+    /// Partitions paused for backpressure now.
+    pub paused_partitions: u64,
 }
 
 /// The `/readyz` answer.
@@ -140,6 +142,7 @@ impl Readiness {
                 assigned_partitions: handle.stats().assigned(),
                 joined: handle.stats().joined(),
                 held: handle.is_held(),
+                paused_partitions: handle.stats().paused(),
             })
             .collect();
         for role in self.roles.iter().filter(|r| r.consumes()) {
