@@ -301,25 +301,61 @@ impl Analytics {
             }
             return Err(AnalyticsError::Lost);
         };
-        let result = self.refold(source, &token).await;
+        self.refold_holding(source, &token, &|_| {}).await.map(Some)
+    }
+
+    /// Rebuilds the aggregates from `source` whether or not they are intact (`orderflow rebuild
+    /// analytics`); returns the facts newly applied. Facts already counted are not counted again, so this
+    /// is safe while the analytics role runs; it fails when another process is rebuilding. `progress` sees
+    /// the running count of facts read.
+    pub async fn rebuild(
+        &self,
+        source: &impl FactSource,
+        progress: &(dyn Fn(usize) + Sync),
+    ) -> Result<usize, AnalyticsError> {
+        let token = match self {
+            Self::Redis(r) => r.begin_rebuild().await?,
+            Self::Memory(m) => m.begin_rebuild(),
+        };
+        let Some(token) = token else {
+            return Err(AnalyticsError::Lost);
+        };
+        self.refold_holding(source, &token, progress).await
+    }
+
+    /// [`Self::refold`] under the rebuild lock `token`, which is given up should it fail.
+    async fn refold_holding(
+        &self,
+        source: &impl FactSource,
+        token: &str,
+        progress: &(dyn Fn(usize) + Sync),
+    ) -> Result<usize, AnalyticsError> {
+        let result = self.refold(source, token, progress).await;
         if result.is_err() {
             match self {
                 Self::Redis(r) => {
                     // Best effort: should this fail too, the lock expires by itself.
-                    let _ = r.abandon_rebuild(&token).await;
+                    let _ = r.abandon_rebuild(token).await;
                 }
-                Self::Memory(m) => m.abandon_rebuild(&token),
+                Self::Memory(m) => m.abandon_rebuild(token),
             }
         }
-        result.map(Some)
+        result
     }
 
-    async fn refold(&self, source: &impl FactSource, token: &str) -> Result<usize, AnalyticsError> {
-        let mut applied = 0;
+    async fn refold(
+        &self,
+        source: &impl FactSource,
+        token: &str,
+        progress: &(dyn Fn(usize) + Sync),
+    ) -> Result<usize, AnalyticsError> {
+        let (mut applied, mut read) = (0, 0);
         let mut after = None;
         loop {
             let page = source.page(after).await.map_err(AnalyticsError::Source)?;
+            read += page.facts.len();
             applied += self.apply_as(&page.facts, Some(token)).await?;
+            progress(read);
             match page.next {
                 Some(next) => after = Some(next),
                 None => break,

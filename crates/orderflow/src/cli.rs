@@ -117,6 +117,12 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Rebuild derived state in Redis while the platform runs
+    Rebuild {
+        /// What to rebuild.
+        #[command(subcommand)]
+        command: RebuildCommand,
+    },
     /// Manage the product catalogue (prices and stock)
     Catalog {
         /// The catalogue command.
@@ -230,6 +236,19 @@ fn parse_since(text: &str) -> Result<i64, String> {
         .map_err(|_| format!("'{text}' is neither an RFC 3339 time nor an age such as 90m, 2h or 1d"))?;
     let age = chrono::Duration::from_std(age).map_err(|_| format!("'{text}' is too long ago"))?;
     Ok((chrono::Utc::now() - age).timestamp_millis())
+}
+
+/// `orderflow rebuild …`
+#[derive(Debug, Subcommand)]
+pub enum RebuildCommand {
+    /// The read model (per order: header, status, history), then every order's state published again
+    ReadModel {
+        /// Where from: the projector's input topics (the model's changelog) or the database
+        #[arg(long, value_enum, default_value = "kafka")]
+        from: orderflow_roles::projector::RebuildSource,
+    },
+    /// The analytics aggregates, from the database (orders of the last analytics.order_marks_secs)
+    Analytics,
 }
 
 /// `orderflow schemas …`

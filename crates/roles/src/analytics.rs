@@ -299,6 +299,38 @@ impl Handler for Counter {
     }
 }
 
+/// Rebuilds the Redis aggregates from the database (every order of the last `order_marks_secs`), as the
+/// role does when it finds them lost, whether or not they are intact; returns the facts newly applied.
+/// Safe while the platform runs: facts already counted are not counted again, and one process rebuilds at
+/// a time. `progress` sees the running count of facts read.
+pub async fn rebuild(
+    settings: &AnalyticsSettings,
+    backends: &Backends,
+    progress: &(dyn Fn(usize) + Sync),
+) -> Result<usize, RoleError> {
+    if backends.redis.is_none() {
+        return Err(RoleError::Rebuild {
+            what: "analytics",
+            source: "the aggregates live in the analytics role's process without Redis: set cache.redis_url"
+                .into(),
+        });
+    }
+    let source = StoreFacts::recent(backends.store.clone(), settings);
+    backends
+        .analytics
+        .rebuild(&source, progress)
+        .await
+        .map_err(|e| RoleError::Rebuild {
+            what: "analytics",
+            source: match e {
+                AnalyticsError::Lost => {
+                    "another process is rebuilding the aggregates: try again when it is done".into()
+                }
+                other => other.into(),
+            },
+        })
+}
+
 /// Counts until `shutdown` fires, then drains, commits and leaves the group (bounded).
 pub async fn run(
     settings: AnalyticsSettings,

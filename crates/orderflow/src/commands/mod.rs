@@ -5,6 +5,7 @@ mod catalog;
 mod consumers;
 mod database;
 mod dlq;
+mod rebuild;
 mod reconcile;
 mod schemas;
 mod serve;
@@ -30,6 +31,7 @@ pub async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         Command::Completions { .. } => Ok(()),
         Command::Dlq { command } => dlq::run(settings, command).await,
         Command::Consumers { role, ops, all, json } => consumers::run(settings, role, &ops, all, json).await,
+        Command::Rebuild { command } => rebuild::run(settings, command).await,
         Command::Reconcile { within, json } => reconcile::run(settings, within, json).await,
         Command::Bench(args) => bench::run(settings, args).await,
         Command::Schemas {

@@ -60,6 +60,24 @@ struct Projection {
 }
 
 impl Projection {
+    fn new(settings: &ProjectorSettings, backends: &Backends, role: &ConsumerRole<'_>) -> Self {
+        let model = match &backends.redis {
+            Some(connection) => ReadModel::redis(
+                connection.clone(),
+                &backends.key_prefix,
+                Duration::from_secs(settings.ttl_secs),
+            ),
+            None => ReadModel::memory(),
+        };
+        Self {
+            state_topic: backends.bus.topic(topics::ORDER_STATE),
+            read_model_topic: backends.bus.topic(topics::ORDER_READ_MODEL),
+            inputs: role.topics(backends),
+            backends: backends.clone(),
+            model,
+        }
+    }
+
     async fn change(&self, record: &Record) -> Result<Change, HandlerError> {
         self.change_of(
             record.source_topic(),
@@ -226,7 +244,7 @@ impl Projection {
         let Some(token) = self.model.begin_rebuild().await.map_err(failed)? else {
             return Ok(None);
         };
-        let result = self.refold(&token).await;
+        let result = self.refold(&token, &|_| {}).await;
         let done = result.is_ok();
         let finished = self.model.end_rebuild(&token, done).await.map_err(failed)?;
         let applied = result?;
@@ -241,7 +259,7 @@ impl Projection {
     /// earlier payment failure, say); nothing publishes an order again until it changes. Once every change
     /// is in again, each order's current state goes out, so `order.state` and `order.read-model` end
     /// agreeing with the model.
-    async fn refold(&self, token: &str) -> Result<usize, RoleError> {
+    async fn refold(&self, token: &str, progress: &(dyn Fn(usize) + Sync)) -> Result<usize, RoleError> {
         let failed = |e: ModelError| rebuild_error(e);
         let mut applied = 0;
         // The newest change of each order (without the order as created: re-applying it answers the state).
@@ -276,6 +294,7 @@ impl Projection {
                 }
                 self.model.apply(&changes).await.map_err(failed)?;
                 applied += changes.len();
+                progress(applied);
                 if !self.model.renew_rebuild(token).await.map_err(failed)? {
                     return Err(rebuild_error("another process took the rebuild over"));
                 }
@@ -289,6 +308,74 @@ impl Projection {
             }
         }
         let republished = self.republish(latest.into_values().collect(), token).await?;
+        tracing::info!(
+            orders = republished,
+            "published the rebuilt state of every order again"
+        );
+        Ok(applied)
+    }
+
+    /// Applies every order of the database again, page by page: its creation, then its current status and
+    /// version (the database is never behind an event); then publishes every order's state once more.
+    async fn refold_from_database(
+        &self,
+        token: &str,
+        progress: &(dyn Fn(usize) + Sync),
+    ) -> Result<usize, RoleError> {
+        let failed = |e: ModelError| rebuild_error(e);
+        let store = &self.backends.store;
+        let mut filter = orderflow_store::OrderFilter {
+            customer_id: None,
+            status: None,
+            created_after: None,
+            after: None,
+            limit: REBUILD_PAGE,
+        };
+        let (mut applied, mut latest) = (0, Vec::new());
+        loop {
+            let ids = store.list_orders(&filter).await.map_err(rebuild_error)?;
+            let mut orders = store.get_orders(&ids).await.map_err(rebuild_error)?;
+            orders.sort_by_key(|o| (o.created_at, o.id.as_uuid()));
+            let mut changes = Vec::with_capacity(2 * orders.len());
+            for order in &orders {
+                let id = order.id.to_string();
+                let current = Change {
+                    order_id: id.clone(),
+                    status: order.status,
+                    version: order.version,
+                    at: order.updated_at.timestamp_micros(),
+                    created: None,
+                };
+                let mut created = order.clone();
+                created.status = orderflow_domain::OrderStatus::Created;
+                created.version = 1;
+                created.updated_at = created.created_at;
+                changes.push(Change {
+                    order_id: id,
+                    status: created.status,
+                    version: 1,
+                    at: created.created_at.timestamp_micros(),
+                    created: Some(created),
+                });
+                if current.version > 1 {
+                    changes.push(current.clone());
+                }
+                latest.push(current);
+            }
+            self.model.apply(&changes).await.map_err(failed)?;
+            applied += changes.len();
+            progress(applied);
+            if !self.model.renew_rebuild(token).await.map_err(failed)? {
+                return Err(rebuild_error("another process took the rebuild over"));
+            }
+            match orders.last() {
+                Some(last) if i64::try_from(ids.len()).unwrap_or(i64::MAX) >= REBUILD_PAGE => {
+                    filter.after = Some((last.created_at, last.id));
+                }
+                _ => break,
+            }
+        }
+        let republished = self.republish(latest, token).await?;
         tracing::info!(
             orders = republished,
             "published the rebuilt state of every order again"
@@ -454,6 +541,64 @@ impl Handler for Projection {
     }
 }
 
+/// Where `orderflow rebuild read-model` takes the read model from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RebuildSource {
+    /// Every change of the projector's input topics, the model's changelog.
+    Kafka,
+    /// Every order's creation and current status in the database.
+    Postgres,
+}
+
+/// Orders read per page by a rebuild from the database.
+const REBUILD_PAGE: i64 = 1_000;
+
+/// Rebuilds the Redis read model from `from`, then publishes every order's state once more, as the
+/// projector does when it finds the model lost; returns the changes applied. Safe while the platform runs:
+/// it holds the projector's rebuild lock (one rebuild at a time), the model only moves forward (applying a
+/// change again, or out of order, ends in the same state), and states published meanwhile are republished
+/// until none is newer. `progress` sees the running count.
+pub async fn rebuild(
+    settings: &ProjectorSettings,
+    backends: &Backends,
+    from: RebuildSource,
+    progress: &(dyn Fn(usize) + Sync),
+) -> Result<usize, RoleError> {
+    if backends.redis.is_none() {
+        return Err(rebuild_error(
+            "the read model lives in the projector's process without Redis: set cache.redis_url",
+        ));
+    }
+    let role = ConsumerRole {
+        role: crate::Role::Projector,
+        group: &settings.group,
+        inputs: &FOLLOWED,
+        delivery: Delivery::AtLeastOnce,
+        concurrency: settings.concurrency,
+    };
+    let projection = Projection::new(settings, backends, &role);
+    let failed = |e: ModelError| rebuild_error(e);
+    let Some(token) = projection.model.begin_rebuild().await.map_err(failed)? else {
+        return Err(rebuild_error(
+            "another process is rebuilding the read model: try again when it is done",
+        ));
+    };
+    let result = match from {
+        RebuildSource::Kafka => projection.refold(&token, progress).await,
+        RebuildSource::Postgres => projection.refold_from_database(&token, progress).await,
+    };
+    let finished = projection
+        .model
+        .end_rebuild(&token, result.is_ok())
+        .await
+        .map_err(failed)?;
+    let applied = result?;
+    if !finished {
+        return Err(rebuild_error("another process took the rebuild over"));
+    }
+    Ok(applied)
+}
+
 /// Consumes until `shutdown` fires, then drains, commits and leaves the group (bounded).
 pub async fn run(
     settings: ProjectorSettings,
@@ -467,21 +612,7 @@ pub async fn run(
         delivery: Delivery::AtLeastOnce,
         concurrency: settings.concurrency,
     };
-    let model = match &backends.redis {
-        Some(connection) => ReadModel::redis(
-            connection.clone(),
-            &backends.key_prefix,
-            Duration::from_secs(settings.ttl_secs),
-        ),
-        None => ReadModel::memory(),
-    };
-    let projection = std::sync::Arc::new(Projection {
-        state_topic: backends.bus.topic(topics::ORDER_STATE),
-        read_model_topic: backends.bus.topic(topics::ORDER_READ_MODEL),
-        inputs: role.topics(&backends),
-        backends: backends.clone(),
-        model,
-    });
+    let projection = std::sync::Arc::new(Projection::new(&settings, &backends, &role));
     let watch = tokio::spawn(watch(projection.clone(), shutdown.clone()));
     let result = role.run(&backends, projection, shutdown).await;
     watch.abort();
