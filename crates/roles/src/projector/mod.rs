@@ -165,6 +165,30 @@ impl Projection {
 }
 
 /// A failed rebuild of the read model.
+/// An order as the database holds it, as two changes: its creation (what its `order.created` carried) and
+/// its current status and version.
+fn database_changes(mut order: orderflow_domain::Order) -> (Change, Change) {
+    let id = order.id.to_string();
+    let current = Change {
+        order_id: id.clone(),
+        status: order.status,
+        version: order.version,
+        at: order.updated_at.timestamp_micros(),
+        created: None,
+    };
+    order.status = orderflow_domain::OrderStatus::Created;
+    order.version = 1;
+    order.updated_at = order.created_at;
+    let created = Change {
+        order_id: id,
+        status: order.status,
+        version: 1,
+        at: order.created_at.timestamp_micros(),
+        created: Some(order),
+    };
+    (created, current)
+}
+
 fn rebuild_error(source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> RoleError {
     RoleError::Rebuild {
         what: "read model",
@@ -204,24 +228,9 @@ impl Projection {
                 .get_order(order_id)
                 .await
                 .map_err(crate::store_error)?;
-            if let Some(mut order) = found {
-                let current = Change {
-                    order_id: id.to_owned(),
-                    status: order.status,
-                    version: order.version,
-                    at: order.updated_at.timestamp_micros(),
-                    created: None,
-                };
-                order.status = orderflow_domain::OrderStatus::Created;
-                order.version = 1;
-                order.updated_at = order.created_at;
-                created.push(Change {
-                    order_id: id.to_owned(),
-                    status: order.status,
-                    version: 1,
-                    at: order.created_at.timestamp_micros(),
-                    created: Some(order),
-                });
+            if let Some(order) = found {
+                let (first, current) = database_changes(order);
+                created.push(first);
                 if current.version > 1 {
                     created.push(current);
                 }
@@ -337,26 +346,10 @@ impl Projection {
             let mut orders = store.get_orders(&ids).await.map_err(rebuild_error)?;
             orders.sort_by_key(|o| (o.created_at, o.id.as_uuid()));
             let mut changes = Vec::with_capacity(2 * orders.len());
-            for order in &orders {
-                let id = order.id.to_string();
-                let current = Change {
-                    order_id: id.clone(),
-                    status: order.status,
-                    version: order.version,
-                    at: order.updated_at.timestamp_micros(),
-                    created: None,
-                };
-                let mut created = order.clone();
-                created.status = orderflow_domain::OrderStatus::Created;
-                created.version = 1;
-                created.updated_at = created.created_at;
-                changes.push(Change {
-                    order_id: id,
-                    status: created.status,
-                    version: 1,
-                    at: created.created_at.timestamp_micros(),
-                    created: Some(created),
-                });
+            let next = orders.last().map(|last| (last.created_at, last.id));
+            for order in orders {
+                let (first, current) = database_changes(order);
+                changes.push(first);
                 if current.version > 1 {
                     changes.push(current.clone());
                 }
@@ -368,9 +361,9 @@ impl Projection {
             if !self.model.renew_rebuild(token).await.map_err(failed)? {
                 return Err(rebuild_error("another process took the rebuild over"));
             }
-            match orders.last() {
-                Some(last) if i64::try_from(ids.len()).unwrap_or(i64::MAX) >= REBUILD_PAGE => {
-                    filter.after = Some((last.created_at, last.id));
+            match next {
+                Some(after) if i64::try_from(ids.len()).unwrap_or(i64::MAX) >= REBUILD_PAGE => {
+                    filter.after = Some(after);
                 }
                 _ => break,
             }
