@@ -39,12 +39,15 @@ if ((${#missing[@]})); then
   fi
 fi
 command -v cargo >/dev/null 2>&1 || { echo "error: cargo not found: install Rust (stable) with rustup" >&2; exit 1; }
+command -v go >/dev/null 2>&1 || { echo "error: go not found: install Go 1.24 or newer (it builds Helm for the chart's checks)" >&2; exit 1; }
 
 # Debian starts a system redis-server on install; the tests start their own on free ports and need none.
 echo "== cargo fmt";    cargo fmt --all -- --check
 echo "== cargo clippy"; cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== schemas check (each topic's newest schema against its earlier versions)"
 cargo run --quiet --locked -p orderflow -- schemas check
+echo "== Helm chart (lint, templates against the Kubernetes and CRD schemas, rendered configuration loads)"
+./scripts/check-helm.sh
 echo "== promtool (alert rules and their unit tests)"
 promtool check rules deploy/observability/alerts.yml
 (cd deploy/observability && promtool test rules alerts.test.yml)
