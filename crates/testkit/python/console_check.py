@@ -10,10 +10,13 @@ in headless Chromium through Selenium and the system chromedriver, then checks t
 * ``#error`` is empty once they have.
 
 ``#orders-total``, ``#throughput``, ``#cache-hit-ratio``, ``#e2e-p99`` and the row counts of ``#lag``
-and ``#roles`` are reported as read. On success it saves a PNG screenshot to ``--screenshot``, prints
+and ``#roles`` are reported as read. Then the charts of the last 15 minutes (``#chart-throughput``,
+``#chart-lag``, ``#chart-latency``, ``#chart-dead-letters``) must each draw at least one series of two points
+or more within ``--timeout`` (a point comes every few seconds); ``charts`` reports how many such series each
+draws. On success it saves a PNG screenshot to ``--screenshot``, prints
 one JSON line to stdout::
 
-    {"first": {...}, "last": {...}, "rows": N, "roles": N, "screenshot": "PATH"}
+    {"first": {...}, "last": {...}, "rows": N, "roles": N, "charts": {...}, "screenshot": "PATH"}
 
 where ``first`` and ``last`` are the readings before and after the change and ``rows`` and ``roles``
 count the rows of ``#recent-orders`` and ``#roles`` at the end, and exits 0. On any failure, timeouts
@@ -76,6 +79,9 @@ return {
   lag: count("#lag tbody tr"),
   roles: count("#roles tbody tr"),
   marker: window.__consoleCheckMarker || null,
+  charts: Object.fromEntries(["throughput", "lag", "latency", "dead-letters"].map((id) => [id,
+    [...document.querySelectorAll(`#chart-${id} polyline.series`)]
+      .filter((line) => (line.getAttribute("points") || "").trim().split(/\s+/).length >= 2).length])),
 };
 """
 
@@ -129,6 +135,7 @@ def read_page(driver: webdriver.Chrome) -> dict:
         "lag": raw["lag"],
         "roles": raw["roles"],
         "marker": raw["marker"],
+        "charts": raw["charts"],
     }
 
 
@@ -185,6 +192,11 @@ def check(driver: webdriver.Chrome, url: str, timeout: float, screenshot: Path) 
     )
     if last["error"]:
         raise CheckFailed(f"the console reports an error: {last['error']}")
+    charted = wait_for(
+        driver, timeout,
+        lambda s: all(n > 0 for n in s["charts"].values()),
+        "every chart of the last 15 minutes to draw a line of two points",
+    )
 
     save_screenshot(driver, screenshot)
     return {
@@ -192,6 +204,7 @@ def check(driver: webdriver.Chrome, url: str, timeout: float, screenshot: Path) 
         "last": public(last),
         "rows": last["recent_orders"],
         "roles": last["roles"],
+        "charts": charted["charts"],
         "screenshot": str(screenshot),
     }
 

@@ -503,6 +503,12 @@ async fn the_console_shows_the_pipeline_live_in_a_headless_browser() {
     );
     assert!(figure(&last["orders_total"]) > Some(0), "{report}");
     assert_eq!(report["roles"], 7, "one row per consumer: {report}");
+    // The last 15 minutes: records/s of every role (7 lines), lag of every group, p50 and p99, dead letters.
+    let charts = &report["charts"];
+    assert_eq!(charts["throughput"], 7, "{report}");
+    assert_eq!(charts["lag"], 7, "{report}");
+    assert_eq!(charts["latency"], 2, "{report}");
+    assert_eq!(charts["dead-letters"], 1, "{report}");
     assert!(
         report["rows"].as_u64() > Some(0),
         "recent orders are listed: {report}"

@@ -64,6 +64,10 @@ pub(crate) struct ConsoleState {
     /// The newest orders.
     #[schema(value_type = Vec<Object>)]
     recent_orders: Vec<serde_json::Value>,
+    /// The last 15 minutes, a point every `sample_secs`: records/s per role, lag per group, end-to-end p50
+    /// and p99, dead letters.
+    #[schema(value_type = Object)]
+    history: serde_json::Value,
 }
 
 /// One sample of a metric: its labels and value.
@@ -73,6 +77,8 @@ type Sample = (BTreeMap<String, String>, f64);
 /// process's whole life.
 pub(crate) struct Console {
     roles: Vec<Role>,
+    /// The charts' points.
+    pub(crate) timeline: std::sync::Arc<super::timeline::Timeline>,
     history: Mutex<VecDeque<(Instant, BTreeMap<String, f64>)>>,
 }
 
@@ -80,6 +86,7 @@ impl Console {
     pub(crate) fn new(roles: Vec<Role>) -> Self {
         Self {
             roles,
+            timeline: std::sync::Arc::default(),
             history: Mutex::new(VecDeque::new()),
         }
     }
@@ -162,6 +169,11 @@ impl Console {
             "outbox_backlog": total("orderflow_outbox_backlog"),
             "end_to_end": {"p50_seconds": p50, "p99_seconds": p99, "samples": samples, "window_seconds": WINDOW.as_secs()},
             "recent_orders": recent,
+            "history": {
+                "sample_secs": super::timeline::SAMPLE_EVERY.as_secs(),
+                "window_secs": super::timeline::KEEP.as_secs(),
+                "points": self.timeline.points(),
+            },
         }))
     }
 
@@ -201,7 +213,7 @@ impl Console {
 
 /// The `q` quantile of cumulative buckets `(upper bound, count)`, interpolated within its bucket as
 /// Prometheus's `histogram_quantile` does.
-fn quantile(buckets: &[(f64, f64)], q: f64) -> Option<f64> {
+pub(crate) fn quantile(buckets: &[(f64, f64)], q: f64) -> Option<f64> {
     let total = buckets.last()?.1;
     if total <= 0.0 {
         return None;

@@ -12,6 +12,7 @@
 
 mod console;
 mod readiness;
+mod timeline;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -85,8 +86,13 @@ pub struct OpsState {
 impl OpsState {
     /// State for a process running `roles` on `backends`, not ready once `shutdown` fires.
     pub fn new(backends: Backends, roles: Vec<Role>, shutdown: CancellationToken) -> Self {
-        let readiness = Arc::new(Readiness::new(backends.clone(), roles.clone(), shutdown));
+        let readiness = Arc::new(Readiness::new(backends.clone(), roles.clone(), shutdown.clone()));
         let console = Arc::new(console::Console::new(roles));
+        tokio::spawn(timeline::sample(
+            console.timeline.clone(),
+            backends.consumers.clone(),
+            shutdown.clone(),
+        ));
         Self {
             backends,
             readiness,
