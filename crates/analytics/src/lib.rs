@@ -306,19 +306,25 @@ impl Analytics {
 
     /// Rebuilds the aggregates from `source` whether or not they are intact (`orderflow rebuild
     /// analytics`); returns the facts newly applied. Facts already counted are not counted again, so this
-    /// is safe while the analytics role runs; it fails when another process is rebuilding. `progress` sees
+    /// is safe while the analytics role runs; it waits for a rebuild another process holds. `progress` sees
     /// the running count of facts read.
     pub async fn rebuild(
         &self,
         source: &impl FactSource,
         progress: &(dyn Fn(usize) + Sync),
     ) -> Result<usize, AnalyticsError> {
-        let token = match self {
-            Self::Redis(r) => r.begin_rebuild().await?,
-            Self::Memory(m) => m.begin_rebuild(),
-        };
-        let Some(token) = token else {
-            return Err(AnalyticsError::Lost);
+        // The role may be rebuilding aggregates it found lost: wait for it, then rebuild as asked.
+        let waited = std::time::Instant::now();
+        let token = loop {
+            let token = match self {
+                Self::Redis(r) => r.begin_rebuild().await?,
+                Self::Memory(m) => m.begin_rebuild(),
+            };
+            match token {
+                Some(token) => break token,
+                None if waited.elapsed() > REBUILD_WAIT * 20 => return Err(AnalyticsError::Lost),
+                None => tokio::time::sleep(Duration::from_millis(500)).await,
+            }
         };
         self.refold_holding(source, &token, progress).await
     }

@@ -324,7 +324,7 @@ pub async fn rebuild(
             what: "analytics",
             source: match e {
                 AnalyticsError::Lost => {
-                    "another process is rebuilding the aggregates: try again when it is done".into()
+                    "another process has been rebuilding the aggregates for 10 minutes: try again when it is done".into()
                 }
                 other => other.into(),
             },

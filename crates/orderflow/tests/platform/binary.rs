@@ -228,12 +228,38 @@ async fn logs_suit_a_file_or_a_collector_and_completions_cover_the_commands() {
         let out = run_binary(&["completions", shell], &[]);
         assert!(out.status.success(), "{shell}");
         let script = String::from_utf8_lossy(&out.stdout);
-        for command in ["reconcile", "catalog", "migrate", "dlq"] {
+        for command in ["reconcile", "catalog", "migrate", "dlq", "consumers", "rebuild"] {
             assert!(script.contains(command), "{shell} completes {command}");
         }
     }
     let out = run_binary(&["completions", "tcsh"], &[]);
     assert!(!out.status.success());
+    // Every operator command says what it takes.
+    for (command, flags) in [
+        (&["consumers"][..], &["--ops", "--json", "--all", "--role"][..]),
+        (&["rebuild", "read-model"], &["--from", "kafka", "postgres"]),
+        (&["rebuild", "analytics"], &[]),
+        (
+            &["dlq", "list"],
+            &["--error-kind", "--since", "--json", "--group"],
+        ),
+        (
+            &["dlq", "replay"],
+            &["--dry-run", "--error-kind", "--since", "--group"],
+        ),
+        (&["completions"], &["bash", "zsh", "fish"]),
+    ] {
+        let out = run_binary(&[command, &["--help"]].concat(), &[]);
+        assert!(out.status.success(), "{command:?} --help");
+        let help = String::from_utf8_lossy(&out.stdout);
+        for flag in flags {
+            assert!(help.contains(flag), "{command:?} --help names {flag}: {help}");
+        }
+    }
+    let out = run_binary(&["rebuild", "read-model", "--from", "memory"], &[]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("invalid value 'memory'"), "{stderr}");
 }
 
 /// The parts of the Dockerfile's runtime stage a test can check without a container runtime: it installs

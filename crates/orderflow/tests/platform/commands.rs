@@ -586,3 +586,107 @@ async fn reconcile_passes_on_a_settled_deployment_and_names_each_mismatch() {
         "{said}"
     );
 }
+
+/// A Redis flush while orders keep flowing, then `orderflow rebuild read-model` while they still flow: the
+/// rebuild waits for the projector's own (which found its marker gone) when that runs first, and at the end
+/// every order's read model agrees with the database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rebuild_read_model_after_a_redis_flush_restores_every_order_while_orders_flow() {
+    let settings = real_server_settings("flush", 2);
+    let platform = Platform::start(settings.clone(), Role::ALL)
+        .await
+        .expect("platform starts");
+    stock_products(&platform.backends.store).await;
+    let base = format!("http://{}", platform.http_addr.expect("http"));
+    let flowing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let load = tokio::spawn({
+        let (base, flowing) = (base.clone(), flowing.clone());
+        async move {
+            let mut placed = 0;
+            while flowing.load(std::sync::atomic::Ordering::Relaxed) {
+                let (status, _, body) = post(&base, "application/json", &order_body().to_string()).await;
+                assert_eq!(status, 201, "{body}");
+                placed += 1;
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            placed
+        }
+    });
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // Every key of the deployment goes: the orders' entries and the model's intact-marker.
+    let prefix = settings.cache.key_prefix.clone();
+    let mut redis = redis::Client::open(orderflow_testkit::redis().url())
+        .expect("redis")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let mut flushed = 0;
+    for pattern in [format!("{prefix}*"), format!("{{{prefix}*")] {
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(&pattern)
+            .query_async(&mut redis)
+            .await
+            .expect("keys");
+        flushed += keys.len();
+        if !keys.is_empty() {
+            redis::cmd("DEL")
+                .arg(&keys)
+                .query_async::<()>(&mut redis)
+                .await
+                .expect("del");
+        }
+    }
+    assert!(flushed > 0, "the deployment had keys in Redis");
+
+    let flags = [
+        "--database-url".to_owned(),
+        settings.database.url.clone().expect("url"),
+        "--kafka-bootstrap".to_owned(),
+        settings.kafka.bootstrap_servers.clone().expect("kafka"),
+        "--topic-prefix".to_owned(),
+        settings.kafka.topic_prefix.clone(),
+        "--redis-url".to_owned(),
+        settings.cache.redis_url.clone().expect("redis"),
+    ];
+    let rebuilt = tokio::task::spawn_blocking(move || {
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        run_binary(
+            &[&["rebuild", "read-model"][..], &flags].concat(),
+            &[("ORDERFLOW_CACHE__KEY_PREFIX", prefix.as_str())],
+        )
+    })
+    .await
+    .expect("task");
+    assert!(
+        rebuilt.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rebuilt.stderr)
+    );
+    let said = String::from_utf8_lossy(&rebuilt.stdout).into_owned();
+    assert!(said.starts_with("read model rebuilt: "), "{said}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    flowing.store(false, std::sync::atomic::Ordering::Relaxed);
+    let placed = load.await.expect("load");
+    assert!(placed > 50, "orders kept flowing: {placed}");
+
+    // Settled: every order's read model agrees with the database.
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let checks =
+            orderflow_roles::reconcile::reconcile(&platform.backends, Duration::from_secs(600)).await;
+        let model = checks
+            .as_ref()
+            .ok()
+            .and_then(|checks| checks.iter().find(|c| c.check == "read model").cloned());
+        if model.as_ref().is_some_and(|c| c.result == "ok") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the read model did not come back: {model:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    platform.stop().await.expect("stop");
+}

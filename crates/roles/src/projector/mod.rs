@@ -543,6 +543,9 @@ pub enum RebuildSource {
     Postgres,
 }
 
+/// How long `orderflow rebuild read-model` waits for a rebuild another process holds.
+const REBUILD_LOCK_WAIT: Duration = Duration::from_secs(600);
+
 /// Orders read per page by a rebuild from the database.
 const REBUILD_PAGE: i64 = 1_000;
 
@@ -571,10 +574,18 @@ pub async fn rebuild(
     };
     let projection = Projection::new(settings, backends, &role);
     let failed = |e: ModelError| rebuild_error(e);
-    let Some(token) = projection.model.begin_rebuild().await.map_err(failed)? else {
-        return Err(rebuild_error(
-            "another process is rebuilding the read model: try again when it is done",
-        ));
+    // A projector that found the model lost may be rebuilding it: wait for it, then rebuild as asked.
+    let waited = std::time::Instant::now();
+    let token = loop {
+        if let Some(token) = projection.model.begin_rebuild().await.map_err(failed)? {
+            break token;
+        }
+        if waited.elapsed() > REBUILD_LOCK_WAIT {
+            return Err(rebuild_error(
+                "another process has been rebuilding the read model for 10 minutes: try again when it is done",
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     };
     let result = match from {
         RebuildSource::Kafka => projection.refold(&token, progress).await,
