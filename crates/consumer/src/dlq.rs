@@ -476,7 +476,8 @@ fn read_all(
 }
 
 /// Hands every record of `topic` (or only the one at `at`) to `sink` as it arrives, until every partition
-/// reached the end it had when it was reached, or `sink` answers `false`. Fails when 30 s pass without a
+/// reached the end it had when reading began (records written since, such as letters a replay sent back
+/// to this topic, are left for the next read), or `sink` answers `false`. Fails when 30 s pass without a
 /// record or the end of a partition.
 fn read_each(
     mut config: rdkafka::ClientConfig,
@@ -528,6 +529,17 @@ fn read_each(
     }
     consumer.assign(&tpl).map_err(kafka("assigning"))?;
     let mut at_end: HashSet<i32> = HashSet::new();
+    // Where each partition ends now: reading stops there.
+    let mut ends = std::collections::HashMap::new();
+    for &p in &partitions {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, p, Duration::from_secs(15))
+            .map_err(kafka("fetching watermarks"))?;
+        if high <= low && at.is_none() {
+            at_end.insert(p);
+        }
+        ends.insert(p, high);
+    }
     let quiet = Duration::from_secs(30);
     let mut deadline = Instant::now() + quiet;
     while at_end.len() < partitions.len() {
@@ -542,6 +554,15 @@ fn read_each(
             }
             Some(Err(e)) => return Err(kafka(format!("reading {topic}"))(e)),
             Some(Ok(message)) => {
+                let end = ends.get(&message.partition()).copied().unwrap_or(i64::MAX);
+                if at.is_none() && message.offset() >= end {
+                    // Written after reading began.
+                    at_end.insert(message.partition());
+                    continue;
+                }
+                if at.is_none() && message.offset() + 1 >= end {
+                    at_end.insert(message.partition());
+                }
                 let headers = message
                     .headers()
                     .map(|hs| {

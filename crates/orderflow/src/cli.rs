@@ -234,8 +234,11 @@ fn parse_since(text: &str) -> Result<i64, String> {
     }
     let age = humantime::parse_duration(text)
         .map_err(|_| format!("'{text}' is neither an RFC 3339 time nor an age such as 90m, 2h or 1d"))?;
-    let age = chrono::Duration::from_std(age).map_err(|_| format!("'{text}' is too long ago"))?;
-    Ok((chrono::Utc::now() - age).timestamp_millis())
+    chrono::Duration::from_std(age)
+        .ok()
+        .and_then(|age| chrono::Utc::now().checked_sub_signed(age))
+        .map(|since| since.timestamp_millis())
+        .ok_or_else(|| format!("'{text}' is too long ago"))
 }
 
 /// `orderflow rebuild …`

@@ -158,9 +158,11 @@ fn flags(query: Lenient) -> Flags {
 #[derive(utoipa::ToSchema)]
 #[allow(dead_code)] // Written by `RegistryError::into_response`; this type describes it.
 struct ErrorBody {
-    /// 40401 no such subject, 40402 no such version, 40403 no such schema, 40408 no subject-level
-    /// compatibility, 409 incompatible, 42201 invalid schema or body, 42202 invalid version, 42203 invalid
-    /// compatibility level, 50001 storage.
+    /// 40401 no such subject, 40402 no such version, 40403 no such schema, 40404 subject soft-deleted,
+    /// 40405 subject not soft-deleted first, 40406 version soft-deleted, 40407 version not soft-deleted first,
+    /// 40408 no subject-level compatibility, 40409 no subject-level mode, 409 incompatible, 42201 invalid
+    /// schema or body, 42202 invalid version, 42203 invalid compatibility level, 42204 invalid mode, 42205
+    /// read-only, 50001 storage.
     error_code: u32,
     /// What went wrong.
     message: String,
@@ -789,8 +791,12 @@ async fn subject_mode(
     Path(subject): Path<String>,
     query: Lenient,
 ) -> Answer {
-    let fallback = is_true(flags(query).default_to_global.as_ref());
-    Ok(mode_reply(s.mode(Some(&subject), fallback).await?))
+    let mode = if is_true(flags(query).default_to_global.as_ref()) {
+        s.mode_in_force(&subject).await?
+    } else {
+        s.mode(Some(&subject), false).await?
+    };
+    Ok(mode_reply(mode))
 }
 
 #[utoipa::path(

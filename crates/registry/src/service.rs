@@ -150,6 +150,7 @@ impl RegistryService {
     /// Registers `schema` as the next version of `subject` after checking it against earlier versions under
     /// the subject's compatibility level; registering a schema the subject already has returns that version.
     pub async fn register(&self, subject: &str, schema: &str) -> Result<RegisteredVersion, RegistryError> {
+        self.writable(subject).await?;
         let new = normalise(schema)?;
         let versions = self.live_versions(subject).await?;
         if let Some(existing) = versions.iter().find(|v| v.schema == new.text) {
@@ -161,7 +162,6 @@ impl RegistryService {
             subject: subject.to_owned(),
             reasons,
         })?;
-        self.writable(subject).await?;
         Ok(self.storage.append(subject, &new.fingerprint, &new.text).await?)
     }
 
@@ -362,10 +362,11 @@ impl RegistryService {
     /// level (`None`) to the default. Returns the level removed.
     pub async fn delete_compatibility(&self, subject: Option<&str>) -> Result<Compatibility, RegistryError> {
         let removed = match subject {
+            // Confluent answers "subject not found" when a subject has no level of its own to remove.
             Some(s) => self
                 .subject_compatibility(s)
                 .await?
-                .ok_or_else(|| RegistryError::SubjectCompatibilityNotFound(s.to_owned()))?,
+                .ok_or_else(|| RegistryError::SubjectNotFound(s.to_owned()))?,
             None => self.compatibility(None).await?,
         };
         self.storage.set_compatibility(subject, None).await?;
@@ -387,6 +388,18 @@ impl RegistryService {
         }
     }
 
+    /// The mode that applies to `subject`: a global READONLY_OVERRIDE, else its own, else the global one.
+    pub async fn mode_in_force(&self, subject: &str) -> Result<Mode, RegistryError> {
+        let global = self.mode(None, true).await?;
+        if global == Mode::ReadOnlyOverride {
+            return Ok(global);
+        }
+        match self.storage.mode(Some(subject)).await? {
+            Some(own) => own.parse(),
+            None => Ok(global),
+        }
+    }
+
     /// Sets the mode of `subject` (or the global one).
     pub async fn set_mode(&self, subject: Option<&str>, mode: Mode) -> Result<(), RegistryError> {
         Ok(self.storage.set_mode(subject, Some(mode.as_str())).await?)
@@ -394,21 +407,25 @@ impl RegistryService {
 
     /// Removes the mode of `subject` (it then follows the global one). Returns the mode removed.
     pub async fn delete_mode(&self, subject: &str) -> Result<Mode, RegistryError> {
-        let removed = self.mode(Some(subject), false).await?;
+        // Confluent answers "subject not found" when a subject has no mode of its own to remove.
+        let removed = self.mode(Some(subject), false).await.map_err(|e| match e {
+            RegistryError::SubjectModeNotFound(s) => RegistryError::SubjectNotFound(s),
+            other => other,
+        })?;
         self.storage.set_mode(Some(subject), None).await?;
         Ok(removed)
     }
 
     /// Refuses writes (42205) to a subject whose mode (its own, else the global one) is read-only.
     async fn writable(&self, subject: &str) -> Result<(), RegistryError> {
-        match self.mode(Some(subject), true).await? {
+        match self.mode_in_force(subject).await? {
             Mode::ReadWrite => Ok(()),
             Mode::ReadOnly | Mode::ReadOnlyOverride => Err(RegistryError::ReadOnly(subject.to_owned())),
         }
     }
 
     /// Which rules `schema` would break if registered under `subject`: against every earlier version for
-    /// `latest` (respecting transitive levels), or against the one version named.
+    /// `latest` or `-1` (respecting transitive levels), or against the one version named.
     pub async fn test_compatibility(
         &self,
         subject: &str,
@@ -417,7 +434,7 @@ impl RegistryService {
     ) -> Result<Vec<Incompatibility>, RegistryError> {
         let new = normalise(schema)?;
         let level = self.compatibility(Some(subject)).await?;
-        let against = if version == "latest" {
+        let against = if version_number(version)?.is_none() {
             self.versions(subject).await?
         } else {
             vec![self.version(subject, version).await?]

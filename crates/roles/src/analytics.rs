@@ -324,7 +324,7 @@ pub async fn rebuild(
             what: "analytics",
             source: match e {
                 AnalyticsError::Lost => {
-                    "another process has been rebuilding the aggregates for 10 minutes: try again when it is done".into()
+                    "another process held the rebuild lock for 10 minutes, or took it over from this rebuild: try again".into()
                 }
                 other => other.into(),
             },

@@ -270,7 +270,7 @@ fn set_held(state: &OpsState, group: &str, held: bool) -> Response {
 #[derive(serde::Serialize, utoipa::ToSchema)]
 #[schema(as = Consumer)]
 pub(crate) struct ConsumerView {
-    /// The role it serves (absent after a hold or release).
+    /// The role it serves (null in the answer to a hold or release).
     role: Option<&'static str>,
     /// Its consumer group.
     group: String,

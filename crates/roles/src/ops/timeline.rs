@@ -121,7 +121,11 @@ fn point(before: &Totals, now: &Totals, lag: BTreeMap<String, f64>, elapsed: Dur
             } else {
                 le.parse().ok()?
             };
-            Some((bound, count - before.buckets.get(le).copied().unwrap_or(0.0)))
+            // A consumer that left takes its counts with it: an interval never counts less than nothing.
+            Some((
+                bound,
+                (count - before.buckets.get(le).copied().unwrap_or(0.0)).max(0.0),
+            ))
         })
         .collect();
     buckets.sort_by(|a, b| a.0.total_cmp(&b.0));

@@ -147,13 +147,18 @@ impl Projection {
                 .collect(),
         };
         let codec = &self.backends.codec;
+        let mut state_output = event_output(
+            &self.state_topic,
+            codec
+                .encode(&state, traceparent)
+                .map_err(HandlerError::permanent)?,
+        );
+        // What the settle check compares, without decoding the record again.
+        state_output
+            .headers
+            .push((VERSION_HEADER.to_owned(), order.version.to_string().into_bytes()));
         Ok([
-            event_output(
-                &self.state_topic,
-                codec
-                    .encode(&state, traceparent)
-                    .map_err(HandlerError::permanent)?,
-            ),
+            state_output,
             event_output(
                 &self.read_model_topic,
                 codec
@@ -164,7 +169,17 @@ impl Projection {
     }
 }
 
-/// A failed rebuild of the read model.
+/// `key` as an order id written as the platform writes it (the read model's key), or `None`.
+fn canonical(key: &[u8]) -> Option<&str> {
+    std::str::from_utf8(key).ok().filter(|text| {
+        text.parse::<orderflow_domain::OrderId>()
+            .is_ok_and(|id| id.to_string() == *text)
+    })
+}
+
+/// The header of each `order.state` record carrying the order's version.
+const VERSION_HEADER: &str = "order-version";
+
 /// An order as the database holds it, as two changes: its creation (what its `order.created` carried) and
 /// its current status and version.
 fn database_changes(mut order: orderflow_domain::Order) -> (Change, Change) {
@@ -189,6 +204,7 @@ fn database_changes(mut order: orderflow_domain::Order) -> (Change, Change) {
     (created, current)
 }
 
+/// A failed rebuild of the read model.
 fn rebuild_error(source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> RoleError {
     RoleError::Rebuild {
         what: "read model",
@@ -340,13 +356,14 @@ impl Projection {
             after: None,
             limit: REBUILD_PAGE,
         };
-        let (mut applied, mut latest) = (0, Vec::new());
+        let (mut applied, mut republished) = (0, 0);
         loop {
             let ids = store.list_orders(&filter).await.map_err(rebuild_error)?;
             let mut orders = store.get_orders(&ids).await.map_err(rebuild_error)?;
             orders.sort_by_key(|o| (o.created_at, o.id.as_uuid()));
             let mut changes = Vec::with_capacity(2 * orders.len());
             let next = orders.last().map(|last| (last.created_at, last.id));
+            let mut latest = Vec::with_capacity(orders.len());
             for order in orders {
                 let (first, current) = database_changes(order);
                 changes.push(first);
@@ -358,9 +375,8 @@ impl Projection {
             self.model.apply(&changes).await.map_err(failed)?;
             applied += changes.len();
             progress(applied);
-            if !self.model.renew_rebuild(token).await.map_err(failed)? {
-                return Err(rebuild_error("another process took the rebuild over"));
-            }
+            // Each page's states go out once it is in (the model never goes back), so memory stays a page.
+            republished += self.republish(latest, token).await?;
             match next {
                 Some(after) if i64::try_from(ids.len()).unwrap_or(i64::MAX) >= REBUILD_PAGE => {
                     filter.after = Some(after);
@@ -368,7 +384,6 @@ impl Projection {
                 _ => break,
             }
         }
-        let republished = self.republish(latest, token).await?;
         tracing::info!(
             orders = republished,
             "published the rebuilt state of every order again"
@@ -499,22 +514,71 @@ impl Handler for Projection {
     /// state is published once more. The runtime asks again after each such publish (the newer state may
     /// itself be overtaken while on its way) until nothing is newer, so the last `order.state` record of an
     /// order is never older than its read model.
+    ///
+    /// Most rounds find nothing newer, so the check reads only the model's versions of the batch's orders
+    /// (records are keyed by order id) and the versions published (a header of each state record); the
+    /// changes are decoded and applied again only for the orders found newer.
     async fn settled(&self, batch: &[Record], published: &[Output]) -> Result<Vec<Output>, HandlerError> {
         let mut sent: HashMap<&[u8], i64> = HashMap::new();
         for output in published.iter().filter(|o| o.topic == self.state_topic) {
-            let state: OrderState = self
-                .backends
-                .codec
-                .decode(&output.payload)
-                .await
-                .map_err(decode_error)?;
+            let carried = output
+                .headers
+                .iter()
+                .find(|(name, _)| name == VERSION_HEADER)
+                .and_then(|(_, value)| std::str::from_utf8(value).ok()?.parse().ok());
+            let version = match carried {
+                Some(version) => version,
+                None => {
+                    let state: OrderState = self
+                        .backends
+                        .codec
+                        .decode(&output.payload)
+                        .await
+                        .map_err(decode_error)?;
+                    state.order_version
+                }
+            };
             if let Some(key) = output.key.as_deref() {
-                let version = sent.entry(key).or_insert(state.order_version);
-                *version = (*version).max(state.order_version);
+                let known = sent.entry(key).or_insert(version);
+                *known = (*known).max(version);
             }
         }
+        // The fast path needs every key to be an order id as the platform writes it (the model's key).
+        let keys: Option<Vec<&str>> = batch
+            .iter()
+            .map(|r| r.key.as_deref().and_then(canonical))
+            .collect();
+        let batch: Vec<&Record> = match keys {
+            Some(mut ids) => {
+                ids.sort_unstable();
+                ids.dedup();
+                let versions = self.model.versions(&ids).await?;
+                let newer: std::collections::HashSet<&str> = ids
+                    .iter()
+                    .zip(versions)
+                    .filter(|(id, version)| {
+                        version.is_some_and(|v| sent.get(id.as_bytes()).is_none_or(|&s| v > s))
+                    })
+                    .map(|(id, _)| *id)
+                    .collect();
+                batch
+                    .iter()
+                    .filter(|r| {
+                        r.key
+                            .as_deref()
+                            .and_then(canonical)
+                            .is_some_and(|id| newer.contains(id))
+                    })
+                    .collect()
+            }
+            // A record without an order id for key: check every change the slow way (apply again).
+            None => batch.iter().collect(),
+        };
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut changes = Vec::with_capacity(batch.len());
-        for record in batch {
+        for record in &batch {
             changes.push(self.change(record).await?);
         }
         let views = self.model.apply(&changes).await?;
@@ -543,6 +607,12 @@ pub enum RebuildSource {
     Postgres,
 }
 
+/// Whether the backends' bus is a cluster of this process only (no `kafka.bootstrap_servers`): nothing a
+/// rebuild could read the deployment's changes from or publish them to.
+fn settings_kafka_missing(backends: &Backends) -> bool {
+    backends.bus.settings().cluster().is_none()
+}
+
 /// How long `orderflow rebuild read-model` waits for a rebuild another process holds.
 const REBUILD_LOCK_WAIT: Duration = Duration::from_secs(600);
 
@@ -563,6 +633,11 @@ pub async fn rebuild(
     if backends.redis.is_none() {
         return Err(rebuild_error(
             "the read model lives in the projector's process without Redis: set cache.redis_url",
+        ));
+    }
+    if settings_kafka_missing(backends) {
+        return Err(rebuild_error(
+            "the read model is rebuilt from and republished to the deployment's Kafka: set kafka.bootstrap_servers",
         ));
     }
     let role = ConsumerRole {

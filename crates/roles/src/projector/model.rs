@@ -254,6 +254,55 @@ impl ReadModel {
         }
     }
 
+    /// The current version of each of `order_ids` (`None` for an order the model does not know): a read
+    /// only, for checking what was published against the model.
+    pub(crate) async fn versions(&self, order_ids: &[&str]) -> Result<Vec<Option<i64>>, ModelError> {
+        match self {
+            Self::Redis {
+                connection, prefix, ..
+            } => {
+                let keys: Vec<String> = order_ids.iter().map(|id| redis_key(prefix, id)).collect();
+                let mut connection = connection.clone();
+                let versions: Vec<Option<i64>> = match &connection {
+                    RedisConnection::Single(_) => {
+                        let mut pipe = redis::pipe();
+                        for key in &keys {
+                            pipe.hget(key, "v");
+                        }
+                        pipe.query_async(&mut connection).await?
+                    }
+                    // One slot per order: concurrent calls, as for changes.
+                    RedisConnection::Cluster(_) => {
+                        futures::future::try_join_all(keys.iter().map(|key| {
+                            let mut connection = connection.clone();
+                            async move {
+                                redis::cmd("HGET")
+                                    .arg(key)
+                                    .arg("v")
+                                    .query_async::<Option<i64>>(&mut connection)
+                                    .await
+                            }
+                        }))
+                        .await?
+                    }
+                };
+                Ok(versions)
+            }
+            Self::Memory(model) => {
+                let model = Self::memory_state(model);
+                Ok(order_ids
+                    .iter()
+                    .map(|id| {
+                        model
+                            .entries
+                            .get(*id)
+                            .and_then(|entry| entry.status.map(|(_, version, _)| version))
+                    })
+                    .collect())
+            }
+        }
+    }
+
     /// Applies `changes` in order; answers each one's view (`None` while its order's header is unknown).
     pub(crate) async fn apply(&self, changes: &[Change]) -> Result<Vec<Option<View>>, ModelError> {
         match self {

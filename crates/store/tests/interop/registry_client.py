@@ -71,7 +71,7 @@ expect(client.set_compatibility("e-value", "FULL"), {"compatibility": "FULL"}, "
 expect(client.get_compatibility("e-value"), "FULL", "own level")
 expect(client.delete_config("e-value").compatibility_level.value, "FULL", "level removed")
 expect(error_code(lambda: client.get_config("e-value")), 40408, "no own level any more")
-expect(error_code(lambda: client.delete_config("e-value")), 40408, "nothing to remove")
+expect(error_code(lambda: client.delete_config("e-value")), 40401, "nothing to remove")
 
 # Versions: soft delete first, then permanent; numbering goes on past deleted versions.
 expect(error_code(lambda: client.delete_version("e-value", 1, permanent=True)), 40407, "not soft-deleted")
@@ -114,6 +114,10 @@ expect(client.delete_mode("e-value"), "READONLY", "mode removed")
 expect(error_code(lambda: client.update_global_mode("IMPORT")), 42204, "unsupported mode")
 expect(client.update_global_mode("READONLY"), "READONLY", "global read-only")
 expect(error_code(lambda: client.register_schema("g-value", avro(V1))), 42205, "read-only registry")
+expect(client.update_global_mode("READWRITE"), "READWRITE", "writable again")
+expect(client.update_mode("g-value", "READWRITE"), "READWRITE", "a subject's own mode")
+expect(client.update_global_mode("READONLY_OVERRIDE"), "READONLY_OVERRIDE", "override")
+expect(error_code(lambda: client.register_schema("g-value", avro(V2))), 42205, "the override wins")
 expect(client.update_global_mode("READWRITE"), "READWRITE", "writable again")
 client.register_schema("g-value", avro(V1))
 
