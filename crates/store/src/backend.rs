@@ -498,12 +498,7 @@ macro_rules! shared_queries {
 
             /// The compatibility level stored for `subject` ('' is the global level).
             pub async fn registry_compatibility(&self, subject: &str) -> Result<Option<String>, $crate::StoreError> {
-                let row: Option<(String,)> =
-                    sqlx::query_as("SELECT compatibility FROM registry_config WHERE subject = $1")
-                        .bind(subject)
-                        .fetch_optional(&self.pool)
-                        .await?;
-                Ok(row.map(|(c,)| c))
+                self.registry_setting("registry_config", "compatibility", subject).await
             }
 
             /// Sets (or, with `None`, removes) the compatibility level of `subject` ('' is the global level).
@@ -512,40 +507,55 @@ macro_rules! shared_queries {
                 subject: &str,
                 level: Option<&str>,
             ) -> Result<(), $crate::StoreError> {
-                let query = match level {
-                    Some(level) => sqlx::query(
-                        "INSERT INTO registry_config (subject, compatibility) VALUES ($1, $2) \
-                         ON CONFLICT (subject) DO UPDATE SET compatibility = excluded.compatibility",
-                    )
-                    .bind(subject)
-                    .bind(level),
-                    None => sqlx::query("DELETE FROM registry_config WHERE subject = $1").bind(subject),
-                };
-                query.execute(&self.pool).await?;
-                Ok(())
+                self.registry_put_setting("registry_config", "compatibility", subject, level).await
             }
 
             /// The mode stored for `subject` ('' is the global mode).
             pub async fn registry_mode(&self, subject: &str) -> Result<Option<String>, $crate::StoreError> {
-                let row: Option<(String,)> = sqlx::query_as("SELECT mode FROM registry_mode WHERE subject = $1")
-                    .bind(subject)
-                    .fetch_optional(&self.pool)
-                    .await?;
-                Ok(row.map(|(m,)| m))
+                self.registry_setting("registry_mode", "mode", subject).await
             }
 
             /// Sets (or, with `None`, removes) the mode of `subject` ('' is the global mode).
             pub async fn registry_set_mode(&self, subject: &str, mode: Option<&str>) -> Result<(), $crate::StoreError> {
-                let query = match mode {
-                    Some(mode) => sqlx::query(
-                        "INSERT INTO registry_mode (subject, mode) VALUES ($1, $2) \
-                         ON CONFLICT (subject) DO UPDATE SET mode = excluded.mode",
-                    )
+                self.registry_put_setting("registry_mode", "mode", subject, mode).await
+            }
+
+            /// A per-subject registry setting: `column` of `table` keyed by subject.
+            async fn registry_setting(
+                &self,
+                table: &'static str,
+                column: &'static str,
+                subject: &str,
+            ) -> Result<Option<String>, $crate::StoreError> {
+                let sql = format!("SELECT {column} FROM {table} WHERE subject = $1");
+                let row: Option<(String,)> = sqlx::query_as(&sql)
                     .bind(subject)
-                    .bind(mode),
-                    None => sqlx::query("DELETE FROM registry_mode WHERE subject = $1").bind(subject),
-                };
-                query.execute(&self.pool).await?;
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(row.map(|(value,)| value))
+            }
+
+            /// Sets (or, with `None`, removes) a per-subject registry setting.
+            async fn registry_put_setting(
+                &self,
+                table: &'static str,
+                column: &'static str,
+                subject: &str,
+                value: Option<&str>,
+            ) -> Result<(), $crate::StoreError> {
+                match value {
+                    Some(value) => {
+                        let sql = format!(
+                            "INSERT INTO {table} (subject, {column}) VALUES ($1, $2) \
+                             ON CONFLICT (subject) DO UPDATE SET {column} = excluded.{column}"
+                        );
+                        sqlx::query(&sql).bind(subject).bind(value).execute(&self.pool).await?;
+                    }
+                    None => {
+                        let sql = format!("DELETE FROM {table} WHERE subject = $1");
+                        sqlx::query(&sql).bind(subject).execute(&self.pool).await?;
+                    }
+                }
                 Ok(())
             }
 

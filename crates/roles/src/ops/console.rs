@@ -193,22 +193,30 @@ impl Console {
         }
         let base = history.front().map(|(_, b)| b.clone()).unwrap_or_default();
         history.push_back((Instant::now(), now.clone()));
-        let mut cumulative: Vec<(f64, f64)> = now
-            .iter()
-            .filter_map(|(le, count)| {
-                let bound = if le == "+Inf" {
-                    f64::INFINITY
-                } else {
-                    le.parse().ok()?
-                };
-                Some((bound, count - base.get(le).copied().unwrap_or(0.0)))
-            })
-            .collect();
-        cumulative.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let cumulative = bucket_delta(&now, &base);
         let samples = cumulative.last().map_or(0.0, |(_, c)| *c);
         let quantile = |q: f64| quantile(&cumulative, q);
         (quantile(0.5), quantile(0.99), samples)
     }
+}
+
+/// The cumulative histogram buckets counted between `base` and `now` (both by their `le` label), as
+/// `(upper bound, count)` sorted by bound. A consumer that left takes its counts with it: a bucket never
+/// counts less than nothing.
+pub(crate) fn bucket_delta(now: &BTreeMap<String, f64>, base: &BTreeMap<String, f64>) -> Vec<(f64, f64)> {
+    let mut buckets: Vec<(f64, f64)> = now
+        .iter()
+        .filter_map(|(le, count)| {
+            let bound = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((bound, (count - base.get(le).copied().unwrap_or(0.0)).max(0.0)))
+        })
+        .collect();
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    buckets
 }
 
 /// The `q` quantile of cumulative buckets `(upper bound, count)`, interpolated within its bucket as

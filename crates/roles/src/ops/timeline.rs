@@ -10,7 +10,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use super::Consumers;
-use super::console::{parse, quantile};
+use super::console::{bucket_delta, parse, quantile};
 
 /// How often a point is taken.
 pub(crate) const SAMPLE_EVERY: Duration = Duration::from_secs(5);
@@ -112,23 +112,7 @@ fn point(before: &Totals, now: &Totals, lag: BTreeMap<String, f64>, elapsed: Dur
             (role.clone(), n.saturating_sub(was) as f64 / secs)
         })
         .collect();
-    let mut buckets: Vec<(f64, f64)> = now
-        .buckets
-        .iter()
-        .filter_map(|(le, count)| {
-            let bound = if le == "+Inf" {
-                f64::INFINITY
-            } else {
-                le.parse().ok()?
-            };
-            // A consumer that left takes its counts with it: an interval never counts less than nothing.
-            Some((
-                bound,
-                (count - before.buckets.get(le).copied().unwrap_or(0.0)).max(0.0),
-            ))
-        })
-        .collect();
-    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let buckets = bucket_delta(&now.buckets, &before.buckets);
     Point {
         at_ms,
         throughput,
