@@ -179,18 +179,9 @@ pub async fn counts(bus: &Bus) -> Result<Vec<(String, usize)>, DlqError> {
                 continue;
             }
             for partition in topic.partitions() {
-                // A topic created a moment ago may have no leader yet: ask again for a few seconds.
-                let mut tries = 0;
-                let (low, high) = loop {
-                    match client.fetch_watermarks(name, partition.id(), Duration::from_secs(15)) {
-                        Ok(marks) => break marks,
-                        Err(_) if tries < 25 => {
-                            tries += 1;
-                            std::thread::sleep(Duration::from_millis(200));
-                        }
-                        Err(e) => return Err(kafka("fetching watermarks")(e)),
-                    }
-                };
+                let (low, high) =
+                    crate::watermarks::fetch(&client, name, partition.id(), Duration::from_secs(15))
+                        .map_err(kafka("fetching watermarks"))?;
                 if high > low {
                     holding.push(name.to_owned());
                     break;
@@ -507,8 +498,7 @@ fn read_each(
         return Err(DlqError::NoSuchTopic(topic.to_owned()));
     }
     if let Some((partition, offset)) = at {
-        let (low, high) = consumer
-            .fetch_watermarks(topic, partition, Duration::from_secs(15))
+        let (low, high) = crate::watermarks::fetch(&consumer, topic, partition, Duration::from_secs(15))
             .map_err(kafka("fetching watermarks"))?;
         if offset < low || offset >= high {
             return Err(DlqError::NotFound {
@@ -532,8 +522,7 @@ fn read_each(
     // Where each partition ends now: reading stops there.
     let mut ends = std::collections::HashMap::new();
     for &p in &partitions {
-        let (low, high) = consumer
-            .fetch_watermarks(topic, p, Duration::from_secs(15))
+        let (low, high) = crate::watermarks::fetch(&consumer, topic, p, Duration::from_secs(15))
             .map_err(kafka("fetching watermarks"))?;
         if high <= low && at.is_none() {
             at_end.insert(p);

@@ -116,9 +116,9 @@ pub async fn describe(bus: &Bus, group: &str, topics: &[String]) -> Result<Group
             .map_err(kafka(format!("reading the offsets group {group} committed")))?;
         let mut partitions = Vec::new();
         for element in committed.elements() {
-            let (start, end) = client
-                .fetch_watermarks(element.topic(), element.partition(), TIMEOUT)
-                .map_err(kafka(format!("reading the end of {}", element.topic())))?;
+            let (start, end) =
+                crate::watermarks::fetch(&client, element.topic(), element.partition(), TIMEOUT)
+                    .map_err(kafka(format!("reading the end of {}", element.topic())))?;
             let committed = match element.offset() {
                 Offset::Offset(n) => Some(n),
                 _ => None,

@@ -30,6 +30,7 @@ mod settings;
 mod stall;
 mod stats;
 mod telemetry;
+mod watermarks;
 mod worker;
 
 pub mod dlq;
