@@ -53,3 +53,26 @@ fn passes_by_itself(error: &KafkaError) -> bool {
         )
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_moving_leader_is_waited_for_and_a_refusal_is_answered_at_once() {
+        for code in [
+            RDKafkaErrorCode::NotLeaderForPartition,
+            RDKafkaErrorCode::LeaderNotAvailable,
+            RDKafkaErrorCode::UnknownTopicOrPartition,
+        ] {
+            assert!(passes_by_itself(&KafkaError::MetadataFetch(code)), "{code:?}");
+        }
+        for code in [
+            RDKafkaErrorCode::TopicAuthorizationFailed,
+            RDKafkaErrorCode::SaslAuthenticationFailed,
+            RDKafkaErrorCode::InvalidArgument,
+        ] {
+            assert!(!passes_by_itself(&KafkaError::MetadataFetch(code)), "{code:?}");
+        }
+    }
+}
